@@ -1,0 +1,70 @@
+// Package activities holds every side effect of Stackrun: OpenStack through gophercloud, hosts
+// through SSH, databases through go-sql-driver/mysql, notifications, and the Temporal client calls
+// the machinery needs. Activities are methods on structs that hold their dependencies; the worker
+// builds the structs from configuration, and workflows reference them through nil pointers.
+package activities
+
+import "time"
+
+// Policy is the part of the worker's configuration that the runbook machinery enforces.
+type Policy struct {
+	Approvers            []string            `json:"approvers,omitempty"`
+	GateApprovers        map[string][]string `json:"gate_approvers,omitempty"`
+	TwoPersonGates       []string            `json:"two_person_gates,omitempty"`
+	GateTimeout          time.Duration       `json:"gate_timeout"`
+	Escalation           string              `json:"escalation"`
+	EscalationRepeats    int                 `json:"escalation_repeats"`
+	MaxHostsOutOfService int                 `json:"max_hosts_out_of_service"`
+	DefaultParallelism   int                 `json:"default_parallelism"`
+	ActivityMaxAttempts  int                 `json:"activity_max_attempts"`
+}
+
+// Severities of a finding.
+const (
+	SeverityInfo     = "info"
+	SeverityWarning  = "warning"
+	SeverityCritical = "critical"
+)
+
+// Finding is something a run observed that a person should know.
+type Finding struct {
+	Severity string `json:"severity"`
+	Subject  string `json:"subject"`
+	Message  string `json:"message"`
+}
+
+// Notification is what the machinery asks the Notify activity to deliver.
+type Notification struct {
+	Kind       string `json:"kind"` // gate-opened, gate-escalated, step-stalled, run-finished
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+	Runbook    string `json:"runbook"`
+	Target     string `json:"target"`
+	Name       string `json:"name,omitempty"` // gate or step
+	Text       string `json:"text"`
+	// Hint says how to act, e.g. the exact CLI command or signal to send.
+	Hint string `json:"hint,omitempty"`
+}
+
+// LeaseRequest asks the cloud-wide lease workflow for (or gives back) one host's slot among the
+// hosts that may be out of service at once.
+type LeaseRequest struct {
+	WorkflowID string `json:"workflow_id"`
+	Host       string `json:"host"`
+	Max        int    `json:"max"`
+}
+
+// LeaseWorkflowID is the ID of the one lease workflow per namespace.
+const LeaseWorkflowID = "stackrun/host-lease"
+
+// LeaseWorkflowType is the lease workflow's type name (workflows.HostLease).
+const LeaseWorkflowType = "HostLease"
+
+// Stable type names of non-retryable application errors (workflows re-export them).
+const (
+	ErrTypeInvalidInput = "InvalidInput"
+	ErrTypeNotFound     = "NotFound"
+	ErrTypeRefused      = "Refused"
+	ErrTypeHostKey      = "HostKey"
+	ErrTypeAborted      = "Aborted"
+)

@@ -1,0 +1,143 @@
+package workflows
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
+)
+
+var lease *activities.Lease
+
+type (
+	LeaseState  = activities.LeaseState
+	LeaseHolder = activities.LeaseHolder
+)
+
+// QueryLease answers the lease workflow's state.
+const QueryLease = "lease"
+
+// leaseCheckInterval is how often the lease workflow, while runs wait, looks for holders that
+// ended without releasing their slot.
+const leaseCheckInterval = 5 * time.Minute
+
+// HostLease is the one cloud-wide lease workflow (ID activities.LeaseWorkflowID): it limits how
+// many hosts are out of service at once. Runbooks send "acquire" and "release" through the Lease
+// activities; a grant is the signal "lease-granted" to the requesting run.
+func HostLease(ctx workflow.Context, st LeaseState) error {
+	if err := workflow.SetQueryHandler(ctx, QueryLease, func() (LeaseState, error) { return st, nil }); err != nil {
+		return err
+	}
+	acquire := workflow.GetSignalChannel(ctx, "acquire")
+	release := workflow.GetSignalChannel(ctx, "release")
+	grant := func(h LeaseHolder) {
+		err := workflow.SignalExternalWorkflow(ctx, h.WorkflowID, "", SignalLeaseGranted, h).Get(ctx, nil)
+		if err != nil {
+			// The run is gone: free its slot.
+			workflow.GetLogger(ctx).Warn("lease grant not delivered; freeing slot", "workflow_id", h.WorkflowID, "error", err)
+			st.Holders = slices.DeleteFunc(st.Holders, func(x LeaseHolder) bool { return x == h })
+		}
+	}
+	promote := func() {
+		for len(st.Waiting) > 0 && len(st.Holders) < max(1, st.Max) {
+			h := st.Waiting[0]
+			st.Waiting = st.Waiting[1:]
+			st.Holders = append(st.Holders, h)
+			grant(h)
+		}
+	}
+	holder := func(r activities.LeaseRequest) LeaseHolder {
+		return LeaseHolder{WorkflowID: r.WorkflowID, Host: r.Host}
+	}
+	for {
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(acquire, func(c workflow.ReceiveChannel, _ bool) {
+			var r activities.LeaseRequest
+			c.Receive(ctx, &r)
+			if r.Max > 0 {
+				st.Max = r.Max
+			}
+			h := holder(r)
+			switch {
+			case slices.Contains(st.Holders, h):
+				grant(h) // a repeated request gets the same grant
+			case slices.Contains(st.Waiting, h):
+			default:
+				st.Waiting = append(st.Waiting, h)
+			}
+			promote()
+		})
+		sel.AddReceive(release, func(c workflow.ReceiveChannel, _ bool) {
+			var r activities.LeaseRequest
+			c.Receive(ctx, &r)
+			h := holder(r)
+			st.Holders = slices.DeleteFunc(st.Holders, func(x LeaseHolder) bool { return x == h })
+			st.Waiting = slices.DeleteFunc(st.Waiting, func(x LeaseHolder) bool { return x == h })
+			promote()
+		})
+		if len(st.Waiting) > 0 {
+			sel.AddFuture(workflow.NewTimer(ctx, leaseCheckInterval), func(workflow.Future) {
+				ids := make([]string, len(st.Holders))
+				for i, h := range st.Holders {
+					ids[i] = h.WorkflowID
+				}
+				actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute,
+					RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3}})
+				var alive []string
+				if err := workflow.ExecuteActivity(actx, lease.StillRunning, ids).Get(ctx, &alive); err != nil {
+					return
+				}
+				st.Holders = slices.DeleteFunc(st.Holders, func(x LeaseHolder) bool { return !slices.Contains(alive, x.WorkflowID) })
+				promote()
+			})
+		}
+		sel.Select(ctx)
+		if workflow.GetInfo(ctx).GetContinueAsNewSuggested() && acquire.Len() == 0 && release.Len() == 0 {
+			return workflow.NewContinueAsNewError(ctx, HostLease, st)
+		}
+	}
+}
+
+// AcquireHostLease takes one of the cloud-wide slots for hosts out of service, waiting (durably)
+// while the cloud is at its limit. Pair it with ReleaseHostLease on every path.
+func (r *Run) AcquireHostLease(host string) error {
+	name := "acquire-lease"
+	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host, Max: r.policy.MaxHostsOutOfService}
+	granted := false
+	ch := workflow.GetSignalChannel(r.ctx, SignalLeaseGranted)
+	err := r.Do(name, StepOptions{Target: host, NoSkip: true}, func(ctx workflow.Context) error {
+		if err := r.Exec(ctx, name, host, lease.RequestLease, nil, req); err != nil {
+			return err
+		}
+		r.byName[name].Detail = fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max)
+		for !granted {
+			var g LeaseHolder
+			ch.Receive(ctx, &g)
+			granted = g.Host == host
+		}
+		r.byName[name].Detail = "granted"
+		return nil
+	})
+	if err == nil {
+		r.leased = append(r.leased, host)
+	}
+	return err
+}
+
+// ReleaseHostLease gives the slot back. It never stalls the run: a lease that cannot be released
+// is taken back by the lease workflow once this run has ended.
+func (r *Run) ReleaseHostLease(host string) {
+	if !slices.Contains(r.leased, host) {
+		return
+	}
+	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host}
+	ctx, _ := workflow.NewDisconnectedContext(r.ctx)
+	if err := r.Exec(r.ActivityOptions(ctx, time.Minute, 0), "release-lease", host, lease.ReleaseLease, nil, req); err != nil {
+		r.AddFinding(SeverityWarning, host, "lease not released (%v); the lease workflow frees it when this run has ended", err)
+	}
+	r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == host })
+}

@@ -1,0 +1,621 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
+)
+
+// Nil pointers through which workflows name the machinery's activities.
+var machine *activities.Machine
+
+// Run is the machinery every runbook uses: steps and their states, the status query, search
+// attributes, gates, stalled steps, the audit record and the report. A runbook creates it with
+// Begin, runs its steps through Do and Exec, asks people through Gate, and ends with Finish.
+type Run struct {
+	ctx     workflow.Context
+	info    *workflow.Info
+	runbook string
+	target  string
+	meta    Meta
+	policy  Policy
+	started time.Time
+
+	status  RunStatus
+	final   RunStatus
+	planned bool
+	current string
+	attrs   map[string]string
+
+	steps   []*step
+	byName  map[string]*step
+	gates   map[string]*gate
+	stalled map[string]*stall
+
+	plan      []string
+	findings  []Finding
+	decisions []Decision
+	refused   []RefusedMessage
+	audit     []AuditEntry
+	details   map[string]any
+	leftState string
+	leased    []string
+}
+
+type gate struct {
+	GateStatus
+	decided  bool
+	approved bool
+}
+
+type stall struct {
+	StalledStatus
+	action string
+}
+
+// AbortError ends a run as Aborted: a gate was rejected or timed out under an abort policy, or an
+// operator chose abort on a stalled step.
+type AbortError struct{ Reason string }
+
+func (e *AbortError) Error() string { return "aborted: " + e.Reason }
+
+// IsAbort reports whether err ends the run as Aborted.
+func IsAbort(err error) bool {
+	var a *AbortError
+	return errors.As(err, &a)
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+
+// ValidOperator reports whether s is acceptable as an operator's name.
+func ValidOperator(s string) bool { return nameRE.MatchString(s) }
+
+// Begin starts the machinery: it registers the query, updates and signals, loads the worker's
+// policy and marks the run Planning. Call it first in every runbook.
+func Begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...string) (*Run, error) {
+	r := &Run{
+		ctx:     ctx,
+		info:    workflow.GetInfo(ctx),
+		runbook: runbook,
+		target:  target,
+		meta:    meta,
+		started: workflow.Now(ctx),
+		attrs:   map[string]string{},
+		byName:  map[string]*step{},
+		gates:   map[string]*gate{},
+		stalled: map[string]*stall{},
+		details: map[string]any{},
+	}
+	// Attributes given at start count as already written.
+	sa := workflow.GetTypedSearchAttributes(ctx)
+	for _, k := range []temporal.SearchAttributeKeyKeyword{AttrStatus, AttrStep, AttrTarget, AttrRequestedBy} {
+		if v, ok := sa.GetKeyword(k); ok {
+			r.attrs[k.GetName()] = v
+		}
+	}
+	if err := r.registerHandlers(); err != nil {
+		return nil, err
+	}
+	r.AddSteps(steps...)
+	r.upsert(AttrTarget, target)
+	r.upsert(AttrRequestedBy, meta.RequestedBy)
+	r.setStatus(StatusPlanning)
+
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5},
+	})
+	if err := workflow.ExecuteLocalActivity(lctx, machine.LoadPolicy).Get(ctx, &r.policy); err != nil {
+		return nil, fmt.Errorf("load policy: %w", err)
+	}
+	if r.policy.ActivityMaxAttempts < 1 {
+		r.policy.ActivityMaxAttempts = 5
+	}
+	if r.policy.GateTimeout <= 0 {
+		r.policy.GateTimeout = 4 * time.Hour
+	}
+	return r, nil
+}
+
+// Policy returns the worker's policy as loaded at the start of the run.
+func (r *Run) Policy() Policy { return r.policy }
+
+// Meta returns the run's requester, reason and dry-run flag.
+func (r *Run) Meta() Meta { return r.meta }
+
+// DryRun reports whether the run stops after its plan.
+func (r *Run) DryRun() bool { return r.meta.DryRun }
+
+// Context is the workflow context the run was begun with.
+func (r *Run) Context() workflow.Context { return r.ctx }
+
+func (r *Run) registerHandlers() error {
+	if err := workflow.SetQueryHandler(r.ctx, QueryStatus, func() (Status, error) { return r.Status(), nil }); err != nil {
+		return err
+	}
+	for _, approve := range []bool{true, false} {
+		approve := approve
+		name := UpdateReject
+		if approve {
+			name = UpdateApprove
+		}
+		err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
+			func(ctx workflow.Context, req GateDecisionRequest) (Decision, error) {
+				return r.decideGate(req, approve, "update"), nil
+			},
+			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req GateDecisionRequest) error {
+				return r.validateGate(req, approve)
+			}})
+		if err != nil {
+			return err
+		}
+	}
+	err := workflow.SetUpdateHandlerWithOptions(r.ctx, UpdateResolve,
+		func(ctx workflow.Context, req ResolveRequest) (Decision, error) {
+			return r.decideStall(req, "update"), nil
+		},
+		workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req ResolveRequest) error {
+			return r.validateResolve(req)
+		}})
+	if err != nil {
+		return err
+	}
+
+	// Signals of the same names, for the Temporal web UI and `temporal workflow signal`. An
+	// invalid signal is recorded and ignored.
+	approveCh := workflow.GetSignalChannel(r.ctx, SignalApprove)
+	rejectCh := workflow.GetSignalChannel(r.ctx, SignalReject)
+	resolveCh := workflow.GetSignalChannel(r.ctx, SignalResolve)
+	workflow.Go(r.ctx, func(ctx workflow.Context) {
+		for {
+			sel := workflow.NewSelector(ctx)
+			for _, c := range []struct {
+				ch      workflow.ReceiveChannel
+				approve bool
+				name    string
+			}{{approveCh, true, SignalApprove}, {rejectCh, false, SignalReject}} {
+				c := c
+				sel.AddReceive(c.ch, func(ch workflow.ReceiveChannel, more bool) {
+					var req GateDecisionRequest
+					ch.Receive(ctx, &req)
+					if err := r.validateGate(req, c.approve); err != nil {
+						r.refuse(c.name, req.Gate, req.By, err)
+						return
+					}
+					if req.Via == "" {
+						req.Via = "signal"
+					}
+					r.decideGate(req, c.approve, "signal")
+				})
+			}
+			sel.AddReceive(resolveCh, func(ch workflow.ReceiveChannel, more bool) {
+				var req ResolveRequest
+				ch.Receive(ctx, &req)
+				if err := r.validateResolve(req); err != nil {
+					r.refuse(SignalResolve, req.Step, req.By, err)
+					return
+				}
+				r.decideStall(req, "signal")
+			})
+			sel.Select(ctx)
+		}
+	})
+	return nil
+}
+
+func (r *Run) refuse(signal, target, by string, err error) {
+	r.refused = append(r.refused, RefusedMessage{Signal: signal, Target: target, By: by, Reason: err.Error(), At: workflow.Now(r.ctx)})
+	workflow.GetLogger(r.ctx).Warn("invalid signal ignored", "signal", signal, "target", target, "by", by, "reason", err.Error())
+}
+
+// approversFor lists who may approve the gate; empty means any named operator.
+func (r *Run) approversFor(gateName string) []string {
+	if a, ok := r.policy.GateApprovers[gateName]; ok && len(a) > 0 {
+		return a
+	}
+	return r.policy.Approvers
+}
+
+func (r *Run) destructive(gateName string) bool {
+	return slices.Contains(r.policy.TwoPersonGates, gateName)
+}
+
+func (r *Run) validateGate(req GateDecisionRequest, approve bool) error {
+	if !ValidOperator(req.By) {
+		return fmt.Errorf("approver %q is not a valid operator name", req.By)
+	}
+	g, ok := r.gates[req.Gate]
+	if !ok || g.decided {
+		open := r.openGates()
+		names := make([]string, len(open))
+		for i, o := range open {
+			names[i] = o.Name
+		}
+		if len(names) == 0 {
+			return fmt.Errorf("gate %q is not open: this run waits at no gate", req.Gate)
+		}
+		return fmt.Errorf("gate %q is not open: open gates are %s", req.Gate, strings.Join(names, ", "))
+	}
+	allowed := r.approversFor(req.Gate)
+	if approve {
+		if len(allowed) > 0 && !slices.Contains(allowed, req.By) {
+			return fmt.Errorf("%s may not approve gate %q (allowed: %s)", req.By, req.Gate, strings.Join(allowed, ", "))
+		}
+		if g.Destructive && req.By == r.meta.RequestedBy {
+			return fmt.Errorf("%s requested this run and may not approve the destructive gate %q: a second person must", req.By, req.Gate)
+		}
+		return nil
+	}
+	// Rejecting is always safe: the requester or any approver may stop the run.
+	if req.By != r.meta.RequestedBy && len(allowed) > 0 && !slices.Contains(allowed, req.By) {
+		return fmt.Errorf("%s may not reject gate %q (allowed: the requester and %s)", req.By, req.Gate, strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+func (r *Run) decideGate(req GateDecisionRequest, approve bool, channel string) Decision {
+	g := r.gates[req.Gate]
+	g.decided, g.approved = true, approve
+	outcome := "rejected"
+	if approve {
+		outcome = "approved"
+	}
+	via := req.Via
+	if via == "" {
+		via = channel
+	}
+	d := Decision{Kind: "gate", Name: req.Gate, Outcome: outcome, By: req.By, Comment: req.Comment, Via: via, At: workflow.Now(r.ctx)}
+	r.decisions = append(r.decisions, d)
+	return d
+}
+
+func (r *Run) validateResolve(req ResolveRequest) error {
+	if !ValidOperator(req.By) {
+		return fmt.Errorf("operator %q is not a valid operator name", req.By)
+	}
+	if !slices.Contains([]string{ResolveRetry, ResolveSkip, ResolveAbort}, req.Action) {
+		return fmt.Errorf("action %q: must be retry, skip or abort", req.Action)
+	}
+	s, ok := r.stalled[req.Step]
+	if !ok || s.action != "" {
+		names := make([]string, 0, len(r.stalled))
+		for _, st := range r.stalledList() {
+			names = append(names, st.Step)
+		}
+		if len(names) == 0 {
+			return fmt.Errorf("step %q is not stalled: no step of this run is stalled", req.Step)
+		}
+		return fmt.Errorf("step %q is not stalled: stalled steps are %s", req.Step, strings.Join(names, ", "))
+	}
+	if req.Action == ResolveSkip && r.byName[req.Step].noSkip {
+		return fmt.Errorf("step %q cannot be skipped: later steps depend on it (retry or abort)", req.Step)
+	}
+	if len(r.policy.Approvers) > 0 && req.By != r.meta.RequestedBy && !slices.Contains(r.policy.Approvers, req.By) {
+		return fmt.Errorf("%s may not resolve steps of this run (allowed: the requester and %s)", req.By, strings.Join(r.policy.Approvers, ", "))
+	}
+	return nil
+}
+
+func (r *Run) decideStall(req ResolveRequest, channel string) Decision {
+	r.stalled[req.Step].action = req.Action
+	via := req.Via
+	if via == "" {
+		via = channel
+	}
+	d := Decision{Kind: "resolve", Name: req.Step, Outcome: req.Action, By: req.By, Comment: req.Comment, Via: via, At: workflow.Now(r.ctx)}
+	r.decisions = append(r.decisions, d)
+	return d
+}
+
+// GateOptions shape one gate.
+type GateOptions struct {
+	// Summary is shown in the UI, in notifications and in the status query.
+	Summary string
+	// Timeout overrides the policy's gate timeout.
+	Timeout time.Duration
+}
+
+// Gate waits for a person to approve or reject. It returns nil when approved and an *AbortError
+// when rejected or when it timed out under the notify-then-abort policy. Gates named in the
+// policy's two_person_gates are destructive: the requester may not approve them.
+func (r *Run) Gate(name string, opts GateOptions) error {
+	if g, ok := r.gates[name]; ok && g.decided {
+		return fmt.Errorf("gate %q was already decided in this run", name)
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = r.policy.GateTimeout
+	}
+	now := workflow.Now(r.ctx)
+	g := &gate{GateStatus: GateStatus{
+		Name: name, Destructive: r.destructive(name), Approvers: r.approversFor(name),
+		OpenedAt: now, Deadline: now.Add(timeout), Summary: opts.Summary,
+	}}
+	r.gates[name] = g
+	s := r.step(name)
+	r.setStepState(s, StepWaitingApproval, "waiting for approval")
+	r.notify("gate-opened", name, fmt.Sprintf("Run %s waits for approval at gate %q. %s", r.info.WorkflowExecution.ID, name, opts.Summary),
+		fmt.Sprintf("stackrun approve %s %s   (or signal %q with {\"gate\":%q,\"by\":\"<you>\"})", r.info.WorkflowExecution.ID, name, SignalApprove, name))
+
+	decided := func() bool { return g.decided }
+	for !g.decided {
+		if g.Escalations >= r.policy.EscalationRepeats && r.policy.EscalationRepeats > 0 && r.policy.Escalation != EscalateThenAbort {
+			// Escalated as often as policy says: keep waiting without further timers.
+			if err := workflow.Await(r.ctx, decided); err != nil {
+				return err
+			}
+			break
+		}
+		ok, err := workflow.AwaitWithTimeout(r.ctx, timeout, decided)
+		if err != nil {
+			return err
+		}
+		if ok {
+			break
+		}
+		g.Escalations++
+		g.Deadline = workflow.Now(r.ctx).Add(timeout)
+		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(r.ctx).Sub(g.OpenedAt), name),
+			fmt.Sprintf("stackrun approve %s %s", r.info.WorkflowExecution.ID, name))
+		if r.policy.Escalation == EscalateThenAbort && g.Escalations >= max(1, r.policy.EscalationRepeats) {
+			g.decided = true
+			r.decisions = append(r.decisions, Decision{Kind: "gate", Name: name, Outcome: "timed-out", By: "policy", Comment: "escalation policy notify-then-abort", At: workflow.Now(r.ctx)})
+			r.setStepState(s, StepFailed, "timed out")
+			return &AbortError{Reason: fmt.Sprintf("gate %q timed out after %d escalation(s)", name, g.Escalations)}
+		}
+	}
+	last := r.decisions[len(r.decisions)-1]
+	if !g.approved {
+		r.setStepState(s, StepFailed, fmt.Sprintf("rejected by %s", last.By))
+		return &AbortError{Reason: fmt.Sprintf("gate %q rejected by %s: %s", name, last.By, last.Comment)}
+	}
+	r.setStepState(s, StepDone, fmt.Sprintf("approved by %s", last.By))
+	return nil
+}
+
+// StepOptions shape one step.
+type StepOptions struct {
+	// Target is the host, instance or device the step acts on (audit and status).
+	Target string
+	// NoSkip refuses "skip" when the step stalls, because later steps depend on it.
+	NoSkip bool
+}
+
+// Do runs one named step. fn does the step's work through Exec. When fn fails because an
+// activity is out of retries, the step stalls and waits for an operator's resolve: retry runs
+// fn again, skip marks the step skipped and returns nil, abort returns an *AbortError. Errors of
+// the types InvalidInput and Refused do not stall: the world said no, and the run ends.
+func (r *Run) Do(name string, opts StepOptions, fn func(ctx workflow.Context) error) error {
+	s := r.step(name)
+	s.noSkip = opts.NoSkip
+	if opts.Target != "" {
+		s.Target = opts.Target
+	}
+	for {
+		s.Attempts++
+		s.Error = ""
+		r.setStepState(s, StepRunning, "")
+		err := fn(r.ctx)
+		if err == nil {
+			r.setStepState(s, StepDone, "")
+			return nil
+		}
+		if IsAbort(err) || temporal.IsCanceledError(err) || isFinal(err) {
+			s.Error = errText(err)
+			r.setStepState(s, StepFailed, "")
+			return err
+		}
+		s.Error = errText(err)
+		st := &stall{StalledStatus: StalledStatus{Step: name, Error: s.Error, Since: workflow.Now(r.ctx)}}
+		r.stalled[name] = st
+		r.setStepState(s, StepStalled, "")
+		r.notify("step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
+			fmt.Sprintf("stackrun resolve %s %s retry|skip|abort", r.info.WorkflowExecution.ID, name))
+		if err := workflow.Await(r.ctx, func() bool { return st.action != "" }); err != nil {
+			return err
+		}
+		delete(r.stalled, name)
+		switch st.action {
+		case ResolveSkip:
+			r.setStepState(s, StepSkipped, "skipped by operator")
+			return nil
+		case ResolveAbort:
+			r.setStepState(s, StepFailed, "aborted by operator")
+			return &AbortError{Reason: fmt.Sprintf("step %q aborted by operator after: %s", name, s.Error)}
+		}
+		// retry: loop
+	}
+}
+
+// StepState returns the state of a step (pending when unknown).
+func (r *Run) StepState(name string) StepState {
+	if s, ok := r.byName[name]; ok {
+		return s.State
+	}
+	return StepPending
+}
+
+// isFinal reports errors that no operator decision can fix within this run.
+func isFinal(err error) bool {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		switch app.Type() {
+		case ErrTypeInvalidInput, ErrTypeRefused:
+			return true
+		}
+	}
+	return false
+}
+
+// errText gives the innermost useful message of an activity error.
+func errText(err error) string {
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		if app.Type() != "" && app.Type() != "errorString" && !strings.HasPrefix(app.Type(), "*") {
+			return app.Type() + ": " + app.Error()
+		}
+		return app.Error()
+	}
+	var to *temporal.TimeoutError
+	if errors.As(err, &to) {
+		return "timeout (" + to.TimeoutType().String() + "): " + err.Error()
+	}
+	return err.Error()
+}
+
+// ActivityOptions returns ctx with the machinery's activity options: bounded attempts from
+// policy, exponential backoff, the stable non-retryable error types.
+func (r *Run) ActivityOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
+	if startToClose <= 0 {
+		startToClose = 5 * time.Minute
+	}
+	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: startToClose,
+		HeartbeatTimeout:    heartbeat,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        2 * time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        int32(r.policy.ActivityMaxAttempts),
+			NonRetryableErrorTypes: []string{ErrTypeInvalidInput, ErrTypeNotFound, ErrTypeRefused, ErrTypeHostKey, ErrTypeAborted},
+		},
+	})
+}
+
+// Exec runs one activity with the machinery's options (unless ctx already carries others) and
+// records it in the audit trail: which activity, on which target, for whom, with what result.
+func (r *Run) Exec(ctx workflow.Context, stepName, target string, activity any, result any, args ...any) error {
+	return r.Start(ctx, stepName, target, activity, args...).Get(ctx, result)
+}
+
+// Call is an activity started with Start; Get waits for it and records it in the audit trail.
+type Call struct {
+	r     *Run
+	f     workflow.Future
+	entry AuditEntry
+}
+
+// Start starts one activity without waiting, for bounded fan-out inside a step.
+func (r *Run) Start(ctx workflow.Context, stepName, target string, activity any, args ...any) *Call {
+	if workflow.GetActivityOptions(ctx).StartToCloseTimeout == 0 {
+		ctx = r.ActivityOptions(ctx, 0, 0)
+	}
+	return &Call{r: r, f: workflow.ExecuteActivity(ctx, activity, args...), entry: AuditEntry{
+		At: workflow.Now(ctx), Step: stepName, Activity: activityName(activity), Target: target, RequestedBy: r.meta.RequestedBy,
+	}}
+}
+
+// Future is the underlying future, for selectors.
+func (c *Call) Future() workflow.Future { return c.f }
+
+// Get waits for the activity's result and records the audit entry.
+func (c *Call) Get(ctx workflow.Context, result any) error {
+	err := c.f.Get(ctx, result)
+	e := c.entry
+	e.Duration = workflow.Now(ctx).Sub(e.At)
+	e.Result = "ok"
+	if err != nil {
+		e.Result, e.Error = "error", errText(err)
+	}
+	c.r.audit = append(c.r.audit, e)
+	return err
+}
+
+func activityName(fn any) string {
+	if s, ok := fn.(string); ok {
+		return s
+	}
+	name := runtime.FuncForPC(reflect.ValueOf(fn).Pointer()).Name()
+	name = strings.TrimSuffix(name, "-fm")
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
+}
+
+// notify delivers a notification beside the run; delivery failures are logged and never fail it.
+// The returned future lets Finish wait for the last one before the workflow closes.
+func (r *Run) notify(kind, name, text, hint string) workflow.Future {
+	ctx := workflow.WithActivityOptions(r.ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, InitialInterval: time.Second},
+	})
+	n := Notification{Kind: kind, WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
+		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint}
+	// Fire and forget: the notification runs beside the workflow; its failure is logged only.
+	f := workflow.ExecuteActivity(ctx, machine.Notify, n)
+	workflow.Go(r.ctx, func(gctx workflow.Context) {
+		if err := f.Get(gctx, nil); err != nil {
+			workflow.GetLogger(gctx).Warn("notification not delivered", "kind", kind, "error", err)
+		}
+	})
+	return f
+}
+
+// Finish ends the run: it derives the final status from err, waits for update handlers, notifies,
+// and returns the report. Aborted and failed runs also return their report (not an error), so
+// that `stackrun report` always has one; RunbookStatus tells them apart.
+func (r *Run) Finish(err error, summary string) (*Report, error) {
+	switch {
+	case err == nil:
+		r.final = StatusCompleted
+	case IsAbort(err):
+		r.final = StatusAborted
+		if summary == "" {
+			summary = err.Error()
+		}
+	default:
+		r.final = StatusFailed
+		if summary == "" {
+			summary = "failed: " + errText(err)
+		} else {
+			summary += ": " + errText(err)
+		}
+	}
+	if summary == "" {
+		summary = "completed"
+		if r.meta.DryRun {
+			summary = "dry run: plan computed, nothing changed"
+		}
+	}
+	for _, s := range r.steps {
+		if s.State == StepPending && r.final != StatusCompleted {
+			s.Detail = "not reached"
+		}
+	}
+	r.refreshStatus()
+	_ = workflow.Await(r.ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
+	rep := r.Report(summary)
+	if !r.meta.DryRun {
+		f := r.notify("run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
+			fmt.Sprintf("stackrun report %s", r.info.WorkflowExecution.ID))
+		_ = f.Get(r.ctx, nil)
+	}
+	workflow.SetCurrentDetails(r.ctx, fmt.Sprintf("**%s** on `%s` — %s: %s", r.runbook, r.target, r.final, summary))
+	return rep, nil
+}
+
+// Report builds the report as it stands.
+func (r *Run) Report(summary string) *Report {
+	st := r.final
+	if st == "" {
+		st = r.status
+	}
+	return &Report{
+		WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
+		Runbook: r.runbook, Target: r.target, RequestedBy: r.meta.RequestedBy, Reason: r.meta.Reason,
+		Status: st, DryRun: r.meta.DryRun, Started: r.started, Ended: workflow.Now(r.ctx),
+		Summary: summary, LeftState: r.leftState, Plan: r.plan, Steps: r.stepList(),
+		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Audit: r.audit, Details: r.details,
+	}
+}
