@@ -200,7 +200,6 @@ func (r *Run) Status() Status {
 func (r *Run) SetPlan(lines []string) {
 	r.plan = lines
 	r.planned = true
-	r.refreshStatus()
 	r.updateDetails()
 }
 

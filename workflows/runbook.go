@@ -50,6 +50,8 @@ type Run struct {
 	details   map[string]any
 	leftState string
 	leased    []string
+	// notes are notifications under way; Finish waits for them before the run closes.
+	notes []workflow.Future
 }
 
 type gate struct {
@@ -554,6 +556,7 @@ func (r *Run) notify(kind, name, text, hint string) workflow.Future {
 		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint}
 	// Fire and forget: the notification runs beside the workflow; its failure is logged only.
 	f := workflow.ExecuteActivity(ctx, machine.Notify, n)
+	r.notes = append(r.notes, f)
 	workflow.Go(r.ctx, func(gctx workflow.Context) {
 		if err := f.Get(gctx, nil); err != nil {
 			workflow.GetLogger(gctx).Warn("notification not delivered", "kind", kind, "error", err)
@@ -597,8 +600,11 @@ func (r *Run) Finish(err error, summary string) (*Report, error) {
 	_ = workflow.Await(r.ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
 	rep := r.Report(summary)
 	if !r.meta.DryRun {
-		f := r.notify("run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
+		r.notify("run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
 			fmt.Sprintf("stackrun report %s", r.info.WorkflowExecution.ID))
+	}
+	// Deliver every notification under way (escalations included) before the run closes.
+	for _, f := range r.notes {
 		_ = f.Get(r.ctx, nil)
 	}
 	workflow.SetCurrentDetails(r.ctx, fmt.Sprintf("**%s** on `%s` — %s: %s", r.runbook, r.target, r.final, summary))
