@@ -1,0 +1,167 @@
+// Package workerapp builds a Stackrun worker from configuration: the activity structs with their
+// dependencies, the registrations, the audit log. worker/main.go and the integration tests share it.
+package workerapp
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config"
+	"github.com/stackrun/stackrun/internal/audit"
+	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/workflows"
+)
+
+// App is a built worker and what it owns.
+type App struct {
+	Worker worker.Worker
+	Audit  *audit.Log
+	Pool   *remote.Pool
+	close  []func()
+}
+
+// Close releases the SSH pool and the audit file.
+func (a *App) Close() {
+	for i := len(a.close) - 1; i >= 0; i-- {
+		a.close[i]()
+	}
+}
+
+// Policy converts the configuration's policy to the machinery's.
+func Policy(p config.Policy) activities.Policy {
+	return activities.Policy{
+		Approvers: p.Approvers, GateApprovers: p.GateApprovers, TwoPersonGates: p.TwoPersonGates,
+		GateTimeout: p.GateTimeout, Escalation: p.Escalation, EscalationRepeats: p.EscalationRepeats,
+		MaxHostsOutOfService: p.MaxHostsOutOfService, DefaultParallelism: p.DefaultParallelism,
+		ActivityMaxAttempts: p.ActivityMaxAttempts,
+	}
+}
+
+// New builds the worker for cfg on client c. It does not start it.
+func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	app := &App{}
+	var auditOut *os.File
+	if cfg.Worker.AuditLog != "" {
+		f, err := os.OpenFile(cfg.Worker.AuditLog, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("worker.audit_log: %w", err)
+		}
+		auditOut = f
+		app.close = append(app.close, func() { _ = f.Close() })
+	}
+	if auditOut != nil {
+		app.Audit = audit.New(auditOut)
+	} else {
+		app.Audit = audit.New(nil)
+	}
+
+	// SSH: the pool verifies every host key against known_hosts.
+	opts := remote.Options{
+		User: cfg.SSH.User, KeyFile: cfg.SSH.KeyFile, UseAgent: cfg.SSH.UseAgent,
+		KnownHostsFile: cfg.SSH.KnownHostsFile, ConnectTimeout: cfg.SSH.ConnectTimeout,
+		CommandTimeout: cfg.SSH.CommandTimeout, MaxOutputBytes: cfg.SSH.MaxOutputBytes,
+	}
+	if cfg.SSH.JumpHost != "" {
+		jh, user, err := jumpHost(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts.Jump, opts.JumpUser = &jh, user
+	}
+	pool, err := remote.NewPool(opts)
+	if err != nil {
+		return nil, fmt.Errorf("ssh: %w", err)
+	}
+	app.Pool = pool
+	app.close = append(app.close, func() { _ = pool.Close() })
+	cat, err := remote.NewCatalogue(remote.DefaultCommands(), cfg.Commands, cfg.RoleCommands)
+	if err != nil {
+		return nil, fmt.Errorf("commands: %w", err)
+	}
+
+	inv := map[string]activities.InventoryHost{}
+	for name, h := range cfg.Inventory {
+		port := h.Port
+		if port == 0 {
+			port = cfg.SSH.Port
+		}
+		inv[name] = activities.InventoryHost{Address: h.Address, Port: port, Roles: h.Roles, Labels: h.Labels}
+	}
+	services := map[string][]activities.ServiceFacts{}
+	for role, r := range cfg.Roles {
+		for _, s := range r.Services {
+			services[role] = append(services[role], activities.ServiceFacts{Role: role, Name: s.Name, Log: s.Log, AMQP: s.AMQP})
+		}
+	}
+
+	var (
+		once    sync.Mutex
+		clients *openstack.Clients
+	)
+	osOpts := openstack.Options{Cloud: cfg.OpenStack.Cloud, CloudsFile: cfg.OpenStack.CloudsFile,
+		Region: cfg.OpenStack.Region, ComputeMicroversion: cfg.OpenStack.ComputeMicroversion}
+	cloudClients := func(ctx context.Context) (*openstack.Clients, error) {
+		once.Lock()
+		defer once.Unlock()
+		if clients != nil {
+			return clients, nil
+		}
+		cl, err := openstack.NewClients(ctx, osOpts)
+		if err != nil {
+			return nil, err
+		}
+		clients = cl
+		return cl, nil
+	}
+
+	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{
+		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor()},
+	})
+	for _, rb := range workflows.Runbooks {
+		w.RegisterWorkflow(rb.Workflow)
+	}
+	w.RegisterWorkflow(workflows.HostLease)
+	w.RegisterActivity(&activities.Machine{Policy: Policy(cfg.Policy), Log: log})
+	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
+	w.RegisterActivity(&activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat})
+	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
+	app.Worker = w
+	return app, nil
+}
+
+// jumpHost resolves ssh.jump_host: an inventory name, or [user@]host[:port].
+func jumpHost(cfg *config.Config) (remote.Host, string, error) {
+	spec := cfg.SSH.JumpHost
+	user := ""
+	if i := strings.IndexByte(spec, '@'); i >= 0 {
+		user, spec = spec[:i], spec[i+1:]
+	}
+	if h, ok := cfg.Inventory[spec]; ok {
+		port := h.Port
+		if port == 0 {
+			port = cfg.SSH.Port
+		}
+		return remote.Host{Name: spec, Address: h.Address, Port: port}, user, nil
+	}
+	host, port := spec, cfg.SSH.Port
+	if i := strings.LastIndexByte(spec, ':'); i >= 0 {
+		host = spec[:i]
+		if _, err := fmt.Sscanf(spec[i+1:], "%d", &port); err != nil {
+			return remote.Host{}, "", fmt.Errorf("ssh.jump_host %q: bad port", cfg.SSH.JumpHost)
+		}
+	}
+	return remote.Host{Name: host, Address: host, Port: port}, user, nil
+}
