@@ -6,7 +6,6 @@ package main
 // services). Run by `make test` (plain `go test`, no build tag).
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -19,7 +18,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 	"github.com/stackrun/stackrun/workflows"
@@ -193,6 +191,17 @@ func (r *rig) actions(svc string) string {
 	return strings.TrimSpace(string(b))
 }
 
+// saveHistory refreshes workflows/testdata/<name> from a real run when STACKRUN_UPDATE_HISTORY is
+// set; the replay test in workflows/ replays those histories against the current code.
+func (r *rig) saveHistory(id, name string) {
+	if os.Getenv("STACKRUN_UPDATE_HISTORY") == "" {
+		return
+	}
+	out, err := exec.Command(r.temporal, "workflow", "show", "--address", r.address, "--workflow-id", id, "--output", "json").Output()
+	require.NoError(r.t, err)
+	require.NoError(r.t, os.WriteFile(filepath.Join(devserver.RepoRoot(r.t), "workflows", "testdata", name), out, 0o644))
+}
+
 func waiting(st workflows.Status) bool { return st.Status == workflows.StatusWaitingApproval }
 
 func TestIntegration(t *testing.T) {
@@ -205,6 +214,7 @@ func TestIntegration(t *testing.T) {
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 		require.Equal(t, "1 critical, 0 warning finding(s)", rep.Summary, "%+v", rep.Findings)
 		require.Equal(t, "node1/svc-b", rep.Findings[0].Subject)
+		r.saveHistory("post-reboot-check/node1", "post_reboot_check.json")
 	})
 
 	t.Run("bad input changes nothing", func(t *testing.T) {
@@ -234,6 +244,7 @@ func TestIntegration(t *testing.T) {
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 		require.Equal(t, "stop\nstart", r.actions("svc-a"))
 		require.Equal(t, "bob", rep.Decisions[0].By)
+		r.saveHistory(id, "restart_service.json")
 	})
 
 	t.Run("approve by temporal workflow signal (the web UI's path)", func(t *testing.T) {
@@ -286,6 +297,4 @@ func TestIntegration(t *testing.T) {
 		require.Contains(t, string(b), `"activity":"SetService"`)
 		require.Contains(t, string(b), `"workflow_id":"restart-service/node1/svc-a"`)
 	})
-	_ = context.Background
-	_ = control.Identity
 }
