@@ -1,0 +1,111 @@
+# shellcheck shell=bash
+# Writes $LAB/stackrun.yaml (docs/config-schema.md) and $LAB/lab.env. Sourced by up.sh.
+
+svc_yaml() { # host svc [amqp]
+  svc_def "$1" "$2"
+  local log=${LOG/\/hosts\/$1\//\/hosts\/\{host\}\/}
+  printf '      - name: %s\n        log: %s\n' "$2" "$log"
+  [[ ${3:-} == amqp ]] && printf '        amqp: true\n'
+  return 0
+}
+
+write_stackrun_yaml() {
+  local labctl=$LAB_SRC/bin/labctl h roles labels
+  {
+    cat <<EOT
+# Stackrun configuration for the lab (written by lab/up.sh; schema: docs/config-schema.md).
+# Service logs: the paths below contain {host}; the lab's log_tail template goes through labctl,
+# which resolves the log of <host>/<service> itself (every lab host shares one filesystem).
+temporal:
+  address: 127.0.0.1:7233
+  namespace: default
+  task_queue: stackrun
+openstack:
+  cloud: lab
+  clouds_file: $LAB/clouds.yaml
+  region: RegionOne
+  compute_microversion: "2.90"
+databases:
+  nova_dsn: $RO_USER:$RO_PASS@tcp($CONTROLLER_IP:$P_MYSQL)/nova?parseTime=true
+  nova_api_dsn: $RO_USER:$RO_PASS@tcp($CONTROLLER_IP:$P_MYSQL)/nova_api?parseTime=true
+  cinder_dsn: $RO_USER:$RO_PASS@tcp($CONTROLLER_IP:$P_MYSQL)/cinder?parseTime=true
+ssh:
+  user: root
+  port: $SSH_PORT
+  key_file: $LAB/ssh/id_ed25519
+  use_agent: false
+  known_hosts_file: $LAB/ssh/known_hosts
+  connect_timeout: 10s
+  command_timeout: 2m
+  max_output_bytes: 1048576
+inventory:
+EOT
+    for h in "${LAB_HOSTS[@]}"; do
+      case $h in
+        controller) roles="[controller, proxy]" ;;
+        compute*) roles="[compute]" ;;
+        storage*) roles="[storage]" ;;
+      esac
+      printf '  %s:\n    address: %s\n    port: %s\n    roles: %s\n    labels:\n' "$h" "${HOST_IP[$h]}" "$SSH_PORT" "$roles"
+      printf '      rack: %s\n      switch: sw-%s\n' "${HOST_RACK[$h]}" "${HOST_RACK[$h]}"
+      case $h in
+        controller)
+          printf '      swift_ring_builder: "true"\n      swift_dir: %s/etc/swift\n' "$(hostdir "$h")" ;;
+        storage*)
+          printf '      swift_dir: %s/etc/swift\n      swift_devices: %s/srv/node\n      swift_disks: %s\n' \
+            "$(hostdir "$h")" "$(hostdir "$h")" "$(IFS=,; echo "${SWIFT_DEVS[*]}")" ;;
+      esac
+    done
+    echo "roles:"
+    echo "  controller:"
+    echo "    services:"
+    for s in mariadb rabbitmq-server memcached keystone placement-api glance-api nova-api; do svc_yaml controller "$s"; done
+    svc_yaml controller nova-conductor amqp
+    svc_yaml controller nova-scheduler amqp
+    svc_yaml controller neutron-server
+    echo "  proxy:"
+    echo "    services:"
+    svc_yaml controller swift-proxy
+    echo "  compute:"
+    echo "    services:"
+    svc_yaml compute1 nova-compute amqp
+    echo "  storage:"
+    echo "    services:"
+    for s in $(services_of storage1); do svc_yaml storage1 "$s"; done
+    cat <<EOT
+commands:
+  service_start: [$labctl, start, "{host}", "{service}"]
+  service_stop: [$labctl, stop, "{host}", "{service}"]
+  service_status: [$labctl, status, "{host}", "{service}"]
+  log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
+  uptime: [cat, /proc/uptime]
+policy:
+  approvers: [alice, bob]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced]
+  gate_timeout: 4h
+  escalation: notify-then-wait
+  escalation_repeats: 1
+  max_hosts_out_of_service: 2
+  default_parallelism: 4
+  activity_max_attempts: 5
+worker:
+  audit_log: $LAB/log/stackrun-audit.jsonl
+EOT
+  } | put "$LAB/stackrun.yaml"
+
+  {
+    echo "# Stackrun lab facts for shell scripts and tests (written by lab/up.sh)."
+    echo "STACKRUN_LAB_DIR=$LAB"
+    echo "LAB_SRC=$LAB_SRC"
+    echo "LABCTL=$LAB_SRC/bin/labctl"
+    echo "LABFAIL=$LAB_SRC/bin/labfail"
+    echo "OS_CLIENT_CONFIG_FILE=$LAB/clouds.yaml"
+    echo "OS_CLOUD=lab"
+    echo "LAB_SSH_PORT=$SSH_PORT"
+    echo "LAB_SSH_KEY=$LAB/ssh/id_ed25519"
+    echo "LAB_KNOWN_HOSTS=$LAB/ssh/known_hosts"
+    echo "LAB_RING_HOST=$RING_HOST"
+    echo "LAB_RING_DIR=$(hostdir "$RING_HOST")/etc/swift"
+    for h in "${LAB_HOSTS[@]}"; do echo "LAB_IP_$h=${HOST_IP[$h]}"; done
+  } | put "$LAB/lab.env"
+}
