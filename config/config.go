@@ -15,6 +15,7 @@
 package config
 
 import (
+	"github.com/stackrun/stackrun/internal/remote"
 	"maps"
 	"net"
 	"slices"
@@ -146,13 +147,17 @@ const (
 	CommandUptime        = "uptime"
 )
 
-// Placeholders lists every placeholder a command template may use. Each is
-// validated by its kind in internal/remote before use and never passed
-// through a shell.
-var Placeholders = []string{
-	"{service}", "{log}", "{lines}", "{host}", "{device}", "{path}",
-	"{label}", "{builder}", "{weight}", "{count}",
-}
+// Placeholders lists every placeholder a command template may use: the ones
+// internal/remote knows, each validated by its kind before use and never passed
+// through a shell. "{name...}" (a list) is accepted for each of them too.
+var Placeholders = func() []string {
+	out := make([]string, 0, len(remote.Placeholders))
+	for name := range remote.Placeholders {
+		out = append(out, "{"+name+"}")
+	}
+	slices.Sort(out)
+	return out
+}()
 
 // Defaults. Everything not listed is the zero value.
 const (

@@ -294,7 +294,7 @@ func checkTemplate(ps *Problems, key string, argv []string) {
 	}
 	for i, arg := range argv {
 		for _, ph := range placeholderRE.FindAllString(arg, -1) {
-			if !slices.Contains(Placeholders, ph) {
+			if !slices.Contains(Placeholders, strings.Replace(ph, "...}", "}", 1)) {
 				ps.add(fmt.Sprintf("%s[%d]", key, i), "unknown placeholder %s (known: %s)", ph, strings.Join(Placeholders, " "))
 			}
 		}
