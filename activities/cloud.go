@@ -8,7 +8,6 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
 	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
-	"github.com/gophercloud/gophercloud/v2/openstack/objectstorage/v1/accounts"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/openstack"
@@ -69,14 +68,11 @@ func (c *Cloud) Probe(ctx context.Context, p APIProbe) (APIProbeResult, error) {
 		}
 		return APIProbeResult{OK: true, Detail: fmt.Sprintf("identity API answers: %d project(s)", len(all))}, nil
 	case "object-store":
-		if cl.ObjectStore == nil {
-			return APIProbeResult{OK: false, Detail: "object-store: no object-store endpoint in the catalog"}, nil
-		}
-		h, err := accounts.Get(ctx, cl.ObjectStore, nil).Extract()
+		h, err := cl.ObjectStoreAccountStat(ctx)
 		if err != nil {
 			return fail(err)
 		}
-		return APIProbeResult{OK: true, Detail: fmt.Sprintf("object store answers: %d container(s), %d object(s)", h.ContainerCount, h.ObjectCount)}, nil
+		return APIProbeResult{OK: true, Detail: fmt.Sprintf("object store answers: %d container(s), %d object(s)", h.Containers, h.Objects)}, nil
 	case "compute-service":
 		pages, err := services.List(cl.Compute, services.ListOpts{Host: p.Host, Binary: "nova-compute"}).AllPages(ctx)
 		if err != nil {

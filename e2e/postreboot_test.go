@@ -1,0 +1,113 @@
+//go:build e2e
+
+package e2e
+
+// PostRebootCheck end to end: the real worker binary on a real Temporal dev server, over real SSH
+// to the lab's hosts, against the lab's real OpenStack APIs.
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/config"
+	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/workflows"
+)
+
+// labConfig returns the lab's stackrun.yaml; it fails (never skips) when the lab is not up.
+func labConfig(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("STACKRUN_LAB_DIR")
+	if dir == "" {
+		dir = filepath.Join(devserver.RepoRoot(t), ".state", "lab")
+	}
+	p := filepath.Join(dir, "stackrun.yaml")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the OpenStack lab is not up (%s missing): run `make lab` (make test does it)", p)
+	}
+	return p
+}
+
+// startWorker builds and runs the real worker against the lab's configuration and srv.
+func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "stackrun-worker")
+	build := exec.Command("go", "build", "-o", bin, "./worker")
+	build.Dir = devserver.RepoRoot(t)
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, string(out))
+	logPath := filepath.Join(t.TempDir(), "worker.log")
+	logf, err := os.Create(logPath)
+	require.NoError(t, err)
+	cmd := exec.Command(bin, "--config", cfgPath, "--temporal-address", srv.HostPort, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_, _ = cmd.Process.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("worker log:\n%s", b)
+		}
+	})
+}
+
+func TestPostRebootCheckOnLab(t *testing.T) {
+	cfgPath := labConfig(t)
+	cfg, err := config.Load(config.LoadOptions{Path: cfgPath})
+	require.NoError(t, err)
+	srv := devserver.Start(t)
+	startWorker(t, cfgPath, srv)
+
+	run := func(host string) *workflows.Report {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		rb, err := workflows.FindRunbook("post-reboot-check")
+		require.NoError(t, err)
+		in := &workflows.PostRebootCheckInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Host: host}
+		started, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb, in)
+		require.NoError(t, err)
+		rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
+		require.NoError(t, err)
+		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+		return rep
+	}
+	critical := func(rep *workflows.Report) []string {
+		var out []string
+		for _, f := range rep.Findings {
+			if f.Severity == workflows.SeverityCritical {
+				out = append(out, f.Subject+": "+f.Message)
+			}
+		}
+		return out
+	}
+
+	// The controller (also the Swift proxy): every service runs, Keystone, Glance, Nova and Swift answer.
+	rep := run("controller")
+	require.Empty(t, critical(rep), "controller findings: %+v", rep.Findings)
+	var probes []string
+	for _, a := range rep.Audit {
+		if a.Activity == "Probe" {
+			probes = append(probes, a.Target)
+		}
+	}
+	require.ElementsMatch(t, []string{"projects", "images", "servers", "object-store"}, probes)
+
+	// A compute: nova-compute runs over SSH on that host and Nova reports its service up.
+	rep = run("compute1")
+	require.Empty(t, critical(rep), "compute1 findings: %+v", rep.Findings)
+
+	// A storage node: its Swift processes and rsync run.
+	rep = run("storage2")
+	require.Empty(t, critical(rep), "storage2 findings: %+v", rep.Findings)
+	require.GreaterOrEqual(t, strings.Count(strings.Join(rep.Plan, "\n"), "is running"), 4)
+}
