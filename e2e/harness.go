@@ -54,4 +54,3 @@ func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) *exec.Cmd 
 	})
 	return cmd
 }
-
