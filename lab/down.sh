@@ -58,7 +58,9 @@ for h in "${STORAGES[@]}"; do
     [[ -e $img ]] || continue
     for loop in $(loop_of_image "$img"); do losetup -d "$loop" 2>/dev/null || true; done
   done
-  rm -f "$d"/dev/*
+  for dev in $(devs_of "$h"); do
+    [[ -L /dev/$dev ]] && rm -f "/dev/$dev"
+  done
 done
 
 if [[ $purge -eq 1 ]]; then

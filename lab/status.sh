@@ -22,7 +22,7 @@ echo "  $running of $total running"
 
 echo "swift devices:"
 for h in "${STORAGES[@]}"; do
-  for dev in "${SWIFT_DEVS[@]}"; do
+  for dev in $(devs_of "$h"); do
     mp=$(hostdir "$h")/srv/node/$dev
     src=$(mounted_dev "$mp")
     if [[ -z $src ]]; then

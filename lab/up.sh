@@ -98,7 +98,7 @@ done | put "$LAB/ssh/known_hosts"
 
 # --- Swift devices and rings -------------------------------------------------------------
 for h in "${STORAGES[@]}"; do
-  for dev in "${SWIFT_DEVS[@]}"; do ensure_disk "$h" "$dev"; done
+  for dev in $(devs_of "$h"); do ensure_disk "$h" "$dev"; done
 done
 RB=$(hostdir "$RING_HOST")/etc/swift
 for kind in account container object; do
@@ -108,12 +108,12 @@ for kind in account container object; do
     zone=0
     for h in "${STORAGES[@]}"; do
       zone=$((zone + 1))
-      for dev in "${SWIFT_DEVS[@]}"; do
+      for dev in $(devs_of "$h"); do
         swift-ring-builder "$RB/$kind.builder" add "r1z$zone-${HOST_IP[$h]}:$port/$dev" 100 >/dev/null
       done
     done
     swift-ring-builder "$RB/$kind.builder" rebalance >/dev/null || [[ $? -eq 1 ]]
-    say "ring $kind: 3 nodes x ${#SWIFT_DEVS[@]} devices, 3 replicas, part power 8"
+    say "ring $kind: 3 nodes x 2 devices, 3 replicas, part power 8, min_part_hours 1"
   fi
   for h in "${STORAGES[@]}"; do
     [[ -f $(hostdir "$h")/etc/swift/$kind.ring.gz ]] || cp "$RB/$kind.ring.gz" "$(hostdir "$h")/etc/swift/"

@@ -28,7 +28,10 @@ declare -A HOST_RACK=(
 LAB_HOSTS=(controller compute1 compute2 compute3 storage1 storage2 storage3)
 COMPUTES=(compute1 compute2 compute3)
 STORAGES=(storage1 storage2 storage3)
-SWIFT_DEVS=(sdb sdc)
+# Swift devices: names are unique across the lab (all "nodes" share one kernel), so that
+# /dev/<name> (a symlink to the current loop device) and the XFS label <name> are unambiguous.
+declare -A NODE_DEVS=([storage1]="sdb sdc" [storage2]="sdd sde" [storage3]="sdf sdg")
+devs_of() { echo "${NODE_DEVS[$1]}"; }
 RING_HOST=controller
 
 # Ports (on CONTROLLER_IP unless said otherwise).

@@ -195,6 +195,9 @@ osapi_compute_workers = 1
 report_interval = 10
 service_down_time = 40
 heal_instance_info_cache_interval = -1
+# oslo.messaging logs "Connected to AMQP server" at DEBUG: keep that one logger at DEBUG so that
+# the runbooks' AMQP check (log line after a restart) works as on a cloud with debug logs.
+default_log_levels = amqp=WARN,amqplib=WARN,sqlalchemy=WARN,oslo.messaging=INFO,oslo_messaging=INFO,oslo_messaging._drivers.impl_rabbit=DEBUG,iso8601=WARN,urllib3.connectionpool=WARN,websocket=WARN,urllib3.util.retry=WARN,keystonemiddleware=WARN,routes.middleware=WARN,stevedore=WARN,taskflow=WARN,keystoneauth=WARN,oslo.cache=INFO,oslo_policy=INFO,dogpile.core.dogpile=INFO,glanceclient=WARN
 [api]
 auth_strategy = keystone
 [api_database]
@@ -416,7 +419,7 @@ EOT
   local h d ip kind port
   for h in "${STORAGES[@]}"; do
     d=$(hostdir "$h") ip=${HOST_IP[$h]}
-    mkdir -p "$d/etc/swift" "$d/srv/node" "$d/cache/swift" "$d/disks" "$d/dev" "$d/run/swift"
+    mkdir -p "$d/etc/swift" "$d/srv/node" "$d/cache/swift" "$d/disks" "$d/run/swift"
     chown swift:swift "$d/cache/swift" "$d/run/swift"
     for kind in account container object; do
       case $kind in account) port=$P_ACCOUNT ;; container) port=$P_CONTAINER ;; object) port=$P_OBJECT ;; esac

@@ -13,12 +13,20 @@ loop_of_image() { losetup -n -O NAME -j "$1" 2>/dev/null || true; }
 # disk_healthy MOUNTPOINT: the filesystem answers (not shut down: EIO).
 disk_healthy() { timeout 5 ls "$1" >/dev/null 2>&1; }
 
+# dev_link NAME LOOP: /dev/NAME -> LOOP (never touches a real device of that name).
+dev_link() {
+  if [[ -e /dev/$1 && ! -L /dev/$1 ]]; then
+    die "/dev/$1 exists and is not a lab symlink: refusing to shadow a real device"
+  fi
+  ln -sfn "$2" "/dev/$1"
+}
+
 # ensure_disk HOST DEV: image exists, has XFS, is mounted at its mount point, owned by swift.
 ensure_disk() {
   local h=$1 dev=$2 d img mp loop
   d=$(hostdir "$h")
   img=$d/disks/$dev.img mp=$d/srv/node/$dev
-  mkdir -p "$d/disks" "$d/dev" "$mp"
+  mkdir -p "$d/disks" "$mp"
   if [[ -n $(mounted_dev "$mp") ]]; then
     disk_healthy "$mp" || warn "$h/$dev at $mp is mounted but gives I/O errors (failed disk left by a test?): replace it with lab/bin/labfail disk-replace $h $dev"
     return 0
@@ -27,12 +35,12 @@ ensure_disk() {
     truncate -s "$DISK_SIZE" "$img"
   fi
   if [[ $(blkid -p -o value -s TYPE "$img" 2>/dev/null || true) != xfs ]]; then
-    mkfs.xfs -q -f -L "$h-$dev" "$img"
+    mkfs.xfs -q -f -L "$dev" "$img"
   fi
   loop=$(losetup -f --show "$img")
   mount -t xfs "$loop" "$mp"
   losetup -d "$loop" # autoclear: the loop device goes away with the unmount
   chown swift:swift "$mp"
-  ln -sfn "$loop" "$d/dev/$dev"
+  dev_link "$dev" "$loop"
   say "$h/$dev: $img on $loop mounted at $mp"
 }

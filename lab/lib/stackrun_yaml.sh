@@ -53,7 +53,7 @@ EOT
           printf '      swift_ring_builder: "true"\n      swift_dir: %s/etc/swift\n' "$(hostdir "$h")" ;;
         storage*)
           printf '      swift_dir: %s/etc/swift\n      swift_devices: %s/srv/node\n      swift_disks: %s\n' \
-            "$(hostdir "$h")" "$(hostdir "$h")" "$(IFS=,; echo "${SWIFT_DEVS[*]}")" ;;
+            "$(hostdir "$h")" "$(hostdir "$h")" "$(devs_of "$h" | tr ' ' ,)" ;;
       esac
     done
     echo "roles:"
