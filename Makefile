@@ -33,8 +33,9 @@ run: build ## start the lab (unless STACKRUN_CONFIG names another target), Tempo
 deps: ## install the Debian packages the tests need (openssh-server...)
 	@scripts/deps.sh
 
-vet:
+vet: ## go vet, gofmt, and Temporal's workflowcheck over workflows/
 	$(GO) vet ./...
+	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 test-unit: deps bin/temporal vet ## unit and integration tests (real dev server, real sshd)

@@ -109,31 +109,31 @@ func (r *Run) upsert(key temporal.SearchAttributeKeyKeyword, value string) {
 // including the exact signal an operator can send from the UI.
 func (r *Run) updateDetails() {
 	var b strings.Builder
-	fmt.Fprintf(&b, "**%s** on `%s` — %s\n\n", r.runbook, r.target, r.status)
+	b.WriteString(fmt.Sprintf("**%s** on `%s` — %s\n\n", r.runbook, r.target, r.status))
 	for _, g := range r.openGates() {
-		fmt.Fprintf(&b, "Waiting for approval at gate **%s**", g.Name)
+		b.WriteString(fmt.Sprintf("Waiting for approval at gate **%s**", g.Name))
 		if g.Destructive {
 			b.WriteString(" (two-person rule: the requester may not approve)")
 		}
 		b.WriteString(".\n\n")
 		if g.Summary != "" {
-			fmt.Fprintf(&b, "%s\n\n", g.Summary)
+			b.WriteString(fmt.Sprintf("%s\n\n", g.Summary))
 		}
-		fmt.Fprintf(&b, "Approve: send signal `%s` with input `{\"gate\":%q,\"by\":\"<your name>\",\"comment\":\"...\"}` (or `%s` to reject), or run `stackrun approve %s %s`.\n\n",
-			SignalApprove, g.Name, SignalReject, r.info.WorkflowExecution.ID, g.Name)
+		b.WriteString(fmt.Sprintf("Approve: send signal `%s` with input `{\"gate\":%q,\"by\":\"<your name>\",\"comment\":\"...\"}` (or `%s` to reject), or run `stackrun approve %s %s`.\n\n",
+			SignalApprove, g.Name, SignalReject, r.info.WorkflowExecution.ID, g.Name))
 	}
 	for _, s := range r.stalledList() {
-		fmt.Fprintf(&b, "Step **%s** is stalled: %s\n\nResolve: send signal `%s` with input `{\"step\":%q,\"action\":\"retry|skip|abort\",\"by\":\"<your name>\"}`, or run `stackrun resolve %s %s retry`.\n\n",
-			s.Step, s.Error, SignalResolve, s.Step, r.info.WorkflowExecution.ID, s.Step)
+		b.WriteString(fmt.Sprintf("Step **%s** is stalled: %s\n\nResolve: send signal `%s` with input `{\"step\":%q,\"action\":\"retry|skip|abort\",\"by\":\"<your name>\"}`, or run `stackrun resolve %s %s retry`.\n\n",
+			s.Step, s.Error, SignalResolve, s.Step, r.info.WorkflowExecution.ID, s.Step))
 	}
 	if len(r.plan) > 0 && r.status != StatusCompleted {
 		b.WriteString("Plan:\n")
 		for i, p := range r.plan {
 			if i == 20 {
-				fmt.Fprintf(&b, "- ... and %d more\n", len(r.plan)-20)
+				b.WriteString(fmt.Sprintf("- ... and %d more\n", len(r.plan)-20))
 				break
 			}
-			fmt.Fprintf(&b, "- %s\n", p)
+			b.WriteString(fmt.Sprintf("- %s\n", p))
 		}
 	}
 	workflow.SetCurrentDetails(r.ctx, b.String())
@@ -141,6 +141,7 @@ func (r *Run) updateDetails() {
 
 func (r *Run) openGateCount() int {
 	n := 0
+	//workflowcheck:ignore the count does not depend on the order
 	for _, g := range r.gates {
 		if !g.decided {
 			n++
@@ -151,6 +152,7 @@ func (r *Run) openGateCount() int {
 
 func (r *Run) openGates() []GateStatus {
 	var out []GateStatus
+	//workflowcheck:ignore sorted below
 	for _, g := range r.gates {
 		if !g.decided {
 			out = append(out, g.GateStatus)
@@ -162,6 +164,7 @@ func (r *Run) openGates() []GateStatus {
 
 func (r *Run) stalledList() []StalledStatus {
 	var out []StalledStatus
+	//workflowcheck:ignore sorted below
 	for _, s := range r.stalled {
 		out = append(out, s.StalledStatus)
 	}
