@@ -62,10 +62,7 @@ func PostRebootCheck(ctx workflow.Context, in PostRebootCheckInput) (*Report, er
 	if err := in.Validate(); err != nil {
 		return r.Finish(err, "invalid input")
 	}
-	var facts activities.HostFacts
-	err = r.Do("describe-host", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
-		return r.Exec(ctx, "describe-host", in.Host, hosts.DescribeHost, &facts, in.Host)
-	})
+	facts, err := r.DescribeHost(in.Host)
 	if err != nil {
 		return r.Finish(err, "")
 	}
