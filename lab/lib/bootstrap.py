@@ -64,9 +64,12 @@ def main():
     service = ensure("projects", "projects", "service", {"domain_id": "default"})
     demo = ensure("projects", "projects", "demo", {"domain_id": "default"})
     admin_project = find("projects", "projects", "admin")
+    service_role = ensure("roles", "roles", "service", {})
     for name in SERVICE_USERS:
         user = ensure("users", "users", name, {"domain_id": "default", "password": PASS})
         ensure_role_assignment(service, user, admin_role)
+        # Nova sends its service token along (X-Service-Token): give it the "service" role
+        ensure_role_assignment(service, user, service_role)
     demo_user = ensure("users", "users", "demo", {"domain_id": "default", "password": PASS})
     ensure_role_assignment(demo, demo_user, member_role)
 

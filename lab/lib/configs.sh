@@ -29,7 +29,6 @@ user_domain_name = Default
 project_name = service
 username = $1
 password = $PASS
-service_token_roles_required = true
 EOT
 }
 
@@ -195,9 +194,6 @@ osapi_compute_workers = 1
 report_interval = 10
 service_down_time = 40
 heal_instance_info_cache_interval = -1
-# oslo.messaging logs "Connected to AMQP server" at DEBUG: keep that one logger at DEBUG so that
-# the runbooks' AMQP check (log line after a restart) works as on a cloud with debug logs.
-default_log_levels = amqp=WARN,amqplib=WARN,sqlalchemy=WARN,oslo.messaging=INFO,oslo_messaging=INFO,oslo_messaging._drivers.impl_rabbit=DEBUG,iso8601=WARN,urllib3.connectionpool=WARN,websocket=WARN,urllib3.util.retry=WARN,keystonemiddleware=WARN,routes.middleware=WARN,stevedore=WARN,taskflow=WARN,keystoneauth=WARN,oslo.cache=INFO,oslo_policy=INFO,dogpile.core.dogpile=INFO,glanceclient=WARN
 [api]
 auth_strategy = keystone
 [api_database]
