@@ -37,6 +37,10 @@ var Runbooks = []Runbook{
 		Short: "Check a host after a reboot: processes, AMQP reconnect, APIs (read-only)"},
 	{Name: "restart-service", Workflow: RestartService, NewInput: func() Input { return &RestartServiceInput{} },
 		Short: "Restart one service on one host behind an approval, then verify it came back"},
+	{Name: "evacuate", Workflow: ComputeEvacuation, NewInput: func() Input { return &EvacuateInput{Parallel: 4} },
+		Short: "Empty a compute host for maintenance: plan, approve, live/cold migrations, verify, bring it back"},
+	{Name: "recover-host", Workflow: HostFailureRecovery, NewInput: func() Input { return &RecoverHostInput{Parallel: 4} },
+		Short: "A compute host died: confirm down, fence (gate), force down, evacuate its instances, check volumes"},
 }
 
 // FindRunbook returns the runbook with the given CLI name.

@@ -398,6 +398,12 @@ type StepOptions struct {
 // fn again, skip marks the step skipped and returns nil, abort returns an *AbortError. Errors of
 // the types InvalidInput and Refused do not stall: the world said no, and the run ends.
 func (r *Run) Do(name string, opts StepOptions, fn func(ctx workflow.Context) error) error {
+	return r.DoIn(r.ctx, name, opts, fn)
+}
+
+// DoIn is Do for a step run inside a coroutine (workflow.Go) of the run, e.g. one of several
+// items moved in parallel: ctx is the coroutine's context, which fn gets and the stall waits on.
+func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(ctx workflow.Context) error) error {
 	s := r.step(name)
 	s.noSkip = opts.NoSkip
 	if opts.Target != "" {
@@ -407,7 +413,7 @@ func (r *Run) Do(name string, opts StepOptions, fn func(ctx workflow.Context) er
 		s.Attempts++
 		s.Error = ""
 		r.setStepState(s, StepRunning, "")
-		err := fn(r.ctx)
+		err := fn(ctx)
 		if err == nil {
 			r.setStepState(s, StepDone, "")
 			return nil
@@ -423,7 +429,7 @@ func (r *Run) Do(name string, opts StepOptions, fn func(ctx workflow.Context) er
 		r.setStepState(s, StepStalled, "")
 		r.notify("step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
 			fmt.Sprintf("stackrun resolve %s %s retry|skip|abort", r.info.WorkflowExecution.ID, name))
-		if err := workflow.Await(r.ctx, func() bool { return st.action != "" }); err != nil {
+		if err := workflow.Await(ctx, func() bool { return st.action != "" }); err != nil {
 			return err
 		}
 		delete(r.stalled, name)

@@ -138,6 +138,13 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	w.RegisterActivity(&activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat})
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
+	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
+	novaDB, closeDB, err := openNovaDB(cfg)
+	if err != nil {
+		return nil, err
+	}
+	app.close = append(app.close, closeDB)
+	w.RegisterActivity(novaDB)
 	app.Worker = w
 	return app, nil
 }
