@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Stop the Stackrun lab: every daemon by its PID file, then unmount the Swift devices.
 #   lab/down.sh           stop; keep the state (the next up.sh is fast)
 #   lab/down.sh --purge   stop and delete $STACKRUN_LAB_DIR
@@ -39,7 +40,7 @@ for h in "${LAB_HOSTS[@]}"; do "$LABCTL" stop "$h" sshd & done
 wait
 
 # stragglers started by this lab (epmd from RabbitMQ, children that left their group)
-for pid in $(grep -l -a -s "STACKRUN_LAB_DIR=$LAB" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+for pid in $(lab_pids "$LAB"); do
   [[ $pid == "$$" ]] && continue
   pid_alive "$pid" || continue
   grep -qa "LAB_HOST=" "/proc/$pid/environ" 2>/dev/null || continue
@@ -50,10 +51,10 @@ done
 # Swift devices: unmount (lazily if busy) and detach the loop devices of our images
 for h in "${STORAGES[@]}"; do
   d=$(hostdir "$h")
-  for mp in $(awk -v p="$d/srv/node/" 'index($2, p) == 1 {print $2}' /proc/self/mounts); do
+  while read -r mp; do
     umount "$mp" 2>/dev/null || umount -l "$mp" || warn "cannot unmount $mp"
     say "unmounted $mp"
-  done
+  done < <(awk -v p="$d/srv/node/" 'index($2, p) == 1 {print $2}' /proc/self/mounts)
   for img in "$d"/disks/*.img*; do
     [[ -e $img ]] || continue
     for loop in $(loop_of_image "$img"); do losetup -d "$loop" 2>/dev/null || true; done

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Show the state of the Stackrun lab: services per host, Swift devices, APIs, SSH, memory.
 # Exit status 0 when everything is up and healthy, 1 otherwise.
 set -euo pipefail
@@ -41,7 +42,7 @@ echo "ssh:"
 check_ssh || rc=1
 
 kib=0 n=0
-for pid in $(grep -l -a -s "STACKRUN_LAB_DIR=$LAB" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
+for pid in $(lab_pids "$LAB"); do
   r=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
   [[ -n $r ]] || continue
   kib=$((kib + r)) n=$((n + 1))

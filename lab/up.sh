@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Stand up the Stackrun OpenStack lab on loopback (idempotent: a second run while up is a no-op).
 # State: $STACKRUN_LAB_DIR (default <repo>/.state/lab). See lab/README.md.
 set -euo pipefail
@@ -28,15 +29,15 @@ say "up.sh started $(date -Is) (packages ready after $(elapsed))"
 cleanup_leftovers() {
   local pid env dir mp back loop rest
   # processes started by labctl of another lab carry STACKRUN_LAB_DIR in their environment
-  for pid in $(grep -l -a -s 'LAB_HOST=' /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3); do
-    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+  while read -r pid; do
+    [[ -z $pid || $pid == "$$" || $pid == "$BASHPID" ]] && continue
     pid_alive "$pid" || continue
     env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null || true)
     dir=$(sed -n 's/^STACKRUN_LAB_DIR=//p' <<<"$env" | head -1)
     [[ -n $dir && $dir != "$LAB" ]] || continue
     warn "killing process $pid of another lab ($dir): $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-100)"
     kill -KILL "$pid" 2>/dev/null || true
-  done
+  done < <(lab_pids "")
   # mounts of another lab's Swift devices
   while read -r _ mp _; do
     [[ $mp == */hosts/storage*/srv/node/* && $mp != "$LAB"/* ]] || continue
@@ -58,7 +59,7 @@ cleanup_leftovers
 
 # foreign listeners on the lab's ports: kill them on lab addresses, refuse on wildcard ones
 check_ports() {
-  local h svc ip port pid listening hexip
+  local h svc ip port pid listening
   listening=$(awk '$4 == "0A" {print $2}' /proc/net/tcp)
   for h in "${LAB_HOSTS[@]}"; do
     for svc in sshd $(services_of "$h"); do
@@ -66,11 +67,10 @@ check_ports() {
       [[ -n $PORT ]] || continue
       pid_alive "$(cat "$PIDFILE" 2>/dev/null || true)" && continue
       ip=${PORT%:*} port=${PORT#*:}
-      hexip=$(printf '%02X%02X%02X%02X' $(awk -F. '{print $4, $3, $2, $1}' <<<"$ip"))
-      if grep -qx "00000000:$(printf '%04X' "$port")" <<<"$listening"; then
+      if grep -qx "$(hex_addr 0.0.0.0 "$port")" <<<"$listening"; then
         die "port $port is taken on all addresses by pid(s) $(listener_pids 0.0.0.0 "$port" | xargs); stop it first"
       fi
-      grep -qx "$hexip:$(printf '%04X' "$port")" <<<"$listening" || continue
+      grep -qx "$(hex_addr "$ip" "$port")" <<<"$listening" || continue
       for pid in $(listener_pids "$ip" "$port"); do
         warn "killing pid $pid that holds $ip:$port (not started by this lab's labctl)"
         kill -KILL "$pid" 2>/dev/null || true

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2153  # (COMPUTES and the like come from common.sh)
 # API checks shared by up.sh and status.sh. Sourced after common.sh.
 
 lab_token() {

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # (variables used by the scripts that source this file)
 # Common definitions for the Stackrun OpenStack lab. Sourced by up.sh, down.sh, status.sh,
 # bin/labctl and bin/labfail. Everything the lab writes lives under $LAB.
 
@@ -91,12 +91,22 @@ wait_http() {
   die "$3 did not answer at $1 within $2 s (see $LAB/log)"
 }
 
+# hex_addr IP PORT: the address as /proc/net/tcp writes it (127.0.0.10:5000 -> 0A00007F:1388).
+hex_addr() {
+  local a b c d
+  IFS=. read -r a b c d <<<"$1"
+  printf '%02X%02X%02X%02X:%04X' "$d" "$c" "$b" "$a" "$2"
+}
+
+# lab_pids [DIR]: PIDs of the processes started by labctl for the lab at DIR (default: any lab).
+lab_pids() {
+  grep -l -a -s "STACKRUN_LAB_DIR=${1:-}" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3 || true
+}
+
 # listener_pids IP PORT: PIDs of the processes that listen on IP:PORT (or on 0.0.0.0:PORT).
 listener_pids() {
-  local ip=$1 port=$2 hexport hexip inodes inode pid fd
-  hexport=$(printf '%04X' "$port")
-  hexip=$(printf '%02X%02X%02X%02X' $(echo "$ip" | awk -F. '{print $4, $3, $2, $1}'))
-  inodes=$(awk -v a="$hexip:$hexport" -v b="00000000:$hexport" \
+  local ip=$1 port=$2 inodes inode pid fd
+  inodes=$(awk -v a="$(hex_addr "$ip" "$port")" -v b="$(hex_addr 0.0.0.0 "$port")" \
     '$4 == "0A" && ($2 == a || $2 == b) {print $10}' /proc/net/tcp)
   [[ -n $inodes ]] || return 0
   for inode in $inodes; do

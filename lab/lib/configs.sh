@@ -367,6 +367,12 @@ default = yes
 EOT
   mkdir -p "$C/etc/swift" "$C/cache/swift"
   chown swift:swift "$C/cache/swift"
+  # tools given --swiftdir (swift-recon, swift-get-nodes...) read swift.conf from there
+  local h
+  for h in "$RING_HOST" "${STORAGES[@]}"; do
+    mkdir -p "$(hostdir "$h")/etc/swift"
+    put "$(hostdir "$h")/etc/swift/swift.conf" </etc/swift/swift.conf
+  done
   put "$C/etc/swift/proxy-server.conf" <<EOT
 [DEFAULT]
 bind_ip = $CONTROLLER_IP
@@ -412,7 +418,7 @@ paste.filter_factory = keystonemiddleware.auth_token:filter_factory
 delay_auth_decision = true
 $(authtoken swift | tail -n +2)
 EOT
-  local h d ip kind port
+  local d ip kind port
   for h in "${STORAGES[@]}"; do
     d=$(hostdir "$h") ip=${HOST_IP[$h]}
     mkdir -p "$d/etc/swift" "$d/srv/node" "$d/cache/swift" "$d/disks" "$d/run/swift"

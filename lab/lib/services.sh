@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # (svc_def sets variables for its callers)
 # Service table of the lab: which services each host runs and how each one is started.
 # svc_def HOST SERVICE sets: CMD (argv array), RUNAS (user or empty), ENVS (array of K=V),
 # LOG (file), PIDFILE, PORT (ip:port checked by `status`, or empty).
@@ -35,15 +35,15 @@ svc_def() {
       RUNAS=rabbitmq
       ENVS=(HOME="$d/data/rabbitmq" RABBITMQ_MNESIA_BASE="$d/data/rabbitmq/mnesia"
         RABBITMQ_LOG_BASE="$d/log/rabbitmq" RABBITMQ_NODENAME=rabbit@localhost
-        RABBITMQ_NODE_IP_ADDRESS="$ip" RABBITMQ_NODE_PORT=$P_RABBIT RABBITMQ_DIST_PORT=$P_RABBIT_DIST
-        ERL_EPMD_ADDRESS="$ip" ERL_EPMD_PORT=$P_EPMD RABBITMQ_PID_FILE="$d/data/rabbitmq/rabbit.pid"
+        RABBITMQ_NODE_IP_ADDRESS="$ip" RABBITMQ_NODE_PORT="$P_RABBIT" RABBITMQ_DIST_PORT="$P_RABBIT_DIST"
+        ERL_EPMD_ADDRESS="$ip" ERL_EPMD_PORT="$P_EPMD" RABBITMQ_PID_FILE="$d/data/rabbitmq/rabbit.pid"
         RABBITMQ_CONFIG_FILE="$d/etc/rabbitmq/rabbitmq" RABBITMQ_ENABLED_PLUGINS_FILE="$d/etc/rabbitmq/enabled_plugins"
         RABBITMQ_CONF_ENV_FILE="$d/etc/rabbitmq/rabbitmq-env.conf"
         RABBITMQ_SERVER_ERL_ARGS="+S 1:1 +A 4 +P 65536 -kernel inet_dist_use_interface {127,0,0,10}")
       CMD=(/usr/lib/rabbitmq/bin/rabbitmq-server)
       PORT=$ip:$P_RABBIT ;;
     controller:memcached)
-      CMD=(/usr/bin/memcached -u memcache -l "$ip" -p $P_MEMCACHED -U 0 -m 64 -c 1024)
+      CMD=(/usr/bin/memcached -u memcache -l "$ip" -p "$P_MEMCACHED" -U 0 -m 64 -c 1024)
       PORT=$ip:$P_MEMCACHED ;;
     controller:keystone)
       ENVS=(OS_KEYSTONE_CONFIG_DIR="$d/etc/keystone")
@@ -82,7 +82,7 @@ svc_def() {
       CMD=(/usr/bin/swift-proxy-server "$d/etc/swift/proxy-server.conf" -v)
       PORT=$ip:$P_SWIFT_PROXY ;;
     storage[0-9]:rsync)
-      CMD=(/usr/bin/rsync --daemon --no-detach --config="$d/etc/swift/rsyncd.conf" --address="$ip" --port=$P_RSYNC --log-file="$LOG")
+      CMD=(/usr/bin/rsync --daemon --no-detach --config="$d/etc/swift/rsyncd.conf" --address="$ip" --port="$P_RSYNC" --log-file="$LOG")
       PORT=$ip:$P_RSYNC ;;
     storage[0-9]:swift-account | storage[0-9]:swift-container | storage[0-9]:swift-object)
       RUNAS=swift

@@ -10,7 +10,7 @@ svc_yaml() { # host svc [amqp]
 }
 
 write_stackrun_yaml() {
-  local labctl=$LAB_SRC/bin/labctl h roles labels
+  local labctl=$LAB_SRC/bin/labctl h roles s
   {
     cat <<EOT
 # Stackrun configuration for the lab (written by lab/up.sh; schema: docs/config-schema.md).
