@@ -44,6 +44,16 @@ type Notification struct {
 	Text       string `json:"text"`
 	// Hint says how to act, e.g. the exact CLI command or signal to send.
 	Hint string `json:"hint,omitempty"`
+
+	// What chat messages show beside the text (filled by the machinery; never secrets).
+	RequestedBy string    `json:"requested_by,omitempty"`
+	Status      string    `json:"status,omitempty"`      // RunbookStatus when sent (final status for run-finished)
+	Summary     string    `json:"summary,omitempty"`     // gate summary, or the run's summary when finished
+	Plan        []string  `json:"plan,omitempty"`        // the plan (first lines) for gate-opened
+	Destructive bool      `json:"destructive,omitempty"` // the gate is under the two-person rule
+	Approvers   []string  `json:"approvers,omitempty"`   // who may approve the gate (empty: any operator)
+	Error       string    `json:"error,omitempty"`       // the stalled step's error
+	Findings    []Finding `json:"findings,omitempty"`    // the run's findings (run-finished)
 }
 
 // LeaseRequest asks the cloud-wide lease workflow for (or gives back) one host's slot among the

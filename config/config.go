@@ -36,6 +36,7 @@ type Config struct {
 	RoleCommands map[string]map[string][]string `mapstructure:"role_commands" yaml:"role_commands" json:"role_commands"`
 	Policy       Policy                         `mapstructure:"policy" yaml:"policy" json:"policy"`
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
+	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 
 	// File is the configuration file that was read ("" when none was found
 	// and only defaults, environment and flags apply). Not a key.
@@ -229,6 +230,7 @@ func Default() *Config {
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
 		},
+		Chat: defaultChat(),
 	}
 }
 

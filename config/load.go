@@ -331,6 +331,9 @@ func (c *Config) fill() {
 	if c.Policy.GateApprovers == nil {
 		c.Policy.GateApprovers = map[string][]string{}
 	}
+	if c.Chat.Roles == nil {
+		c.Chat.Roles = map[string]ChatRole{}
+	}
 }
 
 // expandPaths expands "~" in the keys that name local files.
@@ -341,12 +344,14 @@ func (c *Config) expandPaths(home string) {
 		&c.Databases.NovaDSNFile, &c.Databases.NovaAPIDSNFile, &c.Databases.CinderDSNFile,
 		&c.SSH.KeyFile, &c.SSH.KnownHostsFile,
 		&c.Worker.AuditLog,
+		&c.Chat.WebhookURLFile, &c.Chat.Slack.SigningSecretFile, &c.Chat.Slack.BotTokenFile,
+		&c.Chat.Slack.WebhookURLFile, &c.Chat.Mattermost.TokenFile, &c.Chat.Mattermost.WebhookURLFile,
 	} {
 		*p = expandTilde(*p, home)
 	}
 }
 
-// readSecrets fills each DSN from its *_file key.
+// readSecrets fills each secret (DSNs, chat secrets) from its *_file key.
 func (c *Config) readSecrets() Problems {
 	var probs Problems
 	for _, s := range []struct {
@@ -357,6 +362,12 @@ func (c *Config) readSecrets() Problems {
 		{"databases.nova_dsn", &c.Databases.NovaDSN, c.Databases.NovaDSNFile},
 		{"databases.nova_api_dsn", &c.Databases.NovaAPIDSN, c.Databases.NovaAPIDSNFile},
 		{"databases.cinder_dsn", &c.Databases.CinderDSN, c.Databases.CinderDSNFile},
+		{"chat.webhook_url", &c.Chat.WebhookURL, c.Chat.WebhookURLFile},
+		{"chat.slack.signing_secret", &c.Chat.Slack.SigningSecret, c.Chat.Slack.SigningSecretFile},
+		{"chat.slack.bot_token", &c.Chat.Slack.BotToken, c.Chat.Slack.BotTokenFile},
+		{"chat.slack.webhook_url", &c.Chat.Slack.WebhookURL, c.Chat.Slack.WebhookURLFile},
+		{"chat.mattermost.token", &c.Chat.Mattermost.Token, c.Chat.Mattermost.TokenFile},
+		{"chat.mattermost.webhook_url", &c.Chat.Mattermost.WebhookURL, c.Chat.Mattermost.WebhookURLFile},
 	} {
 		if s.file == "" {
 			continue

@@ -33,6 +33,7 @@ func (c *Config) Redacted() Config {
 	r.Policy.Approvers = slices.Clone(c.Policy.Approvers)
 	r.Policy.TwoPersonGates = slices.Clone(c.Policy.TwoPersonGates)
 	r.Policy.GateApprovers = cloneArgvMap(c.Policy.GateApprovers)
+	r.Chat = c.Chat.redacted()
 	return r
 }
 

@@ -24,6 +24,9 @@ const (
 	// ForWorker: everything, including the SSH key file (or use_agent), the
 	// known_hosts file and the audit log's directory.
 	ForWorker
+	// ForChat: the chat gateway (stackrun chat serve): as ForCLI, and the chat
+	// section must let it verify requests and know its users.
+	ForChat
 )
 
 func (p Purpose) String() string {
@@ -32,6 +35,8 @@ func (p Purpose) String() string {
 		return "cli"
 	case ForWorker:
 		return "worker"
+	case ForChat:
+		return "chat"
 	}
 	return "Purpose(" + strconv.Itoa(int(p)) + ")"
 }
@@ -54,6 +59,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateCommands(&ps)
 	c.validatePolicy(&ps)
 	c.validateWorker(&ps, p == ForWorker)
+	c.validateChat(&ps, p == ForChat)
 	if len(ps) == 0 {
 		return nil
 	}

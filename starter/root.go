@@ -82,6 +82,7 @@ Configuration comes from --config, $STACKRUN_CONFIG, ./stackrun.yaml or
 		newResolveCmd(a),
 		newReportCmd(a),
 		newConfigCmd(a),
+		newChatCmd(a),
 		newVersionCmd(a),
 	)
 	return root

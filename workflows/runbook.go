@@ -52,6 +52,8 @@ type Run struct {
 	leased    []string
 	// notes are notifications under way; Finish waits for them before the run closes.
 	notes []workflow.Future
+	// summary is the run's summary once Finish computed it (for the run-finished notification).
+	summary string
 }
 
 type gate struct {
@@ -559,7 +561,9 @@ func (r *Run) notify(kind, name, text, hint string) workflow.Future {
 		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, InitialInterval: time.Second},
 	})
 	n := Notification{Kind: kind, WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
-		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint}
+		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint,
+		RequestedBy: r.meta.RequestedBy, Status: string(r.status)}
+	r.describeNotification(&n)
 	// Fire and forget: the notification runs beside the workflow; its failure is logged only.
 	f := workflow.ExecuteActivity(ctx, machine.Notify, n)
 	r.notes = append(r.notes, f)
@@ -569,6 +573,34 @@ func (r *Run) notify(kind, name, text, hint string) workflow.Future {
 		}
 	})
 	return f
+}
+
+// Most plan lines and findings a notification carries (chat messages stay small).
+const (
+	notifyMaxPlan     = 20
+	notifyMaxFindings = 30
+)
+
+// describeNotification adds what chat messages show: the gate's summary, plan and approvers, the
+// stalled step's error, the run's summary and findings.
+func (r *Run) describeNotification(n *Notification) {
+	if r.final != "" {
+		n.Status = string(r.final)
+	}
+	switch n.Kind {
+	case "gate-opened", "gate-escalated":
+		if g, ok := r.gates[n.Name]; ok {
+			n.Summary, n.Destructive, n.Approvers = g.Summary, g.Destructive, g.Approvers
+		}
+		n.Plan = r.plan[:min(len(r.plan), notifyMaxPlan)]
+	case "step-stalled":
+		if s, ok := r.stalled[n.Name]; ok {
+			n.Error = s.Error
+		}
+	case "run-finished":
+		n.Summary = r.summary
+		n.Findings = r.findings[:min(len(r.findings), notifyMaxFindings)]
+	}
 }
 
 // Finish ends the run: it derives the final status from err, waits for update handlers, notifies,
@@ -605,6 +637,7 @@ func (r *Run) Finish(err error, summary string) (*Report, error) {
 	r.refreshStatus()
 	_ = workflow.Await(r.ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
 	rep := r.Report(summary)
+	r.summary = summary
 	if !r.meta.DryRun {
 		r.notify("run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
 			fmt.Sprintf("stackrun report %s", r.info.WorkflowExecution.ID))

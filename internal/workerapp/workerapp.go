@@ -17,6 +17,7 @@ import (
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/audit"
+	"github.com/stackrun/stackrun/internal/chat"
 	"github.com/stackrun/stackrun/internal/openstack"
 	"github.com/stackrun/stackrun/internal/remote"
 	"github.com/stackrun/stackrun/workflows"
@@ -134,7 +135,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		w.RegisterWorkflow(rb.Workflow)
 	}
 	w.RegisterWorkflow(workflows.HostLease)
-	w.RegisterActivity(&activities.Machine{Policy: Policy(cfg.Policy), Log: log})
+	w.RegisterActivity(&activities.Machine{Policy: Policy(cfg.Policy), Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	w.RegisterActivity(&activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat})
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})

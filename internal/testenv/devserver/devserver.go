@@ -5,8 +5,10 @@ package devserver
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -20,6 +22,28 @@ type Server struct {
 	*testsuite.DevServer
 	Client   client.Client
 	HostPort string
+	// UIURL is the web UI's base URL (http://127.0.0.1:<port>) when started WithUI, else "".
+	UIURL string
+}
+
+// Option adjusts Start.
+type Option func(*testsuite.DevServerOptions)
+
+// WithUI starts the dev server's web UI too, on a free port (Server.UIURL).
+func WithUI() Option {
+	return func(o *testsuite.DevServerOptions) {
+		o.EnableUI = true
+		o.UIPort = strconv.Itoa(freePort())
+	}
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // RepoRoot finds the repository root (the directory holding go.mod) above the working directory.
@@ -46,7 +70,7 @@ func RepoRoot(t testing.TB) string {
 // Start starts a dev server on a free port with the search attributes RunbookStatus, RunbookStep,
 // RunbookTarget and RequestedBy, and stops it when the test ends. It fails (never skips) when
 // bin/temporal is missing: `make test` builds it.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
 	bin := os.Getenv("STACKRUN_TEMPORAL_BIN")
 	if bin == "" {
@@ -61,7 +85,7 @@ func Start(t testing.TB) *Server {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv, err := testsuite.StartDevServer(ctx, testsuite.DevServerOptions{
+	o := testsuite.DevServerOptions{
 		ExistingPath:  bin,
 		ClientOptions: &client.Options{Namespace: "default"},
 		LogLevel:      "error",
@@ -73,11 +97,18 @@ func Start(t testing.TB) *Server {
 		),
 		Stdout: logf,
 		Stderr: logf,
-	})
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	srv, err := testsuite.StartDevServer(ctx, o)
 	if err != nil {
 		t.Fatalf("start Temporal dev server: %v", err)
 	}
 	s := &Server{DevServer: srv, Client: srv.Client(), HostPort: srv.FrontendHostPort()}
+	if o.EnableUI {
+		s.UIURL = "http://127.0.0.1:" + o.UIPort
+	}
 	t.Cleanup(func() {
 		if err := srv.Stop(); err != nil {
 			t.Logf("stop dev server: %v", err)

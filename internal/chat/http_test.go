@@ -1,0 +1,336 @@
+package chat_test
+
+// HTTP tests of the gateway with requests signed exactly as Slack and Mattermost sign them,
+// against a real Temporal dev server and the real worker binary running the real restart-service
+// runbook (chattest rig). Valid requests act; forged, expired, replayed, unknown-user,
+// non-approver and self-approval requests are refused with a clear message and change nothing.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/config"
+	"github.com/stackrun/stackrun/internal/chat"
+	"github.com/stackrun/stackrun/internal/chat/chattest"
+	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/workflows"
+)
+
+const runID = "restart-service/node1/svc-a"
+
+type gw struct {
+	t     *testing.T
+	rig   *chattest.Rig
+	url   string
+	resp  *chattest.Receiver // response_url receiver
+	n     atomic.Int64
+	slack *chat.SlackVerifier
+}
+
+func newGateway(t *testing.T) *gw {
+	g := &gw{t: t, resp: chattest.NewReceiver(t)}
+	// The gateway's URL must be in the worker's config (Mattermost buttons): start its listener first.
+	var h http.Handler = http.NotFoundHandler()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	t.Cleanup(srv.Close)
+	g.url = srv.URL
+	g.rig = chattest.New(t, chattest.Options{PublicURL: srv.URL})
+	cfg, err := config.Load(config.LoadOptions{Path: g.rig.Config, LookupEnv: config.MapEnv(nil)})
+	require.NoError(t, err)
+	require.NoError(t, cfg.ValidateFor(config.ForChat))
+	g.slack = &chat.SlackVerifier{Secret: cfg.Chat.Slack.SigningSecret}
+	handler := &chat.Handler{
+		Service: &chat.Service{Client: g.rig.Server.Client, TaskQueue: cfg.Temporal.TaskQueue,
+			Namespace: cfg.Temporal.Namespace, WebUIURL: "http://ui.example"},
+		Dir:             chat.NewDirectory(cfg.Chat),
+		Slack:           g.slack,
+		MattermostToken: cfg.Chat.Mattermost.Token,
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		handler.Close(ctx)
+	})
+	h = handler
+	return g
+}
+
+// responseURL returns a fresh response URL path on the receiver.
+func (g *gw) responseURL() (string, string) {
+	p := fmt.Sprintf("/resp/%d", g.n.Add(1))
+	return g.resp.URL + p, p
+}
+
+// slackPost sends a form signed as Slack signs it (v0, timestamp ts) with secret.
+func (g *gw) slackPost(path string, form url.Values, ts int64, secret string) (*http.Response, string, http.Header) {
+	body := form.Encode()
+	req, err := http.NewRequest(http.MethodPost, g.url+path, strings.NewReader(body))
+	require.NoError(g.t, err)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("X-Slack-Request-Timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("X-Slack-Signature", chat.SignSlack(secret, ts, []byte(body)))
+	return g.do(req, body)
+}
+
+func (g *gw) do(req *http.Request, body string) (*http.Response, string, http.Header) {
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(g.t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	// Slack's limit: every answer within 3 seconds.
+	assert.Less(g.t, time.Since(start), 3*time.Second, "answer to %s took too long", req.URL.Path)
+	return resp, string(b), req.Header.Clone()
+}
+
+func (g *gw) command(user, text string, ts int64, secret string) (*http.Response, string, string) {
+	ru, rp := g.responseURL()
+	form := url.Values{"command": {"/stackrun"}, "text": {text}, "user_id": {user}, "user_name": {strings.ToLower(user)},
+		"team_id": {"T1"}, "channel_id": {"C1"}, "response_url": {ru}, "trigger_id": {"1.2.3"}}
+	resp, body, _ := g.slackPost("/slack/commands", form, ts, secret)
+	return resp, body, rp
+}
+
+// press sends a signed block_actions payload for a button of a message the worker posted.
+func (g *gw) press(user string, msgBlocks json.RawMessage, actionID, value string) string {
+	ru, rp := g.responseURL()
+	payload := map[string]any{
+		"type": "block_actions", "user": map[string]any{"id": user, "username": strings.ToLower(user), "name": strings.ToLower(user)},
+		"api_app_id": "A1", "team": map[string]any{"id": "T1"}, "response_url": ru, "trigger_id": "1.2.3",
+		"container": map[string]any{"type": "message", "message_ts": "1.1"},
+		"message":   map[string]any{"type": "message", "ts": "1.1", "blocks": msgBlocks},
+		"actions":   []map[string]any{{"type": "button", "action_id": actionID, "block_id": "stackrun-actions", "value": value, "action_ts": "1.2"}},
+	}
+	b, err := json.Marshal(payload)
+	require.NoError(g.t, err)
+	resp, body, _ := g.slackPost("/slack/actions", url.Values{"payload": {string(b)}}, time.Now().Unix(), chattest.SlackSecret)
+	require.Equal(g.t, http.StatusOK, resp.StatusCode, body)
+	return rp
+}
+
+func (g *gw) reply(path, what string) string {
+	b := g.resp.WaitFor(g.t, path, 30*time.Second, what, func([]byte) bool { return true })
+	return chattest.JSONField(b, "text")
+}
+
+func (g *gw) status() workflows.Status {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := control.Status(ctx, g.rig.Server.Client, runID)
+	require.NoError(g.t, err)
+	return st
+}
+
+func (g *gw) noRun() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := g.rig.Server.Client.DescribeWorkflowExecution(ctx, runID, "")
+	require.Error(g.t, err, "a refused request started a run")
+}
+
+// unchanged checks that the run still waits at its gate with no decision and nothing restarted.
+func (g *gw) unchanged() {
+	st := g.status()
+	require.Equal(g.t, workflows.StatusWaitingApproval, st.Status)
+	require.Empty(g.t, st.Decisions)
+	require.Empty(g.t, g.rig.Actions("svc-a"), "the service was touched")
+}
+
+func TestSlackAndMattermostRequests(t *testing.T) {
+	g := newGateway(t)
+	now := time.Now().Unix()
+	start := "restart-service node1 svc-a config change"
+
+	// Forged signature: 401, no run.
+	resp, body, _ := g.command("UALICE", start, now, "not-the-secret")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, body, "signature does not verify")
+	// Expired timestamp (signed correctly, 10 minutes old): 401, no run.
+	resp, body, _ = g.command("UALICE", start, now-600, chattest.SlackSecret)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, body, "more than 5 minutes")
+	// No signature at all.
+	req, _ := http.NewRequest(http.MethodPost, g.url+"/slack/commands", strings.NewReader("text=list"))
+	resp, body, _ = g.do(req, "")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, body)
+	// Unknown user: answered at once with a refusal, no run.
+	resp, body, _ = g.command("UMALLORY", start, now, chattest.SlackSecret)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, body, "Refused")
+	require.Contains(t, body, "not a Stackrun operator")
+	// A user whose roles do not allow the runbook.
+	_, _, rp := g.command("UERIN", start, now, chattest.SlackSecret)
+	require.Contains(t, g.reply(rp, "erin's start"), "erin may not start restart-service")
+	g.noRun()
+
+	// Valid: alice starts the run; the answer comes through the response URL.
+	body = ""
+	ru, rp := g.responseURL()
+	form := url.Values{"command": {"/stackrun"}, "text": {start}, "user_id": {"UALICE"}, "user_name": {"alice"}, "response_url": {ru}}
+	resp, body, hdr := g.slackPost("/slack/commands", form, time.Now().Unix(), chattest.SlackSecret)
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.Contains(t, g.reply(rp, "alice's start"), "alice started `"+runID+"`")
+
+	// The exact same request again (same timestamp and signature): a replay, refused.
+	req, _ = http.NewRequest(http.MethodPost, g.url+"/slack/commands", strings.NewReader(form.Encode()))
+	req.Header = hdr
+	resp, body, _ = g.do(req, "")
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	require.Contains(t, body, "replayed")
+
+	// The worker posts the gate message (plan and buttons) to the Slack webhook.
+	gateMsg := g.rig.Received.WaitFor(t, "/slack", 60*time.Second, "gate message", func(b []byte) bool {
+		return strings.Contains(string(b), "Approval needed") && strings.Contains(string(b), runID)
+	})
+	var msg struct {
+		Text   string          `json:"text"`
+		Blocks json.RawMessage `json:"blocks"`
+	}
+	require.NoError(t, json.Unmarshal(gateMsg, &msg))
+	require.Contains(t, string(msg.Blocks), "stop svc-a on node1", "the plan is in the message")
+	require.Contains(t, string(msg.Blocks), "two-person rule")
+	value := buttonValue(t, msg.Blocks, chat.ActionApprove)
+	g.unchanged()
+
+	// alice approving her own run at a destructive gate: the workflow's validator refuses.
+	rp = g.press("UALICE", msg.Blocks, chat.ActionApprove, value)
+	require.Contains(t, g.reply(rp, "self-approval"), "alice requested this run and may not approve the destructive gate")
+	g.unchanged()
+	// erin's chat roles have no gates: the gateway refuses.
+	rp = g.press("UERIN", msg.Blocks, chat.ActionApprove, value)
+	require.Contains(t, g.reply(rp, "erin's approval"), "erin may not approve gate `approve-restart` from chat")
+	g.unchanged()
+	// dave may approve every gate as far as chat is concerned, but is not in policy.approvers:
+	// the workflow is the second guard.
+	rp = g.press("UDAVE", msg.Blocks, chat.ActionApprove, value)
+	require.Contains(t, g.reply(rp, "dave's approval"), "dave may not approve gate \"approve-restart\" (allowed: alice, bob)")
+	g.unchanged()
+	// An unknown user pressing the button.
+	rp = g.press("UMALLORY", msg.Blocks, chat.ActionApprove, value)
+	require.Contains(t, g.reply(rp, "mallory's approval"), "not a Stackrun operator")
+	g.unchanged()
+
+	// Mattermost: a forged token, a forged button signature, an unknown user: refused.
+	mmResp := g.mattermostCommand("wrong-token", "bobmm", "status "+runID)
+	require.Equal(t, http.StatusUnauthorized, mmResp.StatusCode)
+	mmMsg := g.rig.Received.WaitFor(t, "/mattermost", 30*time.Second, "mattermost gate message", func(b []byte) bool {
+		return strings.Contains(string(b), "Approval needed")
+	})
+	mctx := mattermostContext(t, mmMsg, "approve")
+	forged := mctx
+	forged.Run = "restart-service/node1/svc-b"
+	code, _ := g.mattermostAction("bobmm", forged)
+	require.Equal(t, http.StatusUnauthorized, code)
+	code, ans := g.mattermostAction("mallorymm", mctx)
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, ans.EphemeralText, "not a Stackrun operator")
+	g.unchanged()
+	// A valid Mattermost command: status through the response URL.
+	mmResp = g.mattermostCommand(chattest.MattermostToken, "bobmm", "status "+runID)
+	require.Equal(t, http.StatusOK, mmResp.StatusCode)
+
+	// bob approves with the Slack button: the run proceeds and completes.
+	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, value)
+	done := g.resp.WaitFor(t, rp, 30*time.Second, "bob's approval", func([]byte) bool { return true })
+	require.Contains(t, chattest.JSONField(done, "text"), "approved by bob")
+	require.Contains(t, string(done), `"replace_original":true`)
+	require.NotContains(t, string(done), `"type":"actions"`, "the buttons are gone from the replaced message")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rep, err := control.Report(ctx, g.rig.Server.Client, runID, true)
+	require.NoError(t, err)
+	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+	require.Equal(t, "stop\nstart", g.rig.Actions("svc-a"))
+	require.Len(t, rep.Decisions, 1)
+	d := rep.Decisions[0]
+	require.Equal(t, "bob", d.By)
+	require.Equal(t, "slack:UBOB", d.Via, "the decision records the chat identity")
+	require.Equal(t, "approved", d.Outcome)
+
+	// run-finished reaches every sink; the generic webhook gets JSON with the link.
+	g.rig.Received.WaitFor(t, "/slack", 30*time.Second, "run-finished on slack", func(b []byte) bool {
+		return strings.Contains(string(b), "ended Completed")
+	})
+	hook := g.rig.Received.WaitFor(t, "/webhook", 30*time.Second, "run-finished on the webhook", func(b []byte) bool {
+		return chattest.JSONField(b, "kind") == chat.KindRunFinished
+	})
+	require.Equal(t, "Completed", chattest.JSONField(hook, "status"))
+
+	// A later press of the same (now decided) button changes nothing.
+	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, value)
+	require.Contains(t, g.reply(rp, "late press"), "Refused")
+
+	// list through Slack.
+	_, _, rp = g.command("UBOB", "list all", time.Now().Unix(), chattest.SlackSecret)
+	require.Contains(t, g.reply(rp, "list"), runID)
+}
+
+func (g *gw) mattermostCommand(token, user, text string) *http.Response {
+	ru, _ := g.responseURL()
+	form := url.Values{"token": {token}, "user_id": {user}, "user_name": {user}, "command": {"/stackrun"}, "text": {text}, "response_url": {ru}}
+	req, _ := http.NewRequest(http.MethodPost, g.url+"/mattermost/commands", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, _, _ := g.do(req, "")
+	return resp
+}
+
+func (g *gw) mattermostAction(user string, c chat.MattermostContext) (int, chat.MattermostActionResponse) {
+	b, _ := json.Marshal(map[string]any{"user_id": user, "user_name": user, "channel_id": "c1", "post_id": "p1",
+		"context": map[string]any{"action": c.Action, "run": c.Run, "name": c.Name, "sig": c.Sig}})
+	req, _ := http.NewRequest(http.MethodPost, g.url+"/mattermost/actions", strings.NewReader(string(b)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, body, _ := g.do(req, "")
+	var out chat.MattermostActionResponse
+	_ = json.Unmarshal([]byte(body), &out)
+	return resp.StatusCode, out
+}
+
+// buttonValue finds the value of the button with actionID in Block Kit JSON.
+func buttonValue(t *testing.T, blocks json.RawMessage, actionID string) string {
+	var bs []struct {
+		Type     string `json:"type"`
+		Elements []struct {
+			ActionID string `json:"action_id"`
+			Value    string `json:"value"`
+		} `json:"elements"`
+	}
+	require.NoError(t, json.Unmarshal(blocks, &bs))
+	for _, b := range bs {
+		for _, e := range b.Elements {
+			if b.Type == "actions" && e.ActionID == actionID {
+				return e.Value
+			}
+		}
+	}
+	t.Fatalf("no %s button in %s", actionID, blocks)
+	return ""
+}
+
+func mattermostContext(t *testing.T, msg []byte, id string) chat.MattermostContext {
+	var m chat.MattermostMessage
+	require.NoError(t, json.Unmarshal(msg, &m))
+	for _, a := range m.Attachments {
+		for _, act := range a.Actions {
+			if act.ID == id {
+				c := act.Integration.Context
+				return chat.MattermostContext{Action: c["action"].(string), Run: c["run"].(string), Name: c["name"].(string), Sig: c["sig"].(string)}
+			}
+		}
+	}
+	t.Fatalf("no %s button in %s", id, msg)
+	return chat.MattermostContext{}
+}
