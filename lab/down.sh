@@ -51,16 +51,20 @@ done
 # Swift devices: unmount (lazily if busy) and detach the loop devices of our images
 for h in "${STORAGES[@]}"; do
   d=$(hostdir "$h")
-  while read -r mp; do
+  mapfile -t mps < <(awk -v p="$d/srv/node/" 'index($2, p) == 1 {print $2}' /proc/self/mounts)
+  for mp in "${mps[@]}"; do
     umount "$mp" 2>/dev/null || umount -l "$mp" || warn "cannot unmount $mp"
     say "unmounted $mp"
-  done < <(awk -v p="$d/srv/node/" 'index($2, p) == 1 {print $2}' /proc/self/mounts)
+  done
   for img in "$d"/disks/*.img*; do
     [[ -e $img ]] || continue
     for loop in $(loop_of_image "$img"); do losetup -d "$loop" 2>/dev/null || true; done
   done
   for dev in $(devs_of "$h"); do
-    [[ -L /dev/$dev ]] && rm -f "/dev/$dev"
+    # only our own links: another lab's loop device may hold the name now
+    [[ -L /dev/$dev ]] || continue
+    back=$(losetup -n -O BACK-FILE "$(readlink "/dev/$dev")" 2>/dev/null || true)
+    [[ -z $back || $back == "$LAB"/* ]] && rm -f "/dev/$dev"
   done
 done
 

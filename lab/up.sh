@@ -26,24 +26,42 @@ exec > >(tee -a "$LAB/log/up.log") 2>&1
 say "up.sh started $(date -Is) (packages ready after $(elapsed))"
 
 # --- leftovers of a lab from another clone (other $LAB) -----------------------------------
+foreign_kill() { # pid dir
+  warn "killing process $1 of another lab ($2): $(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | cut -c1-100)"
+  kill -KILL "$1" 2>/dev/null || true
+}
 cleanup_leftovers() {
   local pid env dir mp back loop rest
   # processes started by labctl of another lab carry STACKRUN_LAB_DIR in their environment
+  # (unless they rewrote it with setproctitle, like sshd and neutron-server: the port check below
+  # and the working directory, <lab>/hosts/<host>, catch those)
   while read -r pid; do
     [[ -z $pid || $pid == "$$" || $pid == "$BASHPID" ]] && continue
     pid_alive "$pid" || continue
     env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null || true)
     dir=$(sed -n 's/^STACKRUN_LAB_DIR=//p' <<<"$env" | head -1)
     [[ -n $dir && $dir != "$LAB" ]] || continue
-    warn "killing process $pid of another lab ($dir): $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-100)"
-    kill -KILL "$pid" 2>/dev/null || true
+    foreign_kill "$pid" "$dir"
   done < <(lab_pids "")
-  # mounts of another lab's Swift devices
-  while read -r _ mp _; do
+  for pid in /proc/[0-9]*; do
+    pid=${pid#/proc/}
+    dir=$(readlink "/proc/$pid/cwd" 2>/dev/null || true)
+    dir=${dir% (deleted)}
+    [[ $dir =~ ^(.*)/hosts/(controller|compute[0-9]|storage[0-9])$ ]] || continue
+    dir=${BASH_REMATCH[1]}
+    [[ $dir != "$LAB" ]] || continue
+    pid_alive "$pid" || continue
+    foreign_kill "$pid" "$dir"
+  done
+  # mounts of another lab's Swift devices (a snapshot: unmounting rewrites /proc/self/mounts)
+  local mounts
+  mapfile -t mounts < <(awk '{print $2}' /proc/self/mounts)
+  for mp in "${mounts[@]}"; do
     [[ $mp == */hosts/storage*/srv/node/* && $mp != "$LAB"/* ]] || continue
     warn "unmounting stale mount $mp"
     umount "$mp" 2>/dev/null || umount -l "$mp" || true
-  done </proc/self/mounts
+  done
+  sleep 0.5 # autoclear of the loop devices happens just after the unmount
   # loop devices on another lab's images (or on deleted images)
   while read -r loop back rest; do
     [[ $back == */hosts/storage*/disks/*.img* ]] || continue

@@ -23,12 +23,19 @@ dev_link() {
 
 # ensure_disk HOST DEV: image exists, has XFS, is mounted at its mount point, owned by swift.
 ensure_disk() {
-  local h=$1 dev=$2 d img mp loop
+  local h=$1 dev=$2 d img mp loop src
   d=$(hostdir "$h")
   img=$d/disks/$dev.img mp=$d/srv/node/$dev
   mkdir -p "$d/disks" "$mp"
-  if [[ -n $(mounted_dev "$mp") ]]; then
+  src=$(mounted_dev "$mp")
+  if [[ -n $src ]]; then
+    [[ $src == /dev/loop* ]] && dev_link "$dev" "$src"
     disk_healthy "$mp" || warn "$h/$dev at $mp is mounted but gives I/O errors (failed disk left by a test?): replace it with lab/bin/labfail disk-replace $h $dev"
+    return 0
+  fi
+  # a "new disk" from labfail disk-new (attached, not mounted) waits for a runbook: leave it alone
+  if [[ -L /dev/$dev && -f $img ]] && losetup -n -O BACK-FILE "$(readlink "/dev/$dev")" 2>/dev/null | grep -qx "$img"; then
+    warn "$h/$dev: new disk $(readlink "/dev/$dev") is attached but not mounted (a replacement in progress?): leaving it"
     return 0
   fi
   if [[ ! -f $img ]]; then
