@@ -127,7 +127,7 @@ func (r *Run) updateDetails() {
 			s.Step, s.Error, SignalResolve, s.Step, r.info.WorkflowExecution.ID, s.Step))
 	}
 	if len(r.plan) > 0 && r.status != StatusCompleted {
-		b.WriteString("Plan:\n")
+		b.WriteString("Plan:\n\n") // a blank line, or Markdown renders the list inline
 		for i, p := range r.plan {
 			if i == 20 {
 				b.WriteString(fmt.Sprintf("- ... and %d more\n", len(r.plan)-20))
