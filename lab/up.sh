@@ -83,7 +83,7 @@ check_ports() {
     for svc in sshd $(services_of "$h"); do
       svc_def "$h" "$svc"
       [[ -n $PORT ]] || continue
-      pid_alive "$(cat "$PIDFILE" 2>/dev/null || true)" && continue
+      [[ -n $(pidfile_pid "$PIDFILE") ]] && continue
       ip=${PORT%:*} port=${PORT#*:}
       if grep -qx "$(hex_addr 0.0.0.0 "$port")" <<<"$listening"; then
         die "port $port is taken on all addresses by pid(s) $(listener_pids 0.0.0.0 "$port" | xargs); stop it first"

@@ -67,6 +67,22 @@ pid_alive() {
   [[ $state != Z && $state != X ]]
 }
 
+# proc_start PID: start time of PID in clock ticks since boot (field 22 of /proc/PID/stat).
+proc_start() {
+  sed -E 's/^.*\) //' "/proc/$1/stat" 2>/dev/null | awk '{print $20}'
+}
+
+# pidfile_pid FILE: the PID recorded in FILE ("PID STARTTIME") if that very process still runs
+# (a reused PID or a zombie does not count); empty otherwise.
+pidfile_pid() {
+  local pid="" start=""
+  [[ -s $1 ]] || return 0
+  read -r pid start <"$1" || true
+  pid_alive "$pid" || return 0
+  [[ -z $start || $(proc_start "$pid") == "$start" ]] || return 0
+  echo "$pid"
+}
+
 # port_open HOST PORT: true when something accepts TCP connections there.
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
