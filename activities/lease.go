@@ -20,8 +20,8 @@ type Lease struct {
 // later as a signal to the requesting run. Asking twice is harmless: the lease workflow answers a
 // holder's repeated request with the same grant.
 func (l *Lease) RequestLease(ctx context.Context, req LeaseRequest) error {
-	_, err := l.Client.SignalWithStartWorkflow(ctx, LeaseWorkflowID, "acquire", req,
-		client.StartWorkflowOptions{ID: LeaseWorkflowID, TaskQueue: l.TaskQueue}, LeaseWorkflowType, LeaseState{Max: req.Max})
+	_, err := l.Client.SignalWithStartWorkflow(ctx, req.LeaseID(), "acquire", req,
+		client.StartWorkflowOptions{ID: req.LeaseID(), TaskQueue: l.TaskQueue}, LeaseWorkflowType, LeaseState{Max: req.Max})
 	if err != nil {
 		return fmt.Errorf("request lease for %s: %w", req.Host, err)
 	}
@@ -31,7 +31,7 @@ func (l *Lease) RequestLease(ctx context.Context, req LeaseRequest) error {
 // ReleaseLease sends "release" to the lease workflow. A lease workflow that no longer runs holds
 // nothing, so that is not an error.
 func (l *Lease) ReleaseLease(ctx context.Context, req LeaseRequest) error {
-	err := l.Client.SignalWorkflow(ctx, LeaseWorkflowID, "", "release", req)
+	err := l.Client.SignalWorkflow(ctx, req.LeaseID(), "", "release", req)
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		return nil

@@ -62,6 +62,17 @@ type LeaseRequest struct {
 	WorkflowID string `json:"workflow_id"`
 	Host       string `json:"host"`
 	Max        int    `json:"max"`
+	// Lease is the lease workflow's ID; empty means the host lease (LeaseWorkflowID). Locks such
+	// as one ring change at a time cloud-wide are lease workflows of their own with Max 1.
+	Lease string `json:"lease,omitempty"`
+}
+
+// LeaseID is the ID of the lease workflow the request is for.
+func (r LeaseRequest) LeaseID() string {
+	if r.Lease != "" {
+		return r.Lease
+	}
+	return LeaseWorkflowID
 }
 
 // LeaseWorkflowID is the ID of the one lease workflow per namespace.

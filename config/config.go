@@ -35,6 +35,7 @@ type Config struct {
 	Commands     map[string][]string            `mapstructure:"commands" yaml:"commands" json:"commands"`
 	RoleCommands map[string]map[string][]string `mapstructure:"role_commands" yaml:"role_commands" json:"role_commands"`
 	Policy       Policy                         `mapstructure:"policy" yaml:"policy" json:"policy"`
+	Swift        Swift                          `mapstructure:"swift" yaml:"swift" json:"swift"`
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 
@@ -127,6 +128,45 @@ type Policy struct {
 	ActivityMaxAttempts  int                 `mapstructure:"activity_max_attempts" yaml:"activity_max_attempts" json:"activity_max_attempts"`
 }
 
+// Swift describes the Swift cluster for the disk and ring runbooks: where the ring builder files
+// live, which nodes hold which devices, and where each node keeps its rings.
+type Swift struct {
+	// RingBuilderHost is the inventory host holding the *.builder files.
+	RingBuilderHost string `mapstructure:"ring_builder_host" yaml:"ring_builder_host" json:"ring_builder_host"`
+	// BuilderDir is the directory of account/container/object.builder on RingBuilderHost.
+	BuilderDir string `mapstructure:"builder_dir" yaml:"builder_dir" json:"builder_dir"`
+	// SwiftDir, DevicesDir and ReconCachePath are the defaults for every node (swift_dir,
+	// devices and recon_cache_path of the Swift servers).
+	SwiftDir       string `mapstructure:"swift_dir" yaml:"swift_dir" json:"swift_dir"`
+	DevicesDir     string `mapstructure:"devices_dir" yaml:"devices_dir" json:"devices_dir"`
+	ReconCachePath string `mapstructure:"recon_cache_path" yaml:"recon_cache_path" json:"recon_cache_path"`
+	// Ports of the servers as the rings name them.
+	AccountPort   int `mapstructure:"account_port" yaml:"account_port" json:"account_port"`
+	ContainerPort int `mapstructure:"container_port" yaml:"container_port" json:"container_port"`
+	ObjectPort    int `mapstructure:"object_port" yaml:"object_port" json:"object_port"`
+	// Parallelism is how many nodes receive rings at once.
+	Parallelism int `mapstructure:"parallelism" yaml:"parallelism" json:"parallelism"`
+	// Nodes are the storage nodes (with devices) and the proxies (without) by inventory name.
+	Nodes map[string]SwiftNode `mapstructure:"nodes" yaml:"nodes" json:"nodes"`
+}
+
+// SwiftNode is one Swift node. Empty fields take the swift.* defaults.
+type SwiftNode struct {
+	SwiftDir       string `mapstructure:"swift_dir" yaml:"swift_dir,omitempty" json:"swift_dir,omitempty"`
+	DevicesDir     string `mapstructure:"devices_dir" yaml:"devices_dir,omitempty" json:"devices_dir,omitempty"`
+	ReconCachePath string `mapstructure:"recon_cache_path" yaml:"recon_cache_path,omitempty" json:"recon_cache_path,omitempty"`
+	// RingIP is the node's address in the rings (default: its inventory address).
+	RingIP string `mapstructure:"ring_ip" yaml:"ring_ip,omitempty" json:"ring_ip,omitempty"`
+	// Region and Zone place the node's devices when they are added to the rings.
+	Region int `mapstructure:"region" yaml:"region,omitempty" json:"region,omitempty"`
+	Zone   int `mapstructure:"zone" yaml:"zone,omitempty" json:"zone,omitempty"`
+	// Weight of the node's devices when added (default 100).
+	Weight float64 `mapstructure:"weight" yaml:"weight,omitempty" json:"weight,omitempty"`
+	// Devices maps each Swift device name (sdb, the name in the rings and under devices_dir)
+	// to the block device that holds it ("" = /dev/<name>).
+	Devices map[string]string `mapstructure:"devices" yaml:"devices,omitempty" json:"devices,omitempty"`
+}
+
 // Worker holds settings only the worker process uses.
 type Worker struct {
 	AuditLog       string `mapstructure:"audit_log" yaml:"audit_log" json:"audit_log"`
@@ -179,6 +219,14 @@ const (
 	DefaultMaxHostsOutOfService = 1
 	DefaultParallelism          = 4
 	DefaultActivityMaxAttempts  = 5
+	DefaultSwiftDir             = "/etc/swift"
+	DefaultSwiftDevicesDir      = "/srv/node"
+	DefaultSwiftReconCachePath  = "/var/cache/swift"
+	DefaultSwiftAccountPort     = 6202
+	DefaultSwiftContainerPort   = 6201
+	DefaultSwiftObjectPort      = 6200
+	DefaultSwiftParallelism     = 8
+	DefaultSwiftWeight          = 100
 )
 
 // DefaultTwoPersonGates are the gates the requester may not approve alone.
@@ -231,6 +279,12 @@ func Default() *Config {
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
 		},
 		Chat: defaultChat(),
+		Swift: Swift{
+			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
+			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,
+			ContainerPort: DefaultSwiftContainerPort, ObjectPort: DefaultSwiftObjectPort,
+			Parallelism: DefaultSwiftParallelism, Nodes: map[string]SwiftNode{},
+		},
 	}
 }
 

@@ -334,6 +334,9 @@ func (c *Config) fill() {
 	if c.Chat.Roles == nil {
 		c.Chat.Roles = map[string]ChatRole{}
 	}
+	if c.Swift.Nodes == nil {
+		c.Swift.Nodes = map[string]SwiftNode{}
+	}
 }
 
 // expandPaths expands "~" in the keys that name local files.

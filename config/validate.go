@@ -58,6 +58,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateRoles(&ps)
 	c.validateCommands(&ps)
 	c.validatePolicy(&ps)
+	c.validateSwift(&ps)
 	c.validateWorker(&ps, p == ForWorker)
 	c.validateChat(&ps, p == ForChat)
 	if len(ps) == 0 {
@@ -345,6 +346,76 @@ func (c *Config) validatePolicy(ps *Problems) {
 	}
 	if p.ActivityMaxAttempts < 1 {
 		ps.add("policy.activity_max_attempts", "must be at least 1, got %d", p.ActivityMaxAttempts)
+	}
+}
+
+var swiftDeviceRE = regexp.MustCompile(`^[a-z][a-z0-9]{1,31}$`)
+
+func (c *Config) validateSwift(ps *Problems) {
+	s := c.Swift
+	for _, p := range []struct{ key, path string }{
+		{"swift.builder_dir", s.BuilderDir}, {"swift.swift_dir", s.SwiftDir},
+		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath},
+	} {
+		if !path.IsAbs(p.path) || path.Clean(p.path) != p.path || p.path == "/" {
+			ps.add(p.key, "%q must be a clean absolute path", p.path)
+		}
+	}
+	for _, p := range []struct {
+		key  string
+		port int
+	}{{"swift.account_port", s.AccountPort}, {"swift.container_port", s.ContainerPort}, {"swift.object_port", s.ObjectPort}} {
+		if p.port < 1 || p.port > 65535 {
+			ps.add(p.key, "%d is not a TCP port (1-65535)", p.port)
+		}
+	}
+	if s.Parallelism < 1 {
+		ps.add("swift.parallelism", "must be at least 1, got %d", s.Parallelism)
+	}
+	if len(s.Nodes) == 0 {
+		if s.RingBuilderHost != "" {
+			ps.add("swift.nodes", "required when swift.ring_builder_host is set")
+		}
+		return
+	}
+	if s.RingBuilderHost == "" {
+		ps.add("swift.ring_builder_host", "required when swift.nodes is set")
+	} else if _, ok := c.Inventory[s.RingBuilderHost]; !ok {
+		ps.add("swift.ring_builder_host", "%q is not an inventory host", s.RingBuilderHost)
+	}
+	for _, name := range sortedMapKeys(s.Nodes) {
+		n := s.Nodes[name]
+		key := "swift.nodes." + name
+		if _, ok := c.Inventory[name]; !ok {
+			ps.add(key, "%q is not an inventory host", name)
+		}
+		for _, p := range []struct{ key, path string }{
+			{key + ".swift_dir", n.SwiftDir}, {key + ".devices_dir", n.DevicesDir}, {key + ".recon_cache_path", n.ReconCachePath},
+		} {
+			if p.path != "" && (!path.IsAbs(p.path) || path.Clean(p.path) != p.path || p.path == "/") {
+				ps.add(p.key, "%q must be a clean absolute path", p.path)
+			}
+		}
+		if n.RingIP != "" && net.ParseIP(n.RingIP) == nil {
+			ps.add(key+".ring_ip", "%q is not an IP address", n.RingIP)
+		}
+		if n.Region < 0 || n.Zone < 0 {
+			ps.add(key+".zone", "region and zone must not be negative")
+		}
+		if len(n.Devices) > 0 && n.Zone == 0 {
+			ps.add(key+".zone", "required for a node with devices (the zone its devices are added to)")
+		}
+		if n.Weight < 0 {
+			ps.add(key+".weight", "must not be negative, got %v", n.Weight)
+		}
+		for _, d := range sortedMapKeys(n.Devices) {
+			if !swiftDeviceRE.MatchString(d) {
+				ps.add(key+".devices."+d, "%q is not a device name like sdb (letters and digits, no slashes)", d)
+			}
+			if p := n.Devices[d]; p != "" && (!strings.HasPrefix(p, "/dev/") || path.Clean(p) != p) {
+				ps.add(key+".devices."+d, "%q must be a clean path under /dev/", p)
+			}
+		}
 	}
 }
 

@@ -105,25 +105,48 @@ func HostLease(ctx workflow.Context, st LeaseState) error {
 // AcquireHostLease takes one of the cloud-wide slots for hosts out of service, waiting (durably)
 // while the cloud is at its limit. Pair it with ReleaseHostLease on every path.
 func (r *Run) AcquireHostLease(host string) error {
-	name := "acquire-lease"
 	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host, Max: r.policy.MaxHostsOutOfService}
+	return r.acquire("acquire-lease", host, req, fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max))
+}
+
+// LockWorkflowID is the ID of the lease workflow that serves the named lock.
+func LockWorkflowID(name string) string { return "stackrun/lock/" + name }
+
+// lockKey is how a lock is recorded among the run's leases.
+func lockKey(name string) string { return "lock:" + name }
+
+// AcquireLock takes the cloud-wide lock name (a lease workflow of its own with one slot, e.g.
+// "swift-ring": one ring change at a time), waiting durably while another run holds it. The
+// lock is taken back from runs that end without releasing it. Pair it with ReleaseLock.
+func (r *Run) AcquireLock(name string) error {
+	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: lockKey(name), Max: 1, Lease: LockWorkflowID(name)}
+	return r.acquire("acquire-lock", lockKey(name), req, fmt.Sprintf("waiting for the %s lock (one run at a time)", name))
+}
+
+// ReleaseLock gives the lock back; like ReleaseHostLease it never stalls the run.
+func (r *Run) ReleaseLock(name string) {
+	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: lockKey(name), Lease: LockWorkflowID(name)}
+	r.release("release-lock", req)
+}
+
+func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting string) error {
 	granted := false
 	ch := workflow.GetSignalChannel(r.ctx, SignalLeaseGranted)
-	err := r.Do(name, StepOptions{Target: host, NoSkip: true}, func(ctx workflow.Context) error {
-		if err := r.Exec(ctx, name, host, lease.RequestLease, nil, req); err != nil {
+	err := r.Do(name, StepOptions{Target: key, NoSkip: true}, func(ctx workflow.Context) error {
+		if err := r.Exec(ctx, name, key, lease.RequestLease, nil, req); err != nil {
 			return err
 		}
-		r.byName[name].Detail = fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max)
+		r.byName[name].Detail = waiting
 		for !granted {
 			var g LeaseHolder
 			ch.Receive(ctx, &g)
-			granted = g.Host == host
+			granted = g.Host == key
 		}
 		r.byName[name].Detail = "granted"
 		return nil
 	})
 	if err == nil {
-		r.leased = append(r.leased, host)
+		r.leased = append(r.leased, key)
 	}
 	return err
 }
@@ -131,13 +154,17 @@ func (r *Run) AcquireHostLease(host string) error {
 // ReleaseHostLease gives the slot back. It never stalls the run: a lease that cannot be released
 // is taken back by the lease workflow once this run has ended.
 func (r *Run) ReleaseHostLease(host string) {
-	if !slices.Contains(r.leased, host) {
+	r.release("release-lease", activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host})
+}
+
+func (r *Run) release(name string, req activities.LeaseRequest) {
+	key := req.Host
+	if !slices.Contains(r.leased, key) {
 		return
 	}
-	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host}
 	ctx, _ := workflow.NewDisconnectedContext(r.ctx)
-	if err := r.Exec(r.ActivityOptions(ctx, time.Minute, 0), "release-lease", host, lease.ReleaseLease, nil, req); err != nil {
-		r.AddFinding(SeverityWarning, host, "lease not released (%v); the lease workflow frees it when this run has ended", err)
+	if err := r.Exec(r.ActivityOptions(ctx, time.Minute, 0), name, key, lease.ReleaseLease, nil, req); err != nil {
+		r.AddFinding(SeverityWarning, key, "lease not released (%v); the lease workflow frees it when this run has ended", err)
 	}
-	r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == host })
+	r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == key })
 }

@@ -39,6 +39,7 @@ var Placeholders = map[string]string{
 	"device":      KindDevice,
 	"device_path": KindDevicePath,
 	"path":        KindPath,
+	"dest":        KindPath,
 	"label":       KindLabel,
 	"builder":     KindBuilder,
 	"weight":      KindDecimal,

@@ -37,19 +37,28 @@ var defaultCommands = map[string][]string{
 	"uptime":   {"cat", "/proc/uptime"},
 	"hostname": {"cat", "/proc/sys/kernel/hostname"},
 	// disks and file systems (Swift disk replacement)
-	"mount_list":    {"cat", "/proc/self/mounts"},
-	"block_devices": {"lsblk", "-J", "-b", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT,LABEL"},
-	"block_device":  {"lsblk", "-J", "-b", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT,LABEL", "/dev/{device}"},
-	"blkid":         {"blkid", "-o", "export", "{device_path}"},
-	"umount":        {"umount", "{path}"},
-	"mkfs_xfs":      {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
-	"mount_label":   {"mount", "LABEL={label}", "{path}"},
-	"mkdir":         {"mkdir", "-p", "{path}"},
-	"chown_swift":   {"chown", "swift:swift", "{path}"},
-	"list_dir":      {"ls", "-1A", "{path}"},
-	"disk_free":     {"df", "-P", "-B1", "{path}"},
-	"md5sum":        {"md5sum", "{path...}"},
-	"sha256sum":     {"sha256sum", "{path...}"},
+	"mount_list":        {"cat", "/proc/self/mounts"},
+	"block_devices":     {"lsblk", "-J", "-b", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT,LABEL"},
+	"block_device":      {"lsblk", "-J", "-b", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT,LABEL", "/dev/{device}"},
+	"blkid":             {"blkid", "-o", "export", "{device_path}"},
+	"block_device_path": {"lsblk", "-J", "-b", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT,LABEL", "{device_path}"},
+	"device_realpath":   {"readlink", "-e", "{device_path}"}, // the block device a by-id path or symlink names
+	"umount":            {"umount", "{path}"},
+	"umount_lazy":       {"umount", "-l", "{path}"},
+	// mkfs_xfs_force overwrites an existing file system: only after a gate named the disk.
+	"mkfs_xfs_force": {"mkfs.xfs", "-f", "-L", "{label}", "{device_path}"},
+	"stat_owner":     {"stat", "-c", "%U:%G", "{path}"},
+	"file_copy":      {"cp", "-p", "{path}", "{dest}"},
+	// count_data_files prints one "x" per Swift object (.data file) under {path}.
+	"count_data_files": {"find", "{path}", "-type", "f", "-name", "*.data", "-printf", "x"},
+	"mkfs_xfs":         {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
+	"mount_label":      {"mount", "LABEL={label}", "{path}"},
+	"mkdir":            {"mkdir", "-p", "{path}"},
+	"chown_swift":      {"chown", "swift:swift", "{path}"},
+	"list_dir":         {"ls", "-1A", "{path}"},
+	"disk_free":        {"df", "-P", "-B1", "{path}"},
+	"md5sum":           {"md5sum", "{path...}"},
+	"sha256sum":        {"sha256sum", "{path...}"},
 	// swift rings
 	"ring_show":       {"swift-ring-builder", "{builder}"},
 	"ring_search":     {"swift-ring-builder", "{builder}", "search", "{ring_search}"},
@@ -58,6 +67,8 @@ var defaultCommands = map[string][]string{
 	"ring_remove":     {"swift-ring-builder", "{builder}", "remove", "{ring_search}"},
 	"ring_rebalance":  {"swift-ring-builder", "{builder}", "rebalance"},
 	"ring_write":      {"swift-ring-builder", "{builder}", "write_ring"},
+	"ring_validate":   {"swift-ring-builder", "{builder}", "validate"},
+	"ring_dispersion": {"swift-ring-builder", "{builder}", "dispersion"},
 }
 
 // DefaultCommands returns a copy of the built-in catalogue.

@@ -137,7 +137,9 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	w.RegisterWorkflow(workflows.HostLease)
 	w.RegisterActivity(&activities.Machine{Policy: Policy(cfg.Policy), Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
-	w.RegisterActivity(&activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat})
+	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
+	w.RegisterActivity(hosts)
+	w.RegisterActivity(&activities.Swift{Hosts: hosts, Files: pool, Cluster: SwiftCluster(cfg, services)})
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
 	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
 	novaDB, closeDB, err := openNovaDB(cfg)
@@ -148,6 +150,49 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	w.RegisterActivity(novaDB)
 	app.Worker = w
 	return app, nil
+}
+
+// SwiftCluster resolves the swift: section: every node's directories, ring address, device paths
+// and the Swift services of its roles (proxies excepted).
+func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFacts) activities.SwiftCluster {
+	sw := cfg.Swift
+	c := activities.SwiftCluster{
+		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism,
+		Ports: map[string]int{"account": sw.AccountPort, "container": sw.ContainerPort, "object": sw.ObjectPort},
+		Nodes: map[string]activities.SwiftNodeInfo{},
+	}
+	or := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	for name, n := range sw.Nodes {
+		info := activities.SwiftNodeInfo{
+			Name: name, RingIP: or(n.RingIP, cfg.Inventory[name].Address),
+			SwiftDir: or(n.SwiftDir, sw.SwiftDir), DevicesDir: or(n.DevicesDir, sw.DevicesDir),
+			ReconCachePath: or(n.ReconCachePath, sw.ReconCachePath),
+			Region:         max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
+		}
+		if info.Weight == 0 {
+			info.Weight = config.DefaultSwiftWeight
+		}
+		for dev, p := range n.Devices {
+			info.Devices[dev] = or(p, "/dev/"+dev)
+		}
+		for _, role := range cfg.Inventory[name].Roles {
+			if role == "proxy" {
+				continue
+			}
+			for _, s := range services[role] {
+				if strings.HasPrefix(s.Name, "swift") {
+					info.Services = append(info.Services, s)
+				}
+			}
+		}
+		c.Nodes[name] = info
+	}
+	return c
 }
 
 // jumpHost resolves ssh.jump_host: an inventory name, or [user@]host[:port].

@@ -1,0 +1,364 @@
+package workflows
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
+)
+
+// Gates of SwiftDiskReplacement.
+const (
+	GateDiskReplaced  = "disk-replaced"
+	GateOverwriteDisk = "overwrite-disk"
+)
+
+// SwiftDiskReplacementInput is the input of SwiftDiskReplacement (RUNBOOKS.md §4).
+type SwiftDiskReplacementInput struct {
+	Meta
+	Node   string `json:"node" flag:"node" usage:"inventory name of the storage node (required)"`
+	Device string `json:"device" flag:"device" usage:"Swift device name as in the rings, e.g. sdb: a plain name, not a path (required)"`
+	// DrainFirst sets the device's weight to 0 (a ring change) before the disk is swapped, and
+	// restores it afterwards: for a disk that will be out for long.
+	DrainFirst    bool          `json:"drain_first,omitempty" flag:"drain-first" usage:"drain the device from the rings (weight 0) first and restore its weight after the refill"`
+	RefillTimeout time.Duration `json:"refill_timeout,omitempty" flag:"refill-timeout" usage:"longest wait for replication to refill the new disk (default 24h)"`
+	PollInterval  time.Duration `json:"poll_interval,omitempty" flag:"poll-interval" usage:"how often replication progress is read (default 30s)"`
+}
+
+func (in *SwiftDiskReplacementInput) GetMeta() *Meta { return &in.Meta }
+func (in *SwiftDiskReplacementInput) Target() string { return in.Node + "/" + in.Device }
+func (in *SwiftDiskReplacementInput) WorkflowID() string {
+	return "swift-disk/" + in.Node + "/" + in.Device
+}
+func (in *SwiftDiskReplacementInput) Validate() error {
+	if err := validateMeta(&in.Meta); err != nil {
+		return err
+	}
+	if err := ValidateHostName("node", in.Node); err != nil {
+		return err
+	}
+	if err := ValidateSwiftDevice("device", in.Device); err != nil {
+		return err
+	}
+	if in.RefillTimeout < 0 || in.PollInterval < 0 {
+		return &FieldError{Field: "refill-timeout", Problem: "durations must not be negative"}
+	}
+	return nil
+}
+
+// lastCopyRisk returns why replacing dev may lose the last copy of some partition, or "".
+// replicas-1 copies of each of its partitions live on other devices; every other device that is
+// unmounted or failing may hold one of them.
+func lastCopyRisk(st RingStatus, ip, dev string, unhealthy []activities.DeviceState, nodeIP map[string]string) string {
+	for _, ri := range st.Rings {
+		if len(ri.Find(ip, dev)) == 0 {
+			continue
+		}
+		var down []string
+		for _, u := range unhealthy {
+			if len(ri.Find(nodeIP[u.Node], u.Device)) > 0 {
+				down = append(down, u.Node+"/"+u.Device)
+			}
+		}
+		left := int(math.Floor(ri.Replicas)) - 1 - len(down)
+		if left < 1 {
+			return fmt.Sprintf("the %s ring keeps %.0f replica(s) and %d other device(s) are unmounted or failing (%s): %s may hold the last copy of some partitions",
+				ri.Kind, ri.Replicas, len(down), strings.Join(down, ", "), dev)
+		}
+	}
+	return ""
+}
+
+// SwiftDiskReplacement replaces a failed disk of a Swift storage node: preflight (the device is
+// one of the node's Swift devices, in the rings, and no partition would be left without a copy),
+// optional drain (a child SwiftRingChange), unmount (stopping the node's Swift services when
+// the target is busy), gate disk-replaced while a person swaps the disk, checks of the new disk
+// (present, its size, not mounted, no file system — or the overwrite-disk gate), mkfs.xfs with a
+// label on the whole disk (never twice), mount by label owned by swift, restart of the node's
+// Swift services, and replication followed until the device holds its share again.
+func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*Report, error) {
+	r, err := Begin(ctx, "swift-disk", in.Target(), in.Meta,
+		"describe", "check-rings", "check-replicas", "unmount", GateDiskReplaced, "inspect-new-disk",
+		"format", "mount", "restart-services", "refill")
+	if err != nil {
+		return nil, err
+	}
+	if err := in.Validate(); err != nil {
+		return r.Finish(err, "invalid input")
+	}
+	var cl SwiftCluster
+	var node activities.SwiftNodeInfo
+	err = r.Do("describe", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
+		if err := r.Exec(ctx, "describe", "swift", swift.SwiftTopology, &cl); err != nil {
+			return err
+		}
+		n, ok := cl.Nodes[in.Node]
+		if !ok || len(n.Devices) == 0 {
+			return temporal.NewNonRetryableApplicationError((&FieldError{Field: "node", Value: in.Node,
+				Problem: fmt.Sprintf("not a Swift storage node (storage nodes: %s)", strings.Join(cl.StorageNodes(), ", "))}).Error(), ErrTypeInvalidInput, nil)
+		}
+		if _, ok := n.Devices[in.Device]; !ok {
+			devs := make([]string, 0, len(n.Devices))
+			for d := range n.Devices {
+				devs = append(devs, d)
+			}
+			slices.Sort(devs)
+			return temporal.NewNonRetryableApplicationError((&FieldError{Field: "device", Value: in.Device,
+				Problem: fmt.Sprintf("not a Swift device of %s (its devices: %s)", in.Node, strings.Join(devs, ", "))}).Error(), ErrTypeInvalidInput, nil)
+		}
+		node = n
+		return nil
+	})
+	if err != nil {
+		return r.Finish(err, "invalid input")
+	}
+	devPath := node.Devices[in.Device]
+	mountPoint := strings.TrimSuffix(node.DevicesDir, "/") + "/" + in.Device
+
+	var st RingStatus
+	err = r.Do("check-rings", StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
+		if err := r.Exec(ctx, "check-rings", cl.RingBuilderHost, swift.RingStatus, &st); err != nil {
+			return err
+		}
+		var in3 []string
+		for _, ri := range st.Rings {
+			if len(ri.Find(node.RingIP, in.Device)) > 0 {
+				in3 = append(in3, ri.Kind)
+			}
+		}
+		if len(in3) == 0 {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("device %s of %s (%s) is in none of the rings: nothing to replace here (add it with swift-ring)",
+				in.Device, in.Node, node.RingIP), ErrTypeInvalidInput, nil)
+		}
+		r.step("check-rings").Detail = "in the " + strings.Join(in3, ", ") + " rings"
+		return nil
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	origWeight := map[string]float64{}
+	for _, ri := range st.Rings {
+		if d := ri.Find(node.RingIP, in.Device); len(d) > 0 {
+			origWeight[ri.Kind] = d[0].Weight
+		}
+	}
+
+	var target activities.DeviceState
+	err = r.Do("check-replicas", StepOptions{Target: "storage nodes", NoSkip: true}, func(ctx workflow.Context) error {
+		storage := cl.StorageNodes()
+		calls := make([]*Call, len(storage))
+		for i, n := range storage {
+			calls[i] = r.Start(ctx, "check-replicas", n, swift.DeviceHealth, n)
+		}
+		var unhealthy []activities.DeviceState
+		nodeIP := map[string]string{}
+		for i, n := range storage {
+			nodeIP[n] = cl.Nodes[n].RingIP
+			var states []activities.DeviceState
+			if err := calls[i].Get(ctx, &states); err != nil {
+				return fmt.Errorf("device health on %s: %w", n, err)
+			}
+			for _, s := range states {
+				switch {
+				case s.Node == in.Node && s.Device == in.Device:
+					target = s
+				case !s.Healthy:
+					unhealthy = append(unhealthy, s)
+					r.AddFinding(SeverityWarning, s.Node+"/"+s.Device, "also unavailable: %s", s.Detail)
+				}
+			}
+		}
+		if why := lastCopyRisk(st, node.RingIP, in.Device, unhealthy, nodeIP); why != "" {
+			return temporal.NewNonRetryableApplicationError("refused: "+why, ErrTypeRefused, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	state := "healthy"
+	switch {
+	case !target.Mounted:
+		state = "not mounted"
+	case !target.Healthy:
+		state = "failed (" + target.Detail + ")"
+	}
+	r.SetDetail("device_before", target)
+	plan := []string{
+		fmt.Sprintf("device %s of %s: block device %s, mounted at %s, now %s; in the rings at %s with weight %v", in.Device, in.Node, devPath, mountPoint, state, node.RingIP, origWeight),
+	}
+	if in.DrainFirst {
+		plan = append(plan, fmt.Sprintf("drain: ring change setting %s/%s to weight 0 (child swift-ring run, waits for min_part_hours)", in.Node, in.Device))
+	}
+	plan = append(plan,
+		fmt.Sprintf("unmount %s on %s (stopping the node's Swift services if the target is busy)", mountPoint, in.Node),
+		fmt.Sprintf("gate %s: a person replaces the disk", GateDiskReplaced),
+		fmt.Sprintf("check the new disk at %s: present, size, not mounted, no file system (else gate %s)", devPath, GateOverwriteDisk),
+		fmt.Sprintf("mkfs.xfs -L %s %s (whole disk), mount LABEL=%s %s, chown swift:swift", in.Device, devPath, in.Device, mountPoint),
+		fmt.Sprintf("restart the Swift services of %s; follow replication until %s holds its share again", in.Node, in.Device),
+	)
+	if in.DrainFirst {
+		plan = append(plan, fmt.Sprintf("restore the weight of %s/%s to %v (child swift-ring run)", in.Node, in.Device, origWeight))
+	}
+	r.SetPlan(plan)
+	if r.DryRun() {
+		return r.Finish(nil, "")
+	}
+
+	if in.DrainFirst {
+		if err := ringChild(r, "drain", SwiftRingChangeInput{SetWeight: []string{in.Node + "/" + in.Device + "=0"}}); err != nil {
+			return r.Finish(err, "")
+		}
+		r.SetLeftState(fmt.Sprintf("%s/%s is drained (weight 0 in the rings)", in.Node, in.Device))
+	}
+
+	disk := activities.DiskRequest{Node: in.Node, Device: in.Device}
+	quick := func(ctx workflow.Context) workflow.Context { return r.ActivityOptions(ctx, 3*time.Minute, 0) }
+	var um activities.UnmountResult
+	err = r.Do("unmount", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
+		return r.Exec(quick(ctx), "unmount", in.Node, swift.UnmountDevice, &um, disk)
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	r.step("unmount").Detail = um.Detail
+	if um.Lazy {
+		r.AddFinding(SeverityWarning, in.Node+"/"+in.Device, "unmounted lazily: %s", um.Detail)
+	}
+	r.SetLeftState(fmt.Sprintf("%s is unmounted on %s; the device is out of service until a new disk is formatted and mounted", mountPoint, in.Node))
+
+	if err := r.Gate(GateDiskReplaced, GateOptions{Summary: fmt.Sprintf("Replace the disk of %s/%s (block device %s, mount point %s), then approve. Reason: %s",
+		in.Node, in.Device, devPath, mountPoint, in.Reason)}); err != nil {
+		return r.Finish(err, "")
+	}
+
+	var facts activities.DiskFacts
+	err = r.Do("inspect-new-disk", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
+		if err := r.Exec(quick(ctx), "inspect-new-disk", in.Node, swift.InspectDisk, &facts, disk); err != nil {
+			return err
+		}
+		switch {
+		case !facts.Exists:
+			return fmt.Errorf("no block device at %s on %s: is the new disk in? (resolve retry when it is)", devPath, in.Node)
+		case facts.Size <= 0:
+			return fmt.Errorf("%s (%s) on %s reports size 0", devPath, facts.Resolved, in.Node)
+		case facts.Mounted:
+			return fmt.Errorf("%s (%s) on %s is mounted: not a new disk", devPath, facts.Resolved, in.Node)
+		}
+		r.step("inspect-new-disk").Detail = fmt.Sprintf("%s -> %s, %d bytes, not mounted, file system %q", devPath, facts.Resolved, facts.Size, facts.FSType)
+		return nil
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	r.SetDetail("new_disk", facts)
+	overwrite := false
+	if facts.FSType != "" {
+		r.AddSteps(GateOverwriteDisk)
+		if err := r.Gate(GateOverwriteDisk, GateOptions{Summary: fmt.Sprintf("The new disk %s (%s, %d bytes) on %s already holds a %s file system (label %q, UUID %s). Approve to overwrite it.",
+			devPath, facts.Resolved, facts.Size, in.Node, facts.FSType, facts.Label, facts.UUID)}); err != nil {
+			return r.Finish(err, "")
+		}
+		overwrite = true
+	}
+
+	var fr activities.FormatResult
+	err = r.Do("format", StepOptions{Target: in.Node + ":" + devPath, NoSkip: true}, func(ctx workflow.Context) error {
+		return r.Exec(quick(ctx), "format", in.Node, swift.FormatDisk, &fr,
+			activities.FormatRequest{Node: in.Node, Device: in.Device, Overwrite: overwrite, PreviousUUID: facts.UUID})
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	r.step("format").Detail = fmt.Sprintf("XFS label %s UUID %s (formatted by this step: %v)", fr.Label, fr.UUID, fr.Formatted)
+	r.SetDetail("format", fr)
+
+	var mr activities.MountResult
+	err = r.Do("mount", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
+		return r.Exec(quick(ctx), "mount", in.Node, swift.MountDisk, &mr, disk)
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	r.step("mount").Detail = fmt.Sprintf("%s on %s, owner %s", mr.Source, mr.MountPoint, mr.Owner)
+	r.SetLeftState("")
+
+	since := workflow.Now(r.ctx)
+	err = r.Do("restart-services", StepOptions{Target: in.Node}, func(ctx workflow.Context) error {
+		return r.Exec(quick(ctx), "restart-services", in.Node, swift.RestartSwift, nil, in.Node)
+	})
+	if err != nil {
+		return r.Finish(err, "")
+	}
+	if err := waitSettledSince(r, "refill", cl, since, in.RefillTimeout, in.PollInterval, &disk); err != nil {
+		return r.Finish(err, "")
+	}
+
+	if in.DrainFirst {
+		var sets []string
+		for _, kind := range activities.RingKinds {
+			if w, ok := origWeight[kind]; ok {
+				sets = append(sets, fmt.Sprintf("%s/%s=%s", in.Node, in.Device, activities.FormatWeight(w)))
+				break // one weight for the device in every ring
+			}
+		}
+		if err := ringChild(r, "restore-weight", SwiftRingChangeInput{SetWeight: sets}); err != nil {
+			return r.Finish(err, "")
+		}
+	}
+	return r.Finish(nil, summarize(r.findings, fmt.Sprintf("%s/%s replaced: new XFS %s mounted at %s and refilled by replication", in.Node, in.Device, fr.UUID, mountPoint)))
+}
+
+// ringChild runs a SwiftRingChange as a child workflow, approved by this run's own gate policy.
+func ringChild(r *Run, name string, in SwiftRingChangeInput) error {
+	in.Meta = Meta{RequestedBy: r.meta.RequestedBy, Reason: fmt.Sprintf("%s for %s", name, r.info.WorkflowExecution.ID)}
+	in.Wait = true
+	in.ParentApproved = r.info.WorkflowExecution.ID
+	return r.Do(name, StepOptions{Target: "rings", NoSkip: true}, func(ctx workflow.Context) error {
+		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			WorkflowID:            r.info.WorkflowExecution.ID + "/" + name,
+			ParentClosePolicy:     enums.PARENT_CLOSE_POLICY_ABANDON,
+			WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+			TypedSearchAttributes: temporal.NewSearchAttributes(
+				AttrStatus.ValueSet(string(StatusPlanning)), AttrTarget.ValueSet(in.Target()), AttrRequestedBy.ValueSet(in.RequestedBy)),
+		})
+		var rep Report
+		if err := workflow.ExecuteChildWorkflow(cctx, SwiftRingChange, in).Get(ctx, &rep); err != nil {
+			return err
+		}
+		r.SetDetail(name+"_run", rep.WorkflowID)
+		if rep.Status != StatusCompleted {
+			return fmt.Errorf("ring change %s ended %s: %s", rep.WorkflowID, rep.Status, rep.Summary)
+		}
+		r.step(name).Detail = rep.Summary
+		return nil
+	})
+}
+
+// waitSettledSince is waitSettled with an explicit start.
+func waitSettledSince(r *Run, name string, cl SwiftCluster, since time.Time, timeout, interval time.Duration, dev *activities.DiskRequest) error {
+	if timeout <= 0 {
+		timeout = 24 * time.Hour
+	}
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	req := activities.ReplicationRequest{Nodes: cl.StorageNodes(), Since: since, Deadline: since.Add(timeout), Interval: interval, Device: dev}
+	return r.Do(name, StepOptions{Target: strings.Join(req.Nodes, ",")}, func(ctx workflow.Context) error {
+		var res activities.ReplicationResult
+		actx := r.ActivityOptions(ctx, timeout+10*time.Minute, max(2*interval, time.Minute))
+		if err := r.Exec(actx, name, "replication", swift.FollowReplication, &res, req); err != nil {
+			return err
+		}
+		r.step(name).Detail = res.Detail
+		r.SetDetail(strings.ReplaceAll(name, "/", "_"), res)
+		return nil
+	})
+}
