@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -274,6 +276,9 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, value)
 	require.Contains(t, g.reply(rp, "late press"), "Refused")
 
+	// A stalled step, resolved with its Retry button by the requester.
+	stalled(t, g)
+
 	// list through Slack.
 	_, _, rp = g.command("UBOB", "list all", time.Now().Unix(), chattest.SlackSecret)
 	require.Contains(t, g.reply(rp, "list"), runID)
@@ -333,4 +338,49 @@ func mattermostContext(t *testing.T, msg []byte, id string) chat.MattermostConte
 	}
 	t.Fatalf("no %s button in %s", id, msg)
 	return chat.MattermostContext{}
+}
+
+// stalled: svc-b fails to start (the fake host refuses) until fixed; the step stalls, the worker
+// posts Retry/Skip/Abort; erin (no rights on restart-service) is refused; alice fixes the host
+// and presses Retry; the run completes.
+func stalled(t *testing.T, g *gw) {
+	const id = "restart-service/node1/svc-b"
+	fail := filepath.Join(g.rig.State, "svc-b.fail-start")
+	require.NoError(t, os.WriteFile(fail, nil, 0o644))
+	_, _, rp := g.command("UALICE", "restart-service --host node1 --service svc-b --reason \"stall test\"", time.Now().Unix(), chattest.SlackSecret)
+	require.Contains(t, g.reply(rp, "start svc-b"), "alice started `"+id+"`")
+	gate := g.rig.Received.WaitFor(t, "/slack", 60*time.Second, "svc-b gate", func(b []byte) bool {
+		return strings.Contains(string(b), "Approval needed") && strings.Contains(string(b), id)
+	})
+	var msg struct {
+		Blocks json.RawMessage `json:"blocks"`
+	}
+	require.NoError(t, json.Unmarshal(gate, &msg))
+	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, buttonValue(t, msg.Blocks, chat.ActionApprove))
+	require.Contains(t, g.reply(rp, "approve svc-b"), "approved by bob")
+
+	stall := g.rig.Received.WaitFor(t, "/slack", 60*time.Second, "stalled message", func(b []byte) bool {
+		return strings.Contains(string(b), "Stalled") && strings.Contains(string(b), id)
+	})
+	require.NoError(t, json.Unmarshal(stall, &msg))
+	require.Contains(t, string(msg.Blocks), "Job for svc-b failed", "the error is in the message")
+	retry := buttonValue(t, msg.Blocks, chat.ActionRetry)
+	buttonValue(t, msg.Blocks, chat.ActionSkip)
+	buttonValue(t, msg.Blocks, chat.ActionAbort)
+
+	rp = g.press("UERIN", msg.Blocks, chat.ActionRetry, retry)
+	require.Contains(t, g.reply(rp, "erin's retry"), "erin may not resolve steps of restart-service runs")
+	require.NoError(t, os.Remove(fail))
+	rp = g.press("UALICE", msg.Blocks, chat.ActionRetry, retry)
+	require.Contains(t, g.reply(rp, "alice's retry"), "Step `start` of `"+id+"`: retry by alice")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rep, err := control.Report(ctx, g.rig.Server.Client, id, true)
+	require.NoError(t, err)
+	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+	last := rep.Decisions[len(rep.Decisions)-1]
+	require.Equal(t, "resolve", last.Kind)
+	require.Equal(t, "retry", last.Outcome)
+	require.Equal(t, "slack:UALICE", last.Via)
 }
