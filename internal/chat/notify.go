@@ -89,11 +89,15 @@ func (s *WebhookSink) Send(ctx context.Context, n activities.Notification) error
 	return postJSON(ctx, httpClient(s.HTTP), "webhook", s.URL, p)
 }
 
+// sinkTimeout bounds one delivery: three attempts and their pauses stay within the Notify
+// activity's 30-second start-to-close timeout.
+const sinkTimeout = 8 * time.Second
+
 func httpClient(hc *http.Client) *http.Client {
 	if hc != nil {
 		return hc
 	}
-	return &http.Client{Timeout: 10 * time.Second}
+	return &http.Client{Timeout: sinkTimeout}
 }
 
 func postJSON(ctx context.Context, hc *http.Client, what, url string, v any) error {
