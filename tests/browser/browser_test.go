@@ -56,6 +56,9 @@ func TestApproveFromWebUI(t *testing.T) {
 
 	artifacts := filepath.Join(root, "artifacts", "browser")
 	require.NoError(t, os.MkdirAll(artifacts, 0o755))
+	for _, old := range []string{"failure.png", "1-waiting-list.png", "2-run-waiting.png", "3-signal-dialog.png", "4-run-completed.png"} {
+		_ = os.Remove(filepath.Join(artifacts, old)) // only this run's screenshots count
+	}
 	cmd := exec.CommandContext(ctx, node, "approve.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
