@@ -382,3 +382,34 @@ func TestEvacuationMaintenanceGateAndMigrateBack(t *testing.T) {
 	back := joined[iEnable:]
 	assert.Equal(t, 2, strings.Count(back, "live:compute1"), back)
 }
+
+func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
+	insts := sampleInstances(3)
+	for i := range insts {
+		insts[i].PowerState = 1
+	}
+	insts[1].Status, insts[1].PowerState = "SHUTOFF", 4
+	insts[2].PowerState = 0 // ACTIVE but the hypervisor lost it
+	for _, start := range []bool{false, true} {
+		f := newEvacFixture(t, insts, bigCaps)
+		f.env.OnActivity(hosts.BootTime, mock.Anything, "compute1").Return(time.Now().Add(-time.Hour), nil)
+		f.env.OnActivity(cloud.Probe, mock.Anything, mock.Anything).Return(activities.APIProbeResult{OK: true}, nil)
+		var recovered []string
+		f.env.OnActivity(computeAct.RecoverInstance, mock.Anything, mock.Anything, mock.Anything).Return(func(_ context.Context, id string, _ time.Duration) (activities.InstanceRecovery, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			recovered = append(recovered, id)
+			return activities.InstanceRecovery{ID: id, Action: "start", After: "ACTIVE"}, nil
+		})
+		f.env.ExecuteWorkflow(wf.PostRebootCheck, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "compute1", StartInstances: start})
+		rep := f.report()
+		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+		if !start {
+			assert.Empty(t, recovered, "read-only by default")
+			assert.Len(t, rep.Findings, 2)
+			continue
+		}
+		assert.Equal(t, []string{"id-001", "id-002"}, recovered)
+		assert.Empty(t, rep.Findings)
+	}
+}

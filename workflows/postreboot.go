@@ -26,6 +26,9 @@ type PostRebootCheckInput struct {
 	// Since is the time after which the AMQP connection must have been logged; zero means the
 	// host's boot time.
 	Since time.Time `json:"since,omitempty" flag:"since" usage:"AMQP connection must be logged after this time (RFC 3339; default: the host's boot time)"`
+	// StartInstances (computes): start SHUTOFF instances and reboot those whose guest does not run
+	// (hard reboot when a soft one fails). Without it the check only lists them (read-only).
+	StartInstances bool `json:"start_instances,omitempty" flag:"start-instances" usage:"computes: start or reboot the host's instances that do not run (default: only list them)"`
 }
 
 func (in *PostRebootCheckInput) GetMeta() *Meta     { return &in.Meta }
@@ -93,6 +96,9 @@ func PostRebootCheck(ctx workflow.Context, in PostRebootCheckInput) (*Report, er
 		for _, p := range apiProbesByRole[role] {
 			plan = append(plan, fmt.Sprintf("probe API: %s", p))
 		}
+	}
+	if slices.Contains(roles, "compute") {
+		plan = append(plan, computeInstancesPlan(in))
 	}
 	r.SetPlan(plan)
 	if r.DryRun() {
@@ -171,6 +177,11 @@ func PostRebootCheck(ctx workflow.Context, in PostRebootCheckInput) (*Report, er
 	})
 	if err != nil {
 		return r.Finish(err, "")
+	}
+	if slices.Contains(roles, "compute") {
+		if err := r.computeInstances(in); err != nil {
+			return r.Finish(err, "")
+		}
 	}
 	return r.Finish(nil, summarize(r.findings, "all post-reboot checks passed"))
 }
