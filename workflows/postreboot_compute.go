@@ -20,7 +20,9 @@ func computeInstancesPlan(in PostRebootCheckInput) string {
 }
 
 // healthyInstance is an ACTIVE instance whose guest runs (power state 1) and that no task holds.
-func healthyInstance(i Instance) bool { return i.Status == "ACTIVE" && i.PowerState == 1 && i.TaskState == "" }
+func healthyInstance(i Instance) bool {
+	return i.Status == "ACTIVE" && i.PowerState == 1 && i.TaskState == ""
+}
 
 // computeInstances is the compute part of the post-reboot check: the host's instances are listed
 // and, with StartInstances, brought back one by one (RecoverInstance checks each first).
