@@ -398,7 +398,7 @@ type StepOptions struct {
 // Do runs one named step. fn does the step's work through Exec. When fn fails because an
 // activity is out of retries, the step stalls and waits for an operator's resolve: retry runs
 // fn again, skip marks the step skipped and returns nil, abort returns an *AbortError. Errors of
-// the types InvalidInput and Refused do not stall: the world said no, and the run ends.
+// the types InvalidInput, Refused and NotFound do not stall: the world said no, and the run ends.
 func (r *Run) Do(name string, opts StepOptions, fn func(ctx workflow.Context) error) error {
 	return r.DoIn(r.ctx, name, opts, fn)
 }
@@ -460,7 +460,7 @@ func isFinal(err error) bool {
 	var app *temporal.ApplicationError
 	if errors.As(err, &app) {
 		switch app.Type() {
-		case ErrTypeInvalidInput, ErrTypeRefused:
+		case ErrTypeInvalidInput, ErrTypeRefused, ErrTypeNotFound:
 			return true
 		}
 	}
