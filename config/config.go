@@ -38,6 +38,7 @@ type Config struct {
 	Swift        Swift                          `mapstructure:"swift" yaml:"swift" json:"swift"`
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
+	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
 
 	// File is the configuration file that was read ("" when none was found
 	// and only defaults, environment and flags apply). Not a key.
@@ -278,7 +279,8 @@ func Default() *Config {
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
 		},
-		Chat: defaultChat(),
+		Chat:   defaultChat(),
+		Checks: defaultChecks(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,

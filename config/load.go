@@ -346,7 +346,7 @@ func (c *Config) expandPaths(home string) {
 		&c.OpenStack.CloudsFile,
 		&c.Databases.NovaDSNFile, &c.Databases.NovaAPIDSNFile, &c.Databases.CinderDSNFile,
 		&c.SSH.KeyFile, &c.SSH.KnownHostsFile,
-		&c.Worker.AuditLog,
+		&c.Worker.AuditLog, &c.Checks.ReportsDSNFile,
 		&c.Chat.WebhookURLFile, &c.Chat.Slack.SigningSecretFile, &c.Chat.Slack.BotTokenFile,
 		&c.Chat.Slack.WebhookURLFile, &c.Chat.Mattermost.TokenFile, &c.Chat.Mattermost.WebhookURLFile,
 	} {
@@ -366,6 +366,7 @@ func (c *Config) readSecrets() Problems {
 		{"databases.nova_api_dsn", &c.Databases.NovaAPIDSN, c.Databases.NovaAPIDSNFile},
 		{"databases.cinder_dsn", &c.Databases.CinderDSN, c.Databases.CinderDSNFile},
 		{"chat.webhook_url", &c.Chat.WebhookURL, c.Chat.WebhookURLFile},
+		{"checks.reports_dsn", &c.Checks.ReportsDSN, c.Checks.ReportsDSNFile},
 		{"chat.slack.signing_secret", &c.Chat.Slack.SigningSecret, c.Chat.Slack.SigningSecretFile},
 		{"chat.slack.bot_token", &c.Chat.Slack.BotToken, c.Chat.Slack.BotTokenFile},
 		{"chat.slack.webhook_url", &c.Chat.Slack.WebhookURL, c.Chat.Slack.WebhookURLFile},

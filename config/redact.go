@@ -34,6 +34,8 @@ func (c *Config) Redacted() Config {
 	r.Policy.TwoPersonGates = slices.Clone(c.Policy.TwoPersonGates)
 	r.Policy.GateApprovers = cloneArgvMap(c.Policy.GateApprovers)
 	r.Chat = c.Chat.redacted()
+	r.Checks.ReportsDSN = RedactDSN(c.Checks.ReportsDSN)
+	r.Checks.FailureDomains = slices.Clone(c.Checks.FailureDomains)
 	return r
 }
 

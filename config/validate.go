@@ -61,6 +61,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateSwift(&ps)
 	c.validateWorker(&ps, p == ForWorker)
 	c.validateChat(&ps, p == ForChat)
+	c.validateChecks(&ps)
 	if len(ps) == 0 {
 		return nil
 	}

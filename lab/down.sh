@@ -29,7 +29,7 @@ say "stopping the lab at $LAB"
 # computes and the nova control plane first, then the other APIs, storage, infrastructure
 for h in "${COMPUTES[@]}"; do "$LABCTL" stop "$h" nova-compute & done
 wait
-for s in nova-scheduler nova-conductor nova-api neutron-server glance-api placement-api keystone swift-proxy; do
+for s in nova-scheduler nova-conductor nova-api neutron-server glance-api placement-api keystone swift-proxy alertmanager; do
   "$LABCTL" stop controller "$s" &
 done
 for h in "${STORAGES[@]}"; do "$LABCTL" stop "$h" all & done

@@ -9,6 +9,8 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
 source "$LAB_SRC/lib/disks.sh"
 # shellcheck source=lib/check.sh
 source "$LAB_SRC/lib/check.sh"
+# shellcheck source=lib/alertmanager.sh
+source "$LAB_SRC/lib/alertmanager.sh"
 
 [[ -d $LAB ]] || { echo "no lab at $LAB (run lab/up.sh)"; exit 1; }
 rc=0
@@ -38,6 +40,7 @@ done
 
 echo "apis:"
 check_apis || rc=1
+check_alertmanager || rc=1
 echo "ssh:"
 check_ssh || rc=1
 

@@ -13,6 +13,8 @@ source "$LAB_SRC/lib/configs.sh"
 source "$LAB_SRC/lib/disks.sh"
 # shellcheck source=lib/check.sh
 source "$LAB_SRC/lib/check.sh"
+# shellcheck source=lib/alertmanager.sh
+source "$LAB_SRC/lib/alertmanager.sh"
 
 T0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - T0)) s"; }
@@ -101,7 +103,7 @@ check_ports
 # --- configuration -----------------------------------------------------------------------
 say "writing configuration"
 write_mariadb; write_rabbitmq; write_keystone; write_placement; write_glance; write_nova
-write_neutron; write_swift; write_sshd; write_clouds
+write_neutron; write_swift; write_sshd; write_clouds; write_alertmanager
 
 # --- SSH keys ----------------------------------------------------------------------------
 [[ -f $LAB/ssh/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C stackrun-lab-user -f "$LAB/ssh/id_ed25519"
@@ -150,6 +152,7 @@ for h in "${LAB_HOSTS[@]}"; do "$LABCTL" start "$h" sshd; done
 "$LABCTL" start controller mariadb
 "$LABCTL" start controller memcached
 "$LABCTL" start controller rabbitmq-server
+"$LABCTL" start controller alertmanager
 for h in "${STORAGES[@]}"; do "$LABCTL" start "$h" all; done
 wait_port "$CONTROLLER_IP" "$P_MYSQL" 60 mariadb
 
@@ -168,6 +171,7 @@ if [[ ! -f $LAB/state/db-users.done ]]; then
   } | "${SQL[@]}"
   touch "$LAB/state/db-users.done"
 fi
+reports_db # the recurring checks' reports database (lib/alertmanager.sh)
 
 # --- schemas (in parallel) ---------------------------------------------------------------
 manage() { # module args... : run a python console entry point

@@ -83,6 +83,7 @@ Configuration comes from --config, $STACKRUN_CONFIG, ./stackrun.yaml or
 		newReportCmd(a),
 		newConfigCmd(a),
 		newChatCmd(a),
+		newSchedulesCmd(a),
 		newVersionCmd(a),
 	)
 	return root

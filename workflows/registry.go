@@ -45,6 +45,8 @@ var Runbooks = []Runbook{
 		Short: "Empty a compute host for maintenance: plan, approve, live/cold migrations, verify, bring it back"},
 	{Name: "recover-host", Workflow: HostFailureRecovery, NewInput: func() Input { return &RecoverHostInput{Parallel: 4} },
 		Short: "A compute host died: confirm down, fence (gate), force down, evacuate its instances, check volumes"},
+	{Name: "check", Workflow: Check, NewInput: func() Input { return &CheckInput{} },
+		Short: "Run one recurring check now (--cadence hourly|daily|weekly|monthly|quarterly|half-yearly): probes, findings, report"},
 }
 
 // FindRunbook returns the runbook with the given CLI name.

@@ -57,8 +57,13 @@ var defaultCommands = map[string][]string{
 	"chown_swift":      {"chown", "swift:swift", "{path}"},
 	"list_dir":         {"ls", "-1A", "{path}"},
 	"disk_free":        {"df", "-P", "-B1", "{path}"},
-	"md5sum":           {"md5sum", "{path...}"},
-	"sha256sum":        {"sha256sum", "{path...}"},
+	"disk_free_all":    {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
+	// pending security updates, per OS family (checks.os_family_label): the daily check
+	"security_updates_debian": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
+	"security_updates_ubuntu": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
+	"security_updates_rhel":   {"dnf", "-q", "updateinfo", "list", "--security"},
+	"md5sum":                  {"md5sum", "{path...}"},
+	"sha256sum":               {"sha256sum", "{path...}"},
 	// swift rings
 	"ring_show":       {"swift-ring-builder", "{builder}"},
 	"ring_search":     {"swift-ring-builder", "{builder}", "search", "{ring_search}"},

@@ -140,6 +140,12 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
 	w.RegisterActivity(hosts)
 	w.RegisterActivity(&activities.Swift{Hosts: hosts, Files: pool, Cluster: SwiftCluster(cfg, services)})
+	checksAct, closeChecks, err := checksActivities(cfg, c, hosts, SwiftCluster(cfg, services), cloudClients)
+	if err != nil {
+		return nil, fmt.Errorf("checks: %w", err)
+	}
+	app.close = append(app.close, closeChecks)
+	w.RegisterActivity(checksAct)
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
 	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
 	novaDB, closeDB, err := openNovaDB(cfg)

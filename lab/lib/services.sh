@@ -8,7 +8,7 @@ services_of() {
   case $1 in
     controller)
       echo mariadb rabbitmq-server memcached keystone placement-api glance-api \
-        nova-api nova-conductor nova-scheduler neutron-server swift-proxy ;;
+        nova-api nova-conductor nova-scheduler neutron-server swift-proxy alertmanager ;;
     compute[0-9]) echo nova-compute ;;
     storage[0-9])
       echo rsync swift-account swift-container swift-object \
@@ -77,6 +77,10 @@ svc_def() {
     controller:neutron-stub)
       CMD=("$PY" "$LAB_SRC/lib/neutron_stub.py" "$ip" "$P_NEUTRON")
       PORT=$ip:$P_NEUTRON ;;
+    controller:alertmanager) # lib/alertmanager.sh writes its config
+      CMD=(/usr/bin/prometheus-alertmanager --config.file="$d/etc/alertmanager/alertmanager.yml"
+        --storage.path="$d/data/alertmanager" --web.listen-address="$ip:9093" --cluster.listen-address=)
+      PORT=$ip:9093 ;;
     controller:swift-proxy)
       RUNAS=swift
       CMD=(/usr/bin/swift-proxy-server "$d/etc/swift/proxy-server.conf" -v)

@@ -91,6 +91,7 @@ policy:
 worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
 EOT
+    stackrun_checks_yaml
   } | put "$LAB/stackrun.yaml"
 
   {
