@@ -253,6 +253,13 @@ func (c *Checks) ErrorInstancesProbe(ctx context.Context, req ProbeRequest) (Pro
 		n++
 		fault := s.Fault.Message
 		if fault == "" {
+			// The list may leave out the fault (instances that never left cell0): ask for the one.
+			if full, err := servers.Get(ctx, cl.Compute, s.ID).Extract(); err == nil {
+				s.Fault = full.Fault
+				fault = full.Fault.Message
+			}
+		}
+		if fault == "" {
 			fault = "no fault recorded"
 		}
 		res.Findings = append(res.Findings, finding(SeverityCritical, req.Probe, "instance/"+s.ID,
