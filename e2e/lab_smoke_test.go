@@ -315,3 +315,73 @@ func runSSH(t *testing.T, client *ssh.Client, cmd string, ok bool) string {
 	}
 	return string(out)
 }
+
+// TestLabFailureTools checks that the lab's failure tools do what the runbooks' e2e tests rely
+// on, and that each one can be undone: a failed disk gives EIO and is replaced by an empty one, a
+// killed host refuses SSH and comes back, a compute forced down is down at once and back up.
+func TestLabFailureTools(t *testing.T) {
+	lab := requireLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	info := func(node, dev string) map[string]string {
+		out := lab.Run(t, lab.Labfail, "disk-info", node, dev)
+		kv := map[string]string{}
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				kv[k] = v
+			}
+		}
+		return kv
+	}
+
+	t.Run("DiskFailAndReplace", func(t *testing.T) {
+		const node, dev = "storage3", "sdg"
+		t.Cleanup(func() {
+			if info(node, dev)["state"] != "mounted" {
+				_, _ = lab.Exec(lab.Labfail, "disk-replace", node, dev)
+			}
+		})
+		require.Equal(t, "mounted", info(node, dev)["state"])
+		lab.Run(t, lab.Labfail, "disk-fail", node, dev)
+		d := info(node, dev)
+		require.Equal(t, "failed", d["state"])
+		_, err := os.ReadDir(d["mountpoint"])
+		require.Error(t, err, "a shut-down XFS must give I/O errors")
+		lab.Run(t, lab.Labfail, "disk-replace", node, dev)
+		d = info(node, dev)
+		require.Equal(t, "mounted", d["state"])
+		link, err := os.Readlink("/dev/" + dev)
+		require.NoError(t, err)
+		require.Equal(t, d["device"], link)
+	})
+
+	t.Run("HostKillAndStart", func(t *testing.T) {
+		const host = "storage3"
+		t.Cleanup(func() { _, _ = lab.Exec(lab.Labfail, "host-start", host) })
+		lab.Run(t, lab.Labfail, "host-kill", host)
+		_, err := net.DialTimeout("tcp", net.JoinHostPort(lab.Hosts[host], strconv.Itoa(lab.SSHPort)), 2*time.Second)
+		require.Error(t, err, "%s's sshd still answers after host-kill", host)
+		out, err := lab.Exec(lab.Labctl, "status", host, "all")
+		require.Error(t, err, "services of %s still running:\n%s", host, out)
+		lab.Run(t, lab.Labfail, "host-start", host)
+		lab.Run(t, lab.Labctl, "status", host, "all")
+		lab.Run(t, lab.Labctl, "status", host, "sshd")
+	})
+
+	t.Run("ComputeDownAndUp", func(t *testing.T) {
+		const host = "compute3"
+		compute := lab.Clients.Compute
+		t.Cleanup(func() { _, _ = lab.Exec(lab.Labfail, "compute-up", host) })
+		lab.Run(t, lab.Labfail, "compute-down", host)
+		st := computeStates(ctx, t, compute)[host]
+		require.True(t, st.ForcedDown)
+		require.Equal(t, "down", st.State)
+		_, err := lab.Exec(lab.Labctl, "status", host, "nova-compute")
+		require.Error(t, err, "nova-compute still runs on %s", host)
+		lab.Run(t, lab.Labfail, "compute-up", host)
+		waitFor(t, 90*time.Second, host+" up again", func() bool {
+			st := computeStates(ctx, t, compute)[host]
+			return !st.ForcedDown && st.State == "up"
+		})
+	})
+}
