@@ -348,12 +348,15 @@ func SwiftRingChange(ctx workflow.Context, in SwiftRingChangeInput) (*Report, er
 
 func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error) {
 	cl := p.cluster
+	// --distribute changes nothing and needs only the ring files: no swift-ring-builder call.
 	var st RingStatus
-	err := r.Do("inspect-rings", StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
-		return r.Exec(ctx, "inspect-rings", cl.RingBuilderHost, swift.RingStatus, &st)
-	})
-	if err != nil {
-		return r.Finish(err, "")
+	if !in.Distribute {
+		err := r.Do("inspect-rings", StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
+			return r.Exec(ctx, "inspect-rings", cl.RingBuilderHost, swift.RingStatus, &st)
+		})
+		if err != nil {
+			return r.Finish(err, "")
+		}
 	}
 	for _, t := range p.targets {
 		for _, ri := range st.Rings {
@@ -370,7 +373,9 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 		ringsSummary[ri.Kind] = map[string]any{"partitions": ri.Partitions, "replicas": ri.Replicas, "devices": ri.DeviceCount,
 			"balance": ri.Balance, "dispersion": ri.Dispersion, "min_part_hours": ri.MinPartHours, "ring_file": ri.RingFile}
 	}
-	r.SetDetail("rings_before", ringsSummary)
+	if len(ringsSummary) > 0 {
+		r.SetDetail("rings_before", ringsSummary)
+	}
 
 	var plan []string
 	changes := 0

@@ -1,0 +1,239 @@
+package activities_test
+
+import (
+	"context"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/internal/remote"
+)
+
+// Output of swift-ring-builder 2.30 on the lab (object ring, two devices marked for removal).
+const ringShow = `object.builder, build version 9, id 89732dcb114141158b60242d77abbf8d
+256 partitions, 3.000000 replicas, 1 regions, 3 zones, 6 devices, 999.99 balance, 0.00 dispersion
+The minimum number of hours before a partition can be reassigned is 1 (0:58:41 remaining)
+The overload factor is 0.00% (0.000000)
+Ring file object.ring.gz is obsolete
+Devices:   id region zone ip address:port replication ip:port  name weight partitions balance flags meta
+            0      1    1 127.0.0.21:6200     127.0.0.21:6200   sdb 100.00        128  -33.33       
+            1      1    1 127.0.0.21:6200     127.0.0.21:6200   sdc 100.00        128  -33.33       
+            2      1    2 127.0.0.22:6200     127.0.0.22:6200   sdd 100.00        128  -33.33       
+            3      1    2 127.0.0.22:6200     127.0.0.22:6200   sde 100.00        128  -33.33       
+            4      1    3 127.0.0.23:6200     127.0.0.23:6200   sdf   0.00        128  999.99   DEL 
+            5      1    3 127.0.0.23:6200     127.0.0.23:6200   sdg   0.00        128  999.99   DEL 
+`
+
+func TestParseRingShow(t *testing.T) {
+	ri, err := activities.ParseRingShow("object", "/etc/swift/object.builder", ringShow)
+	require.NoError(t, err)
+	assert.Equal(t, 256, ri.Partitions)
+	assert.Equal(t, 3.0, ri.Replicas)
+	assert.Equal(t, 3, ri.Zones)
+	assert.Equal(t, 1, ri.MinPartHours)
+	assert.Equal(t, 58*time.Minute+41*time.Second, ri.Remaining)
+	assert.Equal(t, "obsolete", ri.RingFile)
+	require.Len(t, ri.Devices, 6)
+	assert.Equal(t, activities.RingDevice{ID: 4, Region: 1, Zone: 3, IP: "127.0.0.23", Port: 6200, Name: "sdf", Weight: 0, Partitions: 128, Balance: 999.99, Flags: "DEL"}, ri.Devices[4])
+	assert.Len(t, ri.Find("127.0.0.22", "sdd"), 1)
+	assert.Empty(t, ri.Find("127.0.0.21", "sdd"))
+
+	up := strings.Replace(strings.Replace(ringShow, "is obsolete", "is up-to-date", 1), "(0:58:41 remaining)", "(1 day, 2:00:00 remaining)", 1)
+	ri, err = activities.ParseRingShow("object", "b", up)
+	require.NoError(t, err)
+	assert.Equal(t, "up-to-date", ri.RingFile)
+	assert.Equal(t, 26*time.Hour, ri.Remaining)
+
+	_, err = activities.ParseRingShow("object", "b", "Traceback (most recent call last):")
+	assert.Error(t, err)
+}
+
+func TestParseRecon(t *testing.T) {
+	p, ok := activities.ParseRecon("object", []byte(`{"replication_last": 1000.0, "replication_time": 0.5}`))
+	require.True(t, ok)
+	assert.Equal(t, time.Unix(970, 0), p.Start, "object replication_time is in minutes")
+	p, ok = activities.ParseRecon("account", []byte(`{"replication_last": 1000.0, "replication_time": 3, "replication_stats": {"start": 990.0}}`))
+	require.True(t, ok)
+	assert.Equal(t, time.Unix(990, 0), p.Start)
+	_, ok = activities.ParseRecon("object", []byte(`{}`))
+	assert.False(t, ok)
+}
+
+func TestParseMounts(t *testing.T) {
+	m := activities.ParseMounts("/dev/loop3 /srv/node/sdd xfs rw 0 0\n/dev/sda1 /mnt/with\\040space ext4 rw 0 0\n")
+	assert.Equal(t, "/dev/loop3", m["/srv/node/sdd"])
+	assert.Equal(t, "/dev/sda1", m["/mnt/with space"])
+}
+
+// fakeHost answers catalogue commands from a script: command name -> handler.
+type fakeHost struct {
+	mu    sync.Mutex
+	ran   []string
+	reply map[string]func(argv []string) remote.Result
+}
+
+func (f *fakeHost) Run(_ context.Context, h remote.Host, cmd remote.Command) (remote.Result, error) {
+	f.mu.Lock()
+	f.ran = append(f.ran, cmd.Name)
+	r := f.reply[cmd.Name]
+	f.mu.Unlock()
+	if r == nil {
+		return remote.Result{ExitCode: 127, Stderr: "no such command in the fake: " + cmd.String()}, nil
+	}
+	return r(cmd.Argv), nil
+}
+
+func (f *fakeHost) count(name string) int {
+	n := 0
+	for _, r := range f.ran {
+		if r == name {
+			n++
+		}
+	}
+	return n
+}
+
+type noFiles struct{}
+
+func (noFiles) ReadFile(context.Context, remote.Host, string, int64) ([]byte, error) {
+	return nil, os.ErrNotExist
+}
+func (noFiles) CopyFile(context.Context, remote.Host, io.Reader, string, os.FileMode) (remote.FileSum, error) {
+	return remote.FileSum{}, os.ErrPermission
+}
+func (noFiles) Checksum(context.Context, remote.Host, string) (remote.FileSum, error) {
+	return remote.FileSum{}, os.ErrNotExist
+}
+
+func newSwift(t *testing.T, f *fakeHost) *activities.Swift {
+	cat, err := remote.NewCatalogue(nil, nil, nil)
+	require.NoError(t, err)
+	h := &activities.Hosts{Runner: f, Catalogue: cat, Inventory: map[string]activities.InventoryHost{
+		"storage2": {Address: "10.0.0.22", Port: 22, Roles: []string{"storage"}},
+		"ctl":      {Address: "10.0.0.10", Port: 22, Roles: []string{"controller"}},
+	}}
+	return &activities.Swift{Hosts: h, Files: noFiles{}, Cluster: activities.SwiftCluster{
+		RingBuilderHost: "ctl", BuilderDir: "/etc/swift",
+		Nodes: map[string]activities.SwiftNodeInfo{"storage2": {Name: "storage2", RingIP: "10.0.0.22", SwiftDir: "/etc/swift",
+			DevicesDir: "/srv/node", Devices: map[string]string{"sdd": "/dev/disk/by-id/wwn-1"}}},
+	}}
+}
+
+// disk simulates the block device behind storage2/sdd: blkid reports fs (empty = none).
+func diskFake(fs *struct{ typ, label, uuid string }, mounts *string) *fakeHost {
+	return &fakeHost{reply: map[string]func([]string) remote.Result{
+		"device_realpath": func([]string) remote.Result { return remote.Result{Stdout: "/dev/sdx\n"} },
+		"block_device_path": func([]string) remote.Result {
+			return remote.Result{Stdout: `{"blockdevices":[{"name":"sdx","size":536870912}]}`}
+		},
+		"mount_list": func([]string) remote.Result { return remote.Result{Stdout: *mounts} },
+		"blkid": func([]string) remote.Result {
+			if fs.typ == "" {
+				return remote.Result{ExitCode: 2}
+			}
+			return remote.Result{Stdout: "DEVNAME=/dev/sdx\nLABEL=" + fs.label + "\nUUID=" + fs.uuid + "\nTYPE=" + fs.typ + "\n"}
+		},
+		"mkfs_xfs": func(argv []string) remote.Result {
+			fs.typ, fs.label, fs.uuid = "xfs", argv[2], "uuid-new"
+			return remote.Result{}
+		},
+		"mkfs_xfs_force": func(argv []string) remote.Result {
+			fs.typ, fs.label, fs.uuid = "xfs", argv[3], "uuid-forced"
+			return remote.Result{}
+		},
+	}}
+}
+
+func TestFormatDiskNeverTwice(t *testing.T) {
+	fs := &struct{ typ, label, uuid string }{}
+	mounts := ""
+	f := diskFake(fs, &mounts)
+	s := newSwift(t, f)
+	ctx := context.Background()
+	req := activities.FormatRequest{Node: "storage2", Device: "sdd"}
+	res, err := s.FormatDisk(ctx, req)
+	require.NoError(t, err)
+	assert.True(t, res.Formatted)
+	assert.Equal(t, "uuid-new", res.UUID)
+	assert.Contains(t, strings.Join(f.ran, ","), "mkfs_xfs")
+	// A retry (the worker died after mkfs) finds its own file system and keeps it.
+	res, err = s.FormatDisk(ctx, req)
+	require.NoError(t, err)
+	assert.False(t, res.Formatted)
+	assert.Equal(t, "uuid-new", res.UUID)
+	assert.Equal(t, 1, f.count("mkfs_xfs"), "mkfs ran once")
+}
+
+func TestFormatDiskRefusesExistingFileSystem(t *testing.T) {
+	fs := &struct{ typ, label, uuid string }{"ext4", "data", "uuid-old"}
+	mounts := ""
+	f := diskFake(fs, &mounts)
+	s := newSwift(t, f)
+	_, err := s.FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd", PreviousUUID: "uuid-old"})
+	require.ErrorContains(t, err, "not overwritten without the overwrite gate")
+	assert.Zero(t, f.count("mkfs_xfs")+f.count("mkfs_xfs_force"))
+	// The same disk after the overwrite gate: formatted with -f, once.
+	res, err := s.FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd", PreviousUUID: "uuid-old", Overwrite: true})
+	require.NoError(t, err)
+	assert.True(t, res.Formatted)
+	res, err = s.FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd", PreviousUUID: "uuid-old", Overwrite: true})
+	require.NoError(t, err)
+	assert.False(t, res.Formatted, "retry keeps the new file system")
+	assert.Equal(t, 1, f.count("mkfs_xfs_force"))
+	// An old XFS with the device's own label and the inspected UUID is overwritten (after the gate).
+	fs2 := &struct{ typ, label, uuid string }{"xfs", "sdd", "uuid-old"}
+	f2 := diskFake(fs2, &mounts)
+	res, err = newSwift(t, f2).FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd", PreviousUUID: "uuid-old", Overwrite: true})
+	require.NoError(t, err)
+	assert.True(t, res.Formatted)
+}
+
+func TestFormatDiskRefusesMounted(t *testing.T) {
+	fs := &struct{ typ, label, uuid string }{}
+	mounts := "/dev/sdx /srv/node/sdd xfs rw 0 0\n"
+	f := diskFake(fs, &mounts)
+	_, err := newSwift(t, f).FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd"})
+	require.ErrorContains(t, err, "is mounted")
+	assert.Zero(t, f.count("mkfs_xfs"))
+}
+
+func TestSwiftUnknownDeviceMakesNoConnection(t *testing.T) {
+	f := &fakeHost{}
+	s := newSwift(t, f)
+	_, err := s.InspectDisk(context.Background(), activities.DiskRequest{Node: "storage2", Device: "sda"})
+	require.ErrorContains(t, err, `no Swift device "sda"`)
+	_, err = s.UnmountDevice(context.Background(), activities.DiskRequest{Node: "storage9", Device: "sdd"})
+	require.ErrorContains(t, err, "not a Swift node")
+	assert.Empty(t, f.ran)
+}
+
+func TestApplyRingOpsChecksFirst(t *testing.T) {
+	f := &fakeHost{reply: map[string]func([]string) remote.Result{
+		"ring_show":       func([]string) remote.Result { return remote.Result{Stdout: ringShow} },
+		"ring_set_weight": func([]string) remote.Result { return remote.Result{} },
+		"ring_add":        func([]string) remote.Result { return remote.Result{} },
+	}}
+	s := newSwift(t, f)
+	res, err := s.ApplyRingOps(context.Background(), []activities.RingOp{
+		{Kind: "object", Action: "remove", IP: "127.0.0.23", Port: 6200, Device: "sdf"},                        // already marked
+		{Kind: "object", Action: "set_weight", IP: "127.0.0.22", Port: 6200, Device: "sdd", Weight: 100},       // already at 100
+		{Kind: "object", Action: "set_weight", IP: "127.0.0.22", Port: 6200, Device: "sde", Weight: 33.333333}, // changes
+		{Kind: "object", Action: "add", IP: "127.0.0.24", Port: 6200, Device: "sdh", Zone: 4, Weight: 100},     // new
+		{Kind: "object", Action: "add", IP: "127.0.0.21", Port: 6200, Device: "sdb", Zone: 1, Weight: 100},     // present
+	})
+	require.NoError(t, err)
+	assert.Len(t, res.Already, 3)
+	assert.Len(t, res.Applied, 2)
+	assert.Equal(t, 1, f.count("ring_set_weight"))
+	assert.Equal(t, 1, f.count("ring_add"))
+	assert.Contains(t, res.Applied[0], "to 33.33")
+	_, err = s.ApplyRingOps(context.Background(), []activities.RingOp{{Kind: "object", Action: "add", IP: "127.0.0.23", Port: 6200, Device: "sdg", Zone: 3, Weight: 100}})
+	require.ErrorContains(t, err, "marked for removal")
+}
