@@ -90,7 +90,26 @@ policy:
   activity_max_attempts: 5
 worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
+swift:
+  ring_builder_host: $RING_HOST
+  builder_dir: $(hostdir "$RING_HOST")/etc/swift
+  parallelism: 8
+  nodes:
 EOT
+    # Every Swift node has its own swift dir and recon cache; storage nodes list their devices
+    # (/dev/<name> is a symlink to the device's current loop device).
+    local zone=0
+    for h in "${LAB_HOSTS[@]}"; do
+      case $h in
+        controller)
+          printf '    %s:\n      swift_dir: %s/etc/swift\n      recon_cache_path: %s/cache/swift\n' "$h" "$(hostdir "$h")" "$(hostdir "$h")" ;;
+        storage*)
+          zone=$((zone + 1))
+          printf '    %s:\n      swift_dir: %s/etc/swift\n      recon_cache_path: %s/cache/swift\n      devices_dir: %s/srv/node\n      zone: %d\n      devices:\n' \
+            "$h" "$(hostdir "$h")" "$(hostdir "$h")" "$(hostdir "$h")" "$zone"
+          for d in $(devs_of "$h"); do printf '        %s: ""\n' "$d"; done ;;
+      esac
+    done
     stackrun_checks_yaml
   } | put "$LAB/stackrun.yaml"
 
