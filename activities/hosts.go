@@ -209,7 +209,57 @@ func (h *Hosts) CheckAMQP(ctx context.Context, req AMQPRequest) (AMQPResult, err
 	if !res.OK() {
 		return AMQPResult{}, fmt.Errorf("read %s on %s: exit %d: %s", req.Log, req.Host, res.ExitCode, strings.TrimSpace(res.Stderr))
 	}
-	return FindAMQPConnection(res.Stdout, req.Since), nil
+	if found := FindAMQPConnection(res.Stdout, req.Since); found.Connected {
+		return found, nil
+	}
+	// oslo.messaging logs its first connection only at DEBUG level, so a quiet log proves
+	// nothing: ask the host whether the service's process holds an AMQP connection now.
+	return h.amqpSockets(ctx, req)
+}
+
+// amqpSockets reports an established TCP connection from the service's main process to an AMQP
+// port (5672, or 5671 with TLS): the process is connected to the message queue right now.
+func (h *Hosts) amqpSockets(ctx context.Context, req AMQPRequest) (AMQPResult, error) {
+	res, err := h.run(ctx, req.Host, req.Role, "service_pid", map[string]string{"service": req.Service})
+	if err != nil {
+		return AMQPResult{}, err
+	}
+	pid := strings.TrimSpace(res.Stdout)
+	if !res.OK() || pid == "" || pid == "0" {
+		return AMQPResult{}, nil // not running: no connection
+	}
+	res, err = h.run(ctx, req.Host, req.Role, "tcp_established", nil)
+	if err != nil {
+		return AMQPResult{}, err
+	}
+	if !res.OK() {
+		return AMQPResult{}, fmt.Errorf("list connections on %s: exit %d: %s", req.Host, res.ExitCode, strings.TrimSpace(res.Stderr))
+	}
+	return FindAMQPSocket(res.Stdout, pid, h.now()), nil
+}
+
+var ssPIDRE = regexp.MustCompile(`pid=(\d+),`)
+
+// FindAMQPSocket finds, in `ss -H -t -n -p state established` output, a connection of process
+// pid to an AMQP port.
+func FindAMQPSocket(ss, pid string, now time.Time) AMQPResult {
+	for _, line := range strings.Split(ss, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		peer := f[3]
+		port := peer[strings.LastIndexByte(peer, ':')+1:]
+		if port != "5672" && port != "5671" {
+			continue
+		}
+		for _, m := range ssPIDRE.FindAllStringSubmatch(line, -1) {
+			if m[1] == pid {
+				return AMQPResult{Connected: true, At: now, Line: fmt.Sprintf("pid %s has an established AMQP connection %s -> %s", pid, f[2], peer)}
+			}
+		}
+	}
+	return AMQPResult{}
 }
 
 // FindAMQPConnection returns the newest AMQP connection line at or after since.

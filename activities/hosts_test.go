@@ -106,3 +106,18 @@ garbage line about AMQP server without a time
 	require.Equal(t, time.Date(2026, 11, 22, 10, 0, 1, 500_000_000, time.UTC), res.At)
 	require.False(t, FindAMQPConnection(log, since.Add(time.Minute)).Connected, "lines before since do not count")
 }
+
+func TestFindAMQPSocket(t *testing.T) {
+	ss := `0      0       127.0.0.10:5672    127.0.0.1:60908 users:(("beam.smp",pid=26189,fd=109))
+0      0       127.0.0.1:54668 127.0.0.10:9696  users:(("python3",pid=3263,fd=17))
+0      0       127.0.0.1:41822 127.0.0.10:5672  users:(("python3",pid=3263,fd=18))
+0      0       [::1]:41000 [::1]:5671  users:(("nova-api",pid=77,fd=3),("nova-api",pid=78,fd=3))
+`
+	now := time.Now()
+	res := FindAMQPSocket(ss, "3263", now)
+	require.True(t, res.Connected)
+	require.Contains(t, res.Line, "127.0.0.1:41822 -> 127.0.0.10:5672")
+	require.True(t, FindAMQPSocket(ss, "78", now).Connected, "TLS port, second process of the socket")
+	require.False(t, FindAMQPSocket(ss, "26189", now).Connected, "the broker's own listening side is not a client connection")
+	require.False(t, FindAMQPSocket(ss, "3", now).Connected)
+}

@@ -33,6 +33,8 @@ var defaultCommands = map[string][]string{
 	"service_disable": {"systemctl", "disable", "{service}"},
 	"journal_tail":    {"journalctl", "--no-pager", "-o", "short-iso", "-n", "{lines}", "-u", "{service}"},
 	"log_tail":        {"tail", "-n", "{lines}", "{log}"},
+	"service_pid":     {"systemctl", "show", "-p", "MainPID", "--value", "{service}"}, // 0 = not running
+	"tcp_established": {"ss", "-H", "-t", "-n", "-p", "state", "established"},
 	// host facts
 	"uptime":   {"cat", "/proc/uptime"},
 	"hostname": {"cat", "/proc/sys/kernel/hostname"},

@@ -78,6 +78,7 @@ commands:
   service_stop: [$labctl, stop, "{host}", "{service}"]
   service_status: [$labctl, status, "{host}", "{service}"]
   log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
+  service_pid: [$labctl, pid, "{host}", "{service}"]
   uptime: [cat, /proc/uptime]
 policy:
   approvers: [alice, bob]
