@@ -190,8 +190,8 @@ func TestDailyCheckBench(t *testing.T) {
 		w.RegisterWorkflow(workflows.Check)
 		w.RegisterActivity(&activities.Machine{Policy: activities.Policy{ActivityMaxAttempts: 3, DefaultParallelism: 4}})
 		w.RegisterActivity(&activities.Checks{
-			Clients: func(context.Context) (*openstack.Clients, error) { return clients, nil },
-			Hosts:   &activities.Hosts{Inventory: inv, Runner: pool, Catalogue: cat},
+			Clients:  func(context.Context) (*openstack.Clients, error) { return clients, nil },
+			Hosts:    &activities.Hosts{Inventory: inv, Runner: pool, Catalogue: cat},
 			Settings: activities.CheckSettings{OSFamilyLabel: "os_family", DefaultOSFamily: "debian", Parallelism: parallelism, ProbeTimeout: 2 * time.Minute},
 		})
 		require.NoError(t, w.Start())
