@@ -114,7 +114,7 @@ func Flaky(ctx context.Context, key string) error {
 	defer flaky.Unlock()
 	if !flaky.seen[key] {
 		flaky.seen[key] = true
-		return temporal.NewNonRetryableApplicationError(key+" is gone", workflows.ErrTypeNotFound, nil)
+		return temporal.NewNonRetryableApplicationError(key+" is unreachable", "Unreachable", nil)
 	}
 	return nil
 }
@@ -528,7 +528,7 @@ func TestIntegration(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		r := e.cli("status", s.WorkflowID)
-		for _, want := range []string{"Status:        Stalled (step flaky)", "Stalled steps:", "NotFound: five is gone", "stackrun resolve gated-test/five flaky retry|skip|abort"} {
+		for _, want := range []string{"Status:        Stalled (step flaky)", "Stalled steps:", "Unreachable: five is unreachable", "stackrun resolve gated-test/five flaky retry|skip|abort"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("status lacks %q", want)
 			}
