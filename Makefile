@@ -48,7 +48,7 @@ test: test-unit test-e2e ## the whole suite, as CI runs it
 
 bench: deps bin/temporal lab ## benchmarks against the tools users would otherwise use (tables in the test log)
 	@scripts/deps.sh --bench
-	$(GO) test -count=1 -timeout 60m -tags 'e2e bench' -p 1 -v -run 'Bench|Versus' ./e2e/ ./bench/ 2>&1 | grep -E '^\s+\S+_test.go:[0-9]+: |^(---|ok|FAIL)'
+	$(GO) test -count=1 -timeout 60m -tags 'e2e bench' -p 1 -v -run 'Bench|Versus' ./e2e/ ./bench/
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/...
 
 lab: ## bring the OpenStack lab up (idempotent)
