@@ -95,7 +95,6 @@ func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 	return int(d.WorkflowExecutionInfo.HistoryLength), rep
 }
 
-
 // TestEvacuationHistoryOf1000Instances: a 1,000-instance host stays under Temporal's 10,240-event
 // warning in one run. Each instance costs one activity (start, follow and verify in one
 // heartbeating MoveInstance: scheduled, started, completed) plus its share of workflow tasks;
