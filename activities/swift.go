@@ -1031,6 +1031,7 @@ func (s *Swift) countObjects(ctx context.Context, d DiskRequest) (int, error) {
 // SortedNodes returns the cluster's node names, sorted.
 func (c SwiftCluster) SortedNodes() []string {
 	names := make([]string, 0, len(c.Nodes))
+	//workflowcheck:ignore sorted below: workflows call this
 	for k := range c.Nodes {
 		names = append(names, k)
 	}

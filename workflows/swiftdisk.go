@@ -106,6 +106,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		}
 		if _, ok := n.Devices[in.Device]; !ok {
 			devs := make([]string, 0, len(n.Devices))
+			//workflowcheck:ignore sorted below
 			for d := range n.Devices {
 				devs = append(devs, d)
 			}

@@ -213,6 +213,7 @@ func resolveRingTargets(in *SwiftRingChangeInput, cl SwiftCluster) ([]*ringTarge
 			return nil, n, &FieldError{Field: field, Value: sp.Node, Problem: fmt.Sprintf("not a Swift storage node (storage nodes: %s)", strings.Join(cl.StorageNodes(), ", "))}
 		}
 		devs := make([]string, 0, len(n.Devices))
+		//workflowcheck:ignore sorted below
 		for d := range n.Devices {
 			devs = append(devs, d)
 		}
