@@ -29,7 +29,7 @@ say "up.sh started $(date -Is) (packages ready after $(elapsed))"
 
 # --- leftovers of a lab from another clone (other $LAB) -----------------------------------
 foreign_kill() { # pid dir
-  warn "killing process $1 of another lab ($2): $(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | cut -c1-100)"
+  warn "killing process $1 of another lab ($2): $(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | cut -c1-100)"
   kill -KILL "$1" 2>/dev/null || true
 }
 cleanup_leftovers() {
