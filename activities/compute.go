@@ -697,3 +697,77 @@ type Reachability struct {
 	Reachable bool   `json:"reachable"`
 	Detail    string `json:"detail"`
 }
+
+// HardRebootRequest asks for one instance to be hard-rebooted where the Nova database now places
+// it (after the database-rewrite fallback), and to be verified ACTIVE and running on Host.
+type HardRebootRequest struct {
+	ID   string        `json:"id"`
+	Host string        `json:"host"`
+	Wait time.Duration `json:"wait,omitempty"` // default 3 minutes
+}
+
+// HardRebootResult is what the instance became.
+type HardRebootResult struct {
+	ID     string `json:"id"`
+	Name   string `json:"name,omitempty"`
+	Before string `json:"before"`
+	Status string `json:"status"`
+	Host   string `json:"host"`
+}
+
+// HardRebootOn hard-reboots an instance through the API (the hypervisor recreates the guest from
+// the database, as the guide's manual path does after rewriting instances.host) and waits until
+// it is ACTIVE, running and idle on req.Host. It refuses an instance that the API does not place
+// on req.Host. A retried attempt (heartbeat says the reboot was asked) follows instead of asking
+// again; an instance that is busy rebooting is followed too.
+func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (HardRebootResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return HardRebootResult{}, err
+	}
+	in, err := getInstance(ctx, cl, req.ID)
+	if err != nil {
+		return HardRebootResult{}, err
+	}
+	res := HardRebootResult{ID: req.ID, Name: in.Name, Before: in.Status, Status: in.Status, Host: in.Host}
+	if in.Host != req.Host {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) is on %q, not %s: not rebooting it", in.Name, req.ID, in.Host, req.Host), ErrTypeRefused, nil)
+	}
+	var asked bool
+	if activity.HasHeartbeatDetails(ctx) {
+		_ = activity.GetHeartbeatDetails(ctx, &asked)
+	}
+	if !asked && !busy(in) {
+		if _, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", req.ID, "action"), map[string]any{"reboot": map[string]any{"type": "HARD"}}, nil,
+			&gophercloud.RequestOpts{OkCodes: []int{202}}); err != nil {
+			return res, novaError("hard reboot of "+req.ID, err)
+		}
+		asked = true
+		activity.RecordHeartbeat(ctx, asked)
+	}
+	wait := cmp.Or(req.Wait, 3*time.Minute)
+	end := time.Now().Add(wait)
+	const running = 1
+	for {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(c.poll()):
+		}
+		cur, err := getInstance(ctx, cl, req.ID)
+		if err != nil {
+			return res, err
+		}
+		res.Status, res.Host = cur.Status, cur.Host
+		activity.RecordHeartbeat(ctx, asked)
+		if cur.TaskState == "" && cur.Status == "ACTIVE" && cur.PowerState == running && cur.Host == req.Host {
+			return res, nil
+		}
+		if cur.TaskState == "" && cur.Status == "ERROR" {
+			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) is in ERROR on %s after the hard reboot%s", cur.Name, req.ID, cur.Host, faultText(cur)), "RebootFailed", nil)
+		}
+		if time.Now().After(end) {
+			return res, temporal.NewApplicationError(fmt.Sprintf("%s (%s) is %s (task %q, power state %d) on %s %s after the hard reboot", cur.Name, req.ID, cur.Status, cur.TaskState, cur.PowerState, cur.Host, wait), "RebootTimeout")
+		}
+	}
+}

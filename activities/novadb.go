@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,10 +13,12 @@ import (
 
 // NovaDB reads the Nova (cell) database and, for volume attachments, the Cinder database, through
 // go-sql-driver/mysql with read-only accounts. The worker opens the pools lazily (sql.Open does
-// not connect); nil means not configured.
+// not connect); nil means not configured. RW is the only writable pool, used by nothing but the
+// gated database-rewrite fallback of recover-host.
 type NovaDB struct {
 	DB     *sql.DB // nova (cell) database: databases.nova_dsn
 	Cinder *sql.DB // cinder database: databases.cinder_dsn
+	RW     *sql.DB // nova (cell) database, writable: databases.nova_rw_dsn
 }
 
 // VolumeAttachment is one volume attached to an instance of a host: the Nova block device
@@ -144,4 +147,124 @@ func (n *NovaDB) DBVolumeAttachments(ctx context.Context, host string) ([]Volume
 		}
 	}
 	return out, nil
+}
+
+// InstanceRewrite is one row of the database-rewrite fallback: the instance's host and node in
+// the Nova database, from what they are to what they become.
+type InstanceRewrite struct {
+	ID       string `json:"id"`
+	FromHost string `json:"from_host"`
+	FromNode string `json:"from_node,omitempty"`
+	ToHost   string `json:"to_host"`
+	ToNode   string `json:"to_node,omitempty"`
+}
+
+// RewriteResult is the outcome of one guarded rewrite.
+type RewriteResult struct {
+	ID           string `json:"id"`
+	RowsAffected int64  `json:"rows_affected"`
+	// Already: no row changed because the row already had the new host and node (a retry).
+	Already bool `json:"already,omitempty"`
+}
+
+// DBRewritePlan fills in, for each wanted rewrite (ID, FromHost = the dead host, ToHost), the
+// instance's current node and the target's node (compute_nodes.hypervisor_hostname), read through
+// the read-only account. It refuses an instance that is not (or no longer) on FromHost in the
+// database, and a target with no compute node or several (the fallback handles one node per host).
+func (n *NovaDB) DBRewritePlan(ctx context.Context, want []InstanceRewrite) ([]InstanceRewrite, error) {
+	db, err := n.nova()
+	if err != nil {
+		return nil, err
+	}
+	nodes := map[string]string{}
+	out := make([]InstanceRewrite, 0, len(want))
+	for _, w := range want {
+		var host, node sql.NullString
+		err := db.QueryRowContext(ctx, "SELECT host, node FROM instances WHERE uuid = ? AND deleted = 0", w.ID).Scan(&host, &node)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("instance %s is not in the Nova database (deleted?)", w.ID), ErrTypeRefused, nil)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("nova database: instance %s: %w", w.ID, err)
+		}
+		if host.String != w.FromHost {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("instance %s is on %q in the Nova database, not on %s: not rewriting it", w.ID, host.String, w.FromHost), ErrTypeRefused, nil)
+		}
+		if _, ok := nodes[w.ToHost]; !ok {
+			rows, err := db.QueryContext(ctx, "SELECT hypervisor_hostname FROM compute_nodes WHERE host = ? AND deleted = 0", w.ToHost)
+			if err != nil {
+				return nil, fmt.Errorf("nova database: compute nodes of %s: %w", w.ToHost, err)
+			}
+			var names []string
+			for rows.Next() {
+				var s string
+				if err := rows.Scan(&s); err != nil {
+					rows.Close()
+					return nil, fmt.Errorf("nova database: %w", err)
+				}
+				names = append(names, s)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return nil, err
+			}
+			if len(names) != 1 {
+				return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("host %s has %d compute node(s) in the Nova database %v: the rewrite needs exactly one", w.ToHost, len(names), names), ErrTypeRefused, nil)
+			}
+			nodes[w.ToHost] = names[0]
+		}
+		w.FromNode, w.ToNode = node.String, nodes[w.ToHost]
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// DBRewriteInstanceHost rewrites one instance's host and node in the Nova database through the
+// writable account (databases.nova_rw_dsn), in a transaction, guarded by the row still being on
+// the source: UPDATE instances SET host, node WHERE uuid = ? AND host = <from> AND deleted = 0.
+// It is idempotent: when no row changes because the row already has the new host and node (a
+// retry after a lost answer), it reports RowsAffected 0 and Already; a row that is on some third
+// host is refused.
+func (n *NovaDB) DBRewriteInstanceHost(ctx context.Context, rw InstanceRewrite) (RewriteResult, error) {
+	if n == nil || n.RW == nil {
+		return RewriteResult{}, temporal.NewNonRetryableApplicationError("the writable Nova database (databases.nova_rw_dsn) is "+errNotConfigured.Error(), ErrTypeRefused, nil)
+	}
+	if rw.ID == "" || rw.FromHost == "" || rw.ToHost == "" || rw.ToNode == "" || rw.FromHost == rw.ToHost {
+		return RewriteResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("incomplete rewrite %+v", rw), ErrTypeInvalidInput, nil)
+	}
+	res := RewriteResult{ID: rw.ID}
+	tx, err := n.RW.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("nova database (rw): begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	r, err := tx.ExecContext(ctx, "UPDATE instances SET host = ?, node = ?, updated_at = UTC_TIMESTAMP() WHERE uuid = ? AND host = ? AND deleted = 0",
+		rw.ToHost, rw.ToNode, rw.ID, rw.FromHost)
+	if err != nil {
+		return res, fmt.Errorf("nova database (rw): rewrite %s: %w", rw.ID, err)
+	}
+	if res.RowsAffected, err = r.RowsAffected(); err != nil {
+		return res, fmt.Errorf("nova database (rw): rewrite %s: %w", rw.ID, err)
+	}
+	if res.RowsAffected > 1 {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("rewrite of %s would change %d rows: rolled back", rw.ID, res.RowsAffected), ErrTypeRefused, nil)
+	}
+	if res.RowsAffected == 0 {
+		var host, node sql.NullString
+		err := tx.QueryRowContext(ctx, "SELECT host, node FROM instances WHERE uuid = ? AND deleted = 0", rw.ID).Scan(&host, &node)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("instance %s is not in the Nova database (deleted?)", rw.ID), ErrTypeRefused, nil)
+		case err != nil:
+			return res, fmt.Errorf("nova database (rw): instance %s: %w", rw.ID, err)
+		case host.String == rw.ToHost && node.String == rw.ToNode:
+			res.Already = true
+		default:
+			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("instance %s is on %q (node %q) in the Nova database, neither %s nor %s: not rewriting it", rw.ID, host.String, node.String, rw.FromHost, rw.ToHost), ErrTypeRefused, nil)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return res, fmt.Errorf("nova database (rw): commit: %w", err)
+	}
+	return res, nil
 }

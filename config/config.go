@@ -81,6 +81,10 @@ type Databases struct {
 	NovaAPIDSNFile string `mapstructure:"nova_api_dsn_file" yaml:"nova_api_dsn_file,omitempty" json:"nova_api_dsn_file,omitempty"`
 	CinderDSN      string `mapstructure:"cinder_dsn" yaml:"cinder_dsn" json:"cinder_dsn"`
 	CinderDSNFile  string `mapstructure:"cinder_dsn_file" yaml:"cinder_dsn_file,omitempty" json:"cinder_dsn_file,omitempty"`
+	// NovaRWDSN is the only writable account: used by nothing but recover-host's gated
+	// database-rewrite fallback (--db-rewrite-fallback). Empty: that fallback is unavailable.
+	NovaRWDSN     string `mapstructure:"nova_rw_dsn" yaml:"nova_rw_dsn,omitempty" json:"nova_rw_dsn,omitempty"`
+	NovaRWDSNFile string `mapstructure:"nova_rw_dsn_file" yaml:"nova_rw_dsn_file,omitempty" json:"nova_rw_dsn_file,omitempty"`
 }
 
 // SSH is how the worker reaches the hosts of the inventory.

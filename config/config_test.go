@@ -468,3 +468,27 @@ func TestKeysAndEnvNames(t *testing.T) {
 	assert.False(t, slices.Contains(keys, "inventory"), "maps are not env-settable")
 	assert.Equal(t, "STACKRUN_TEMPORAL_TASK_QUEUE", config.EnvName("temporal.task_queue"))
 }
+
+func TestNovaRWDSNSeparateFromFileAndRedacted(t *testing.T) {
+	home := isolate(t)
+	write(t, home, "secrets/nova_rw.dsn", "nova_rw:wr1te@tcp(db:3306)/nova?parseTime=true\n")
+	p := write(t, home, "s.yaml", `
+databases:
+  nova_dsn: "ro:r3ad@tcp(db:3306)/nova?parseTime=true"
+  nova_rw_dsn_file: ~/secrets/nova_rw.dsn
+`)
+	cfg, err := config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
+	require.NoError(t, err)
+	require.NoError(t, cfg.Validate())
+	assert.Equal(t, "nova_rw:wr1te@tcp(db:3306)/nova?parseTime=true", cfg.Databases.NovaRWDSN)
+	out, err := yaml.Marshal(cfg.Redacted())
+	require.NoError(t, err)
+	assert.NotContains(t, string(out), "wr1te")
+
+	cfg.Databases.NovaRWDSN = cfg.Databases.NovaDSN
+	err = cfg.Validate()
+	require.Error(t, err)
+	assert.Equal(t, []string{"databases.nova_rw_dsn"}, problemKeys(t, err))
+	cfg.Databases.NovaRWDSN = "nonsense"
+	assert.ErrorContains(t, cfg.Validate(), "databases.nova_rw_dsn")
+}

@@ -344,7 +344,7 @@ func (c *Config) expandPaths(home string) {
 	for _, p := range []*string{
 		&c.Temporal.TLS.CAFile, &c.Temporal.TLS.CertFile, &c.Temporal.TLS.KeyFile,
 		&c.OpenStack.CloudsFile,
-		&c.Databases.NovaDSNFile, &c.Databases.NovaAPIDSNFile, &c.Databases.CinderDSNFile,
+		&c.Databases.NovaDSNFile, &c.Databases.NovaAPIDSNFile, &c.Databases.CinderDSNFile, &c.Databases.NovaRWDSNFile,
 		&c.SSH.KeyFile, &c.SSH.KnownHostsFile,
 		&c.Worker.AuditLog, &c.Checks.ReportsDSNFile,
 		&c.Chat.WebhookURLFile, &c.Chat.Slack.SigningSecretFile, &c.Chat.Slack.BotTokenFile,
@@ -365,6 +365,7 @@ func (c *Config) readSecrets() Problems {
 		{"databases.nova_dsn", &c.Databases.NovaDSN, c.Databases.NovaDSNFile},
 		{"databases.nova_api_dsn", &c.Databases.NovaAPIDSN, c.Databases.NovaAPIDSNFile},
 		{"databases.cinder_dsn", &c.Databases.CinderDSN, c.Databases.CinderDSNFile},
+		{"databases.nova_rw_dsn", &c.Databases.NovaRWDSN, c.Databases.NovaRWDSNFile},
 		{"chat.webhook_url", &c.Chat.WebhookURL, c.Chat.WebhookURLFile},
 		{"checks.reports_dsn", &c.Checks.ReportsDSN, c.Checks.ReportsDSNFile},
 		{"chat.slack.signing_secret", &c.Chat.Slack.SigningSecret, c.Chat.Slack.SigningSecretFile},

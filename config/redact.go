@@ -14,6 +14,7 @@ func (c *Config) Redacted() Config {
 	r.Databases.NovaDSN = RedactDSN(c.Databases.NovaDSN)
 	r.Databases.NovaAPIDSN = RedactDSN(c.Databases.NovaAPIDSN)
 	r.Databases.CinderDSN = RedactDSN(c.Databases.CinderDSN)
+	r.Databases.NovaRWDSN = RedactDSN(c.Databases.NovaRWDSN)
 
 	r.Inventory = make(map[string]Host, len(c.Inventory))
 	for k, h := range c.Inventory {

@@ -121,6 +121,7 @@ func (c *Config) validateDatabases(ps *Problems) {
 		{"databases.nova_dsn", c.Databases.NovaDSN},
 		{"databases.nova_api_dsn", c.Databases.NovaAPIDSN},
 		{"databases.cinder_dsn", c.Databases.CinderDSN},
+		{"databases.nova_rw_dsn", c.Databases.NovaRWDSN},
 	} {
 		if d.dsn == "" {
 			continue
@@ -134,6 +135,9 @@ func (c *Config) validateDatabases(ps *Problems) {
 		if cfg.DBName == "" {
 			ps.add(d.key, "DSN names no database (…/nova)")
 		}
+	}
+	if c.Databases.NovaRWDSN != "" && c.Databases.NovaRWDSN == c.Databases.NovaDSN {
+		ps.add("databases.nova_rw_dsn", "is the same as databases.nova_dsn: the writable account must be a separate DSN, and nova_dsn a read-only one")
 	}
 }
 

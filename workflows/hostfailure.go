@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -14,12 +15,19 @@ import (
 // really dead (powered off, fenced) before its instances are rebuilt elsewhere.
 const GateConfirmHostDead = "confirm-host-dead"
 
+// GateDBRewrite guards HostFailureRecovery's database-rewrite fallback: a second person approves
+// the exact instance rows that will be rewritten (policy two_person_gates lists it by default).
+const GateDBRewrite = "db-rewrite"
+
 // RecoverHostInput is the input of HostFailureRecovery (RUNBOOKS.md §2).
 type RecoverHostInput struct {
 	Meta
 	Host     string   `json:"host" flag:"host" usage:"compute host that died (required)"`
 	Targets  []string `json:"targets,omitempty" flag:"to" usage:"target hosts, comma-separated (default: every enabled, up compute host but the dead one)"`
 	Parallel int      `json:"parallel" flag:"parallel" usage:"evacuations in flight at once (1-32)"`
+	// DBRewriteFallback opts in to the guide's manual path for the instances whose evacuation
+	// failed or stalled and was skipped: rewrite instances.host/node, then hard reboot.
+	DBRewriteFallback bool `json:"db_rewrite_fallback,omitempty" flag:"db-rewrite-fallback" usage:"for instances whose evacuation failed (or stalled and was skipped): rewrite instances.host/node in the Nova database after gate db-rewrite (needs databases.nova_rw_dsn), then hard-reboot them and verify them ACTIVE on the new host"`
 }
 
 func (in *RecoverHostInput) GetMeta() *Meta     { return &in.Meta }
@@ -38,10 +46,16 @@ type VolumeAttachment = activities.VolumeAttachment
 // (service down, no SSH answer), fence (gate confirm-host-dead), force its service down, list its
 // instances and their volumes (API, Nova and Cinder databases), evacuate with at most N in
 // flight, verify each ACTIVE (or SHUTOFF, as it was) elsewhere, report volumes that need
-// attention. It never rewrites the database: that manual fallback is for a person.
+// attention. It rewrites the database only when asked (--db-rewrite-fallback), only for the
+// instances whose evacuation failed, and only after gate db-rewrite (see dbRewriteFallback).
 func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, error) {
-	r, err := Begin(ctx, "recover-host", in.Host, in.Meta, "describe-host", "confirm-down", "inventory", "capacity", GateConfirmHostDead,
-		"acquire-lease", "force-down", "evacuate", "verify", "volumes", "release-lease")
+	steps := []string{"describe-host", "confirm-down", "inventory", "capacity", GateConfirmHostDead,
+		"acquire-lease", "force-down", "evacuate"}
+	if in.DBRewriteFallback {
+		steps = append(steps, "db-rewrite-plan", GateDBRewrite, "db-rewrite")
+	}
+	steps = append(steps, "verify", "volumes", "release-lease")
+	r, err := Begin(ctx, "recover-host", in.Host, in.Meta, steps...)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +163,9 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 	for _, v := range volumes {
 		plan = append(plan, fmt.Sprintf("check volume %s of %s after the rebuild", v.VolumeID, v.InstanceID))
 	}
+	if in.DBRewriteFallback {
+		plan = append(plan, fmt.Sprintf("fallback for instances whose evacuation fails: gate %s listing the rows, then rewrite instances.host/node in the Nova database and hard-reboot each", GateDBRewrite))
+	}
 	r.SetPlan(plan)
 	r.SetDetail("moves", moves)
 	if err != nil {
@@ -206,6 +223,13 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 	})
 	if err != nil {
 		return finish(err, "")
+	}
+	if in.DBRewriteFallback {
+		err = dbRewriteFallback(r, in, moves, targets, plan)
+		left()
+		if err != nil {
+			return finish(err, "")
+		}
 	}
 	moved := 0
 	for _, m := range moves {
@@ -271,4 +295,120 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 		return finish(err, "")
 	}
 	return finish(nil, fmt.Sprintf("%s: %d of %d instance(s) rebuilt elsewhere; %s", in.Host, moved, len(moves), summarize(r.findings, "no findings")))
+}
+
+// dbRewriteFallback is the guide's manual path, opt-in and gated (RUNBOOKS.md §2): for each
+// instance whose evacuation failed (or stalled and was skipped by an operator), pick a usable
+// target (its planned one if still enabled and up, else another of the run's targets), read the
+// exact rows that will change, wait at gate db-rewrite (two-person), then per instance rewrite
+// instances.host/node with a guarded UPDATE (writable account, databases.nova_rw_dsn) and hard
+// reboot it through the API, verifying it ACTIVE on the new host. A step that fails stalls and
+// can be retried: the rewrite is idempotent (0 rows affected once done).
+func dbRewriteFallback(r *Run, in RecoverHostInput, moves []Move, targets []string, plan []string) error {
+	var failed []int
+	for i, m := range moves {
+		if m.Kind == activities.MoveEvacuate && (m.Outcome == "failed" || m.Outcome == "skipped") {
+			failed = append(failed, i)
+		}
+	}
+	if len(failed) == 0 {
+		for _, s := range []string{"db-rewrite-plan", GateDBRewrite, "db-rewrite"} {
+			r.setStepState(r.step(s), StepSkipped, "not needed: every evacuation succeeded")
+		}
+		return nil
+	}
+	var rows []activities.InstanceRewrite
+	err := r.Do("db-rewrite-plan", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
+		var svcs []ComputeService
+		if err := r.Exec(ctx, "db-rewrite-plan", in.Host, compute.ComputeServices, &svcs); err != nil {
+			return err
+		}
+		var usable []string
+		for _, t := range targets {
+			if slices.ContainsFunc(svcs, func(s ComputeService) bool {
+				return s.Host == t && s.Status == "enabled" && s.State == "up" && !s.ForcedDown
+			}) {
+				usable = append(usable, t)
+			}
+		}
+		if len(usable) == 0 {
+			// Stalls: an operator can bring a target back and retry, or skip the fallback.
+			return fmt.Errorf("none of the targets %s is enabled and up now: nowhere to rewrite the instances to", strings.Join(targets, ", "))
+		}
+		want := make([]activities.InstanceRewrite, 0, len(failed))
+		for k, i := range failed {
+			to := moves[i].To
+			if !slices.Contains(usable, to) {
+				to = usable[k%len(usable)]
+			}
+			want = append(want, activities.InstanceRewrite{ID: moves[i].ID, FromHost: in.Host, ToHost: to})
+		}
+		if err := r.Exec(ctx, "db-rewrite-plan", in.Host, novadb.DBRewritePlan, &rows, want); err != nil {
+			return err
+		}
+		r.step("db-rewrite-plan").Detail = fmt.Sprintf("%d instance row(s) to rewrite", len(rows))
+		return nil
+	})
+	if err != nil || r.StepState("db-rewrite-plan") == StepSkipped {
+		if err == nil {
+			r.setStepState(r.step(GateDBRewrite), StepSkipped, "the fallback was skipped")
+			r.setStepState(r.step("db-rewrite"), StepSkipped, "the fallback was skipped")
+		}
+		return err
+	}
+	lines := make([]string, 0, len(rows))
+	for _, w := range rows {
+		lines = append(lines, fmt.Sprintf("%s: %s/%s → %s/%s", w.ID, w.FromHost, w.FromNode, w.ToHost, w.ToNode))
+	}
+	r.SetDetail("db_rewrites", rows)
+	planned := slices.Clone(plan)
+	for _, l := range lines {
+		planned = append(planned, "db rewrite "+l+", then hard reboot")
+	}
+	r.SetPlan(planned)
+	summary := fmt.Sprintf("DATABASE REWRITE (manual fallback): %d instance(s) could not be evacuated from %s. Approve to change exactly these rows of the Nova database's instances table (uuid: host/node → host/node), then hard-reboot each: %s. Placement allocations are not changed.",
+		len(rows), in.Host, strings.Join(lines, "; "))
+	if err := r.Gate(GateDBRewrite, GateOptions{Summary: summary}); err != nil {
+		return err
+	}
+	done := 0
+	err = r.Do("db-rewrite", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
+		done = 0
+		for _, w := range rows {
+			i := slices.IndexFunc(moves, func(m Move) bool { return m.ID == w.ID })
+			m := &moves[i]
+			name := "db-rewrite/" + w.ID
+			var res activities.RewriteResult
+			var boot activities.HardRebootResult
+			err := r.DoIn(ctx, name, StepOptions{Target: m.label()}, func(ctx workflow.Context) error {
+				if err := r.Exec(ctx, name, w.ID, novadb.DBRewriteInstanceHost, &res, w); err != nil {
+					return err
+				}
+				actx := r.ActivityOptions(ctx, 6*time.Minute, 30*time.Second)
+				return r.Exec(actx, name, w.ID, compute.HardRebootOn, &boot, activities.HardRebootRequest{ID: w.ID, Host: w.ToHost, Wait: 4 * time.Minute})
+			})
+			if err != nil {
+				return err
+			}
+			s := r.step(name)
+			if s.State == StepSkipped {
+				s.Detail = fmt.Sprintf("%s: fallback skipped by operator after: %s", m.label(), s.Error)
+				continue
+			}
+			note := fmt.Sprintf("%d row rewritten", res.RowsAffected)
+			if res.Already {
+				note = "row already rewritten (0 rows affected)"
+			}
+			m.Outcome, m.To = "moved", w.ToHost
+			m.Detail = fmt.Sprintf("%s → %s by database rewrite (%s) + hard reboot: %s on %s", w.FromHost, w.ToHost, note, boot.Status, boot.Host)
+			s.Detail = fmt.Sprintf("%s: %s", m.label(), m.Detail)
+			done++
+		}
+		r.step("db-rewrite").Detail = fmt.Sprintf("%d of %d instance(s) rewritten and ACTIVE on their new host", done, len(rows))
+		return nil
+	})
+	if done > 0 {
+		r.AddFinding(SeverityWarning, in.Host, "%d instance(s) were moved by rewriting the Nova database: Placement still holds their allocations against %s's resource provider (the rewrite does not touch Placement); move or heal them before %s returns to service", done, in.Host, in.Host)
+	}
+	return err
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/stackrun/stackrun/config"
 )
 
-// openNovaDB builds the NovaDB activities from databases.nova_dsn and databases.cinder_dsn.
+// openNovaDB builds the NovaDB activities from databases.nova_dsn, databases.cinder_dsn and the
+// separate writable databases.nova_rw_dsn (only the gated db-rewrite fallback uses it).
 // sql.Open does not connect: the pools connect on first use, so a worker starts while the
 // databases are down. An empty DSN leaves that pool nil (the activities then refuse clearly).
 func openNovaDB(cfg *config.Config) (*activities.NovaDB, func(), error) {
@@ -39,12 +40,21 @@ func openNovaDB(cfg *config.Config) (*activities.NovaDB, func(), error) {
 		}
 		return nil, nil, err
 	}
-	closeAll := func() {
+	rw, err := open("databases.nova_rw_dsn", cfg.Databases.NovaRWDSN)
+	if err != nil {
 		for _, db := range []*sql.DB{nova, cinder} {
 			if db != nil {
 				_ = db.Close()
 			}
 		}
+		return nil, nil, err
 	}
-	return &activities.NovaDB{DB: nova, Cinder: cinder}, closeAll, nil
+	closeAll := func() {
+		for _, db := range []*sql.DB{nova, cinder, rw} {
+			if db != nil {
+				_ = db.Close()
+			}
+		}
+	}
+	return &activities.NovaDB{DB: nova, Cinder: cinder, RW: rw}, closeAll, nil
 }

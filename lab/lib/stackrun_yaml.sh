@@ -29,6 +29,8 @@ databases:
   nova_dsn: $RO_USER:$RO_PASS@tcp($CONTROLLER_IP:$P_MYSQL)/nova?parseTime=true
   nova_api_dsn: $RO_USER:$RO_PASS@tcp($CONTROLLER_IP:$P_MYSQL)/nova_api?parseTime=true
   cinder_dsn: $RO_USER:$RO_PASS@tcp($CONTROLLER_IP:$P_MYSQL)/cinder?parseTime=true
+  # Writable (the lab's all-privileges account): only recover-host --db-rewrite-fallback uses it.
+  nova_rw_dsn: openstack:$PASS@tcp($CONTROLLER_IP:$P_MYSQL)/nova?parseTime=true
 ssh:
   user: root
   port: $SSH_PORT
@@ -82,7 +84,7 @@ commands:
   uptime: [cat, /proc/uptime]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
