@@ -885,6 +885,11 @@ func (s *Swift) MountDisk(ctx context.Context, req DiskRequest) (MountResult, er
 	if res.Owner != "swift:swift" {
 		return res, fmt.Errorf("%s on %s is owned by %q after chown", mp, req.Node, res.Owner)
 	}
+	// The empty file system's used bytes: the baseline of the refill check. A retry after a
+	// crash may measure some replicated data too, which only makes the check stricter.
+	if u, err := s.deviceUsage(ctx, req); err == nil && u.Mounted {
+		res.UsedBytes = u.Used
+	}
 	return res, nil
 }
 
@@ -980,13 +985,6 @@ func (s *Swift) pollReplication(ctx context.Context, req ReplicationRequest, fra
 			}
 		}
 	}
-	if req.Device != nil {
-		cnt, err := s.countObjects(ctx, *req.Device)
-		if err != nil {
-			return false, err
-		}
-		res.DeviceObjects = cnt
-	}
 	if len(res.Pending) > 0 {
 		res.Detail = fmt.Sprintf("waiting for a full replication pass since %s: %s", req.Since.Format(time.RFC3339), strings.Join(res.Pending, ", "))
 		return false, nil
@@ -995,37 +993,117 @@ func (s *Swift) pollReplication(ctx context.Context, req ReplicationRequest, fra
 		res.Detail = "every replicator finished a pass since " + req.Since.Format(time.RFC3339)
 		return true, nil
 	}
-	// The device's share: its part of all object replicas on the nodes' devices, by count.
-	total, devices := 0, 0
+	// The device's share, by disk usage (one df per device, never a walk of the disk): the
+	// other devices' data per unit of ring weight, times the device's own weight.
+	var target DeviceUsage
+	var others []DeviceUsage
 	for _, node := range req.Nodes {
 		n, _ := s.node(node)
 		for _, dev := range slices.Sorted(mapKeys(n.Devices)) {
-			c, err := s.countObjects(ctx, DiskRequest{Node: node, Device: dev})
+			u, err := s.deviceUsage(ctx, DiskRequest{Node: node, Device: dev})
 			if err != nil {
 				return false, err
 			}
-			total += c
-			devices++
+			u.Weight = 1
+			if req.Weights != nil {
+				u.Weight = req.Weights[u.Key]
+			}
+			if node == req.Device.Node && dev == req.Device.Device {
+				target = u
+			} else {
+				others = append(others, u)
+			}
 		}
 	}
-	if devices > 0 {
-		res.ExpectedShare = float64(total) / float64(devices)
+	if !target.Mounted {
+		res.Detail = fmt.Sprintf("%s/%s: no file system mounted at its mount point (%s)", req.Device.Node, req.Device.Device, target.Problem)
+		return false, nil
 	}
-	res.Detail = fmt.Sprintf("%s/%s holds %d objects; the mean of the %d devices is %.1f", req.Device.Node, req.Device.Device, res.DeviceObjects, devices, res.ExpectedShare)
-	return float64(res.DeviceObjects) >= frac*res.ExpectedShare, nil
+	share := RefillShare(target, req.DeviceBaseline, others)
+	res.DeviceBytes, res.ExpectedBytes = share.Have, share.Expected
+	res.Detail = fmt.Sprintf("%s/%s holds %s of data (%s used, %s for the empty file system); its weight %s entitles it to about %s (the other %d mounted devices hold %s per unit of weight); done at %.0f%%",
+		req.Device.Node, req.Device.Device, humanBytes(float64(share.Have)), humanBytes(float64(target.Used)), humanBytes(float64(req.DeviceBaseline)),
+		FormatWeight(target.Weight), humanBytes(share.Expected), share.Counted, humanBytes(share.PerWeight), frac*100)
+	return float64(share.Have) >= frac*share.Expected, nil
 }
 
-func (s *Swift) countObjects(ctx context.Context, d DiskRequest) (int, error) {
+// DeviceUsage is df's view of one Swift device.
+type DeviceUsage struct {
+	Key     string // node/device
+	Mounted bool   // a file system is mounted at the device's mount point and answers
+	Size    int64
+	Used    int64
+	Weight  float64
+	Problem string // why not Mounted
+}
+
+// deviceUsage runs df on the device's mount point. A device whose mount point is not a mount
+// (df names another file system) or that gives an error (a failed disk) is not Mounted.
+func (s *Swift) deviceUsage(ctx context.Context, d DiskRequest) (DeviceUsage, error) {
+	u := DeviceUsage{Key: d.Node + "/" + d.Device}
 	n, _, err := s.device(d)
 	if err != nil {
-		return 0, err
+		return u, err
 	}
-	r, err := s.run(ctx, d.Node, "count_data_files", map[string]string{"path": n.mountPoint(d.Device)})
+	mp := n.mountPoint(d.Device)
+	r, err := s.run(ctx, d.Node, "disk_free", map[string]string{"path": mp})
 	if err != nil {
-		return 0, err
+		return u, err
 	}
-	// A failed or unmounted disk answers with errors; count what was found.
-	return strings.Count(r.Stdout, "x"), nil
+	for _, fs := range parseDF(r.Stdout) {
+		if path.Clean(fs.Mount) == path.Clean(mp) {
+			u.Mounted, u.Size, u.Used = true, fs.Size, fs.Used
+		}
+	}
+	if !u.Mounted {
+		u.Problem = "df: " + firstLines(out(r), 2)
+	}
+	return u, nil
+}
+
+// Share is the outcome of RefillShare.
+type Share struct {
+	Have      int64   // the device's data: used bytes minus its empty file system
+	Expected  float64 // what its weight entitles it to
+	PerWeight float64 // the other devices' data per unit of weight
+	Counted   int     // other devices counted (mounted, weight > 0)
+}
+
+// RefillShare compares a refilled device with the other devices. Every file system's own
+// metadata is taken off its used bytes: baseline for the device (measured right after its
+// mount), and for the others the baseline scaled by their size (same mkfs, same proportions).
+func RefillShare(target DeviceUsage, baseline int64, others []DeviceUsage) Share {
+	sh := Share{Have: max(target.Used-baseline, 0)}
+	var data, weight float64
+	for _, o := range others {
+		if !o.Mounted || o.Weight <= 0 {
+			continue
+		}
+		base := float64(baseline)
+		if target.Size > 0 {
+			base = float64(baseline) * float64(o.Size) / float64(target.Size)
+		}
+		data += max(float64(o.Used)-base, 0)
+		weight += o.Weight
+		sh.Counted++
+	}
+	if weight > 0 {
+		sh.PerWeight = data / weight
+		sh.Expected = sh.PerWeight * target.Weight
+	}
+	return sh
+}
+
+func humanBytes(b float64) string {
+	switch {
+	case b >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", b/(1<<30))
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.0f KiB", b/(1<<10))
+	}
+	return fmt.Sprintf("%.0f B", b)
 }
 
 // SortedNodes returns the cluster's node names, sorted.

@@ -237,18 +237,28 @@ type MountResult struct {
 	Source     string `json:"source"`
 	Owner      string `json:"owner"`
 	Already    bool   `json:"already,omitempty"`
+	// UsedBytes is df's used bytes of the file system right after the mount: the empty file
+	// system's own metadata, the baseline of the refill check (0 = unknown).
+	UsedBytes int64 `json:"used_bytes,omitempty"`
 }
 
 // ReplicationRequest asks to follow replication until every replicator of the nodes finished a
-// pass that began after Since, and (with Device) until the device holds its share of objects.
+// pass that began after Since, and (with Device) until the device holds its share of the data.
 type ReplicationRequest struct {
 	Nodes    []string      `json:"nodes"`
 	Since    time.Time     `json:"since"`
 	Device   *DiskRequest  `json:"device,omitempty"`
 	Deadline time.Time     `json:"deadline"`
 	Interval time.Duration `json:"interval"`
-	// ShareFraction is the part of its expected object count the device must hold (default 0.5).
+	// ShareFraction is the part of its expected data the device must hold (default 0.5).
 	ShareFraction float64 `json:"share_fraction,omitempty"`
+	// Weights are the object-ring weights of the devices, by "node/device": the device's share
+	// is the other devices' data per unit of weight times its own weight. Devices without a
+	// weight (or weight 0) are left out of the mean; nil weighs every device 1.
+	Weights map[string]float64 `json:"weights,omitempty"`
+	// DeviceBaseline is the device's used bytes right after its new file system was mounted
+	// (MountResult.UsedBytes): what an empty file system of its size uses.
+	DeviceBaseline int64 `json:"device_baseline,omitempty"`
 }
 
 // ReplicationResult is where replication stood when it settled (or the deadline passed).
@@ -256,8 +266,10 @@ type ReplicationResult struct {
 	Settled bool `json:"settled"`
 	Polls   int  `json:"polls"`
 	// Pending lists node/replicator pairs without a full pass since Since.
-	Pending       []string `json:"pending,omitempty"`
-	DeviceObjects int      `json:"device_objects"`
-	ExpectedShare float64  `json:"expected_share"`
-	Detail        string   `json:"detail,omitempty"`
+	Pending []string `json:"pending,omitempty"`
+	// DeviceBytes is the device's data: df used bytes minus DeviceBaseline.
+	DeviceBytes int64 `json:"device_bytes"`
+	// ExpectedBytes is the data the device's ring weight entitles it to, from the other devices.
+	ExpectedBytes float64 `json:"expected_bytes"`
+	Detail        string  `json:"detail,omitempty"`
 }

@@ -27,9 +27,12 @@ type SwiftDiskReplacementInput struct {
 	Device string `json:"device" flag:"device" usage:"Swift device name as in the rings, e.g. sdb: a plain name, not a path (required)"`
 	// DrainFirst sets the device's weight to 0 (a ring change) before the disk is swapped, and
 	// restores it afterwards: for a disk that will be out for long.
-	DrainFirst    bool          `json:"drain_first,omitempty" flag:"drain-first" usage:"drain the device from the rings (weight 0) first and restore its weight after the refill"`
-	RefillTimeout time.Duration `json:"refill_timeout,omitempty" flag:"refill-timeout" usage:"longest wait for replication to refill the new disk (default 24h)"`
-	PollInterval  time.Duration `json:"poll_interval,omitempty" flag:"poll-interval" usage:"how often replication progress is read (default 30s)"`
+	DrainFirst bool `json:"drain_first,omitempty" flag:"drain-first" usage:"drain the device from the rings (weight 0, a child swift-ring run) first, let replication settle, and restore its weight once the new disk is mounted"`
+	// WaitMinPartHours lets the drain wait (durably) for min_part_hours instead of stalling.
+	// The restore always waits: the drain's own rebalance started min_part_hours again.
+	WaitMinPartHours bool          `json:"wait_min_part_hours,omitempty" flag:"wait-min-part-hours" usage:"with --drain-first: wait (durably) for min_part_hours before the drain instead of stalling"`
+	RefillTimeout    time.Duration `json:"refill_timeout,omitempty" flag:"refill-timeout" usage:"longest wait for replication to refill the new disk, or to settle after the drain (default 24h)"`
+	PollInterval     time.Duration `json:"poll_interval,omitempty" flag:"poll-interval" usage:"how often replication progress is read (default 30s)"`
 }
 
 func (in *SwiftDiskReplacementInput) GetMeta() *Meta { return &in.Meta }
@@ -84,9 +87,16 @@ func lastCopyRisk(st RingStatus, ip, dev string, unhealthy []activities.DeviceSt
 // label on the whole disk (never twice), mount by label owned by swift, restart of the node's
 // Swift services, and replication followed until the device holds its share again.
 func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*Report, error) {
-	r, err := Begin(ctx, "swift-disk", in.Target(), in.Meta,
-		"describe", "check-rings", "check-replicas", "unmount", GateDiskReplaced, "inspect-new-disk",
-		"format", "mount", "restart-services", "refill")
+	steps := []string{"describe", "check-rings", "check-replicas"}
+	if in.DrainFirst {
+		steps = append(steps, "drain", "drain-settle")
+	}
+	steps = append(steps, "unmount", GateDiskReplaced, "inspect-new-disk", "format", "mount", "restart-services")
+	if in.DrainFirst {
+		steps = append(steps, "restore-weight")
+	}
+	steps = append(steps, "refill")
+	r, err := Begin(ctx, "swift-disk", in.Target(), in.Meta, steps...)
 	if err != nil {
 		return nil, err
 	}
@@ -150,6 +160,31 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 			origWeight[ri.Kind] = d[0].Weight
 		}
 	}
+	// The weight restored after a drain: the object ring's (one --set-weight covers every ring).
+	restoreTo, differ := -1.0, false
+	for _, kind := range []string{"object", "container", "account"} {
+		if w, ok := origWeight[kind]; ok {
+			if restoreTo < 0 {
+				restoreTo = w
+			} else if w != restoreTo {
+				differ = true
+			}
+		}
+	}
+	restoreCmd := fmt.Sprintf("stackrun run swift-ring --set-weight %s/%s=%s", in.Node, in.Device, activities.FormatWeight(restoreTo))
+	// The object ring's weights by node/device: the refill check's measure of each device's share.
+	weights := map[string]float64{}
+	ipNode := map[string]string{}
+	for _, n := range cl.StorageNodes() {
+		ipNode[cl.Nodes[n].RingIP] = n
+	}
+	if ri, ok := st.Ring("object"); ok {
+		for _, d := range ri.Devices {
+			if n, ok := ipNode[d.IP]; ok {
+				weights[n+"/"+d.Name] = d.Weight
+			}
+		}
+	}
 
 	var target activities.DeviceState
 	err = r.Do("check-replicas", StepOptions{Target: "storage nodes", NoSkip: true}, func(ctx workflow.Context) error {
@@ -196,28 +231,45 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		fmt.Sprintf("device %s of %s: block device %s, mounted at %s, now %s; in the rings at %s with weight %v", in.Device, in.Node, devPath, mountPoint, state, node.RingIP, origWeight),
 	}
 	if in.DrainFirst {
-		plan = append(plan, fmt.Sprintf("drain: ring change setting %s/%s to weight 0 (child swift-ring run, waits for min_part_hours)", in.Node, in.Device))
+		wait := "stalls inside min_part_hours (resolve retry later), or --wait-min-part-hours to wait"
+		if in.WaitMinPartHours {
+			wait = "waits (durably) for min_part_hours"
+		}
+		plan = append(plan,
+			fmt.Sprintf("drain: ring change setting %s/%s to weight 0 in every ring (child swift-ring run, %s)", in.Node, in.Device, wait),
+			"wait for replication to settle after the drain")
 	}
 	plan = append(plan,
 		fmt.Sprintf("unmount %s on %s (stopping the node's Swift services if the target is busy)", mountPoint, in.Node),
 		fmt.Sprintf("gate %s: a person replaces the disk", GateDiskReplaced),
 		fmt.Sprintf("check the new disk at %s: present, size, not mounted, no file system (else gate %s)", devPath, GateOverwriteDisk),
 		fmt.Sprintf("mkfs.xfs -L %s %s (whole disk), mount LABEL=%s %s, chown swift:swift", in.Device, devPath, in.Device, mountPoint),
-		fmt.Sprintf("restart the Swift services of %s; follow replication until %s holds its share again", in.Node, in.Device),
+		fmt.Sprintf("restart the Swift services of %s", in.Node),
 	)
 	if in.DrainFirst {
-		plan = append(plan, fmt.Sprintf("restore the weight of %s/%s to %v (child swift-ring run)", in.Node, in.Device, origWeight))
+		plan = append(plan, fmt.Sprintf("restore the weight of %s/%s to %s in every ring (child swift-ring run; waits durably for min_part_hours since the drain)",
+			in.Node, in.Device, activities.FormatWeight(restoreTo)))
 	}
+	plan = append(plan, fmt.Sprintf("follow replication until %s holds its share of data again (disk usage against the other devices, by ring weight)", in.Device))
 	r.SetPlan(plan)
 	if r.DryRun() {
 		return r.Finish(nil, "")
 	}
 
+	drained := ""
 	if in.DrainFirst {
-		if err := ringChild(r, "drain", SwiftRingChangeInput{SetWeight: []string{in.Node + "/" + in.Device + "=0"}}); err != nil {
+		if differ {
+			r.AddFinding(SeverityWarning, in.Node+"/"+in.Device, "its weight differs between the rings (%v): the restore sets %s in every ring", origWeight, activities.FormatWeight(restoreTo))
+		}
+		if err := ringChild(r, "drain", SwiftRingChangeInput{SetWeight: []string{in.Node + "/" + in.Device + "=0"}, Wait: in.WaitMinPartHours},
+			fmt.Sprintf("nothing was changed: %s is still mounted and in the rings", mountPoint)); err != nil {
 			return r.Finish(err, "")
 		}
-		r.SetLeftState(fmt.Sprintf("%s/%s is drained (weight 0 in the rings)", in.Node, in.Device))
+		drained = fmt.Sprintf("; %s/%s has weight 0 in the rings (drained): restore it with `%s`", in.Node, in.Device, restoreCmd)
+		r.SetLeftState(strings.TrimPrefix(drained, "; "))
+		if err := waitSettled(r, "drain-settle", cl, in.RefillTimeout, in.PollInterval, nil); err != nil {
+			return r.Finish(err, "")
+		}
 	}
 
 	disk := activities.DiskRequest{Node: in.Node, Device: in.Device}
@@ -233,7 +285,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 	if um.Lazy {
 		r.AddFinding(SeverityWarning, in.Node+"/"+in.Device, "unmounted lazily: %s", um.Detail)
 	}
-	r.SetLeftState(fmt.Sprintf("%s is unmounted on %s; the device is out of service until a new disk is formatted and mounted", mountPoint, in.Node))
+	r.SetLeftState(fmt.Sprintf("%s is unmounted on %s; the device is out of service until a new disk is formatted and mounted%s", mountPoint, in.Node, drained))
 
 	if err := r.Gate(GateDiskReplaced, GateOptions{Summary: fmt.Sprintf("Replace the disk of %s/%s (block device %s, mount point %s), then approve. Reason: %s",
 		in.Node, in.Device, devPath, mountPoint, in.Reason)}); err != nil {
@@ -288,8 +340,8 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 	if err != nil {
 		return r.Finish(err, "")
 	}
-	r.step("mount").Detail = fmt.Sprintf("%s on %s, owner %s", mr.Source, mr.MountPoint, mr.Owner)
-	r.SetLeftState("")
+	r.step("mount").Detail = fmt.Sprintf("%s on %s, owner %s, %d bytes used by the empty file system", mr.Source, mr.MountPoint, mr.Owner, mr.UsedBytes)
+	r.SetLeftState(strings.TrimPrefix(drained, "; "))
 
 	since := workflow.Now(r.ctx)
 	err = r.Do("restart-services", StepOptions{Target: in.Node}, func(ctx workflow.Context) error {
@@ -298,60 +350,81 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 	if err != nil {
 		return r.Finish(err, "")
 	}
-	if err := waitSettledSince(r, "refill", cl, since, in.RefillTimeout, in.PollInterval, &disk); err != nil {
+	if in.DrainFirst {
+		// A drained device gets no data: the weight comes back before the refill is followed.
+		// The drain's rebalance started min_part_hours again: the child waits for it (durably).
+		r.step("restore-weight").Detail = fmt.Sprintf("pending: child run %s/restore-weight waits durably for min_part_hours since the drain, then sets weight %s (or run `%s`)",
+			r.info.WorkflowExecution.ID, activities.FormatWeight(restoreTo), restoreCmd)
+		r.updateDetails()
+		err := ringChild(r, "restore-weight", SwiftRingChangeInput{SetWeight: []string{fmt.Sprintf("%s/%s=%s", in.Node, in.Device, activities.FormatWeight(restoreTo))}, Wait: true},
+			fmt.Sprintf("%s is mounted but still has weight 0: `%s` restores it", mountPoint, restoreCmd))
+		if err != nil {
+			return r.Finish(err, "")
+		}
+		r.SetLeftState("")
+		since = workflow.Now(r.ctx)
+	}
+	if err := waitSettledSince(r, "refill", cl, since, in.RefillTimeout, in.PollInterval, &refillCheck{dev: disk, weights: weights, baseline: mr.UsedBytes}); err != nil {
 		return r.Finish(err, "")
 	}
 
-	if in.DrainFirst {
-		var sets []string
-		for _, kind := range activities.RingKinds {
-			if w, ok := origWeight[kind]; ok {
-				sets = append(sets, fmt.Sprintf("%s/%s=%s", in.Node, in.Device, activities.FormatWeight(w)))
-				break // one weight for the device in every ring
-			}
-		}
-		if err := ringChild(r, "restore-weight", SwiftRingChangeInput{SetWeight: sets}); err != nil {
-			return r.Finish(err, "")
-		}
-	}
 	return r.Finish(nil, summarize(r.findings, fmt.Sprintf("%s/%s replaced: new XFS %s mounted at %s and refilled by replication", in.Node, in.Device, fr.UUID, mountPoint)))
 }
 
 // ringChild runs a SwiftRingChange as a child workflow, approved by this run's own gate policy.
-func ringChild(r *Run, name string, in SwiftRingChangeInput) error {
+// A child that ends other than completed (refused inside min_part_hours, failed, aborted)
+// stalls the step with its report's summary and what was left (left); retry starts a new child.
+func ringChild(r *Run, name string, in SwiftRingChangeInput, left string) error {
 	in.Meta = Meta{RequestedBy: r.meta.RequestedBy, Reason: fmt.Sprintf("%s for %s", name, r.info.WorkflowExecution.ID)}
-	in.Wait = true
 	in.ParentApproved = r.info.WorkflowExecution.ID
+	attempt := 0
 	return r.Do(name, StepOptions{Target: "rings", NoSkip: true}, func(ctx workflow.Context) error {
+		attempt++
+		id := r.info.WorkflowExecution.ID + "/" + name
+		if attempt > 1 {
+			id += fmt.Sprintf("-%d", attempt) // a finished child's ID is not reused
+		}
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            r.info.WorkflowExecution.ID + "/" + name,
+			WorkflowID:            id,
 			ParentClosePolicy:     enums.PARENT_CLOSE_POLICY_ABANDON,
 			WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
 			TypedSearchAttributes: temporal.NewSearchAttributes(
 				AttrStatus.ValueSet(string(StatusPlanning)), AttrTarget.ValueSet(in.Target()), AttrRequestedBy.ValueSet(in.RequestedBy)),
 		})
+		r.SetDetail(name+"_run", id)
 		var rep Report
 		if err := workflow.ExecuteChildWorkflow(cctx, SwiftRingChange, in).Get(ctx, &rep); err != nil {
-			return err
+			return fmt.Errorf("ring change %s: %w; %s", id, err, left)
 		}
-		r.SetDetail(name+"_run", rep.WorkflowID)
 		if rep.Status != StatusCompleted {
-			return fmt.Errorf("ring change %s ended %s: %s", rep.WorkflowID, rep.Status, rep.Summary)
+			return fmt.Errorf("ring change %s ended %s: %s; %s; resolve retry to start a new ring change (e.g. once min_part_hours has passed), or abort",
+				id, rep.Status, rep.Summary, left)
 		}
 		r.step(name).Detail = rep.Summary
 		return nil
 	})
 }
 
+// refillCheck is what the refill step compares: the device, the object ring's weights and the
+// new file system's used bytes right after its mount.
+type refillCheck struct {
+	dev      activities.DiskRequest
+	weights  map[string]float64
+	baseline int64
+}
+
 // waitSettledSince is waitSettled with an explicit start.
-func waitSettledSince(r *Run, name string, cl SwiftCluster, since time.Time, timeout, interval time.Duration, dev *activities.DiskRequest) error {
+func waitSettledSince(r *Run, name string, cl SwiftCluster, since time.Time, timeout, interval time.Duration, refill *refillCheck) error {
 	if timeout <= 0 {
 		timeout = 24 * time.Hour
 	}
 	if interval <= 0 {
 		interval = 30 * time.Second
 	}
-	req := activities.ReplicationRequest{Nodes: cl.StorageNodes(), Since: since, Deadline: since.Add(timeout), Interval: interval, Device: dev}
+	req := activities.ReplicationRequest{Nodes: cl.StorageNodes(), Since: since, Deadline: since.Add(timeout), Interval: interval}
+	if refill != nil {
+		req.Device, req.Weights, req.DeviceBaseline = &refill.dev, refill.weights, refill.baseline
+	}
 	return r.Do(name, StepOptions{Target: strings.Join(req.Nodes, ",")}, func(ctx workflow.Context) error {
 		var res activities.ReplicationResult
 		actx := r.ActivityOptions(ctx, timeout+10*time.Minute, max(2*interval, time.Minute))

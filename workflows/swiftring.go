@@ -663,6 +663,6 @@ func fanOut(r *Run, ctx workflow.Context, step string, items []string, parallel 
 
 // waitSettled follows replication (a heartbeating activity) until every replicator of the
 // storage nodes finished a pass that began after now, or the timeout passes.
-func waitSettled(r *Run, name string, cl SwiftCluster, timeout, interval time.Duration, dev *activities.DiskRequest) error {
-	return waitSettledSince(r, name, cl, workflow.Now(r.ctx), timeout, interval, dev)
+func waitSettled(r *Run, name string, cl SwiftCluster, timeout, interval time.Duration, refill *refillCheck) error {
+	return waitSettledSince(r, name, cl, workflow.Now(r.ctx), timeout, interval, refill)
 }

@@ -51,15 +51,13 @@ var defaultCommands = map[string][]string{
 	"mkfs_xfs_force": {"mkfs.xfs", "-f", "-L", "{label}", "{device_path}"},
 	"stat_owner":     {"stat", "-c", "%U:%G", "{path}"},
 	"file_copy":      {"cp", "-p", "{path}", "{dest}"},
-	// count_data_files prints one "x" per Swift object (.data file) under {path}.
-	"count_data_files": {"find", "{path}", "-type", "f", "-name", "*.data", "-printf", "x"},
-	"mkfs_xfs":         {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
-	"mount_label":      {"mount", "LABEL={label}", "{path}"},
-	"mkdir":            {"mkdir", "-p", "{path}"},
-	"chown_swift":      {"chown", "swift:swift", "{path}"},
-	"list_dir":         {"ls", "-1A", "{path}"},
-	"disk_free":        {"df", "-P", "-B1", "{path}"},
-	"disk_free_all":    {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
+	"mkfs_xfs":       {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
+	"mount_label":    {"mount", "LABEL={label}", "{path}"},
+	"mkdir":          {"mkdir", "-p", "{path}"},
+	"chown_swift":    {"chown", "swift:swift", "{path}"},
+	"list_dir":       {"ls", "-1A", "{path}"},
+	"disk_free":      {"df", "-P", "-B1", "{path}"},
+	"disk_free_all":  {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
 	// pending security updates, per OS family (checks.os_family_label): the daily check
 	"security_updates_debian": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
 	"security_updates_ubuntu": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
