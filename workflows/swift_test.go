@@ -719,3 +719,25 @@ func TestSwiftDiskRestoreFailsReportSaysHow(t *testing.T) {
 	assert.NotContains(t, rep.LeftState, "unmounted", "the new disk is mounted")
 	assert.NotContains(t, rec.calls, "FollowReplication storage2/sdd")
 }
+
+// The min_part_hours wait re-reads the builders: when min_part_hours ends early on the builder
+// (its operator ran pretend_min_part_hours_passed), the change goes ahead within one recheck.
+func TestSwiftRingWaitRechecksBuilders(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	start := f.env.Now()
+	f.swiftMocks(rec, func() activities.RingStatus {
+		if f.env.Now().Sub(start) >= 20*time.Minute {
+			return ringStatus(0) // pretend_min_part_hours_passed
+		}
+		return ringStatus(50 * time.Minute)
+	})
+	var applied time.Time
+	rec.onApply = func() { applied = f.env.Now() }
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
+	f.env.ExecuteWorkflow(wf.SwiftRingChange, wf.SwiftRingChangeInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.GreaterOrEqual(t, applied.Sub(start), 20*time.Minute, "never before the builder allows it")
+	assert.LessOrEqual(t, applied.Sub(start), 26*time.Minute, "noticed within one recheck (5 min by default), not after the 51 min timer")
+}

@@ -438,7 +438,7 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 			sfx = fmt.Sprintf("/%d", k)
 		}
 		if len(ops) > 0 {
-			if err := waitMinPartHours(r, "min-part-hours"+sfx, cl, in.Wait || k > 1); err != nil {
+			if err := waitMinPartHours(r, "min-part-hours"+sfx, cl, in.Wait || k > 1, recheckInterval(in.PollInterval)); err != nil {
 				return r.Finish(err, "")
 			}
 			if !backedUp {
@@ -522,9 +522,19 @@ func minPartHours(st RingStatus) int {
 	return m
 }
 
+// recheckInterval is how often a min_part_hours wait re-reads the builders: ten poll intervals,
+// 1-15 minutes (5 by default). A builder whose min_part_hours was ended by its operator
+// (pretend_min_part_hours_passed, never run by a runbook) is noticed within that time.
+func recheckInterval(poll time.Duration) time.Duration {
+	if poll <= 0 {
+		poll = 30 * time.Second
+	}
+	return min(max(10*poll, time.Minute), 15*time.Minute)
+}
+
 // waitMinPartHours re-reads the rings and, while the last rebalance is too recent, waits on a
-// durable timer (wait) or refuses.
-func waitMinPartHours(r *Run, name string, cl SwiftCluster, wait bool) error {
+// durable timer (wait), re-reading the builders every recheck, or refuses.
+func waitMinPartHours(r *Run, name string, cl SwiftCluster, wait bool, recheck time.Duration) error {
 	return r.Do(name, StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
 		for {
 			var st RingStatus
@@ -540,9 +550,9 @@ func waitMinPartHours(r *Run, name string, cl SwiftCluster, wait bool) error {
 				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the last rebalance is too recent: %s of min_part_hours remain (never forced)", rem), ErrTypeRefused, nil)
 			}
 			until := workflow.Now(ctx).Add(rem + time.Minute)
-			r.step(name).Detail = fmt.Sprintf("waiting until %s for min_part_hours (%s)", until.UTC().Format(time.RFC3339), rem)
+			r.step(name).Detail = fmt.Sprintf("waiting until %s for min_part_hours (%s remaining; the builders are re-read every %s)", until.UTC().Format(time.RFC3339), rem, recheck)
 			r.updateDetails()
-			if err := workflow.Sleep(ctx, rem+time.Minute); err != nil {
+			if err := workflow.Sleep(ctx, min(rem+time.Minute, recheck)); err != nil {
 				return err
 			}
 		}
