@@ -423,7 +423,7 @@ func (e *evacuation) run() (*Report, error) {
 		return nil
 	})
 	r.SetPlan(e.planText(targets))
-	r.SetDetail("moves", e.moves)
+	r.SetDetail("moves", compactMoves(e.moves))
 	if err != nil {
 		return r.Finish(err, "refused: capacity")
 	}
@@ -495,7 +495,7 @@ func (e *evacuation) leftState() {
 
 func (e *evacuation) finish(err error, summary string) (*Report, error) {
 	e.leftState()
-	e.r.SetDetail("moves", e.moves)
+	e.r.SetDetail("moves", compactMoves(e.moves))
 	e.r.ReleaseHostLease(e.in.Host)
 	return e.r.Finish(err, summary)
 }
@@ -620,7 +620,7 @@ func (e *evacuation) afterLease() (*Report, error) {
 				}
 			}
 			r.step("migrate-back").Detail = fmt.Sprintf("%d of %d moved back to %s", n, len(back), in.Host)
-			r.SetDetail("moved_back", back)
+			r.SetDetail("moved_back", compactMoves(back))
 			return nil
 		})
 		if err != nil {

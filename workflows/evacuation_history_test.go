@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -112,4 +113,27 @@ func TestEvacuationHistoryOf1000Instances(t *testing.T) {
 	t.Logf("%d instances: %d history events (%.2f per instance)", n, events, per)
 	require.Less(t, events, 10240)
 	require.LessOrEqual(t, per, 8.0)
+	b, err := json.Marshal(rep)
+	require.NoError(t, err)
+	sizes := map[string]int{}
+	for k, v := range map[string]any{"steps": rep.Steps, "audit": rep.Audit, "details": rep.Details, "plan": rep.Plan, "findings": rep.Findings} {
+		x, _ := json.Marshal(v)
+		sizes[k] = len(x)
+	}
+	t.Logf("report: %d bytes (%v)", len(b), sizes)
+	// Under Temporal's 512 KB payload warning, with room to spare.
+	require.Less(t, len(b), 400<<10)
+	var moves int
+	for _, a := range rep.Audit {
+		if a.Activity == "MoveInstance" {
+			require.Equal(t, "migrate/*", a.Step)
+			moves += a.Count
+		}
+	}
+	require.Equal(t, n, moves, "one collapsed audit entry stands for every move")
+	for _, s := range rep.Steps {
+		if s.Name == "migrate/id-999" {
+			require.Contains(t, s.Detail, "vm-999 (id-999): compute1 → compute")
+		}
+	}
 }

@@ -167,7 +167,7 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 		plan = append(plan, fmt.Sprintf("fallback for instances whose evacuation fails: gate %s listing the rows, then rewrite instances.host/node in the Nova database and hard-reboot each", GateDBRewrite))
 	}
 	r.SetPlan(plan)
-	r.SetDetail("moves", moves)
+	r.SetDetail("moves", compactMoves(moves))
 	if err != nil {
 		return r.Finish(err, "refused: capacity")
 	}
@@ -195,7 +195,7 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 		}
 		r.SetLeftState(fmt.Sprintf("nova-compute on %s is FORCED DOWN and DISABLED: clear both (openstack compute service set --up --enable %s nova-compute) only once the host is repaired and has cleaned up its evacuated instances; %d instance(s) rebuilt elsewhere [%s], %d not [%s]",
 			in.Host, in.Host, len(moved), strings.Join(moved, ", "), len(not), strings.Join(not, ", ")))
-		r.SetDetail("moves", moves)
+		r.SetDetail("moves", compactMoves(moves))
 	}
 	finish := func(err error, summary string) (*Report, error) {
 		left()

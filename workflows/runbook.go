@@ -656,11 +656,13 @@ func (r *Run) Report(summary string) *Report {
 	if st == "" {
 		st = r.status
 	}
-	return &Report{
+	rep := &Report{
 		WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
 		Runbook: r.runbook, Target: r.target, RequestedBy: r.meta.RequestedBy, Reason: r.meta.Reason,
 		Status: st, DryRun: r.meta.DryRun, Started: r.started, Ended: workflow.Now(r.ctx),
 		Summary: summary, LeftState: r.leftState, Plan: r.plan, Steps: r.stepList(),
 		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Audit: r.audit, Details: r.details,
 	}
+	compactReport(rep)
+	return rep
 }

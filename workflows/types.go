@@ -118,6 +118,9 @@ type AuditEntry struct {
 	Result      string        `json:"result"` // ok | error
 	Error       string        `json:"error,omitempty"`
 	Duration    time.Duration `json:"duration"`
+	// Count > 0: this entry stands for Count successful calls of one per-item step group (large
+	// runs; see LargeRunItems), Duration their sum.
+	Count int `json:"count,omitempty"`
 }
 
 // Report is the result of every runbook. internal/report renders it as Markdown or JSON.
