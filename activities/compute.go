@@ -288,7 +288,12 @@ func (c *Compute) Capacity(ctx context.Context, hosts []string) ([]HostCapacity,
 	if cl.Placement == nil {
 		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("placement: %v", cl.ServiceError(openstack.ServicePlacement)), ErrTypeRefused, nil)
 	}
-	pages, err := hypervisors.List(cl.Compute, hypervisors.ListOpts{}).AllPages(ctx)
+	// From microversion 2.88 the hypervisor detail carries each host's uptime, which nova-api
+	// asks every compute for over RPC, one after the other (60 s each when a compute does not
+	// answer): ask at 2.87, where the list is a database read, for the host -> provider mapping.
+	hc := *cl.Compute
+	hc.Microversion = "2.87"
+	pages, err := hypervisors.List(&hc, hypervisors.ListOpts{}).AllPages(ctx)
 	if err != nil {
 		return nil, novaError("list hypervisors", err)
 	}
