@@ -301,6 +301,34 @@ func TestChecksOnLab(t *testing.T) {
 	})
 
 	t.Run("monthly: two runs show a trend, stored in MariaDB", func(t *testing.T) {
+		// Tenant usage counts launched instances only: on a fresh lab nothing has run this month
+		// yet, so run one (m1.tiny) for the two checks to measure.
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		pages, err := images.List(l.cl.Image, images.ListOpts{Status: images.ImageStatusActive}).AllPages(ctx)
+		require.NoError(t, err)
+		imgs, _ := images.ExtractImages(pages)
+		require.NotEmpty(t, imgs)
+		fp, err := flavors.ListDetail(l.cl.Compute, flavors.ListOpts{}).AllPages(ctx)
+		require.NoError(t, err)
+		fls, _ := flavors.ExtractFlavors(fp)
+		var tiny string
+		for _, f := range fls {
+			if f.Name == "m1.tiny" {
+				tiny = f.ID
+			}
+		}
+		require.NotEmpty(t, tiny, "the lab's m1.tiny flavor")
+		srv, err := servers.Create(ctx, l.cl.Compute, servers.CreateOpts{Name: fmt.Sprintf("chk-e2e-usage-%d", time.Now().Unix()),
+			ImageRef: imgs[0].ID, FlavorRef: tiny, Networks: "none"}, nil).Extract()
+		require.NoError(t, err)
+		t.Cleanup(func() { chkDeleteServer(l.cl, srv.ID) })
+		require.Eventually(t, func() bool {
+			s, err := servers.Get(ctx, l.cl.Compute, srv.ID).Extract()
+			return err == nil && s.Status == "ACTIVE"
+		}, 2*time.Minute, time.Second, "server %s ACTIVE", srv.ID)
+		time.Sleep(2 * time.Second)
+
 		first := l.run("monthly")
 		time.Sleep(2 * time.Second)
 		second := l.run("monthly")
