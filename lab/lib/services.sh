@@ -64,7 +64,7 @@ svc_def() {
     controller:nova-api)
       ENVS=(OS_NOVA_CONFIG_DIR="$d/etc/nova")
       CMD=(/usr/bin/uwsgi --plugin python3 --http-socket "$ip:$P_NOVA"
-        --wsgi-file "$d/etc/nova/nova-api.wsgi" --processes 2 --threads 2 --need-app
+        --wsgi-file "$d/etc/nova/nova-api.wsgi" --master --processes 2 --threads 2 --harakiri 120 --need-app
         --add-header "Connection: close" --buffer-size 65535 --die-on-term)
       PORT=$ip:$P_NOVA ;;
     controller:nova-conductor | controller:nova-scheduler | compute[0-9]:nova-compute)
