@@ -15,6 +15,7 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -33,6 +34,7 @@ import (
 func TestNovaRecoverDBRewriteFallback(t *testing.T) {
 	l := newNovaLab(t)
 	require.NotEmpty(t, l.cfg.Databases.NovaRWDSN, "the lab's stackrun.yaml has no databases.nova_rw_dsn: re-run lab/up.sh")
+	l.deleteNamed("dbrw-") // leftovers of an interrupted run would be evacuated too
 	ids := l.boot("dbrw", "compute2", 2)
 	out, err := exec.Command(l.labfail, "host-kill", "compute2").CombinedOutput()
 	require.NoError(t, err, string(out))
@@ -48,7 +50,7 @@ func TestNovaRecoverDBRewriteFallback(t *testing.T) {
 	}
 
 	id := l.start("recover-host", &workflows.RecoverHostInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "mainboard"},
-		Host: "compute2", Targets: []string{"compute3"}, Parallel: 2, DBRewriteFallback: true})
+		Host: "compute2", Targets: []string{"compute3"}, Parallel: 32, DBRewriteFallback: true})
 	st := l.waitFor(id, 2*time.Minute, "gate confirm-host-dead", func(st workflows.Status) bool {
 		return len(st.OpenGates) == 1 && st.OpenGates[0].Name == workflows.GateConfirmHostDead
 	})
@@ -229,6 +231,27 @@ func TestNovaEvacuateMaintenanceGateMigrateBack(t *testing.T) {
 		assert.Contains(t, back.Detail, "→ compute1")
 	}
 	assert.Equal(t, 4, l.migrations(ids)["live-migration"], "two out, two back")
+}
+
+// deleteNamed deletes the servers whose name starts with prefix.
+func (l *novaLab) deleteNamed(prefix string) {
+	l.t.Helper()
+	ctx, cancel := l.ctx()
+	defer cancel()
+	pages, err := servers.List(l.cl.Compute, servers.ListOpts{Name: "^" + prefix, AllTenants: true}).AllPages(ctx)
+	require.NoError(l.t, err)
+	list, err := servers.ExtractServers(pages)
+	require.NoError(l.t, err)
+	var ids []string
+	for _, s := range list {
+		if strings.HasPrefix(s.Name, prefix) {
+			ids = append(ids, s.ID)
+		}
+	}
+	if len(ids) > 0 {
+		l.t.Logf("deleting %d leftover server(s) %s*", len(ids), prefix)
+		l.deleteServers(ids)
+	}
 }
 
 func (l *novaLab) compute() *activities.Compute {
