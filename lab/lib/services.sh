@@ -62,7 +62,9 @@ svc_def() {
         --config-file "$d/etc/glance/glance-api.conf" --log-file "$LOG")
       PORT=$ip:$P_GLANCE ;;
     controller:nova-api)
-      ENVS=(OS_NOVA_CONFIG_DIR="$d/etc/nova")
+      # Under uwsgi no green thread runs between requests to send AMQP heartbeats: RabbitMQ drops
+      # the idle connection and the next RPC can hang on it. The API needs no heartbeat here.
+      ENVS=(OS_NOVA_CONFIG_DIR="$d/etc/nova" OS_OSLO_MESSAGING_RABBIT__HEARTBEAT_TIMEOUT_THRESHOLD=0)
       CMD=(/usr/bin/uwsgi --plugin python3 --http-socket "$ip:$P_NOVA"
         --wsgi-file "$d/etc/nova/nova-api.wsgi" --master --processes 2 --threads 2 --harakiri 120 --need-app
         --add-header "Connection: close" --buffer-size 65535 --die-on-term)
