@@ -113,6 +113,35 @@ func (l *novaLab) restoreComputes() {
 	}
 }
 
+// create boots one server, retrying a request that the lab's nova-api leaves hanging: each try
+// has its own deadline, and a server that the hung request did create (found by its unique name)
+// is taken instead of booting a second one.
+func (l *novaLab) create(ctx context.Context, name, host string) (string, error) {
+	var last error
+	for try := 0; try < 4 && ctx.Err() == nil; try++ {
+		if try > 0 {
+			pages, err := servers.List(l.cl.Compute, servers.ListOpts{Name: "^" + name + "$"}).AllPages(ctx)
+			if err == nil {
+				if found, _ := servers.ExtractServers(pages); len(found) == 1 {
+					return found[0].ID, nil
+				}
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		s, err := servers.Create(tctx, l.cl.Compute, servers.CreateOpts{
+			Name: name, ImageRef: l.image, FlavorRef: l.flavor,
+			AvailabilityZone: "nova:" + host, Networks: "none",
+		}, nil).Extract()
+		cancel()
+		if err == nil {
+			return s.ID, nil
+		}
+		last = err
+		l.t.Logf("create %s (try %d): %v", name, try+1, err)
+	}
+	return "", last
+}
+
 // boot creates n servers on host (m1.tiny, no network), waits for them to be ACTIVE, and deletes
 // them at clean-up.
 func (l *novaLab) boot(prefix, host string, n int) []string {
@@ -123,24 +152,21 @@ func (l *novaLab) boot(prefix, host string, n int) []string {
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 8)
+	sem := make(chan struct{}, 4)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			s, err := servers.Create(ctx, l.cl.Compute, servers.CreateOpts{
-				Name: fmt.Sprintf("%s-%02d", prefix, i), ImageRef: l.image, FlavorRef: l.flavor,
-				AvailabilityZone: "nova:" + host, Networks: "none",
-			}, nil).Extract()
+			id, err := l.create(ctx, fmt.Sprintf("%s-%02d", prefix, i), host)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
 				errs = append(errs, err)
 				return
 			}
-			ids[i] = s.ID
+			ids[i] = id
 		}()
 	}
 	wg.Wait()
