@@ -8,6 +8,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/stackrun/stackrun/internal/testenv/svcctl"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,20 +23,6 @@ import (
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 	"github.com/stackrun/stackrun/workflows"
 )
-
-// svcctl stands in for systemctl on the test host: services are files in its state folder.
-const svcctl = `#!/bin/sh
-dir=$(dirname "$0")/state
-case "$1" in
-  status) [ -e "$dir/$2.running" ] && { echo active; exit 0; }; echo inactive; exit 3 ;;
-  start)
-    if [ -e "$dir/$2.fail-start" ]; then echo "Job for $2 failed" >&2; exit 1; fi
-    touch "$dir/$2.running"; echo start >> "$dir/$2.actions"
-    echo "$(date -u '+%Y-%m-%d %H:%M:%S').123 4242 INFO oslo.messaging._drivers.impl_rabbit [-] Connected to AMQP server on 127.0.0.1:5672 via [amqp] client with port 40000." >> "$dir/$2.log" ;;
-  stop) rm -f "$dir/$2.running"; echo stop >> "$dir/$2.actions" ;;
-  *) echo "usage: svcctl status|start|stop SERVICE" >&2; exit 2 ;;
-esac
-`
 
 type rig struct {
 	t        *testing.T
@@ -68,7 +55,7 @@ func newRig(t *testing.T) *rig {
 	require.NoError(t, os.MkdirAll(r.bin, 0o755))
 	buildBinaries(t, r.bin)
 	ctl := filepath.Join(dir, "svcctl")
-	require.NoError(t, os.WriteFile(ctl, []byte(svcctl), 0o755))
+	require.NoError(t, os.WriteFile(ctl, []byte(svcctl.Script), 0o755))
 	for _, s := range []string{"svc-a", "svc-c"} {
 		require.NoError(t, os.WriteFile(filepath.Join(r.state, s+".running"), nil, 0o644))
 		line := time.Now().UTC().Format("2006-01-02 15:04:05") + ".001 4242 INFO oslo.messaging._drivers.impl_rabbit [-] Connected to AMQP server on 127.0.0.1:5672 via [amqp] client with port 40000.\n"

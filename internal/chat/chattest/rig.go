@@ -8,6 +8,7 @@ package chattest
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/stackrun/stackrun/internal/testenv/svcctl"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -45,20 +46,6 @@ const usersYAML = `  users:
     oncall: {runbooks: [restart-service], gates: [approve-restart]}
     approver: {gates: ["*"]}
     viewer: {runbooks: [post-reboot-check]}
-`
-
-// svcctl stands in for systemctl on the test host: services are files in its state folder.
-const svcctl = `#!/bin/sh
-dir=$(dirname "$0")/state
-case "$1" in
-  status) [ -e "$dir/$2.running" ] && { echo active; exit 0; }; echo inactive; exit 3 ;;
-  start)
-    if [ -e "$dir/$2.fail-start" ]; then echo "Job for $2 failed" >&2; exit 1; fi
-    touch "$dir/$2.running"; echo start >> "$dir/$2.actions"
-    echo "$(date -u '+%Y-%m-%d %H:%M:%S').123 4242 INFO oslo.messaging._drivers.impl_rabbit [-] Connected to AMQP server on 127.0.0.1:5672 via [amqp] client with port 40000." >> "$dir/$2.log" ;;
-  stop) rm -f "$dir/$2.running"; echo stop >> "$dir/$2.actions" ;;
-  *) echo "usage: svcctl status|start|stop SERVICE" >&2; exit 2 ;;
-esac
 `
 
 // Options shape the rig.
@@ -99,7 +86,7 @@ func New(t *testing.T, o Options) *Rig {
 	}
 	BuildBinaries(t, r.Bin)
 	ctl := filepath.Join(dir, "svcctl")
-	must(t, os.WriteFile(ctl, []byte(svcctl), 0o755))
+	must(t, os.WriteFile(ctl, []byte(svcctl.Script), 0o755))
 	for _, s := range []string{"svc-a", "svc-b"} {
 		must(t, os.WriteFile(filepath.Join(r.State, s+".running"), nil, 0o644))
 	}
