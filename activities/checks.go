@@ -25,9 +25,9 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/stackrun/stackrun/internal/checks"
-	"github.com/stackrun/stackrun/internal/checks/store"
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/infra/checks"
+	"github.com/stackrun/stackrun/internal/infra/checks/store"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 // CheckSettings are the checks' configuration (config.Checks), resolved by the worker.

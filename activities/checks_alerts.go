@@ -15,7 +15,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
-	"github.com/stackrun/stackrun/internal/checks"
+	"github.com/stackrun/stackrun/internal/infra/checks"
 )
 
 // AlertingTestName is the alertname of the weekly alerting test's alert. Alertmanager must route

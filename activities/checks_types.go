@@ -3,11 +3,11 @@ package activities
 import (
 	"time"
 
-	"github.com/stackrun/stackrun/internal/checks"
+	"github.com/stackrun/stackrun/internal/infra/checks"
 )
 
 // Types of the recurring checks (workflows.Check). The pure logic (grouping, trends, report
-// rendering) is internal/checks; the report store is internal/checks/store.
+// rendering) is internal/infra/checks; the report store is internal/infra/checks/store.
 type (
 	CheckFinding = checks.Finding
 	CheckMetric  = checks.Metric

@@ -10,7 +10,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 // Cloud asks the OpenStack APIs through gophercloud.

@@ -19,7 +19,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 // Compute drives Nova and Placement for the compute runbooks (evacuation, host failure

@@ -13,7 +13,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 // Runner runs catalogue commands on hosts; *remote.Pool is the real one.
@@ -86,7 +86,7 @@ func (h *Hosts) run(ctx context.Context, host, role, name string, args map[strin
 	return res, nil
 }
 
-// RemoteError maps an internal/remote error to a Temporal application error: host-key and
+// RemoteError maps an internal/infra/remote error to a Temporal application error: host-key and
 // argument problems are non-retryable with stable types; connection trouble is retried.
 func RemoteError(err error) error {
 	if err == nil {

@@ -10,11 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 // fakeRunner answers catalogue commands from a table and records what ran (unit tests only; the
-// real SSH path is tested against sshd in internal/remote and worker/).
+// real SSH path is tested against sshd in internal/infra/remote and worker/).
 type fakeRunner struct {
 	ran     []string
 	running map[string]bool

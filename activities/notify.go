@@ -13,7 +13,7 @@ import (
 )
 
 // NotifySink delivers notifications to one place (a Slack channel, a Mattermost webhook, a
-// generic JSON webhook). The worker builds sinks from configuration (internal/chat implements
+// generic JSON webhook). The worker builds sinks from configuration (internal/app/chat implements
 // them); they hold their own secrets, which therefore never enter workflow history.
 type NotifySink interface {
 	// Name names the sink in logs and errors ("slack", "mattermost", "webhook").

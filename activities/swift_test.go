@@ -13,7 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 // Output of swift-ring-builder 2.30 on the lab (object ring, two devices marked for removal).

@@ -30,8 +30,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/openstack"
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 	"github.com/stackrun/stackrun/workflows"

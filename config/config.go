@@ -15,7 +15,7 @@
 package config
 
 import (
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 	"maps"
 	"net"
 	"slices"
@@ -194,7 +194,7 @@ const (
 )
 
 // Placeholders lists every placeholder a command template may use: the ones
-// internal/remote knows, each validated by its kind before use and never passed
+// internal/infra/remote knows, each validated by its kind before use and never passed
 // through a shell. "{name...}" (a list) is accepted for each of them too.
 var Placeholders = func() []string {
 	out := make([]string, 0, len(remote.Placeholders))

@@ -30,9 +30,9 @@ import (
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/checks/store"
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/infra/checks/store"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/workflows"
 )

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 )
 

@@ -20,7 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/workflows"
 )
 

@@ -20,8 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/workflows"
 )
 

@@ -24,9 +24,9 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/objectstorage/v1/objects"
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/openstack"
-	"github.com/stackrun/stackrun/internal/report"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/report"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/workflows"
 )

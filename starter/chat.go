@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/chat"
-	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/app/chat"
+	"github.com/stackrun/stackrun/internal/app/control"
 )
 
 func newChatCmd(a *app) *cobra.Command {

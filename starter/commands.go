@@ -9,8 +9,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/report"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/workflows"
 )
 

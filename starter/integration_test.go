@@ -2,7 +2,7 @@ package main
 
 // Integration tests through a real Temporal dev server (bin/temporal) with a worker in this
 // process that runs a small gated workflow on the real runbook machinery, driven through
-// internal/control, through the stackrun binary as a subprocess, and through `temporal workflow
+// internal/app/control, through the stackrun binary as a subprocess, and through `temporal workflow
 // signal` (the web UI's path).
 
 import (
@@ -26,8 +26,8 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/report"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/workflows"
 )

@@ -12,7 +12,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/app/control"
 )
 
 // app holds what every command shares: output streams, the global flags, and (once loaded) the

@@ -11,8 +11,8 @@ import (
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/report"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/workflows"
 )
 

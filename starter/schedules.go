@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/report"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/workflows"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/workerapp"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/workerapp"
 )
 
 func main() {

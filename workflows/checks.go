@@ -10,7 +10,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/checks"
+	"github.com/stackrun/stackrun/internal/infra/checks"
 )
 
 var checksAct *activities.Checks

@@ -15,7 +15,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/checks"
+	"github.com/stackrun/stackrun/internal/infra/checks"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 

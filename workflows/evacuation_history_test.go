@@ -14,7 +14,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	wf "github.com/stackrun/stackrun/workflows"
 )

@@ -123,7 +123,7 @@ type AuditEntry struct {
 	Count int `json:"count,omitempty"`
 }
 
-// Report is the result of every runbook. internal/report renders it as Markdown or JSON.
+// Report is the result of every runbook. internal/app/report renders it as Markdown or JSON.
 type Report struct {
 	WorkflowID  string           `json:"workflow_id"`
 	RunID       string           `json:"run_id"`

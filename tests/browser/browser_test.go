@@ -15,8 +15,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/chat/chattest"
-	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/app/chat/chattest"
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/workflows"
 )

@@ -20,7 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 const servicesBody = `{"services": [

@@ -13,7 +13,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/stackrun/stackrun/internal/checks"
+	"github.com/stackrun/stackrun/internal/infra/checks"
 )
 
 // Schema is the tables the store creates.

@@ -16,10 +16,10 @@ import (
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/audit"
-	"github.com/stackrun/stackrun/internal/chat"
-	"github.com/stackrun/stackrun/internal/openstack"
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/app/chat"
+	"github.com/stackrun/stackrun/internal/infra/audit"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 	"github.com/stackrun/stackrun/workflows"
 )
 

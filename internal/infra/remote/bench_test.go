@@ -6,7 +6,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 )
 

@@ -16,8 +16,8 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/stackrun/stackrun/internal/control"
-	"github.com/stackrun/stackrun/internal/inputflags"
+	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/inputflags"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -37,7 +37,7 @@ func refused(format string, args ...any) Reply {
 	return Reply{Text: ":no_entry: Refused: " + fmt.Sprintf(format, args...), Refused: true}
 }
 
-// Service runs chat commands and button actions against Temporal through internal/control, the
+// Service runs chat commands and button actions against Temporal through internal/app/control, the
 // same operations as the CLI.
 type Service struct {
 	Client    client.Client
@@ -148,7 +148,7 @@ func (s *Service) usage() string {
 %[1]s list [waiting|stalled|running|all]`, c, strings.Join(names, ", "))
 }
 
-// start parses the runbook's flags exactly as the CLI does (internal/inputflags), fills the
+// start parses the runbook's flags exactly as the CLI does (internal/app/inputflags), fills the
 // required values given positionally in order, takes the rest as the reason, and starts the run
 // through control.Start (the same validation as the CLI).
 func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, args []string) Reply {

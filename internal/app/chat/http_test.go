@@ -25,9 +25,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/chat"
-	"github.com/stackrun/stackrun/internal/chat/chattest"
-	"github.com/stackrun/stackrun/internal/control"
+	"github.com/stackrun/stackrun/internal/app/chat"
+	"github.com/stackrun/stackrun/internal/app/chat/chattest"
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/workflows"
 )
 

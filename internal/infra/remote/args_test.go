@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/remote"
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 func TestShellQuote(t *testing.T) {

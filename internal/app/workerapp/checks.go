@@ -10,8 +10,8 @@ import (
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/checks/store"
-	"github.com/stackrun/stackrun/internal/openstack"
+	"github.com/stackrun/stackrun/internal/infra/checks/store"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 // checksActivities builds the recurring checks' activities from the checks: section. The

@@ -1,6 +1,6 @@
 // Package chat is Stackrun's ChatOps gateway: it verifies Slack and Mattermost requests (Slack's
 // v0 signatures with a replay window, Mattermost's token), maps chat users to operators and their
-// roles, runs slash commands and button presses through internal/control (the same operations as
+// roles, runs slash commands and button presses through internal/app/control (the same operations as
 // the CLI), and builds the messages — Slack Block Kit, Mattermost attachments, generic JSON — that
 // the worker's Notify activity posts through the sinks of this package.
 //

@@ -18,7 +18,7 @@ import (
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
-	"github.com/stackrun/stackrun/internal/chat"
+	"github.com/stackrun/stackrun/internal/app/chat"
 )
 
 func signedRequest(secret string, ts int64, body string) *http.Request {
