@@ -49,6 +49,14 @@ var Placeholders = map[string]string{
 	"address":     KindIP,
 	"ring_device": KindRingDevice,
 	"ring_search": KindRingSearch,
+	// inspect-disk
+	"image":      KindPath,
+	"mountpoint": KindPath,
+	"pidfile":    KindPath,
+	"bytes":      KindNumber,
+	"offset":     KindNumber,
+	"size":       KindNumber,
+	"pid":        KindNumber,
 }
 
 const (
