@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/stackrun/stackrun/config/policy"
-	"github.com/stackrun/stackrun/internal/infra/remote"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // Config is the whole Stackrun configuration. Keys are the snake_case names in
@@ -183,11 +183,11 @@ const (
 )
 
 // Placeholders lists every placeholder a command template may use: the ones
-// internal/infra/remote knows, each validated by its kind before use and never passed
+// internal/infra/placeholder names, each validated by its kind before use and never passed
 // through a shell. "{name...}" (a list) is accepted for each of them too.
 var Placeholders = func() []string {
-	out := make([]string, 0, len(remote.Placeholders))
-	for name := range remote.Placeholders {
+	out := make([]string, 0, len(placeholder.Kinds))
+	for name := range placeholder.Kinds {
 		out = append(out, "{"+name+"}")
 	}
 	slices.Sort(out)
