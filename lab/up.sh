@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # Stand up the Stackrun OpenStack lab on loopback (idempotent: a second run while up is a no-op).
-# State: $STACKRUN_LAB_DIR (default <repo>/.state/lab). See lab/README.md.
+# State: $STACKRUN_LAB_DIR (default <repo>/.state/lab; a link to /var/lib/stackrun/lab-* when the
+# service users cannot reach it, lib/state.sh). See lab/README.md.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
@@ -15,14 +16,18 @@ source "$LAB_SRC/lib/disks.sh"
 source "$LAB_SRC/lib/check.sh"
 # shellcheck source=lib/alertmanager.sh
 source "$LAB_SRC/lib/alertmanager.sh"
+# shellcheck source=lib/state.sh
+source "$LAB_SRC/lib/state.sh"
 
 T0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - T0)) s"; }
 [[ $EUID -eq 0 ]] || die "run as root (mounts, loop devices, sshd)"
 LABCTL=$LAB_SRC/bin/labctl
+umask 022 # the service users read what root writes here
 
-say "lab state: $LAB"
 apt_install "${PACKAGES[@]}"
+lab_place_state # after the packages: they create the service users
+say "lab state: $LAB"
 mkdir -p "$LAB/log" "$LAB/state" "$LAB/ssh" /run/sshd
 exec > >(tee -a "$LAB/log/up.log") 2>&1
 say "up.sh started $(date -Is) (packages ready after $(elapsed))"
@@ -146,7 +151,11 @@ for h in "${STORAGES[@]}"; do chmod 644 "$(hostdir "$h")"/etc/swift/*.ring.gz; d
 if [[ ! -d $C/data/mysql/mysql ]]; then
   say "initialising the MariaDB datadir"
   rm -f "$LAB"/state/db-*.done
-  mariadb-install-db --defaults-file="$C/etc/my.cnf" --user=mysql --skip-test-db >"$LAB/log/mariadb-install-db.log" 2>&1
+  if ! mariadb-install-db --defaults-file="$C/etc/my.cnf" --user=mysql --skip-test-db >"$LAB/log/mariadb-install-db.log" 2>&1; then
+    tail -n 15 "$LAB/log/mariadb-install-db.log" >&2
+    rm -rf "$C/data/mysql/mysql" # so that the next run initialises again
+    die "mariadb-install-db failed (above; $LAB/log/mariadb-install-db.log)"
+  fi
 fi
 for h in "${LAB_HOSTS[@]}"; do "$LABCTL" start "$h" sshd; done
 "$LABCTL" start controller mariadb
