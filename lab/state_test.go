@@ -6,6 +6,7 @@ package lab
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,5 +191,57 @@ func TestUpPlacesStateFirst(t *testing.T) {
 	}
 	if !strings.Contains(up, `source "$LAB_SRC/lib/state.sh"`) {
 		t.Error("up.sh does not source lib/state.sh")
+	}
+}
+
+// TestForeignLabProcesses: up.sh kills what labctl of another clone's lab started (LAB_HOST and
+// another STACKRUN_LAB_DIR in the environment), never a process that merely has
+// STACKRUN_LAB_DIR (make exports it to everything it runs: other helpers' tests and tools), nor
+// its own, whether named by the real path or by the link.
+func TestForeignLabProcesses(t *testing.T) {
+	tmp := t.TempDir()
+	real := mkdir(t, filepath.Join(tmp, "kept", "lab-1"), 0o755)
+	link := filepath.Join(tmp, "repo", ".state", "lab")
+	mkdir(t, filepath.Dir(link), 0o755)
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(tmp, "other", ".state", "lab")
+	start := func(env ...string) int {
+		t.Helper()
+		cmd := exec.Command("/usr/bin/sleep", "60")
+		cmd.Env = env
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd.Process.Pid
+	}
+	procs := []struct {
+		name string
+		pid  int
+		want string
+	}{
+		{"another lab's daemon", start("LAB_HOST=controller", "STACKRUN_LAB_DIR="+other), other},
+		{"a process make started for another clone", start("STACKRUN_LAB_DIR=" + other), ""},
+		{"our daemon", start("LAB_HOST=controller", "STACKRUN_LAB_DIR="+real), ""},
+		{"our daemon, by the link", start("LAB_HOST=storage1", "STACKRUN_LAB_DIR="+link), ""},
+		{"no lab at all", start("PATH=/usr/bin"), ""},
+	}
+	var script strings.Builder
+	script.WriteString("set -euo pipefail\nsource lib/common.sh\nsource lib/state.sh\n")
+	for _, p := range procs {
+		fmt.Fprintf(&script, "echo \"%d=$(lab_foreign %d)\"\n", p.pid, p.pid)
+	}
+	cmd := exec.Command("bash", "-c", script.String())
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "STACKRUN_LAB_DIR=" + link}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, p := range procs {
+		if line := fmt.Sprintf("%d=%s\n", p.pid, p.want); !strings.Contains(string(out), line) {
+			t.Errorf("%s: want %q in\n%s", p.name, line, out)
+		}
 	}
 }

@@ -38,16 +38,14 @@ foreign_kill() { # pid dir
   kill -KILL "$1" 2>/dev/null || true
 }
 cleanup_leftovers() {
-  local pid env dir mp back loop rest
-  # processes started by labctl of another lab carry STACKRUN_LAB_DIR in their environment
-  # (unless they rewrote it with setproctitle, like sshd and neutron-server: the port check below
-  # and the working directory, <lab>/hosts/<host>, catch those)
+  local pid dir mp back loop rest
+  # processes started by labctl of another lab (lab_foreign; sshd and neutron-server rewrite their
+  # environment with setproctitle: the port check below and the working directory,
+  # <lab>/hosts/<host>, catch those)
   while read -r pid; do
     [[ -z $pid || $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    pid_alive "$pid" || continue
-    env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null || true)
-    dir=$(sed -n 's/^STACKRUN_LAB_DIR=//p' <<<"$env" | head -1)
-    [[ -n $dir && $dir != "$LAB" ]] || continue
+    dir=$(lab_foreign "$pid")
+    [[ -n $dir ]] || continue
     foreign_kill "$pid" "$dir"
   done < <(lab_pids "")
   for pid in /proc/[0-9]*; do

@@ -3,6 +3,7 @@
 # rabbitmq, swift) and open their files under $LAB: every directory above $LAB must let them
 # through. A clone in a home directory that others cannot enter (root's is drwx------ on Debian)
 # does not, so up.sh keeps the state under $LAB_STATE_BASE instead and links it from $LAB.
+# And which processes belong to another lab (lab_foreign), for up.sh's clean-up of leftovers.
 # Sourced by up.sh after common.sh (common.sh follows that link).
 
 LAB_STATE_BASE=${LAB_STATE_BASE:-/var/lib/stackrun}
@@ -68,4 +69,19 @@ lab_place_state() {
   ln -sfn "$target" "$LAB"
   say "user $u cannot reach $LAB ($p is $mode): the lab's state is in $target, linked from $LAB"
   LAB=$target
+}
+
+# lab_foreign PID: the state directory of the other lab whose labctl started PID, or nothing.
+# labctl starts every daemon with LAB_HOST and STACKRUN_LAB_DIR (the real path) in a clean
+# environment; STACKRUN_LAB_DIR alone does not make a lab process: the Makefile exports it to
+# everything make runs (tests, other tools of other clones), and those are not ours to kill.
+lab_foreign() {
+  local env dir
+  pid_alive "$1" || return 0
+  env=$(tr '\0' '\n' <"/proc/$1/environ" 2>/dev/null || true)
+  grep -q '^LAB_HOST=' <<<"$env" || return 0
+  dir=$(sed -n 's/^STACKRUN_LAB_DIR=//p' <<<"$env" | head -1)
+  [[ -n $dir && $dir != "$LAB" && $dir != "${LAB_LINK:-}" ]] || return 0
+  [[ $(readlink -f "$dir" 2>/dev/null) != "$LAB" ]] || return 0
+  printf '%s\n' "$dir"
 }
