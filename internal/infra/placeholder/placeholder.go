@@ -43,4 +43,12 @@ var Kinds = map[string]string{
 	"address":     KindIP,
 	"ring_device": KindRingDevice,
 	"ring_search": KindRingSearch,
+	// inspect-disk
+	"image":      KindPath,
+	"mountpoint": KindPath,
+	"pidfile":    KindPath,
+	"bytes":      KindNumber,
+	"offset":     KindNumber,
+	"size":       KindNumber,
+	"pid":        KindNumber,
 }
