@@ -26,6 +26,8 @@ const (
 	KindIP         = "ip"          // IPv4 or IPv6 address
 	KindRingDevice = "ring_device" // swift-ring-builder add: r1z1-10.0.0.1:6200/d1 (IPv4 or host name; no [IPv6], '[' is refused)
 	KindRingSearch = "ring_search" // swift-ring-builder search value: d12, r1z1-10.0.0.1:6200/d1, 10.0.0.1/d1
+	KindInterface  = "interface"   // network interface name: ^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$ (IFNAMSIZ)
+	KindNetns      = "netns"       // network namespace name (ip netns): ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$
 )
 
 // Placeholders maps every placeholder name that templates may use to its
@@ -49,6 +51,8 @@ var Placeholders = map[string]string{
 	"address":     KindIP,
 	"ring_device": KindRingDevice,
 	"ring_search": KindRingSearch,
+	"interface":   KindInterface,
+	"netns":       KindNetns,
 }
 
 const (
@@ -65,6 +69,8 @@ var (
 	reDecimal   = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,6})?$`)
 	reHostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	reRingDev   = regexp.MustCompile(`^r[0-9]{1,4}z[0-9]{1,4}-([A-Za-z0-9.-]{1,253}):([0-9]{1,5})/([A-Za-z0-9._-]{1,64})$`)
+	reIface     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$`)
+	reNetns     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	reRingFind  = regexp.MustCompile(`^(d[0-9]{1,6}|(r[0-9]{1,4})?(z[0-9]{1,4})?-?([0-9A-Za-z.-]{1,253})?(:[0-9]{1,5})?(/[A-Za-z0-9._-]{1,64})?)$`)
 )
 
@@ -120,6 +126,8 @@ var kindValidators = map[string]func(string) error{
 		}
 		return nil
 	},
+	KindInterface:  matchRe(reIface, "a network interface name (letters, digits, . _ @ -, at most 15)"),
+	KindNetns:      matchRe(reNetns, "a network namespace name (letters, digits, . _ -, at most 64)"),
 	KindRingSearch: matchRe(reRingFind, "a swift-ring-builder search value like d12, r1z1-10.0.0.1:6200/d1 or 10.0.0.1/d1"),
 }
 
