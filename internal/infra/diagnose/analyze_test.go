@@ -22,8 +22,8 @@ var (
 
 func busyNode(host string) Node {
 	return Node{Host: host, CPUs: 2, Load1: 9.5, Load5: 8, Load15: 6, MemTotal: 8 << 30, MemAvail: 200 << 20,
-		Disks: []DiskIO{{Name: "vda", InFlight: 30}},
-		FS:    []FSUsage{{Mount: "/", Size: 100, Used: 97}},
+		Disks:   []DiskIO{{Name: "vda", InFlight: 30}},
+		FS:      []FSUsage{{Mount: "/", Size: 100, Used: 97}},
 		Sources: []string{"ssh " + host + ": cat /proc/loadavg", "ssh " + host + ": cat /proc/meminfo", "ssh " + host + ": vmstat -d", "ssh " + host + ": df -P -B1 -l"}}
 }
 
@@ -32,7 +32,7 @@ func busyNode(host string) Node {
 // first, before the (real) load and the (real) full disk.
 func TestDuplicateAddressOutranksLoadAndDisk(t *testing.T) {
 	f := Facts{Symptom: InstanceUnreachable, Subject: Subject{Kind: SubjectIP, Value: "10.0.0.5"}, Since: t0.Add(-30 * time.Minute), Until: t0, Hosts: hosts,
-		Nodes: []Node{busyNode("compute1")},
+		Nodes:     []Node{busyNode("compute1")},
 		Processes: []Process{{Host: "compute1", Service: "nova-compute", Running: true, Source: "ssh compute1: systemctl is-active nova-compute"}},
 		Network: []NetProbe{{Host: "controller", Netns: "qdhcp-1", Interface: "tap1", Address: "10.0.0.5", OnLink: true,
 			MACs: []string{"fa:16:3e:00:00:05", "dc:9b:9c:12:34:56"}, ARPSent: 3, ARPReplies: 6, PingSent: 5, PingRecv: 3,
