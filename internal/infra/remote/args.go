@@ -197,11 +197,15 @@ func validateArg(kind, value string) *ArgError {
 	fail := func(reason string) *ArgError {
 		return &ArgError{Value: displayValue(value), Reason: reason}
 	}
-	if reason := genericReason(value); reason != "" {
+	checked := value
+	if tildeKinds[k] {
+		checked = strings.ReplaceAll(value, "~", "")
+	}
+	if reason := genericReason(checked); reason != "" {
 		return fail(reason)
 	}
 	limit := maxArgLen
-	if k == KindPath || k == KindDevicePath || k == KindBuilder {
+	if k == KindPath || k == KindDevicePath || k == KindBuilder || k == KindPartialPath {
 		limit = maxPathLen
 	}
 	if len(value) > limit {
