@@ -35,12 +35,17 @@ var upgradeCommands = map[string][]string{
 	"file_tail":       {"tail", "-c", "{count}", "{path}"},
 	"file_publish":    {"ln", "-T", "{partial}", "{dest}"},
 	"partial_remove":  {"rm", "-f", "{partial}"},
+	"file_mode_owner": {"stat", "-c", "%a %U:%G", "{path}"},
+	"chown":           {"chown", "{owner}", "{path}"},
 	"dir_move_aside":  {"mv", "-T", "-n", "{path}", "{dest}"},
 	// databases (on the database host, with a client defaults file holding the credentials)
 	"db_dump": {"mariadb-dump", "--defaults-file={defaults_file}", "--single-transaction", "--routines", "--triggers",
 		"--skip-dump-date", "--add-drop-database", "--result-file={partial}", "--databases", "{database...}"},
-	"db_restore":        {"mariadb", "--defaults-file={defaults_file}", "--batch", "--execute=source {path}"},
-	"db_schema_version": {"mariadb", "--defaults-file={defaults_file}", "-N", "-B", "--execute=SELECT version_num FROM alembic_version", "{database}"},
+	"db_restore": {"mariadb", "--defaults-file={defaults_file}", "--batch", "--execute=source {path}"},
+	// checks of a dump: one CREATE DATABASE per database, some tables (grep -c: exit 1 = none)
+	"dump_count_databases": {"grep", "-c", "-F", "CREATE DATABASE", "{path}"},
+	"dump_count_tables":    {"grep", "-c", "-F", "CREATE TABLE", "{path}"},
+	"db_schema_version":    {"mariadb", "--defaults-file={defaults_file}", "-N", "-B", "--execute=SELECT version_num FROM alembic_version", "{database}"},
 	// schema commands, in Nova's order for nova (api_db sync, then db sync)
 	"schema_sync_keystone":  {"keystone-manage", "--config-file", "{config_file}", "db_sync"},
 	"schema_sync_placement": {"placement-manage", "--config-file", "{config_file}", "db", "sync"},
@@ -62,6 +67,7 @@ const (
 	KindDatabase       = "database"        // database name: nova_api
 	KindFileName       = "file_name"       // one path element: keystone
 	KindPartialPath    = "partial_path"    // a KindPath ending in ".partial" (the only files rm may remove)
+	KindOwner          = "owner"           // user:group
 )
 
 var (
@@ -69,6 +75,7 @@ var (
 	reDebVersion = regexp.MustCompile(`^([0-9]{1,9}:)?[0-9][A-Za-z0-9.+~-]{0,99}$`)
 	reDatabase   = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 	reFileName   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+	reOwner      = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}:[a-z_][a-z0-9_-]{0,31}$`)
 )
 
 // tildeKinds may contain '~' (Debian sorts 1~rc before 1). ShellJoin single-quotes every
@@ -95,6 +102,7 @@ func init() {
 			return validDebVersion(ver)
 		},
 		KindDatabase: matchRe(reDatabase, "a database name (lower-case letters, digits, _)"),
+		KindOwner:    matchRe(reOwner, "user:group"),
 		KindFileName: matchRe(reFileName, "one file name (letters, digits, . _ -), no slashes"),
 		KindPartialPath: func(v string) error {
 			if err := validPath(v); err != nil {
@@ -117,5 +125,6 @@ func init() {
 		"dir":             KindPath,
 		"entry":           KindFileName,
 		"partial":         KindPartialPath,
+		"owner":           KindOwner,
 	})
 }

@@ -52,7 +52,7 @@ func TestUpgradeCommandsRefuseHostileValues(t *testing.T) {
 		{"package_install", "package_version[0]", nil, []string{"python3-nova=1;reboot"}},
 		{"package_install", "package_version[0]", nil, []string{"python3-nova"}},                 // no version
 		{"package_install", "package_version[1]", nil, []string{"python3-nova=1", "-oAPT::x=1"}}, // an option
-		{"package_install", "package_version[0]", nil, []string{"python3-nova=~1"}},             // a version starts with a digit
+		{"package_install", "package_version[0]", nil, []string{"python3-nova=~1"}},              // a version starts with a digit
 		{"package_install", "package_version[0]", nil, []string{"Python3-Nova=1"}},
 		{"package_status", "package[0]", nil, []string{"python3-nova$(id)"}},
 		{"version_lt", "version", map[string]string{"version": "1 2", "version_b": "1"}, nil},
