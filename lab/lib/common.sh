@@ -5,6 +5,13 @@
 LAB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LAB_REPO=$(cd "$LAB_SRC/.." && pwd)
 LAB=${STACKRUN_LAB_DIR:-$LAB_REPO/.state/lab}
+# $LAB may be a link to where up.sh keeps the state (lib/state.sh): the daemons, their
+# configuration and the leftover checks use the real path. LAB_LINK is the link, if any.
+LAB_LINK=""
+if [[ -L $LAB ]]; then
+  LAB_LINK=$LAB
+  LAB=$(readlink -f "$LAB")
+fi
 export LAB LAB_SRC
 
 PY=/usr/bin/python3
