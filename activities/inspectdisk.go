@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -168,7 +169,7 @@ func (d *DiskInspector) LocateInstanceDisk(ctx context.Context, id string) (Disk
 		Work: work, Export: work + "/export.raw", PIDFile: work + "/qsd.pid", MountPoint: work + "/mnt",
 	}
 	for k, p := range map[string]string{"instances_path": dir, "work_dir": work} {
-		if err := remote.ValidateArg(remote.KindPath, p); err != nil {
+		if err := remote.ValidateArg(placeholder.KindPath, p); err != nil {
 			return DiskLocation{}, invalid("inspect_disk.%s gives %s: %v", k, p, err)
 		}
 	}
@@ -360,9 +361,9 @@ func (d *DiskInspector) daemon(ctx context.Context, loc DiskLocation) (int, erro
 	return 0, nil
 }
 
-// ExposeDisk makes the disk available as a read-only loop device. Already exposed (a retry):
+// ExposeInstanceDisk makes the disk available as a read-only loop device. Already exposed (a retry):
 // the existing loop device is returned. A stale export (its daemon died) is taken down first.
-func (d *DiskInspector) ExposeDisk(ctx context.Context, loc DiskLocation) (DiskExposure, error) {
+func (d *DiskInspector) ExposeInstanceDisk(ctx context.Context, loc DiskLocation) (DiskExposure, error) {
 	if err := checkLocation(loc); err != nil {
 		return DiskExposure{}, err
 	}
@@ -373,10 +374,10 @@ func (d *DiskInspector) ExposeDisk(ctx context.Context, loc DiskLocation) (DiskE
 	if loc.Method == MethodQSD {
 		if w.Stale || (!w.Exported && w.DaemonPID != 0) {
 			// Half an exposure from an earlier attempt: take it down, then start over.
-			if _, err := d.UnmountDisk(ctx, loc); err != nil {
+			if _, err := d.UnmountGuestFS(ctx, loc); err != nil {
 				return DiskExposure{}, err
 			}
-			if _, err := d.DetachDisk(ctx, loc); err != nil {
+			if _, err := d.DetachInstanceDisk(ctx, loc); err != nil {
 				return DiskExposure{}, err
 			}
 			w = DiskWorld{}
@@ -546,9 +547,9 @@ func (d *DiskInspector) chooseFS(ctx context.Context, loc DiskLocation) (part in
 	return part, off, size, nil
 }
 
-// MountDisk mounts the exposed file system read-only (ext4 without replaying its journal, XFS
+// MountGuestFS mounts the exposed file system read-only (ext4 without replaying its journal, XFS
 // without log recovery; nosuid, nodev, noexec). Already mounted from this exposure: nothing to do.
-func (d *DiskInspector) MountDisk(ctx context.Context, req DiskMountRequest) (DiskMountResult, error) {
+func (d *DiskInspector) MountGuestFS(ctx context.Context, req DiskMountRequest) (DiskMountResult, error) {
 	loc, exp := req.Location, req.Exposure
 	if err := checkLocation(loc); err != nil {
 		return DiskMountResult{}, err
@@ -595,8 +596,8 @@ func (d *DiskInspector) MountDisk(ctx context.Context, req DiskMountRequest) (Di
 
 func hasOption(opts, o string) bool { return slices.Contains(strings.Split(opts, ","), o) }
 
-// UnmountDisk unmounts the guest file system if it is mounted.
-func (d *DiskInspector) UnmountDisk(ctx context.Context, loc DiskLocation) (DiskUnmountResult, error) {
+// UnmountGuestFS unmounts the guest file system if it is mounted.
+func (d *DiskInspector) UnmountGuestFS(ctx context.Context, loc DiskLocation) (DiskUnmountResult, error) {
 	if err := checkLocation(loc); err != nil {
 		return DiskUnmountResult{}, err
 	}
@@ -616,9 +617,9 @@ func (d *DiskInspector) UnmountDisk(ctx context.Context, loc DiskLocation) (Disk
 	return DiskUnmountResult{WasMounted: true}, nil
 }
 
-// DetachDisk detaches the loop devices, stops the daemon (TERM, then KILL) and removes a stale
+// DetachInstanceDisk detaches the loop devices, stops the daemon (TERM, then KILL) and removes a stale
 // FUSE mount. It refuses while the file system is still mounted (the unmount step comes first).
-func (d *DiskInspector) DetachDisk(ctx context.Context, loc DiskLocation) (DiskDetachResult, error) {
+func (d *DiskInspector) DetachInstanceDisk(ctx context.Context, loc DiskLocation) (DiskDetachResult, error) {
 	var out DiskDetachResult
 	if err := checkLocation(loc); err != nil {
 		return out, err
@@ -632,7 +633,7 @@ func (d *DiskInspector) DetachDisk(ctx context.Context, loc DiskLocation) (DiskD
 	}
 	for _, l := range w.Loops {
 		if !l.RO {
-			continue // not ours (see ExposeDisk); reported below if it is all that is left
+			continue // not ours (see ExposeInstanceDisk); reported below if it is all that is left
 		}
 		if _, err := d.must(ctx, loc.Host, "loop_detach", map[string]string{"device_path": l.Name}); err != nil {
 			return out, err

@@ -41,6 +41,7 @@ type Config struct {
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
+	InspectDisk  InspectDisk                    `mapstructure:"inspect_disk" yaml:"inspect_disk" json:"inspect_disk"`
 	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found
@@ -279,9 +280,10 @@ func Default() *Config {
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
 		},
-		Chat:   defaultChat(),
-		Checks: defaultChecks(),
-		Trust:  defaultTrust(),
+		Chat:        defaultChat(),
+		Checks:      defaultChecks(),
+		InspectDisk: defaultInspectDisk(),
+		Trust:       defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,
