@@ -17,6 +17,8 @@ type Policy struct {
 	MaxHostsOutOfService int                 `json:"max_hosts_out_of_service"`
 	DefaultParallelism   int                 `json:"default_parallelism"`
 	ActivityMaxAttempts  int                 `json:"activity_max_attempts"`
+	// PlanMaxAge is the age from which a plan is checked again before it is acted on.
+	PlanMaxAge time.Duration `json:"plan_max_age,omitempty"`
 }
 
 // Severities of a finding.

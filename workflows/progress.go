@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"github.com/stackrun/stackrun/activities"
 	"sort"
 	"strings"
 	"time"
@@ -208,7 +209,7 @@ func (r *Run) SetPlan(lines []string) {
 
 // AddFinding records a finding for the report.
 func (r *Run) AddFinding(severity, subject, format string, args ...any) {
-	r.findings = append(r.findings, Finding{Severity: severity, Subject: subject, Message: fmt.Sprintf(format, args...)})
+	r.findings = append(r.findings, activities.Finding{Severity: severity, Subject: subject, Message: fmt.Sprintf(format, args...)})
 }
 
 // SetDetail stores a runbook-specific value in the report's details.

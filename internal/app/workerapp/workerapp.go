@@ -44,7 +44,7 @@ func Policy(p config.Policy) activities.Policy {
 		Approvers: p.Approvers, GateApprovers: p.GateApprovers, TwoPersonGates: p.TwoPersonGates,
 		GateTimeout: p.GateTimeout, Escalation: p.Escalation, EscalationRepeats: p.EscalationRepeats,
 		MaxHostsOutOfService: p.MaxHostsOutOfService, DefaultParallelism: p.DefaultParallelism,
-		ActivityMaxAttempts: p.ActivityMaxAttempts,
+		ActivityMaxAttempts: p.ActivityMaxAttempts, PlanMaxAge: p.PlanMaxAge,
 	}
 }
 
@@ -131,10 +131,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{
 		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor()},
 	})
-	for _, rb := range workflows.Runbooks {
-		w.RegisterWorkflow(rb.Workflow)
-	}
-	w.RegisterWorkflow(workflows.HostLease)
+	workflows.Register(w)
 	w.RegisterActivity(&activities.Machine{Policy: Policy(cfg.Policy), Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
