@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackrun/stackrun/activities"
-	wf "github.com/stackrun/stackrun/workflows"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/stackrun/stackrun/activities"
+	wf "github.com/stackrun/stackrun/workflows"
 )
 
 var (

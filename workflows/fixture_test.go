@@ -8,14 +8,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackrun/stackrun/activities"
-	wf "github.com/stackrun/stackrun/workflows"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
+	wf "github.com/stackrun/stackrun/workflows"
 )
 
 var (
@@ -43,8 +45,8 @@ func quietLogger() tlog.Logger {
 	return tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 }
 
-func basePolicy() activities.Policy {
-	return activities.Policy{
+func basePolicy() policy.Policy {
+	return policy.Policy{
 		Approvers:            []string{"alice", "bob"},
 		TwoPersonGates:       []string{wf.GateApproveRestart},
 		GateTimeout:          time.Hour,
@@ -56,7 +58,7 @@ func basePolicy() activities.Policy {
 	}
 }
 
-func newFixture(t *testing.T, p activities.Policy) *fixture {
+func newFixture(t *testing.T, p policy.Policy) *fixture {
 	f := &fixture{t: t}
 	f.suite.SetLogger(quietLogger())
 	f.env = f.suite.NewTestWorkflowEnvironment()

@@ -5,11 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackrun/stackrun/activities"
-	wf "github.com/stackrun/stackrun/workflows"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/activities"
+	wf "github.com/stackrun/stackrun/workflows"
 )
 
 func TestPostRebootCheckFindings(t *testing.T) {

@@ -2,13 +2,14 @@ package workflows
 
 import (
 	"fmt"
-	"github.com/stackrun/stackrun/activities"
 	"sort"
 	"strings"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
 )
 
 // step is the workflow's private record of one named step.

@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackrun/stackrun/activities"
-	wf "github.com/stackrun/stackrun/workflows"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/activities"
+	wf "github.com/stackrun/stackrun/workflows"
 )
 
 var restartFacts = activities.HostFacts{Name: "compute1", Address: "127.0.0.11", Roles: []string{"compute"},

@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 )
 
 // Run is the machinery every runbook uses: steps and their states, the status query, search
@@ -27,7 +28,7 @@ type Run struct {
 	runbook string
 	target  string
 	meta    Meta
-	policy  activities.Policy
+	policy  policy.Policy
 	started time.Time
 
 	status  RunStatus
@@ -153,7 +154,7 @@ func (r *Run) parallelism(in int) int {
 }
 
 // Policy returns the worker's policy as loaded at the start of the run.
-func (r *Run) Policy() activities.Policy { return r.policy }
+func (r *Run) Policy() policy.Policy { return r.policy }
 
 // Meta returns the run's requester, reason and dry-run flag.
 func (r *Run) Meta() Meta { return r.meta }

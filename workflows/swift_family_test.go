@@ -6,10 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stackrun/stackrun/activities"
-	wf "github.com/stackrun/stackrun/workflows"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
+	wf "github.com/stackrun/stackrun/workflows"
 )
 
 var swift *activities.Swift
@@ -124,7 +126,7 @@ func (f *fixture) swiftMocks(rec *swiftRec, status func() activities.RingStatus)
 	})
 }
 
-func swiftPolicy() activities.Policy {
+func swiftPolicy() policy.Policy {
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateDiskReplaced}
 	return p
