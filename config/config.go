@@ -41,6 +41,7 @@ type Config struct {
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
+	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found
 	// and only defaults, environment and flags apply). Not a key.
@@ -223,9 +224,15 @@ const (
 	DefaultSwiftWeight          = 100
 )
 
-// DefaultTwoPersonGates are the gates the requester may not approve alone.
+// DefaultTwoPersonGates are the gates the requester may not approve alone: every gate that
+// destroys data, fences a host, rewrites a database, exposes a tenant's data or hard-reboots
+// tenants' instances, including those of the runbooks still being written (issues 12-14).
 func DefaultTwoPersonGates() []string {
-	return []string{"confirm-host-dead", "disk-replaced", "db-rewrite"}
+	return []string{
+		"approve-plan", "approve-ring-change", "overwrite-disk", "disk-replaced",
+		"confirm-host-dead", "db-rewrite", "start-instances",
+		"data-access", "canary-ok", "release-notes-read", "tested-on-staging", "rollback",
+	}
 }
 
 // DefaultCommands are the command templates used when commands.* does not
@@ -274,6 +281,7 @@ func Default() *Config {
 		},
 		Chat:   defaultChat(),
 		Checks: defaultChecks(),
+		Trust:  defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,

@@ -20,6 +20,8 @@ const (
 	KindIP         = "ip"          // IPv4 or IPv6 address
 	KindRingDevice = "ring_device" // swift-ring-builder add: r1z1-10.0.0.1:6200/d1 (IPv4 or host name; no [IPv6], '[' is refused)
 	KindRingSearch = "ring_search" // swift-ring-builder search value: d12, r1z1-10.0.0.1:6200/d1, 10.0.0.1/d1
+	KindInterface  = "interface"   // network interface name: ^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$ (IFNAMSIZ)
+	KindNetns      = "netns"       // network namespace name (ip netns): ^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$
 )
 
 // Kinds maps every placeholder name that templates may use to its argument kind. To add a
@@ -43,4 +45,14 @@ var Kinds = map[string]string{
 	"address":     KindIP,
 	"ring_device": KindRingDevice,
 	"ring_search": KindRingSearch,
+	"interface":   KindInterface,
+	"netns":       KindNetns,
+	// inspect-disk
+	"image":      KindPath,
+	"mountpoint": KindPath,
+	"pidfile":    KindPath,
+	"bytes":      KindNumber,
+	"offset":     KindNumber,
+	"size":       KindNumber,
+	"pid":        KindNumber,
 }

@@ -66,6 +66,38 @@ var defaultCommands = map[string][]string{
 	"security_updates_rhel":   {"dnf", "-q", "updateinfo", "list", "--security"},
 	"md5sum":                  {"md5sum", "{path...}"},
 	"sha256sum":               {"sha256sum", "{path...}"},
+	// inspect-disk (docs/disk-inspection.md): expose an instance's disk read-only, mount it
+	// read-only, read capped files, and take it all down again. Nothing here writes the disk.
+	"file_head":        {"head", "--bytes", "{bytes}", "{path}"},
+	"file_touch":       {"touch", "{path}"},
+	"rmdir":            {"rmdir", "{path}"},
+	"image_info_qcow2": {"qemu-img", "info", "--output=json", "--force-share", "--backing-chain", "-f", "qcow2", "{image}"},
+	"image_info_raw":   {"qemu-img", "info", "--output=json", "--force-share", "-f", "raw", "{image}"},
+	"inspect_export_qcow2": {"qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=img,filename={image},read-only=on,locking=on",
+		"--blockdev", "driver=qcow2,node-name=disk,file=img,read-only=on",
+		"--export", "type=fuse,id=exp,node-name=disk,mountpoint={mountpoint},writable=off",
+		"--pidfile", "{pidfile}", "--daemonize"},
+	"inspect_export_raw": {"qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=img,filename={image},read-only=on,locking=on",
+		"--blockdev", "driver=raw,node-name=disk,file=img,read-only=on",
+		"--export", "type=fuse,id=exp,node-name=disk,mountpoint={mountpoint},writable=off",
+		"--pidfile", "{pidfile}", "--daemonize"},
+	"fs_probe":          {"blkid", "--probe", "--output", "export", "{path}"},
+	"fs_probe_at":       {"blkid", "--probe", "--output", "export", "--offset", "{offset}", "--size", "{size}", "{path}"},
+	"partition_table":   {"sfdisk", "--json", "{path}"},
+	"loop_list":         {"losetup", "--list", "--json", "--output", "NAME,BACK-FILE,RO,OFFSET,SIZELIMIT"},
+	"loop_attach_ro":    {"losetup", "--read-only", "--find", "--show", "{path}"},
+	"loop_attach_ro_at": {"losetup", "--read-only", "--find", "--show", "--offset", "{offset}", "--sizelimit", "{size}", "{path}"},
+	"loop_detach":       {"losetup", "--detach", "{device_path}"},
+	"mount_ro_ext4":     {"mount", "-t", "ext4", "-o", "ro,noload,nosuid,nodev,noexec", "{device_path}", "{mountpoint}"},
+	"mount_ro_xfs":      {"mount", "-t", "xfs", "-o", "ro,norecovery,nouuid,nosuid,nodev,noexec", "{device_path}", "{mountpoint}"},
+	"guest_resolve":     {"realpath", "--canonicalize-missing", "{path...}"},
+	"guest_stat":        {"stat", "--dereference", "--format", "%d|%s|%F|%n", "{path...}"},
+	"proc_cmdline":      {"cat", "/proc/{pid}/cmdline"},
+	"proc_stat":         {"cat", "/proc/{pid}/stat"},
+	"process_term":      {"kill", "-TERM", "{pid}"},
+	"process_kill":      {"kill", "-KILL", "{pid}"},
 	// swift rings
 	"ring_show":       {"swift-ring-builder", "{builder}"},
 	"ring_search":     {"swift-ring-builder", "{builder}", "search", "{ring_search}"},
@@ -91,6 +123,8 @@ func DefaultCommands() map[string][]string {
 type Catalogue struct {
 	cmds  map[string]template
 	roles map[string]map[string]template
+	// readOnly: Build refuses commands not marked read-only (ReadOnlyView).
+	readOnly bool
 }
 
 type template struct {
@@ -237,6 +271,9 @@ func (c *Catalogue) Template(name, role string) ([]string, bool) {
 // ErrInvalidArgument and name the command and the argument. Build makes no
 // connection.
 func (c *Catalogue) Build(name, role string, args map[string]string, list ...string) (Command, error) {
+	if err := c.refuseMutating(name); err != nil {
+		return Command{}, err
+	}
 	t, ok := c.lookup(name, role)
 	if !ok {
 		return Command{}, &ArgError{Command: name, Reason: fmt.Sprintf("unknown command (known: %s)", strings.Join(c.Names(role), ", "))}
