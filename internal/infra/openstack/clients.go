@@ -4,9 +4,8 @@
 // methods on Clients, context first, an XxxOpts struct where the call takes filters, every
 // page of a list read and extracted in one place (listAll). Results are small plain structs
 // (no gophercloud type leaks out of a List or Get, so callers that must not import gophercloud
-// can use them). Lists wrap their errors with what they listed; Gets return gophercloud's error
-// as it is, for the caller to name the object. Either way errors.As still finds gophercloud's
-// ErrUnexpectedResponseCode (a 404, a 409).
+// can use them). Errors say what was asked ("list servers: ...", "get server X: ...") and wrap
+// gophercloud's: errors.As still finds its ErrUnexpectedResponseCode (a 404, a 409).
 //
 //	clients, err := openstack.NewClients(ctx, openstack.Options{Cloud: "lab"})
 //	if err != nil {

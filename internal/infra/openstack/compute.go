@@ -127,17 +127,6 @@ func (c *Clients) ServersOnHost(ctx context.Context, host string) ([]Server, err
 	return out, nil
 }
 
-// GetServer returns one server. Like every Get of the package it returns gophercloud's error
-// as it is (errors.As finds its ErrUnexpectedResponseCode: a 404 is a server that does not
-// exist), for the caller to name the object.
-func (c *Clients) GetServer(ctx context.Context, id string) (Server, error) {
-	s, err := servers.Get(ctx, c.Compute, id).Extract()
-	if err != nil {
-		return Server{}, err
-	}
-	return serverFrom(*s), nil
-}
-
 func serverFrom(s servers.Server) Server {
 	out := Server{
 		ID:                 s.ID,

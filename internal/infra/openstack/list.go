@@ -9,8 +9,7 @@ import (
 
 // listAll is the one List → AllPages → Extract of the package: every page of pager, extracted,
 // with errors that say what was listed. Each List* helper is this plus a conversion to the
-// package's plain struct. (Gets return gophercloud's error unwrapped, for the caller to name
-// the object it asked for.)
+// package's plain struct.
 func listAll[T any](ctx context.Context, what string, pager pagination.Pager, extract func(pagination.Page) ([]T, error)) ([]T, error) {
 	pages, err := pager.AllPages(ctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package openstack
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/placement/v1/resourceproviders"
 )
@@ -43,7 +44,7 @@ func (c *Clients) ProviderInventories(ctx context.Context, uuid string) (map[str
 	}
 	inv, err := resourceproviders.GetInventories(ctx, sc, uuid).Extract()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("inventories of resource provider %s: %w", uuid, err)
 	}
 	out := make(map[string]Inventory, len(inv.Inventories))
 	for rc, i := range inv.Inventories {
@@ -60,7 +61,7 @@ func (c *Clients) ProviderUsages(ctx context.Context, uuid string) (map[string]i
 	}
 	u, err := resourceproviders.GetUsages(ctx, sc, uuid).Extract()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("usages of resource provider %s: %w", uuid, err)
 	}
 	return u.Usages, nil
 }
