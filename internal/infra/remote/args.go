@@ -162,11 +162,15 @@ func validateArg(kind, value string) *ArgError {
 	fail := func(reason string) *ArgError {
 		return &ArgError{Value: displayValue(value), Reason: reason}
 	}
-	if reason := genericReason(value); reason != "" {
+	checked := value
+	if tildeKinds[k] {
+		checked = strings.ReplaceAll(value, "~", "")
+	}
+	if reason := genericReason(checked); reason != "" {
 		return fail(reason)
 	}
 	limit := maxArgLen
-	if k == placeholder.KindPath || k == placeholder.KindDevicePath || k == placeholder.KindBuilder {
+	if k == placeholder.KindPath || k == placeholder.KindDevicePath || k == placeholder.KindBuilder || k == placeholder.KindPartialPath {
 		limit = maxPathLen
 	}
 	if len(value) > limit {
