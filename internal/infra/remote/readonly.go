@@ -26,6 +26,12 @@ var readOnlyCommands = []string{
 	"security_updates_debian", "security_updates_ubuntu", "security_updates_rhel",
 	"md5sum", "sha256sum",
 	"ring_show", "ring_search",
+	// staged upgrade: package, file and schema facts
+	"package_status", "package_policy", "version_lt", "db_schema_version", "nova_upgrade_check",
+	"file_size", "file_tail", "file_mode_owner", "dump_count_databases", "dump_count_tables",
+	// inspect-disk: facts about the image, the exports and the guest's files
+	"proc_cmdline", "proc_stat", "image_info_raw", "image_info_qcow2", "loop_list", "partition_table",
+	"fs_probe", "fs_probe_at", "guest_stat", "guest_resolve", "file_head",
 }
 
 // mutatingCommands are the default commands that change the host. Each default command is in
@@ -37,6 +43,14 @@ var mutatingCommands = []string{
 	// validate and dispersion read the builder only, as far as Swift 2.30 goes; nothing
 	// read-only needs them, so they are not vouched for.
 	"ring_validate", "ring_dispersion",
+	// staged upgrade (a dump writes a file; the schema syncs and migrations change databases)
+	"package_install", "package_downgrade", "archive_create", "archive_extract", "file_publish",
+	"partial_remove", "chown", "dir_move_aside", "db_dump", "db_restore",
+	"schema_sync_keystone", "schema_sync_placement", "schema_sync_glance", "schema_sync_nova_api",
+	"schema_sync_nova", "schema_sync_cinder", "nova_online_data_migrations",
+	// inspect-disk: read-only exports and mounts still change the host's state
+	"inspect_export_raw", "inspect_export_qcow2", "loop_attach_ro", "loop_attach_ro_at", "loop_detach",
+	"mount_ro_ext4", "mount_ro_xfs", "process_term", "process_kill", "rmdir", "file_touch",
 }
 
 // diagnoseCommands are read-only commands for the Diagnose runbook (RUNBOOKS.md §9): node
