@@ -57,9 +57,9 @@ func NewDiagnose(hosts *Hosts, clients func(ctx context.Context) (*openstack.Cli
 	return &Diagnose{hosts: h, clients: clients}
 }
 
-// ReadOnly reports whether every command this Diagnose can build is read-only (always true for
+// readOnly reports whether every command this Diagnose can build is read-only (always true for
 // one made by NewDiagnose; tests assert it).
-func (d *Diagnose) ReadOnly() bool {
+func (d *Diagnose) readOnly() bool {
 	return d.hosts.Catalogue == nil || d.hosts.Catalogue.IsReadOnlyView()
 }
 

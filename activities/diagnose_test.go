@@ -80,7 +80,7 @@ func newDiagRig(t *testing.T) *diagRig {
 // mutating command, and refuses before anything reaches the host.
 func TestDiagnoseCannotReachAMutatingCommand(t *testing.T) {
 	rig := newDiagRig(t)
-	require.True(t, rig.d.ReadOnly())
+	require.True(t, rig.d.readOnly())
 	require.False(t, rig.full.Catalogue.IsReadOnlyView(), "the runbooks' own Hosts keep the full catalogue")
 	ctx := context.Background()
 	for _, name := range append(remote.MutatingNames(), "no_such_command") {
