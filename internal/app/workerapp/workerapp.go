@@ -134,6 +134,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	app.close = append(app.close, closeChecks)
 	w.RegisterActivity(checksAct)
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
+	w.RegisterActivity(diagnoseActivities(cfg, hosts, cloudClients))
 	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
 	novaDB, closeDB, err := openNovaDB(cfg)
 	if err != nil {
