@@ -12,6 +12,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -167,7 +168,7 @@ func (u *Upgrade) PackageFacts(ctx context.Context, req PackageFactsRequest) ([]
 		pkgs = s.Packages
 	}
 	for i, p := range pkgs {
-		if err := remote.ValidateArg(remote.KindPackage, p); err != nil {
+		if err := remote.ValidateArg(placeholder.KindPackage, p); err != nil {
 			return nil, invalidField(fmt.Sprintf("packages[%d]", i), "%v", err)
 		}
 	}
@@ -308,10 +309,10 @@ func (u *Upgrade) InstallPackages(ctx context.Context, req PackageInstallRequest
 	}
 	pkgs := make([]string, len(req.Targets))
 	for i, t := range req.Targets {
-		if err := remote.ValidateArg(remote.KindPackage, t.Package); err != nil {
+		if err := remote.ValidateArg(placeholder.KindPackage, t.Package); err != nil {
 			return tx, invalidField(fmt.Sprintf("targets[%d].package", i), "%v", err)
 		}
-		if err := remote.ValidateArg(remote.KindDebVersion, t.Version); err != nil {
+		if err := remote.ValidateArg(placeholder.KindDebVersion, t.Version); err != nil {
 			return tx, invalidField(fmt.Sprintf("targets[%d].version", i), "%v", err)
 		}
 		if !req.Downgrade && !slices.Contains(svc.Packages, t.Package) {

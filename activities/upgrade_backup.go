@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -86,7 +87,7 @@ func (u *Upgrade) archiveDir(ctx context.Context, host, dir, partial string) (st
 
 func (u *Upgrade) configDir(svc UpgradeService, host string) (string, error) {
 	dir := expandHost(svc.ConfigDir, host)
-	if err := remote.ValidateArg(remote.KindPath, dir); err != nil {
+	if err := remote.ValidateArg(placeholder.KindPath, dir); err != nil {
 		return "", invalidField("upgrade.services."+svc.Name+".config_dir", "%v", err)
 	}
 	return dir, nil
@@ -217,7 +218,7 @@ func (u *Upgrade) BackupDatabase(ctx context.Context, req UpgradeBackupRequest) 
 	if err != nil {
 		return out, err
 	}
-	if err := remote.ValidateArg(remote.KindFileName, req.Tag); err != nil {
+	if err := remote.ValidateArg(placeholder.KindFileName, req.Tag); err != nil {
 		return out, invalidField("tag", "%v", err)
 	}
 	if err := u.dbReady(svc); err != nil {
@@ -255,7 +256,7 @@ func (u *Upgrade) BackupDatabase(ctx context.Context, req UpgradeBackupRequest) 
 // checkBackupFile verifies that file is where the service's backups are, has the expected name,
 // and still has the recorded checksum.
 func (u *Upgrade) checkBackupFile(ctx context.Context, host, field, file, dir string, name *regexp.Regexp, sha string) error {
-	if err := remote.ValidateArg(remote.KindPath, file); err != nil {
+	if err := remote.ValidateArg(placeholder.KindPath, file); err != nil {
 		return invalidField(field, "%v", err)
 	}
 	if path.Dir(file) != dir || !name.MatchString(path.Base(file)) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -114,7 +115,7 @@ func (u *Upgrade) SetUpgradeLevels(ctx context.Context, req UpgradeLevelsRequest
 		return out, fmt.Errorf("set upgrade_levels: file transfer %w", errNotConfigured)
 	}
 	out.File = expandHost(svc.ConfigFile, req.Host)
-	if err := remote.ValidateArg(remote.KindPath, out.File); err != nil {
+	if err := remote.ValidateArg(placeholder.KindPath, out.File); err != nil {
 		return out, invalidField("upgrade.services.nova.config_file", "%v", err)
 	}
 	data, err := u.Files.ReadFile(ctx, rh, out.File, 4<<20)

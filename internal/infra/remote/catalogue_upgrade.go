@@ -5,6 +5,8 @@ import (
 	"maps"
 	"regexp"
 	"strings"
+
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // Commands of the staged upgrade (RUNBOOKS.md §6): package facts and transactions with apt,
@@ -59,17 +61,6 @@ var upgradeCommands = map[string][]string{
 	"nova_online_data_migrations": {"nova-manage", "--config-file", "{config_file}", "db", "online_data_migrations", "--max-count", "{count}"},
 }
 
-// Argument kinds of the upgrade commands.
-const (
-	KindPackage        = "package"         // Debian package name: python3-nova
-	KindDebVersion     = "deb_version"     // Debian version: 2:26.2.2-1~deb12u4
-	KindPackageVersion = "package_version" // package=version for apt-get install
-	KindDatabase       = "database"        // database name: nova_api
-	KindFileName       = "file_name"       // one path element: keystone
-	KindPartialPath    = "partial_path"    // a KindPath ending in ".partial" (the only files rm may remove)
-	KindOwner          = "owner"           // user:group
-)
-
 var (
 	rePackage    = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]{1,99}$`)
 	reDebVersion = regexp.MustCompile(`^([0-9]{1,9}:)?[0-9][A-Za-z0-9.+~-]{0,99}$`)
@@ -80,7 +71,7 @@ var (
 
 // tildeKinds may contain '~' (Debian sorts 1~rc before 1). ShellJoin single-quotes every
 // element, so the remote shell never expands it.
-var tildeKinds = map[string]bool{KindDebVersion: true, KindPackageVersion: true}
+var tildeKinds = map[string]bool{placeholder.KindDebVersion: true, placeholder.KindPackageVersion: true}
 
 func validDebVersion(v string) error {
 	if !reDebVersion.MatchString(v) {
@@ -92,19 +83,19 @@ func validDebVersion(v string) error {
 func init() {
 	maps.Copy(defaultCommands, upgradeCommands)
 	maps.Copy(kindValidators, map[string]func(string) error{
-		KindPackage:    matchRe(rePackage, "a Debian package name (lower-case letters, digits, + . -)"),
-		KindDebVersion: validDebVersion,
-		KindPackageVersion: func(v string) error {
+		placeholder.KindPackage:    matchRe(rePackage, "a Debian package name (lower-case letters, digits, + . -)"),
+		placeholder.KindDebVersion: validDebVersion,
+		placeholder.KindPackageVersion: func(v string) error {
 			pkg, ver, ok := strings.Cut(v, "=")
 			if !ok || !rePackage.MatchString(pkg) {
 				return fmt.Errorf("must be package=version, e.g. python3-nova=2:26.2.2-1~deb12u5")
 			}
 			return validDebVersion(ver)
 		},
-		KindDatabase: matchRe(reDatabase, "a database name (lower-case letters, digits, _)"),
-		KindOwner:    matchRe(reOwner, "user:group"),
-		KindFileName: matchRe(reFileName, "one file name (letters, digits, . _ -), no slashes"),
-		KindPartialPath: func(v string) error {
+		placeholder.KindDatabase: matchRe(reDatabase, "a database name (lower-case letters, digits, _)"),
+		placeholder.KindOwner:    matchRe(reOwner, "user:group"),
+		placeholder.KindFileName: matchRe(reFileName, "one file name (letters, digits, . _ -), no slashes"),
+		placeholder.KindPartialPath: func(v string) error {
 			if err := validPath(v); err != nil {
 				return err
 			}
@@ -113,18 +104,5 @@ func init() {
 			}
 			return nil
 		},
-	})
-	maps.Copy(Placeholders, map[string]string{
-		"package":         KindPackage,
-		"package_version": KindPackageVersion,
-		"version":         KindDebVersion,
-		"version_b":       KindDebVersion,
-		"database":        KindDatabase,
-		"defaults_file":   KindPath,
-		"config_file":     KindPath,
-		"dir":             KindPath,
-		"entry":           KindFileName,
-		"partial":         KindPartialPath,
-		"owner":           KindOwner,
 	})
 }

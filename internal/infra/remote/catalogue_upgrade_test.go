@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -70,6 +71,6 @@ func TestUpgradeCommandsRefuseHostileValues(t *testing.T) {
 		}
 	}
 	// '~' stays refused where it could mean a home directory
-	assert.Error(t, remote.ValidateArg(remote.KindPath, "~/x"))
-	assert.NoError(t, remote.ValidateArg(remote.KindDebVersion, "2:26.2.2-1~deb12u4"))
+	assert.Error(t, remote.ValidateArg(placeholder.KindPath, "~/x"))
+	assert.NoError(t, remote.ValidateArg(placeholder.KindDebVersion, "2:26.2.2-1~deb12u4"))
 }
