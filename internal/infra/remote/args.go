@@ -26,6 +26,8 @@ var (
 	reDecimal   = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,6})?$`)
 	reHostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	reRingDev   = regexp.MustCompile(`^r[0-9]{1,4}z[0-9]{1,4}-([A-Za-z0-9.-]{1,253}):([0-9]{1,5})/([A-Za-z0-9._-]{1,64})$`)
+	reIface     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$`)
+	reNetns     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	reRingFind  = regexp.MustCompile(`^(d[0-9]{1,6}|(r[0-9]{1,4})?(z[0-9]{1,4})?-?([0-9A-Za-z.-]{1,253})?(:[0-9]{1,5})?(/[A-Za-z0-9._-]{1,64})?)$`)
 )
 
@@ -82,6 +84,8 @@ var kindValidators = map[string]func(string) error{
 		return nil
 	},
 	placeholder.KindRingSearch: matchRe(reRingFind, "a swift-ring-builder search value like d12, r1z1-10.0.0.1:6200/d1 or 10.0.0.1/d1"),
+	placeholder.KindInterface:  matchRe(reIface, "a network interface name (letters, digits, . _ @ -, at most 15)"),
+	placeholder.KindNetns:      matchRe(reNetns, "a network namespace name (letters, digits, . _ -, at most 64)"),
 }
 
 func matchRe(re *regexp.Regexp, what string) func(string) error {

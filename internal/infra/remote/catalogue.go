@@ -123,6 +123,8 @@ func DefaultCommands() map[string][]string {
 type Catalogue struct {
 	cmds  map[string]template
 	roles map[string]map[string]template
+	// readOnly: Build refuses commands not marked read-only (ReadOnlyView).
+	readOnly bool
 }
 
 type template struct {
@@ -269,6 +271,9 @@ func (c *Catalogue) Template(name, role string) ([]string, bool) {
 // ErrInvalidArgument and name the command and the argument. Build makes no
 // connection.
 func (c *Catalogue) Build(name, role string, args map[string]string, list ...string) (Command, error) {
+	if err := c.refuseMutating(name); err != nil {
+		return Command{}, err
+	}
 	t, ok := c.lookup(name, role)
 	if !ok {
 		return Command{}, &ArgError{Command: name, Reason: fmt.Sprintf("unknown command (known: %s)", strings.Join(c.Names(role), ", "))}

@@ -2,11 +2,10 @@ package remote
 
 import (
 	"fmt"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"maps"
 	"regexp"
 	"strings"
-
-	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // Commands of the staged upgrade (RUNBOOKS.md §6): package facts and transactions with apt,
@@ -60,6 +59,8 @@ var upgradeCommands = map[string][]string{
 	// exit 0 done, 1 more to do, 2 error
 	"nova_online_data_migrations": {"nova-manage", "--config-file", "{config_file}", "db", "online_data_migrations", "--max-count", "{count}"},
 }
+
+// Argument kinds of the upgrade commands.
 
 var (
 	rePackage    = regexp.MustCompile(`^[a-z0-9][a-z0-9+.-]{1,99}$`)
