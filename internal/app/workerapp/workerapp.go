@@ -127,6 +127,11 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
 	w.RegisterActivity(hosts)
 	w.RegisterActivity(&activities.Swift{Hosts: hosts, Files: pool, Cluster: SwiftCluster(cfg, services)})
+	upgrade, err := Upgrade(cfg, hosts, pool, cat)
+	if err != nil {
+		return nil, err
+	}
+	w.RegisterActivity(upgrade)
 	checksAct, closeChecks, err := checksActivities(cfg, c, hosts, SwiftCluster(cfg, services), cloudClients)
 	if err != nil {
 		return nil, fmt.Errorf("checks: %w", err)
