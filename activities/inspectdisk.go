@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"path"
 	"regexp"
 	"slices"
@@ -168,7 +169,7 @@ func (d *DiskInspector) LocateInstanceDisk(ctx context.Context, id string) (Disk
 		Work: work, Export: work + "/export.raw", PIDFile: work + "/qsd.pid", MountPoint: work + "/mnt",
 	}
 	for k, p := range map[string]string{"instances_path": dir, "work_dir": work} {
-		if err := remote.ValidateArg(remote.KindPath, p); err != nil {
+		if err := remote.ValidateArg(placeholder.KindPath, p); err != nil {
 			return DiskLocation{}, invalid("inspect_disk.%s gives %s: %v", k, p, err)
 		}
 	}

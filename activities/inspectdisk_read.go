@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"path"
 	"slices"
 	"strconv"
@@ -22,7 +23,7 @@ import (
 // '/'), not "/", and only characters the command catalogue passes (letters, digits, . _ / + - @ :).
 // NUL, newlines, whitespace and shell metacharacters are refused.
 func ValidateGuestPath(p string) error {
-	err := remote.ValidateArg(remote.KindPath, p)
+	err := remote.ValidateArg(placeholder.KindPath, p)
 	var ae *remote.ArgError
 	if errors.As(err, &ae) {
 		return errors.New(ae.Reason)
@@ -106,7 +107,7 @@ func (d *DiskInspector) ReadGuestFiles(ctx context.Context, req GuestFileRequest
 			out[i].Status, out[i].Detail = FileRefused, "resolves outside the guest file system (a symlink pointing out of it): not read"
 			continue
 		}
-		if err := remote.ValidateArg(remote.KindPath, r); err != nil {
+		if err := remote.ValidateArg(placeholder.KindPath, r); err != nil {
 			out[i].Status, out[i].Detail = FileRefused, fmt.Sprintf("resolves to a name that cannot be passed safely: %v", err)
 			continue
 		}
