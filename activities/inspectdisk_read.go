@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"path"
 	"slices"
 	"strconv"
@@ -15,7 +16,6 @@ import (
 
 	"go.temporal.io/sdk/activity"
 
-	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 

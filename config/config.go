@@ -42,6 +42,7 @@ type Config struct {
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
 	InspectDisk  InspectDisk                    `mapstructure:"inspect_disk" yaml:"inspect_disk" json:"inspect_disk"`
+	Upgrade      Upgrade                        `mapstructure:"upgrade" yaml:"upgrade" json:"upgrade"`
 	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found
@@ -210,6 +211,7 @@ const (
 	DefaultCommandTimeout       = 2 * time.Minute
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
+	DefaultPlanMaxAge           = time.Hour
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -279,10 +281,12 @@ func Default() *Config {
 			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
+			PlanMaxAge:           DefaultPlanMaxAge,
 		},
 		Chat:        defaultChat(),
 		Checks:      defaultChecks(),
 		InspectDisk: defaultInspectDisk(),
+		Upgrade:     defaultUpgrade(),
 		Trust:       defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,

@@ -58,6 +58,7 @@ var mutatingCommands = []string{
 // network namespace (Neutron's qdhcp-/qrouter- namespaces are where tenant addresses live).
 var diagnoseCommands = map[string][]string{
 	"loadavg":          {"cat", "/proc/loadavg"},
+	"cpu_count":        {"nproc"},
 	"meminfo":          {"cat", "/proc/meminfo"},
 	"vmstat_disk":      {"vmstat", "-d"},
 	"neigh_show":       {"ip", "-j", "neigh", "show"},
