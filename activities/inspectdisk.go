@@ -109,6 +109,11 @@ func (d *DiskInspector) cmd(ctx context.Context, host, name string, args map[str
 	if err != nil {
 		return remote.Result{}, RemoteError(err)
 	}
+	// A heartbeat per command: a dead worker's attempt is retried elsewhere within the
+	// heartbeat timeout, and a cancelled run's attempt stops at its next command.
+	if activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, name)
+	}
 	res, err := d.Hosts.Runner.Run(ctx, rh, c)
 	if err != nil {
 		return res, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
