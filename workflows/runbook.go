@@ -126,10 +126,7 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	r.upsert(AttrRequestedBy, meta.RequestedBy)
 	r.setStatus(StatusPlanning)
 
-	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: 10 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5},
-	})
+	lctx := withLocalActivity(ctx, ActOpts{Timeout: 10 * time.Second, Attempts: 5})
 	if err := workflow.ExecuteLocalActivity(lctx, machine.LoadPolicy).Get(ctx, &r.policy); err != nil {
 		return nil, fmt.Errorf("load policy: %w", err)
 	}
@@ -530,42 +527,6 @@ func errText(err error) string {
 		return "timeout (" + to.TimeoutType().String() + "): " + err.Error()
 	}
 	return err.Error()
-}
-
-// ActOpts shape the activities of one call site. Zero fields take the machinery's defaults:
-// five minutes to run, no heartbeat, policy.activity_max_attempts attempts from 2 s backing off
-// to a minute, the stable non-retryable error types.
-type ActOpts struct {
-	Timeout, Heartbeat   time.Duration
-	Attempts             int
-	Initial, MaxInterval time.Duration
-	NonRetryable         []string
-}
-
-// nonRetryable are the error types no retry can fix.
-var nonRetryable = []string{activities.ErrTypeInvalidInput, activities.ErrTypeNotFound, activities.ErrTypeRefused, activities.ErrTypeHostKey, activities.ErrTypeAborted}
-
-// WithActivity returns ctx with activity options built from o: the one place they are built.
-func (r *Run) WithActivity(ctx workflow.Context, o ActOpts) workflow.Context {
-	if o.NonRetryable == nil {
-		o.NonRetryable = nonRetryable
-	}
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: cmp.Or(o.Timeout, 5*time.Minute),
-		HeartbeatTimeout:    o.Heartbeat,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        cmp.Or(o.Initial, 2*time.Second),
-			BackoffCoefficient:     2,
-			MaximumInterval:        cmp.Or(o.MaxInterval, time.Minute),
-			MaximumAttempts:        int32(cmp.Or(o.Attempts, r.policy.ActivityMaxAttempts)),
-			NonRetryableErrorTypes: o.NonRetryable,
-		},
-	})
-}
-
-// ActivityOptions returns ctx with the machinery's activity options and the given timeouts.
-func (r *Run) ActivityOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
-	return r.WithActivity(ctx, ActOpts{Timeout: startToClose, Heartbeat: heartbeat})
 }
 
 // Exec runs one activity with the machinery's options (unless ctx already carries others) and
