@@ -127,6 +127,11 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
 	w.RegisterActivity(hosts)
 	w.RegisterActivity(&activities.Swift{Hosts: hosts, Files: pool, Cluster: SwiftCluster(cfg, services)})
+	upgrade, err := Upgrade(cfg, hosts, pool, cat)
+	if err != nil {
+		return nil, err
+	}
+	w.RegisterActivity(upgrade)
 	checksAct, closeChecks, err := checksActivities(cfg, c, hosts, SwiftCluster(cfg, services), cloudClients)
 	if err != nil {
 		return nil, fmt.Errorf("checks: %w", err)
@@ -134,6 +139,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	app.close = append(app.close, closeChecks)
 	w.RegisterActivity(checksAct)
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
+	w.RegisterActivity(diagnoseActivities(cfg, hosts, cloudClients))
 	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
 	novaDB, closeDB, err := openNovaDB(cfg)
 	if err != nil {
