@@ -77,7 +77,9 @@ func (m *Meta) GetMeta() *Meta { return m }
 type Runbook struct {
 	// Name is the CLI word; Type the workflow type (TypeName(Name)); Short the one-line help.
 	Name, Type, Short string
-	// Workflow is the workflow function, registered under Type (and Formerly).
+	// Workflow is the workflow function, registered under Type (and Formerly) by Register. Start
+	// runs by Type (client.ExecuteWorkflow(ctx, opts, rb.Type, in)): the function's Go name is
+	// not the workflow type.
 	Workflow any
 	// NewInput returns a fresh input with its defaults, to fill from flags.
 	NewInput func() Input
