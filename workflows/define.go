@@ -184,6 +184,7 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 		return "invalid input", err
 	}
 	p := new(P)
+	base := len(r.findings)
 	appr, err := d.Plan(r, in, p)
 	if err != nil {
 		return summaryOf(err), err
@@ -192,6 +193,7 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 		return appr.DryRun, nil
 	}
 	r.replan = func() (Approval, error) {
+		r.findings = r.findings[:base] // the plan made again says again what it finds
 		np := new(P)
 		a, err := d.Plan(r, in, np)
 		if err == nil {
