@@ -48,13 +48,7 @@ step transitions, and prints its report at the end; its exit code is the run's o
 	return cmd
 }
 
-func runbookNames() []string {
-	names := make([]string, len(workflows.Runbooks))
-	for i, rb := range workflows.Runbooks {
-		names[i] = rb.Name
-	}
-	return names
-}
+func runbookNames() []string { return workflows.RunbookNames() }
 
 func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 	in := rb.NewInput()
