@@ -2,14 +2,12 @@ package main
 
 // The exit codes of run --wait and report, through the stackrun binary against a dev server. The
 // CLI only starts the runbooks it knows, so the test worker serves restart-service's workflow
-// type with OutcomeTest: the real run machinery, and an outcome chosen by the service name.
+// type with outcomeRunbook: the real run machinery, and an outcome chosen by the service name.
 
 import (
 	"context"
 	"errors"
 	"os/exec"
-	"reflect"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,40 +27,32 @@ func Refuse(ctx context.Context, what string) error {
 	return temporal.NewNonRetryableApplicationError(what+" refused by the test", activities.ErrTypeRefused, nil)
 }
 
-// OutcomeTest ends Completed (svc-ok), Failed (svc-fail), or waits at a gate (svc-gate*) that
-// a rejection turns into Aborted.
-func OutcomeTest(ctx workflow.Context, in workflows.RestartServiceInput) (*workflows.Report, error) {
-	r, err := workflows.Begin(ctx, "restart-service", in.Target(), in.Meta, "act", testGate)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case in.Service == "svc-fail":
-		err = r.Do("act", workflows.StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
+// outcomeRunbook serves restart-service's workflow type: it ends Completed (svc-ok), Failed
+// (svc-fail), or waits at a gate (svc-gate*) that a rejection turns into Aborted.
+var outcomeRunbook = workflows.Def[workflows.RestartServiceInput, struct{}]{
+	Name: "restart-service", Short: "test",
+	Steps: []string{testGate, "act"},
+	Key:   func(in *workflows.RestartServiceInput) string { return in.Host + "/" + in.Service },
+	Plan: func(r *workflows.Run, in *workflows.RestartServiceInput, _ *struct{}) (workflows.Approval, error) {
+		r.SetPlan([]string{"act on " + in.Service})
+		if strings.HasPrefix(in.Service, "svc-gate") {
+			return workflows.Approval{Gate: testGate, Summary: "act on " + in.Service}, nil
+		}
+		return workflows.Approval{}, nil
+	},
+	Act: func(r *workflows.Run, in *workflows.RestartServiceInput, _ *struct{}) (string, error) {
+		if in.Service != "svc-fail" {
+			return "acted", nil
+		}
+		return "", r.Do("act", workflows.StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
 			return r.Exec(ctx, "act", in.Host, Refuse, nil, in.Service)
 		})
-	case strings.HasPrefix(in.Service, "svc-gate"):
-		err = r.Gate(testGate, workflows.GateOptions{Summary: "act on " + in.Service})
-	}
-	return r.Finish(err, "")
-}
-
-// workflowType is the type name the SDK gives a workflow function (as control.Start starts it).
-func workflowType(t *testing.T, name string) string {
-	for _, rb := range workflows.Runbooks {
-		if rb.Name == name {
-			full := runtime.FuncForPC(reflect.ValueOf(rb.Workflow).Pointer()).Name()
-			return strings.TrimSuffix(full[strings.LastIndex(full, ".")+1:], "-fm")
-		}
-	}
-	t.Fatalf("no runbook %s", name)
-	return ""
-}
+	},
+}.Build()
 
 func TestExitCodes(t *testing.T) {
-	typ := workflowType(t, "restart-service")
 	e := setup(t, func(w worker.Worker) {
-		w.RegisterWorkflowWithOptions(OutcomeTest, workflow.RegisterOptions{Name: typ})
+		w.RegisterWorkflowWithOptions(outcomeRunbook.Workflow, workflow.RegisterOptions{Name: outcomeRunbook.Type})
 		w.RegisterActivity(Refuse)
 	})
 	run := func(service string, extra ...string) []string {
