@@ -114,6 +114,8 @@ EOT
       esac
     done
     stackrun_checks_yaml
+    # A chat: section of your own (docs/chatops.md): make run then starts the chat gateway too.
+    [[ ! -f $LAB/chat.yaml ]] || cat "$LAB/chat.yaml"
   } | put "$LAB/stackrun.yaml"
 
   {
