@@ -54,9 +54,9 @@ func TestValidateTemporalTLS(t *testing.T) {
 	for name, tc := range map[string]struct{ tls, key, msg string }{
 		"settings without enabled": {"    cert_file: " + crt + "\n    key_file: " + key + "\n", "temporal.tls.enabled",
 			"temporal.tls.cert_file is set: set temporal.tls.enabled: true"},
-		"server_name without enabled": {"    server_name: temporal-frontend\n", "temporal.tls.enabled", "temporal.tls.server_name is set"},
+		"server_name without enabled":       {"    server_name: temporal-frontend\n", "temporal.tls.enabled", "temporal.tls.server_name is set"},
 		"CA file that holds no certificate": {"    enabled: true\n    ca_file: " + notPEM + "\n", "temporal.tls.ca_file", "holds no PEM certificate"},
-		"missing CA file": {"    enabled: true\n    ca_file: " + filepath.Join(home, "nope.pem") + "\n", "temporal.tls.ca_file", "does not exist"},
+		"missing CA file":                   {"    enabled: true\n    ca_file: " + filepath.Join(home, "nope.pem") + "\n", "temporal.tls.ca_file", "does not exist"},
 		"key of another certificate": {"    enabled: true\n    cert_file: " + crt + "\n    key_file: " + otherKey + "\n", "temporal.tls.cert_file",
 			"private key does not match public key"},
 		"certificate without key": {"    enabled: true\n    cert_file: " + crt + "\n", "temporal.tls.cert_file", "must be set together"},
