@@ -7,10 +7,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/config"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 )
 
 func TestChatSection(t *testing.T) {
 	home := isolate(t)
+	gw := operators.New(t, "chat")
 	write(t, home, "secrets/slack", "sign-me\n")
 	write(t, home, "secrets/hook", "https://hooks.slack.com/services/T/B/SECRET\n")
 	p := write(t, home, "stackrun.yaml", `
@@ -29,6 +31,8 @@ chat:
   roles:
     oncall: {runbooks: [restart-service], gates: [approve-restart]}
     approver: {gates: ["*"]}
+trust:
+  chat_gateway: {public_key: "`+gw.AuthorizedKey()+`", private_key_file: `+gw.WriteKeyFile(t, home)+`}
 `)
 	cfg, err := config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
 	require.NoError(t, err)

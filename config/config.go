@@ -15,12 +15,14 @@
 package config
 
 import (
-	"github.com/stackrun/stackrun/internal/infra/remote"
 	"maps"
 	"net"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/stackrun/stackrun/config/policy"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // Config is the whole Stackrun configuration. Keys are the snake_case names in
@@ -34,11 +36,13 @@ type Config struct {
 	Roles        map[string]Role                `mapstructure:"roles" yaml:"roles" json:"roles"`
 	Commands     map[string][]string            `mapstructure:"commands" yaml:"commands" json:"commands"`
 	RoleCommands map[string]map[string][]string `mapstructure:"role_commands" yaml:"role_commands" json:"role_commands"`
-	Policy       Policy                         `mapstructure:"policy" yaml:"policy" json:"policy"`
+	Policy       policy.Policy                  `mapstructure:"policy" yaml:"policy" json:"policy"`
 	Swift        Swift                          `mapstructure:"swift" yaml:"swift" json:"swift"`
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
+	Upgrade      Upgrade                        `mapstructure:"upgrade" yaml:"upgrade" json:"upgrade"`
+	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found
 	// and only defaults, environment and flags apply). Not a key.
@@ -120,19 +124,6 @@ type Service struct {
 	AMQP bool   `mapstructure:"amqp" yaml:"amqp,omitempty" json:"amqp,omitempty"`
 }
 
-// Policy holds the approval and blast-radius rules of every runbook.
-type Policy struct {
-	Approvers            []string            `mapstructure:"approvers" yaml:"approvers" json:"approvers"`
-	GateApprovers        map[string][]string `mapstructure:"gate_approvers" yaml:"gate_approvers" json:"gate_approvers"`
-	TwoPersonGates       []string            `mapstructure:"two_person_gates" yaml:"two_person_gates" json:"two_person_gates"`
-	GateTimeout          time.Duration       `mapstructure:"gate_timeout" yaml:"gate_timeout" json:"gate_timeout"`
-	Escalation           string              `mapstructure:"escalation" yaml:"escalation" json:"escalation"`
-	EscalationRepeats    int                 `mapstructure:"escalation_repeats" yaml:"escalation_repeats" json:"escalation_repeats"`
-	MaxHostsOutOfService int                 `mapstructure:"max_hosts_out_of_service" yaml:"max_hosts_out_of_service" json:"max_hosts_out_of_service"`
-	DefaultParallelism   int                 `mapstructure:"default_parallelism" yaml:"default_parallelism" json:"default_parallelism"`
-	ActivityMaxAttempts  int                 `mapstructure:"activity_max_attempts" yaml:"activity_max_attempts" json:"activity_max_attempts"`
-}
-
 // Swift describes the Swift cluster for the disk and ring runbooks: where the ring builder files
 // live, which nodes hold which devices, and where each node keeps its rings.
 type Swift struct {
@@ -194,11 +185,11 @@ const (
 )
 
 // Placeholders lists every placeholder a command template may use: the ones
-// internal/infra/remote knows, each validated by its kind before use and never passed
+// internal/infra/placeholder names, each validated by its kind before use and never passed
 // through a shell. "{name...}" (a list) is accepted for each of them too.
 var Placeholders = func() []string {
-	out := make([]string, 0, len(remote.Placeholders))
-	for name := range remote.Placeholders {
+	out := make([]string, 0, len(placeholder.Kinds))
+	for name := range placeholder.Kinds {
 		out = append(out, "{"+name+"}")
 	}
 	slices.Sort(out)
@@ -219,6 +210,7 @@ const (
 	DefaultCommandTimeout       = 2 * time.Minute
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
+	DefaultPlanMaxAge           = time.Hour
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -234,9 +226,15 @@ const (
 	DefaultSwiftWeight          = 100
 )
 
-// DefaultTwoPersonGates are the gates the requester may not approve alone.
+// DefaultTwoPersonGates are the gates the requester may not approve alone: every gate that
+// destroys data, fences a host, rewrites a database, exposes a tenant's data or hard-reboots
+// tenants' instances, including those of the runbooks still being written (issues 12-14).
 func DefaultTwoPersonGates() []string {
-	return []string{"confirm-host-dead", "disk-replaced", "db-rewrite"}
+	return []string{
+		"approve-plan", "approve-ring-change", "overwrite-disk", "disk-replaced",
+		"confirm-host-dead", "db-rewrite", "start-instances",
+		"data-access", "canary-ok", "release-notes-read", "tested-on-staging", "rollback",
+	}
 }
 
 // DefaultCommands are the command templates used when commands.* does not
@@ -273,7 +271,7 @@ func Default() *Config {
 		Roles:        map[string]Role{},
 		Commands:     DefaultCommands(),
 		RoleCommands: map[string]map[string][]string{},
-		Policy: Policy{
+		Policy: policy.Policy{
 			GateApprovers:        map[string][]string{},
 			TwoPersonGates:       DefaultTwoPersonGates(),
 			GateTimeout:          DefaultGateTimeout,
@@ -282,9 +280,12 @@ func Default() *Config {
 			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
+			PlanMaxAge:           DefaultPlanMaxAge,
 		},
-		Chat:   defaultChat(),
-		Checks: defaultChecks(),
+		Chat:    defaultChat(),
+		Checks:  defaultChecks(),
+		Upgrade: defaultUpgrade(),
+		Trust:   defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,

@@ -106,7 +106,7 @@ func TestDefaultsWithoutFile(t *testing.T) {
 	assert.Equal(t, "stackrun", cfg.Temporal.TaskQueue)
 	assert.Equal(t, "default", cfg.Temporal.Namespace)
 	assert.Equal(t, 1, cfg.Policy.MaxHostsOutOfService)
-	assert.Equal(t, []string{"confirm-host-dead", "disk-replaced", "db-rewrite"}, cfg.Policy.TwoPersonGates)
+	assert.Equal(t, config.DefaultTwoPersonGates(), cfg.Policy.TwoPersonGates)
 	assert.Len(t, cfg.Commands, 5)
 }
 

@@ -349,6 +349,7 @@ func (c *Config) expandPaths(home string) {
 		&c.Worker.AuditLog, &c.Checks.ReportsDSNFile,
 		&c.Chat.WebhookURLFile, &c.Chat.Slack.SigningSecretFile, &c.Chat.Slack.BotTokenFile,
 		&c.Chat.Slack.WebhookURLFile, &c.Chat.Mattermost.TokenFile, &c.Chat.Mattermost.WebhookURLFile,
+		&c.Trust.KeysFile, &c.Trust.SigningKeyFile, &c.Trust.ChatGateway.PrivateKeyFile,
 	} {
 		*p = expandTilde(*p, home)
 	}

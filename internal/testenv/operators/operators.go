@@ -1,0 +1,87 @@
+// Package operators makes operators with ed25519 key pairs for tests: the authorized_keys line
+// the policy lists, a signer, and the OpenSSH private key file the CLI reads with --key.
+package operators
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/internal/infra/trust/sshsign"
+)
+
+// Operator is a test operator and their key pair.
+type Operator struct {
+	Name   string
+	Priv   ed25519.PrivateKey
+	Signer sshsign.Signer
+}
+
+// New makes an operator with a fresh key.
+func New(t testing.TB, name string) Operator {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sshsign.FromPrivateKey(priv, name+"@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Operator{Name: name, Priv: priv, Signer: s}
+}
+
+// Key is the public key as the policy holds it.
+func (o Operator) Key() trust.Key { return o.Signer.Key() }
+
+// AuthorizedKey is the public key as one authorized_keys line.
+func (o Operator) AuthorizedKey() string { return o.Key().AuthorizedKey() }
+
+// Fingerprint is the key's SHA256 fingerprint.
+func (o Operator) Fingerprint() string { return o.Key().Fingerprint }
+
+// Sign signs a statement now.
+func (o Operator) Sign(t testing.TB, st trust.Statement) *trust.Signature {
+	return o.SignAt(t, st, time.Now())
+}
+
+// SignAt signs a statement as if at the given time.
+func (o Operator) SignAt(t testing.TB, st trust.Statement, at time.Time) *trust.Signature {
+	t.Helper()
+	sig, err := sshsign.Sign(o.Signer, st, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sig
+}
+
+// WriteKeyFile writes the private key in OpenSSH format (mode 0600) into dir and returns its path.
+func (o Operator) WriteKeyFile(t testing.TB, dir string) string {
+	t.Helper()
+	blk, err := ssh.MarshalPrivateKey(o.Priv, o.Name+"@test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, strings.ReplaceAll(o.Name, "/", "_")+"_ed25519")
+	if err := os.WriteFile(p, pem.EncodeToMemory(blk), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Policy is a key policy listing the operators.
+func Policy(ops ...Operator) trust.Policy {
+	var p trust.Policy
+	for _, o := range ops {
+		p.Operators = append(p.Operators, trust.Operator{Name: o.Name, Keys: []trust.Key{o.Key()}})
+	}
+	return p
+}
