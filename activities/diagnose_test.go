@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,20 +19,6 @@ import (
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 	"github.com/stackrun/stackrun/internal/testenv/svcctl"
 )
-
-// recorder runs commands over the real pool and records the catalogue name of each.
-type recorder struct {
-	Runner
-	mu    sync.Mutex
-	names []string
-}
-
-func (r *recorder) Run(ctx context.Context, h remote.Host, cmd remote.Command) (remote.Result, error) {
-	r.mu.Lock()
-	r.names = append(r.names, cmd.Name)
-	r.mu.Unlock()
-	return r.Runner.Run(ctx, h, cmd)
-}
 
 type diagRig struct {
 	d    *Diagnose
