@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/workflowservice/v1"
 
+	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/infra/diagnose"
@@ -204,7 +205,7 @@ func TestDiagnoseDuplicateAddressOnLab(t *testing.T) {
 	for _, m := range dup.MACs {
 		assert.Contains(t, rep.Findings[1].Message, m)
 	}
-	assert.Equal(t, workflows.SeverityCritical, rep.Findings[1].Severity)
+	assert.Equal(t, activities.SeverityCritical, rep.Findings[1].Severity)
 	iNode := findingIndex(rep, "load ")
 	if iNode >= 0 {
 		assert.Greater(t, iNode, 1, "load comes after the duplicate")
