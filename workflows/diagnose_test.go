@@ -27,7 +27,10 @@ func newDiagFixture(t *testing.T) *fixture {
 }
 
 func TestDiagnoseRefusesBadInputBeforeAnything(t *testing.T) {
-	for _, c := range []struct{ in wf.DiagnoseInput; field string }{
+	for _, c := range []struct {
+		in    wf.DiagnoseInput
+		field string
+	}{
 		{wf.DiagnoseInput{Symptom: "instance-sad", Subject: "web-1"}, "symptom"},
 		{wf.DiagnoseInput{Symptom: "instance-unreachable", Subject: "web-1; reboot"}, "subject"},
 		{wf.DiagnoseInput{Symptom: "instance-unreachable", Subject: "$(id)"}, "subject"},
