@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,10 +35,23 @@ import (
 )
 
 type diagLab struct {
-	t   *testing.T
-	cfg *config.Config
-	srv *devserver.Server
-	lab *Lab
+	t      *testing.T
+	cfg    *config.Config
+	srv    *devserver.Server
+	lab    *Lab
+	lastID string
+}
+
+// saveHistory refreshes workflows/testdata/<name> from the last run when STACKRUN_UPDATE_HISTORY
+// is set (the replay test in workflows/ replays it against the current code).
+func (l *diagLab) saveHistory(name string) {
+	if os.Getenv("STACKRUN_UPDATE_HISTORY") == "" {
+		return
+	}
+	root := devserver.RepoRoot(l.t)
+	out, err := exec.Command(filepath.Join(root, "bin", "temporal"), "workflow", "show", "--address", l.srv.HostPort, "--workflow-id", l.lastID, "--output", "json").Output()
+	require.NoError(l.t, err)
+	require.NoError(l.t, os.WriteFile(filepath.Join(root, "workflows", "testdata", name), out, 0o644))
 }
 
 func newDiagLab(t *testing.T) *diagLab {
@@ -67,6 +82,7 @@ func (l *diagLab) diagnose(symptom, subject, since string) *workflows.Report {
 		l.t.Logf("  %2d %-8s %s: %s", i, f.Severity, f.Subject, f.Message)
 	}
 	require.Equal(l.t, workflows.StatusCompleted, rep.Status, rep.Summary)
+	l.lastID = st.WorkflowID
 	// Read-only, as the audit trail shows: only the machinery's and Diagnose's activities ran.
 	for _, a := range rep.Audit {
 		assert.True(l.t, strings.HasPrefix(a.Activity, "Diagnose") || a.Activity == "Notify" || a.Activity == "LoadPolicy", "activity %s ran", a.Activity)
@@ -211,6 +227,7 @@ func TestDiagnoseDuplicateAddressOnLab(t *testing.T) {
 		assert.Greater(t, iNode, 1, "load comes after the duplicate")
 	}
 	assert.Contains(t, rep.Summary, "duplicate address")
+	l.saveHistory("diagnose.json")
 }
 
 func TestDiagnoseRefusesBadInputOnLab(t *testing.T) {
