@@ -37,8 +37,9 @@ func labConfig(t *testing.T) string {
 	return p
 }
 
-// startWorker builds and runs the real worker against the lab's configuration and srv.
-func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) *exec.Cmd {
+// startWorker builds and runs the real worker against the lab's configuration and srv; env adds
+// STACKRUN_* variables (KEY=VALUE) over the configuration file.
+func startWorker(t *testing.T, cfgPath string, srv *devserver.Server, env ...string) *exec.Cmd {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "stackrun-worker")
 	build := exec.Command("go", "build", "-o", bin, "./worker")
@@ -50,6 +51,7 @@ func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) *exec.Cmd 
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "--config", cfgPath, "--temporal-address", srv.HostPort, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.log"))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(t, cmd.Start())
 	recordHistories(t, srv)

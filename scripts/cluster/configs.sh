@@ -139,22 +139,10 @@ EOF
   } | put "$CLUSTER/etc/$name/temporal.yaml"
 }
 
-# write_dynamic_config: settings every service reads (and re-reads every 10 s).
+# write_dynamic_config: settings every service reads (and re-reads every 10 s); the same file
+# docker-compose.yml mounts.
 write_dynamic_config() {
-  put "$CLUSTER/etc/dynamicconfig.yaml" 644 <<'EOF'
-# Dynamic configuration of the local cluster (scripts/cluster/up.sh). Keys: docs/production.md.
-# Search attributes created through the operator API are visible to the next request at once
-# (as on the dev server), so a run started right after setup can set them.
-system.forceSearchAttributesCacheRefreshOnRead:
-  - value: true
-# Worker Deployment versioning (docs/production.md, "Deploying new workflow code").
-system.enableDeploymentVersions:
-  - value: true
-frontend.workerVersioningWorkflowAPIs:
-  - value: true
-limit.maxIDLength:
-  - value: 255
-EOF
+  put "$CLUSTER/etc/dynamicconfig.yaml" 644 <"$REPO/deploy/temporal/dynamicconfig.yaml"
 }
 
 # write_ui_config: the web UI server, pointed at the frontend.

@@ -73,18 +73,20 @@ start_proc() {
   STARTED+=("$name")
 }
 
-# stop_proc NAME [SECONDS]: SIGTERM the recorded process, SIGKILL it after SECONDS (default 15).
+# stop_proc NAME [SECONDS] [SIGNAL]: SIGNAL (default TERM) to the recorded process, SIGKILL after
+# SECONDS (default 15). PostgreSQL takes INT: a fast shutdown (TERM waits for every client to
+# disconnect, and Temporal's pools never do).
 stop_proc() {
-  local name=$1 secs=${2:-15} pid i
+  local name=$1 secs=${2:-15} sig=${3:-TERM} pid i
   pid=$(pid_of "$name")
   rm_pid() { rm -f "$CLUSTER/run/$name.pid"; }
   [[ -n $pid ]] || { rm_pid; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
+  kill -"$sig" "$pid" 2>/dev/null || true
   for ((i = 0; i < secs * 10; i++)); do
     pid_alive "$pid" || { rm_pid; return 0; }
     sleep 0.1
   done
-  warn "$name (pid $pid) ignored SIGTERM for $secs s: SIGKILL"
+  warn "$name (pid $pid) ignored SIG$sig for $secs s: SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
   rm_pid
 }

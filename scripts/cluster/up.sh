@@ -123,7 +123,7 @@ for i in 1 2; do
   ip_var=IP_WORKER$i
   start_proc "stackrun-worker-$i" env STACKRUN_CONFIG="$CLUSTER/stackrun.yaml" \
     STACKRUN_TEMPORAL_TLS_CERT_FILE="$TLS_DIR/stackrun-worker.pem" STACKRUN_TEMPORAL_TLS_KEY_FILE="$TLS_DIR/stackrun-worker.key" \
-    STACKRUN_WORKER_METRICS_ADDRESS="${!ip_var}:$P_METRICS" STACKRUN_WORKER_AUDIT_LOG="$CLUSTER/log/audit-worker-$i.log" \
+    STACKRUN_WORKER_METRICS_ADDRESS="${!ip_var}:$P_METRICS" STACKRUN_WORKER_AUDIT_LOG="$CLUSTER/log/audit-stackrun-worker-$i.log" \
     "$BIN/stackrun-worker" --log-level info
 done
 start_proc chat env STACKRUN_CONFIG="$CLUSTER/stackrun.yaml" STACKRUN_CHAT_LISTEN_ADDRESS="$IP_CHAT:$P_CHAT" \
