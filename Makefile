@@ -1,5 +1,5 @@
 # Stackrun — durable runbooks for OpenStack operators.
-#   make run    local Temporal (web UI on 127.0.0.1:8233) + the lab + a worker; Ctrl-C stops Temporal and the worker
+#   make run    local Temporal (web UI on 127.0.0.1:8233) + the lab + a worker (+ the chat gateway with chat:); Ctrl-C stops them
 #   make test   everything the project needs installed, then unit, integration and end-to-end tests
 SHELL := /bin/bash
 GO    ?= go
@@ -42,7 +42,7 @@ bin/temporal-sql-tool: tools/temporal/go.mod tools/temporal/go.sum
 bin/temporal-ui-server: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ github.com/temporalio/ui-server/v2/cmd/server
 
-run: build ## start the lab (unless STACKRUN_CONFIG names another target), Temporal with its web UI, and a worker
+run: build ## start the lab (unless STACKRUN_CONFIG names another target), Temporal with its web UI, a worker, and the chat gateway when chat: is configured
 	@scripts/run.sh
 
 deps: ## install the Debian packages the tests need (openssh-server...)

@@ -64,6 +64,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateWorker(&ps, p == ForWorker)
 	c.validateChat(&ps, p == ForChat)
 	c.validateChecks(&ps)
+	c.validateInspectDisk(&ps)
 	c.validateUpgrade(&ps)
 	c.validateTrust(&ps, p)
 	if len(ps) == 0 {
