@@ -221,7 +221,7 @@ func (c *Config) validateTrust(ps *Problems, p Purpose) {
 	if t.SigningKeyFile != "" && p != ForWorker {
 		checkFile(ps, "trust.signing_key_file", t.SigningKeyFile)
 	}
-	if p == ForChat && (gw.PublicKey != "" || gw.PrivateKeyFile != "") {
+	if p == ForChat {
 		switch {
 		case gw.PrivateKeyFile == "":
 			ps.add("trust.chat_gateway.private_key_file", "required: the gateway signs every decision and start it vouches for")

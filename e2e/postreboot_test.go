@@ -32,7 +32,7 @@ func TestPostRebootCheckOnLab(t *testing.T) {
 		rb, err := workflows.FindRunbook("post-reboot-check")
 		require.NoError(t, err)
 		in := &workflows.PostRebootCheckInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Host: host}
-		started, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb, in)
+		started, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb, in, nil)
 		require.NoError(t, err)
 		rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
 		require.NoError(t, err)

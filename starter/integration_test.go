@@ -29,6 +29,8 @@ import (
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -143,12 +145,26 @@ type env struct {
 	c   client.Client
 	tq  string
 	dir string
+	// ops are the operators with keys; cli signs as the --as operator with their key file.
+	ops map[string]operators.Operator
+}
+
+// keyFile is the private key file of an operator (made on first use).
+func (e *env) keyFile(name string) string {
+	if _, ok := e.ops[name]; !ok {
+		e.ops[name] = operators.New(e.t, name)
+	}
+	return filepath.Join(e.dir, name+"_ed25519")
 }
 
 func setup(t *testing.T) *env {
 	t.Helper()
 	srv := devserver.Start(t)
-	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir()}
+	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir(), ops: map[string]operators.Operator{}}
+	for _, name := range []string{"alice", "bob", "mallory"} {
+		e.ops[name] = operators.New(t, name)
+		e.ops[name].WriteKeyFile(t, e.dir)
+	}
 	w := worker.New(e.c, e.tq, worker.Options{})
 	w.RegisterWorkflow(GatedTest)
 	w.RegisterWorkflow(StallTest)
@@ -178,7 +194,7 @@ func (e *env) ctx() context.Context {
 func (e *env) start(name, by string) control.Started {
 	e.t.Helper()
 	in := &gatedInput{Meta: workflows.Meta{RequestedBy: by, Reason: "integration test"}, Name: name}
-	s, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, in)
+	s, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, in, nil)
 	if err != nil {
 		e.t.Fatalf("start %s: %v", name, err)
 	}
@@ -231,6 +247,13 @@ type result struct {
 func (e *env) cli(args ...string) result {
 	e.t.Helper()
 	full := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq, "--timeout", "20s"}, args...)
+	for i, a := range args {
+		if a == "--as" && i+1 < len(args) {
+			if _, ok := e.ops[args[i+1]]; ok {
+				full = append(full, "--key", e.keyFile(args[i+1]))
+			}
+		}
+	}
 	cmd := exec.Command(stackrunBin, full...)
 	cmd.Dir = e.dir
 	cmd.Env = []string{"HOME=" + e.dir, "XDG_CONFIG_HOME=" + e.dir, "PATH=" + os.Getenv("PATH")}
@@ -260,7 +283,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		// Invalid input: a clear error naming the field, nothing started.
-		_, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice"}})
+		_, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice"}}, nil)
 		if err == nil || !strings.Contains(err.Error(), "name: required") || !errors.Is(err, control.ErrInvalidInput) {
 			t.Fatalf("invalid input: %v", err)
 		}
@@ -273,7 +296,7 @@ func TestIntegration(t *testing.T) {
 			t.Fatalf("started %+v", s)
 		}
 		// A second run on the same target is refused.
-		_, err = control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "bob"}, Name: "one"})
+		_, err = control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "bob"}, Name: "one"}, nil)
 		if !errors.Is(err, control.ErrAlreadyRunning) || !strings.Contains(err.Error(), "already running: gated-test/one") {
 			t.Fatalf("second start: %v", err)
 		}
@@ -292,15 +315,15 @@ func TestIntegration(t *testing.T) {
 		}
 
 		// Self-approval of the destructive gate is refused, verbatim, and changes nothing.
-		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "alice", Via: "cli"})
+		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "alice", Via: "cli"}, nil)
 		if !control.IsRefused(err) || err.Error() != selfApproval {
 			t.Fatalf("self-approval: %v", err)
 		}
-		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "mallory", Via: "cli"})
+		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "mallory", Via: "cli"}, nil)
 		if !control.IsRefused(err) || !strings.Contains(err.Error(), "mallory may not approve gate") {
 			t.Fatalf("stranger's approval: %v", err)
 		}
-		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: "nope", By: "bob", Via: "cli"})
+		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: "nope", By: "bob", Via: "cli"}, nil)
 		if !control.IsRefused(err) || !strings.Contains(err.Error(), `gate "nope" is not open: open gates are approve-plan`) {
 			t.Fatalf("unknown gate: %v", err)
 		}
@@ -312,7 +335,7 @@ func TestIntegration(t *testing.T) {
 			t.Errorf("gate %+v", g)
 		}
 
-		d, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob", Comment: "looks right", Via: "cli"})
+		d, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob", Comment: "looks right", Via: "cli"}, nil)
 		if err != nil || d.Outcome != "approved" || d.By != "bob" {
 			t.Fatalf("approve as bob: %+v %v", d, err)
 		}
@@ -469,6 +492,46 @@ func TestIntegration(t *testing.T) {
 		}
 	})
 
+	t.Run("print-signal", func(t *testing.T) {
+		e := *e
+		e.t = t
+		s := e.start("print", "alice")
+		e.waitGate(s.WorkflowID)
+		r := e.cli("approve", s.WorkflowID, testGate, "--as", "bob", "--comment", "from the UI", "--print-signal")
+		if r.code != 0 || !strings.Contains(r.stderr, "Send a Signal") {
+			t.Fatalf("print-signal: %+v", r)
+		}
+		var sig control.SignedGateDecision
+		if err := json.Unmarshal([]byte(r.stdout), &sig); err != nil || sig.Signature == nil {
+			t.Fatalf("print-signal output is not a signed decision: %v\n%s", err, r.stdout)
+		}
+		// Signed for this run, this gate, bob, approve: it verifies with bob's key and no other.
+		st := control.GateStatement(s.WorkflowID, s.RunID, sig.GateDecisionRequest, true)
+		pol := operators.Policy(e.ops["alice"], e.ops["bob"])
+		if _, err := pol.Verify(trust.Check{Statement: st, Signature: sig.Signature, Now: time.Now()}); err != nil {
+			t.Fatalf("printed signature does not verify: %v", err)
+		}
+		other := control.GateStatement(s.WorkflowID, "another-run", sig.GateDecisionRequest, true)
+		if _, err := pol.Verify(trust.Check{Statement: other, Signature: sig.Signature, Now: time.Now()}); err == nil {
+			t.Fatal("the printed signature verifies for another run")
+		}
+		// Printing decides nothing.
+		if st, err := control.Status(e.ctx(), e.c, s.WorkflowID); err != nil || len(st.Decisions) != 0 || len(st.OpenGates) != 1 {
+			t.Fatalf("print-signal changed the run: %+v %v", st, err)
+		}
+		// The printed JSON is a valid signal input (what the web UI sends).
+		temporal := filepath.Join(devserver.RepoRoot(t), "bin", "temporal")
+		out, err := exec.Command(temporal, "workflow", "signal", "--workflow-id", s.WorkflowID, "--name", workflows.SignalApprove,
+			"--input", r.stdout, "--address", e.srv.HostPort, "--namespace", "default").CombinedOutput()
+		if err != nil {
+			t.Fatalf("temporal workflow signal: %v\n%s", err, out)
+		}
+		rep, err := control.Report(e.ctx(), e.c, s.WorkflowID, true)
+		if err != nil || rep.Status != workflows.StatusCompleted || rep.Decisions[0].By != "bob" || rep.Decisions[0].Via != "web-ui" {
+			t.Fatalf("after the pasted signal: %+v %v", rep, err)
+		}
+	})
+
 	t.Run("follow", func(t *testing.T) {
 		e := *e
 		e.t = t
@@ -493,7 +556,7 @@ func TestIntegration(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if _, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob"}); err != nil {
+		if _, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob"}, nil); err != nil {
 			t.Fatal(err)
 		}
 		r := <-done
@@ -512,7 +575,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		rb := workflows.Runbook{Name: "stall-test", Workflow: StallTest, NewInput: gatedRunbook.NewInput}
-		s, err := control.Start(e.ctx(), e.c, e.tq, rb, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice"}, Name: "five"})
+		s, err := control.Start(e.ctx(), e.c, e.tq, rb, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice"}, Name: "five"}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -556,7 +619,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		real := e.start("six", "alice") // open at its gate: a dry run must not be blocked by it
-		dry, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice", DryRun: true}, Name: "six"})
+		dry, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice", DryRun: true}, Name: "six"}, nil)
 		if err != nil || !strings.HasPrefix(dry.WorkflowID, "gated-test/six/dry-run-") {
 			t.Fatalf("dry run: %+v %v", dry, err)
 		}
@@ -582,7 +645,7 @@ func TestIntegration(t *testing.T) {
 			t.Fatalf("run: %v %+v", err, r)
 		}
 		t.Cleanup(func() { _ = e.c.TerminateWorkflow(context.Background(), started.WorkflowID, "", "test cleanup") })
-		r = e.cli("run", "restart-service", "--host", "compute1", "--service", "nova-compute")
+		r = e.cli("run", "restart-service", "--host", "compute1", "--service", "nova-compute", "--as", "bob")
 		if r.code != 1 || !strings.Contains(r.stderr, "already running: restart-service/compute1/nova-compute") {
 			t.Errorf("second run: %+v", r)
 		}

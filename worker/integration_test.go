@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 	"github.com/stackrun/stackrun/workflows"
 )
@@ -33,6 +34,8 @@ type rig struct {
 	temporal string
 	address  string
 	worker   *exec.Cmd
+	// team are the operators with keys (trust.operators); cli signs as the --as operator.
+	team *operators.Team
 }
 
 func buildBinaries(t *testing.T, dir string) {
@@ -50,7 +53,8 @@ func newRig(t *testing.T) *rig {
 	host := sshd.Start(t, sshd.WithLoopback("127.0.0.31"))
 	dir := t.TempDir()
 	r := &rig{t: t, dir: dir, state: filepath.Join(dir, "state"), bin: filepath.Join(dir, "bin"),
-		temporal: filepath.Join(devserver.RepoRoot(t), "bin", "temporal"), address: srv.HostPort}
+		temporal: filepath.Join(devserver.RepoRoot(t), "bin", "temporal"), address: srv.HostPort,
+		team: operators.NewTeam(t, dir, "alice", "bob", "carol")}
 	require.NoError(t, os.MkdirAll(r.state, 0o755))
 	require.NoError(t, os.MkdirAll(r.bin, 0o755))
 	buildBinaries(t, r.bin)
@@ -90,7 +94,8 @@ policy:
   activity_max_attempts: 2
 worker:
   audit_log: %[9]s/audit.log
-`, srv.HostPort, host.User, host.UserKeyFile, host.KnownHostsFile, host.IP, host.Port, r.state, ctl, dir)
+trust:
+%[10]s`, srv.HostPort, host.User, host.UserKeyFile, host.KnownHostsFile, host.IP, host.Port, r.state, ctl, dir, r.team.OperatorsYAML())
 	r.config = filepath.Join(dir, "stackrun.yaml")
 	require.NoError(t, os.WriteFile(r.config, []byte(cfg), 0o644))
 	r.startWorker()
@@ -118,7 +123,7 @@ func (r *rig) killWorker(sig syscall.Signal) {
 
 // cli runs the stackrun CLI against the rig and returns stdout, stderr and the exit code.
 func (r *rig) cli(args ...string) (string, string, int) {
-	cmd := exec.Command(filepath.Join(r.bin, "stackrun"), append([]string{"--config", r.config}, args...)...)
+	cmd := exec.Command(filepath.Join(r.bin, "stackrun"), append([]string{"--config", r.config}, r.team.WithKey(args)...)...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

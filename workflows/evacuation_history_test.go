@@ -76,7 +76,7 @@ func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 	in.Parallel = parallel
 	rb, err := wf.FindRunbook("evacuate")
 	require.NoError(t, err)
-	started, err := control.Start(ctx, srv.Client, tq, rb, &in)
+	started, err := control.Start(ctx, srv.Client, tq, rb, &in, nil)
 	require.NoError(t, err)
 	for {
 		st, err := control.Status(ctx, srv.Client, started.WorkflowID)
@@ -86,7 +86,7 @@ func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 		require.NoError(t, ctx.Err())
 		time.Sleep(100 * time.Millisecond)
 	}
-	_, err = control.Approve(ctx, srv.Client, started.WorkflowID, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob"})
+	_, err = control.Approve(ctx, srv.Client, started.WorkflowID, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob"}, nil)
 	require.NoError(t, err)
 	rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
 	require.NoError(t, err)

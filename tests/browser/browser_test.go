@@ -43,7 +43,7 @@ func TestApproveFromWebUI(t *testing.T) {
 	rb, err := workflows.FindRunbook("restart-service")
 	require.NoError(t, err)
 	in := &workflows.RestartServiceInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "browser test"}, Host: "node1", Service: "svc-a"}
-	started, err := control.Start(ctx, rig.Server.Client, "stackrun", rb, in)
+	started, err := control.Start(ctx, rig.Server.Client, "stackrun", rb, in, nil)
 	require.NoError(t, err)
 	for {
 		st, err := control.Status(ctx, rig.Server.Client, started.WorkflowID)
