@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench
+.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins
 
 all: build
 
@@ -26,6 +26,21 @@ bin/stackrun-worker: $(GO_SOURCES)
 # The Temporal CLI (dev server + web UI) is built from its own module, pinned in tools/temporal.
 bin/temporal: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -ldflags "-s -w -X github.com/temporalio/cli/temporalcli.Version=$(TEMPORAL_VERSION)" -o ../../bin/temporal github.com/temporalio/cli/cmd/temporal
+
+# A real Temporal cluster, from the same module: the server the CLI pins (go.temporal.io/server
+# v1.29.1, one binary for every service), its SQL schema tool, and the web UI server the CLI embeds
+# (ui-server v2.42.1, here as the standalone server that points at an external frontend).
+CLUSTER_BINS := bin/temporal-server bin/temporal-sql-tool bin/temporal-ui-server
+cluster-bins: $(CLUSTER_BINS) ## build the Temporal server, its SQL tool and the web UI server (tools/temporal)
+
+bin/temporal-server: tools/temporal/go.mod tools/temporal/go.sum
+	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ go.temporal.io/server/cmd/server
+
+bin/temporal-sql-tool: tools/temporal/go.mod tools/temporal/go.sum
+	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ go.temporal.io/server/cmd/tools/sql
+
+bin/temporal-ui-server: tools/temporal/go.mod tools/temporal/go.sum
+	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ github.com/temporalio/ui-server/v2/cmd/server
 
 run: build ## start the lab (unless STACKRUN_CONFIG names another target), Temporal with its web UI, and a worker
 	@scripts/run.sh

@@ -4,21 +4,6 @@
 // builds the structs from configuration, and workflows reference them through nil pointers.
 package activities
 
-import "time"
-
-// Policy is the part of the worker's configuration that the runbook machinery enforces.
-type Policy struct {
-	Approvers            []string            `json:"approvers,omitempty"`
-	GateApprovers        map[string][]string `json:"gate_approvers,omitempty"`
-	TwoPersonGates       []string            `json:"two_person_gates,omitempty"`
-	GateTimeout          time.Duration       `json:"gate_timeout"`
-	Escalation           string              `json:"escalation"`
-	EscalationRepeats    int                 `json:"escalation_repeats"`
-	MaxHostsOutOfService int                 `json:"max_hosts_out_of_service"`
-	DefaultParallelism   int                 `json:"default_parallelism"`
-	ActivityMaxAttempts  int                 `json:"activity_max_attempts"`
-}
-
 // Severities of a finding.
 const (
 	SeverityInfo     = "info"

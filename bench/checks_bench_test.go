@@ -30,6 +30,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
@@ -188,7 +189,7 @@ func TestDailyCheckBench(t *testing.T) {
 		tq := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 		w := worker.New(srv.Client, tq, worker.Options{MaxConcurrentActivityExecutionSize: 500})
 		w.RegisterWorkflow(workflows.Check)
-		w.RegisterActivity(&activities.Machine{Policy: activities.Policy{ActivityMaxAttempts: 3, DefaultParallelism: 4}})
+		w.RegisterActivity(&activities.Machine{Policy: policy.Policy{ActivityMaxAttempts: 3, DefaultParallelism: 4}})
 		w.RegisterActivity(&activities.Checks{
 			Clients:  func(context.Context) (*openstack.Clients, error) { return clients, nil },
 			Hosts:    &activities.Hosts{Inventory: inv, Runner: pool, Catalogue: cat},

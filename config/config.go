@@ -15,12 +15,14 @@
 package config
 
 import (
-	"github.com/stackrun/stackrun/internal/infra/remote"
 	"maps"
 	"net"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/stackrun/stackrun/config/policy"
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // Config is the whole Stackrun configuration. Keys are the snake_case names in
@@ -34,7 +36,7 @@ type Config struct {
 	Roles        map[string]Role                `mapstructure:"roles" yaml:"roles" json:"roles"`
 	Commands     map[string][]string            `mapstructure:"commands" yaml:"commands" json:"commands"`
 	RoleCommands map[string]map[string][]string `mapstructure:"role_commands" yaml:"role_commands" json:"role_commands"`
-	Policy       Policy                         `mapstructure:"policy" yaml:"policy" json:"policy"`
+	Policy       policy.Policy                  `mapstructure:"policy" yaml:"policy" json:"policy"`
 	Swift        Swift                          `mapstructure:"swift" yaml:"swift" json:"swift"`
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
@@ -121,19 +123,6 @@ type Service struct {
 	AMQP bool   `mapstructure:"amqp" yaml:"amqp,omitempty" json:"amqp,omitempty"`
 }
 
-// Policy holds the approval and blast-radius rules of every runbook.
-type Policy struct {
-	Approvers            []string            `mapstructure:"approvers" yaml:"approvers" json:"approvers"`
-	GateApprovers        map[string][]string `mapstructure:"gate_approvers" yaml:"gate_approvers" json:"gate_approvers"`
-	TwoPersonGates       []string            `mapstructure:"two_person_gates" yaml:"two_person_gates" json:"two_person_gates"`
-	GateTimeout          time.Duration       `mapstructure:"gate_timeout" yaml:"gate_timeout" json:"gate_timeout"`
-	Escalation           string              `mapstructure:"escalation" yaml:"escalation" json:"escalation"`
-	EscalationRepeats    int                 `mapstructure:"escalation_repeats" yaml:"escalation_repeats" json:"escalation_repeats"`
-	MaxHostsOutOfService int                 `mapstructure:"max_hosts_out_of_service" yaml:"max_hosts_out_of_service" json:"max_hosts_out_of_service"`
-	DefaultParallelism   int                 `mapstructure:"default_parallelism" yaml:"default_parallelism" json:"default_parallelism"`
-	ActivityMaxAttempts  int                 `mapstructure:"activity_max_attempts" yaml:"activity_max_attempts" json:"activity_max_attempts"`
-}
-
 // Swift describes the Swift cluster for the disk and ring runbooks: where the ring builder files
 // live, which nodes hold which devices, and where each node keeps its rings.
 type Swift struct {
@@ -195,11 +184,11 @@ const (
 )
 
 // Placeholders lists every placeholder a command template may use: the ones
-// internal/infra/remote knows, each validated by its kind before use and never passed
+// internal/infra/placeholder names, each validated by its kind before use and never passed
 // through a shell. "{name...}" (a list) is accepted for each of them too.
 var Placeholders = func() []string {
-	out := make([]string, 0, len(remote.Placeholders))
-	for name := range remote.Placeholders {
+	out := make([]string, 0, len(placeholder.Kinds))
+	for name := range placeholder.Kinds {
 		out = append(out, "{"+name+"}")
 	}
 	slices.Sort(out)
@@ -280,7 +269,7 @@ func Default() *Config {
 		Roles:        map[string]Role{},
 		Commands:     DefaultCommands(),
 		RoleCommands: map[string]map[string][]string{},
-		Policy: Policy{
+		Policy: policy.Policy{
 			GateApprovers:        map[string][]string{},
 			TwoPersonGates:       DefaultTwoPersonGates(),
 			GateTimeout:          DefaultGateTimeout,

@@ -22,6 +22,7 @@ esac
 LABCTL=$LAB_SRC/bin/labctl
 if [[ ! -d $LAB ]]; then
   say "no lab at $LAB"
+  [[ $purge -eq 1 && -n $LAB_LINK ]] && rm -f "$LAB_LINK" && say "removed the dangling link $LAB_LINK"
   exit 0
 fi
 say "stopping the lab at $LAB"
@@ -71,6 +72,7 @@ done
 if [[ $purge -eq 1 ]]; then
   grep -q " $LAB/" /proc/self/mounts && die "something is still mounted under $LAB; not purging"
   rm -rf "$LAB"
-  say "purged $LAB"
+  [[ -n $LAB_LINK && -L $LAB_LINK ]] && rm -f "$LAB_LINK"
+  say "purged $LAB${LAB_LINK:+ (and the link $LAB_LINK)}"
 fi
 say "lab stopped"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # Stand up the Stackrun OpenStack lab on loopback (idempotent: a second run while up is a no-op).
-# State: $STACKRUN_LAB_DIR (default <repo>/.state/lab). See lab/README.md.
+# State: $STACKRUN_LAB_DIR (default <repo>/.state/lab; a link to /var/lib/stackrun/lab-* when the
+# service users cannot reach it, lib/state.sh). See lab/README.md.
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
@@ -15,14 +16,18 @@ source "$LAB_SRC/lib/disks.sh"
 source "$LAB_SRC/lib/check.sh"
 # shellcheck source=lib/alertmanager.sh
 source "$LAB_SRC/lib/alertmanager.sh"
+# shellcheck source=lib/state.sh
+source "$LAB_SRC/lib/state.sh"
 
 T0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - T0)) s"; }
 [[ $EUID -eq 0 ]] || die "run as root (mounts, loop devices, sshd)"
 LABCTL=$LAB_SRC/bin/labctl
+umask 022 # the service users read what root writes here
 
-say "lab state: $LAB"
 apt_install "${PACKAGES[@]}"
+lab_place_state # after the packages: they create the service users
+say "lab state: $LAB"
 mkdir -p "$LAB/log" "$LAB/state" "$LAB/ssh" /run/sshd
 exec > >(tee -a "$LAB/log/up.log") 2>&1
 say "up.sh started $(date -Is) (packages ready after $(elapsed))"
@@ -33,16 +38,14 @@ foreign_kill() { # pid dir
   kill -KILL "$1" 2>/dev/null || true
 }
 cleanup_leftovers() {
-  local pid env dir mp back loop rest
-  # processes started by labctl of another lab carry STACKRUN_LAB_DIR in their environment
-  # (unless they rewrote it with setproctitle, like sshd and neutron-server: the port check below
-  # and the working directory, <lab>/hosts/<host>, catch those)
+  local pid dir mp back loop rest
+  # processes started by labctl of another lab (lab_foreign; sshd and neutron-server rewrite their
+  # environment with setproctitle: the port check below and the working directory,
+  # <lab>/hosts/<host>, catch those)
   while read -r pid; do
     [[ -z $pid || $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    pid_alive "$pid" || continue
-    env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null || true)
-    dir=$(sed -n 's/^STACKRUN_LAB_DIR=//p' <<<"$env" | head -1)
-    [[ -n $dir && $dir != "$LAB" ]] || continue
+    dir=$(lab_foreign "$pid")
+    [[ -n $dir ]] || continue
     foreign_kill "$pid" "$dir"
   done < <(lab_pids "")
   for pid in /proc/[0-9]*; do
@@ -146,7 +149,11 @@ for h in "${STORAGES[@]}"; do chmod 644 "$(hostdir "$h")"/etc/swift/*.ring.gz; d
 if [[ ! -d $C/data/mysql/mysql ]]; then
   say "initialising the MariaDB datadir"
   rm -f "$LAB"/state/db-*.done
-  mariadb-install-db --defaults-file="$C/etc/my.cnf" --user=mysql --skip-test-db >"$LAB/log/mariadb-install-db.log" 2>&1
+  if ! mariadb-install-db --defaults-file="$C/etc/my.cnf" --user=mysql --skip-test-db >"$LAB/log/mariadb-install-db.log" 2>&1; then
+    tail -n 15 "$LAB/log/mariadb-install-db.log" >&2
+    rm -rf "$C/data/mysql/mysql" # so that the next run initialises again
+    die "mariadb-install-db failed (above; $LAB/log/mariadb-install-db.log)"
+  fi
 fi
 for h in "${LAB_HOSTS[@]}"; do "$LABCTL" start "$h" sshd; done
 "$LABCTL" start controller mariadb

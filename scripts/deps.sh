@@ -3,6 +3,10 @@
 set -euo pipefail
 # chromium (Debian's, never a downloaded browser) and node/npm: the web-UI test in tests/browser.
 pkgs=(openssh-server openssh-client chromium)
+# inspect-disk's activity tests: qemu-img, qemu-storage-daemon (FUSE export), sfdisk, mkfs.ext4.
+pkgs+=(qemu-utils qemu-system-common fdisk e2fsprogs)
+# arping and ping (iputils): the diagnose runbook's network probes, and its duplicate-address test.
+pkgs+=(iputils-arping iputils-ping)
 # --bench: what the benchmarks compare against (parallel-ssh/-scp, Ansible).
 [ "${1:-}" = "--bench" ] && pkgs=(pssh ansible-core)
 command -v npm >/dev/null 2>&1 || pkgs+=(nodejs npm)

@@ -26,6 +26,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
@@ -170,7 +171,7 @@ func setup(t *testing.T) *env {
 	w.RegisterWorkflow(StallTest)
 	w.RegisterActivity(Echo)
 	w.RegisterActivity(Flaky)
-	w.RegisterActivity(&activities.Machine{Policy: activities.Policy{
+	w.RegisterActivity(&activities.Machine{Policy: policy.Policy{
 		Approvers:           []string{"alice", "bob"},
 		TwoPersonGates:      []string{testGate},
 		GateTimeout:         time.Hour,

@@ -18,6 +18,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
@@ -46,8 +47,8 @@ func quietLogger() tlog.Logger {
 	return tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 }
 
-func basePolicy() activities.Policy {
-	return activities.Policy{
+func basePolicy() policy.Policy {
+	return policy.Policy{
 		Approvers:            []string{"alice", "bob"},
 		TwoPersonGates:       []string{wf.GateApproveRestart},
 		GateTimeout:          time.Hour,
@@ -59,7 +60,7 @@ func basePolicy() activities.Policy {
 	}
 }
 
-func newFixture(t *testing.T, p activities.Policy) *fixture {
+func newFixture(t *testing.T, p policy.Policy) *fixture {
 	f := &fixture{t: t}
 	f.suite.SetLogger(quietLogger())
 	f.env = f.suite.NewTestWorkflowEnvironment()

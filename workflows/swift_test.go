@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
@@ -152,7 +153,7 @@ func (f *fixture) result() *wf.Report {
 	return &rep
 }
 
-func swiftPolicy() activities.Policy {
+func swiftPolicy() policy.Policy {
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateDiskReplaced}
 	return p

@@ -4,12 +4,13 @@ import (
 	"time"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 )
 
 // Types shared with the activities are defined there and aliased here, so that workflows stay
 // the one public face of runbook inputs and results.
 type (
-	Policy       = activities.Policy
+	Policy       = policy.Policy
 	Finding      = activities.Finding
 	Notification = activities.Notification
 )

@@ -5,6 +5,13 @@
 LAB_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LAB_REPO=$(cd "$LAB_SRC/.." && pwd)
 LAB=${STACKRUN_LAB_DIR:-$LAB_REPO/.state/lab}
+# $LAB may be a link to where up.sh keeps the state (lib/state.sh): the daemons, their
+# configuration and the leftover checks use the real path. LAB_LINK is the link, if any.
+LAB_LINK=""
+if [[ -L $LAB ]]; then
+  LAB_LINK=$LAB
+  LAB=$(readlink -f "$LAB")
+fi
 export LAB LAB_SRC
 
 PY=/usr/bin/python3
@@ -45,6 +52,7 @@ PACKAGES=(
   python3-swift swift swift-proxy swift-object swift-account swift-container
   python3-openstackclient python3-swiftclient python3-novaclient
   uwsgi-core uwsgi-plugin-python3 xfsprogs rsync curl openssh-server openssh-client
+  qemu-utils qemu-system-common fdisk e2fsprogs  # inspect-disk: qemu-img, qemu-storage-daemon, sfdisk (docs/disk-inspection.md)
 )
 
 say()  { printf '\033[1m[lab]\033[0m %s\n' "$*"; }

@@ -38,16 +38,6 @@ func (a *App) Close() {
 	}
 }
 
-// Policy converts the configuration's policy to the machinery's.
-func Policy(p config.Policy) activities.Policy {
-	return activities.Policy{
-		Approvers: p.Approvers, GateApprovers: p.GateApprovers, TwoPersonGates: p.TwoPersonGates,
-		GateTimeout: p.GateTimeout, Escalation: p.Escalation, EscalationRepeats: p.EscalationRepeats,
-		MaxHostsOutOfService: p.MaxHostsOutOfService, DefaultParallelism: p.DefaultParallelism,
-		ActivityMaxAttempts: p.ActivityMaxAttempts,
-	}
-}
-
 // New builds the worker for cfg on client c. It does not start it.
 func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	if log == nil {
@@ -135,7 +125,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		w.RegisterWorkflow(rb.Workflow)
 	}
 	w.RegisterWorkflow(workflows.HostLease)
-	w.RegisterActivity(&activities.Machine{Policy: Policy(cfg.Policy), Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
+	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
 	w.RegisterActivity(hosts)

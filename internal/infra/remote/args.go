@@ -8,48 +8,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-)
 
-// Argument kinds. Every template placeholder has a kind; ValidateArg checks a
-// value against one.
-const (
-	KindService    = "service"     // systemd unit: ^[a-z0-9][a-z0-9@._-]{0,63}$
-	KindPath       = "path"        // absolute, clean file path (see ValidateArg)
-	KindDevice     = "device"      // kernel block device name, no slashes: ^[a-z][a-z0-9]{1,31}$
-	KindDevicePath = "device_path" // a KindPath under /dev/
-	KindBuilder    = "builder"     // a KindPath ending in ".builder"
-	KindLabel      = "label"       // filesystem label (XFS: at most 12 bytes)
-	KindNumber     = "number"      // decimal digits only, at most 18
-	KindDecimal    = "decimal"     // digits with an optional fraction: 100, 12.5
-	KindPort       = "port"        // 1..65535
-	KindHostname   = "hostname"    // RFC 1123 host name or IPv4 address
-	KindIP         = "ip"          // IPv4 or IPv6 address
-	KindRingDevice = "ring_device" // swift-ring-builder add: r1z1-10.0.0.1:6200/d1 (IPv4 or host name; no [IPv6], '[' is refused)
-	KindRingSearch = "ring_search" // swift-ring-builder search value: d12, r1z1-10.0.0.1:6200/d1, 10.0.0.1/d1
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
-
-// Placeholders maps every placeholder name that templates may use to its
-// argument kind. To add a placeholder, add a line here (and a kind above with a
-// validator in kindValidators if none fits).
-var Placeholders = map[string]string{
-	"service":     KindService,
-	"log":         KindPath,
-	"lines":       KindNumber,
-	"host":        KindHostname,
-	"device":      KindDevice,
-	"device_path": KindDevicePath,
-	"path":        KindPath,
-	"dest":        KindPath,
-	"label":       KindLabel,
-	"builder":     KindBuilder,
-	"weight":      KindDecimal,
-	"count":       KindNumber,
-	"seconds":     KindNumber,
-	"port":        KindPort,
-	"address":     KindIP,
-	"ring_device": KindRingDevice,
-	"ring_search": KindRingSearch,
-}
 
 const (
 	maxArgLen  = 255
@@ -65,14 +26,16 @@ var (
 	reDecimal   = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,6})?$`)
 	reHostLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 	reRingDev   = regexp.MustCompile(`^r[0-9]{1,4}z[0-9]{1,4}-([A-Za-z0-9.-]{1,253}):([0-9]{1,5})/([A-Za-z0-9._-]{1,64})$`)
+	reIface     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,14}$`)
+	reNetns     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	reRingFind  = regexp.MustCompile(`^(d[0-9]{1,6}|(r[0-9]{1,4})?(z[0-9]{1,4})?-?([0-9A-Za-z.-]{1,253})?(:[0-9]{1,5})?(/[A-Za-z0-9._-]{1,64})?)$`)
 )
 
 var kindValidators = map[string]func(string) error{
-	KindService: matchRe(reService, "a systemd unit name (lower-case letters, digits, @ . _ -, at most 64)"),
-	KindPath:    validPath,
-	KindDevice:  matchRe(reDevice, "a block device name like sdb or nvme0n1 (no /dev/, no slashes)"),
-	KindDevicePath: func(v string) error {
+	placeholder.KindService: matchRe(reService, "a systemd unit name (lower-case letters, digits, @ . _ -, at most 64)"),
+	placeholder.KindPath:    validPath,
+	placeholder.KindDevice:  matchRe(reDevice, "a block device name like sdb or nvme0n1 (no /dev/, no slashes)"),
+	placeholder.KindDevicePath: func(v string) error {
 		if err := validPath(v); err != nil {
 			return err
 		}
@@ -81,7 +44,7 @@ var kindValidators = map[string]func(string) error{
 		}
 		return nil
 	},
-	KindBuilder: func(v string) error {
+	placeholder.KindBuilder: func(v string) error {
 		if err := validPath(v); err != nil {
 			return err
 		}
@@ -90,24 +53,24 @@ var kindValidators = map[string]func(string) error{
 		}
 		return nil
 	},
-	KindLabel:   matchRe(reLabel, "a filesystem label (letters, digits, . _ -, at most 12)"),
-	KindNumber:  matchRe(reNumber, "a non-negative integer (digits only)"),
-	KindDecimal: matchRe(reDecimal, "a non-negative decimal number like 100 or 12.5"),
-	KindPort: func(v string) error {
+	placeholder.KindLabel:   matchRe(reLabel, "a filesystem label (letters, digits, . _ -, at most 12)"),
+	placeholder.KindNumber:  matchRe(reNumber, "a non-negative integer (digits only)"),
+	placeholder.KindDecimal: matchRe(reDecimal, "a non-negative decimal number like 100 or 12.5"),
+	placeholder.KindPort: func(v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil || !reNumber.MatchString(v) || n < 1 || n > 65535 {
 			return fmt.Errorf("must be a TCP port 1-65535")
 		}
 		return nil
 	},
-	KindHostname: validHostname,
-	KindIP: func(v string) error {
+	placeholder.KindHostname: validHostname,
+	placeholder.KindIP: func(v string) error {
 		if ip := net.ParseIP(v); ip == nil {
 			return fmt.Errorf("must be an IPv4 or IPv6 address")
 		}
 		return nil
 	},
-	KindRingDevice: func(v string) error {
+	placeholder.KindRingDevice: func(v string) error {
 		m := reRingDev.FindStringSubmatch(v)
 		if m == nil {
 			return fmt.Errorf("must look like r<region>z<zone>-<ip>:<port>/<device>")
@@ -120,7 +83,9 @@ var kindValidators = map[string]func(string) error{
 		}
 		return nil
 	},
-	KindRingSearch: matchRe(reRingFind, "a swift-ring-builder search value like d12, r1z1-10.0.0.1:6200/d1 or 10.0.0.1/d1"),
+	placeholder.KindRingSearch: matchRe(reRingFind, "a swift-ring-builder search value like d12, r1z1-10.0.0.1:6200/d1 or 10.0.0.1/d1"),
+	placeholder.KindInterface:  matchRe(reIface, "a network interface name (letters, digits, . _ @ -, at most 15)"),
+	placeholder.KindNetns:      matchRe(reNetns, "a network namespace name (letters, digits, . _ -, at most 64)"),
 }
 
 func matchRe(re *regexp.Regexp, what string) func(string) error {
@@ -162,7 +127,7 @@ func validHostname(v string) error {
 }
 
 // ValidateArg checks value against an argument kind (one of the Kind*
-// constants) or a placeholder name (a key of Placeholders, e.g. "log", which
+// constants) or a placeholder name (a key of placeholder.Kinds, e.g. "log", which
 // stands for its kind). Runbooks call it to refuse user input before they start
 // a workflow; Catalogue.Build calls it for every placeholder.
 //
@@ -182,7 +147,7 @@ func ValidateArg(kind, value string) error {
 }
 
 func resolveKind(kind string) string {
-	if k, ok := Placeholders[kind]; ok {
+	if k, ok := placeholder.Kinds[kind]; ok {
 		return k
 	}
 	return kind
@@ -197,11 +162,15 @@ func validateArg(kind, value string) *ArgError {
 	fail := func(reason string) *ArgError {
 		return &ArgError{Value: displayValue(value), Reason: reason}
 	}
-	if reason := genericReason(value); reason != "" {
+	checked := value
+	if tildeKinds[k] {
+		checked = strings.ReplaceAll(value, "~", "")
+	}
+	if reason := genericReason(checked); reason != "" {
 		return fail(reason)
 	}
 	limit := maxArgLen
-	if k == KindPath || k == KindDevicePath || k == KindBuilder {
+	if k == placeholder.KindPath || k == placeholder.KindDevicePath || k == placeholder.KindBuilder || k == placeholder.KindPartialPath {
 		limit = maxPathLen
 	}
 	if len(value) > limit {

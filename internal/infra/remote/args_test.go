@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -135,6 +136,17 @@ func TestValidateArgRefuses(t *testing.T) {
 			assert.True(t, errors.As(err, &ae))
 			assert.False(t, remote.Retryable(err))
 			assert.Equal(t, remote.TypeInvalidArgument, remote.ErrorType(err))
+		}
+	}
+}
+
+// Every placeholder config accepts must have a validator here, or Build would refuse a template
+// that config validated.
+func TestEveryPlaceholderKindHasAValidator(t *testing.T) {
+	for name, kind := range placeholder.Kinds {
+		err := remote.ValidateArg(name, "x")
+		if err != nil {
+			assert.NotContains(t, err.Error(), "unknown argument kind", "placeholder {%s} of kind %q", name, kind)
 		}
 	}
 }

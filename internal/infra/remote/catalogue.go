@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // Command is a program and its arguments, built by Catalogue.Build. It is never
@@ -20,7 +22,7 @@ type Command struct {
 func (c Command) String() string { return ShellJoin(c.Argv) }
 
 // defaultCommands is the built-in catalogue: name -> argv template. Elements
-// are literal, or contain {placeholder}s (see Placeholders), or are a single
+// are literal, or contain {placeholder}s (see placeholder.Kinds), or are a single
 // variadic {placeholder...} that takes the list passed to Build. Config
 // (`commands`, `role_commands`) overrides entries or adds new ones.
 var defaultCommands = map[string][]string{
@@ -64,6 +66,38 @@ var defaultCommands = map[string][]string{
 	"security_updates_rhel":   {"dnf", "-q", "updateinfo", "list", "--security"},
 	"md5sum":                  {"md5sum", "{path...}"},
 	"sha256sum":               {"sha256sum", "{path...}"},
+	// inspect-disk (docs/disk-inspection.md): expose an instance's disk read-only, mount it
+	// read-only, read capped files, and take it all down again. Nothing here writes the disk.
+	"file_head":        {"head", "--bytes", "{bytes}", "{path}"},
+	"file_touch":       {"touch", "{path}"},
+	"rmdir":            {"rmdir", "{path}"},
+	"image_info_qcow2": {"qemu-img", "info", "--output=json", "--force-share", "--backing-chain", "-f", "qcow2", "{image}"},
+	"image_info_raw":   {"qemu-img", "info", "--output=json", "--force-share", "-f", "raw", "{image}"},
+	"inspect_export_qcow2": {"qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=img,filename={image},read-only=on,locking=on",
+		"--blockdev", "driver=qcow2,node-name=disk,file=img,read-only=on",
+		"--export", "type=fuse,id=exp,node-name=disk,mountpoint={mountpoint},writable=off",
+		"--pidfile", "{pidfile}", "--daemonize"},
+	"inspect_export_raw": {"qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=img,filename={image},read-only=on,locking=on",
+		"--blockdev", "driver=raw,node-name=disk,file=img,read-only=on",
+		"--export", "type=fuse,id=exp,node-name=disk,mountpoint={mountpoint},writable=off",
+		"--pidfile", "{pidfile}", "--daemonize"},
+	"fs_probe":          {"blkid", "--probe", "--output", "export", "{path}"},
+	"fs_probe_at":       {"blkid", "--probe", "--output", "export", "--offset", "{offset}", "--size", "{size}", "{path}"},
+	"partition_table":   {"sfdisk", "--json", "{path}"},
+	"loop_list":         {"losetup", "--list", "--json", "--output", "NAME,BACK-FILE,RO,OFFSET,SIZELIMIT"},
+	"loop_attach_ro":    {"losetup", "--read-only", "--find", "--show", "{path}"},
+	"loop_attach_ro_at": {"losetup", "--read-only", "--find", "--show", "--offset", "{offset}", "--sizelimit", "{size}", "{path}"},
+	"loop_detach":       {"losetup", "--detach", "{device_path}"},
+	"mount_ro_ext4":     {"mount", "-t", "ext4", "-o", "ro,noload,nosuid,nodev,noexec", "{device_path}", "{mountpoint}"},
+	"mount_ro_xfs":      {"mount", "-t", "xfs", "-o", "ro,norecovery,nouuid,nosuid,nodev,noexec", "{device_path}", "{mountpoint}"},
+	"guest_resolve":     {"realpath", "--canonicalize-missing", "{path...}"},
+	"guest_stat":        {"stat", "--dereference", "--format", "%d|%s|%F|%n", "{path...}"},
+	"proc_cmdline":      {"cat", "/proc/{pid}/cmdline"},
+	"proc_stat":         {"cat", "/proc/{pid}/stat"},
+	"process_term":      {"kill", "-TERM", "{pid}"},
+	"process_kill":      {"kill", "-KILL", "{pid}"},
 	// swift rings
 	"ring_show":       {"swift-ring-builder", "{builder}"},
 	"ring_search":     {"swift-ring-builder", "{builder}", "search", "{ring_search}"},
@@ -89,6 +123,8 @@ func DefaultCommands() map[string][]string {
 type Catalogue struct {
 	cmds  map[string]template
 	roles map[string]map[string]template
+	// readOnly: Build refuses commands not marked read-only (ReadOnlyView).
+	readOnly bool
 }
 
 type template struct {
@@ -160,7 +196,7 @@ func compile(name string, argv []string) (template, error) {
 		}
 		rest := rePlaceholder.ReplaceAllStringFunc(el, func(m string) string {
 			sub := rePlaceholder.FindStringSubmatch(m)
-			if _, ok := Placeholders[sub[1]]; !ok {
+			if _, ok := placeholder.Kinds[sub[1]]; !ok {
 				return "\x00unknown:" + sub[1] + "\x00"
 			}
 			if sub[2] != "" {
@@ -170,7 +206,7 @@ func compile(name string, argv []string) (template, error) {
 		})
 		if j := strings.Index(rest, "\x00unknown:"); j >= 0 {
 			ph := strings.SplitN(rest[j+len("\x00unknown:"):], "\x00", 2)[0]
-			return bad(fmt.Sprintf("element %d: unknown placeholder {%s} (known: %s)", i, ph, strings.Join(sortedKeys(Placeholders), ", ")))
+			return bad(fmt.Sprintf("element %d: unknown placeholder {%s} (known: %s)", i, ph, strings.Join(sortedKeys(placeholder.Kinds), ", ")))
 		}
 		if strings.Contains(rest, "\x00variadic\x00") {
 			if !rePlaceholder.MatchString(el) || rePlaceholder.FindString(el) != el {
@@ -235,6 +271,9 @@ func (c *Catalogue) Template(name, role string) ([]string, bool) {
 // ErrInvalidArgument and name the command and the argument. Build makes no
 // connection.
 func (c *Catalogue) Build(name, role string, args map[string]string, list ...string) (Command, error) {
+	if err := c.refuseMutating(name); err != nil {
+		return Command{}, err
+	}
 	t, ok := c.lookup(name, role)
 	if !ok {
 		return Command{}, &ArgError{Command: name, Reason: fmt.Sprintf("unknown command (known: %s)", strings.Join(c.Names(role), ", "))}
@@ -251,7 +290,7 @@ func (c *Catalogue) Build(name, role string, args map[string]string, list ...str
 			}
 			for j, v := range list {
 				if err := validateArg(ph, v); err != nil {
-					err.Command, err.Arg, err.Kind = name, fmt.Sprintf("%s[%d]", ph, j), Placeholders[ph]
+					err.Command, err.Arg, err.Kind = name, fmt.Sprintf("%s[%d]", ph, j), placeholder.Kinds[ph]
 					return Command{}, err
 				}
 			}
@@ -266,11 +305,11 @@ func (c *Catalogue) Build(name, role string, args map[string]string, list ...str
 				return ""
 			}
 			if !ok {
-				firstErr = &ArgError{Command: name, Arg: ph, Kind: Placeholders[ph], Reason: "missing argument"}
+				firstErr = &ArgError{Command: name, Arg: ph, Kind: placeholder.Kinds[ph], Reason: "missing argument"}
 				return ""
 			}
 			if err := validateArg(ph, v); err != nil {
-				err.Command, err.Arg, err.Kind = name, ph, Placeholders[ph]
+				err.Command, err.Arg, err.Kind = name, ph, placeholder.Kinds[ph]
 				firstErr = err
 				return ""
 			}

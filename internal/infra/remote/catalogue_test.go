@@ -126,3 +126,39 @@ func TestBuildRefusesHostileArguments(t *testing.T) {
 		}
 	}
 }
+
+// The inspect-disk commands embed paths inside QEMU option strings: the path kind must keep out
+// everything QEMU's key=value syntax would read (',' starts a new option), and every number
+// (kill's pid above all) must be digits only.
+func TestInspectDiskCommands(t *testing.T) {
+	cat, err := remote.NewCatalogue(nil, nil, nil)
+	require.NoError(t, err)
+	cmd, err := cat.Build("inspect_export_qcow2", "compute", map[string]string{
+		"image": "/var/lib/nova/instances/0b6f/disk", "mountpoint": "/run/stackrun/inspect/0b6f/export.raw", "pidfile": "/run/stackrun/inspect/0b6f/qsd.pid"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"qemu-storage-daemon",
+		"--blockdev", "driver=file,node-name=img,filename=/var/lib/nova/instances/0b6f/disk,read-only=on,locking=on",
+		"--blockdev", "driver=qcow2,node-name=disk,file=img,read-only=on",
+		"--export", "type=fuse,id=exp,node-name=disk,mountpoint=/run/stackrun/inspect/0b6f/export.raw,writable=off",
+		"--pidfile", "/run/stackrun/inspect/0b6f/qsd.pid", "--daemonize"}, cmd.Argv)
+
+	for _, bad := range []string{"/var/lib/disk,read-only=off", "/var/lib/disk,file.locking=off", "relative/disk", "/var/lib/../etc/shadow"} {
+		_, err := cat.Build("inspect_export_raw", "", map[string]string{"image": bad, "mountpoint": "/run/x", "pidfile": "/run/p"})
+		assert.ErrorIs(t, err, remote.ErrInvalidArgument, bad)
+	}
+	for _, bad := range []string{"-1", "1 2", "0x10", ""} {
+		_, err := cat.Build("process_term", "", map[string]string{"pid": bad})
+		assert.ErrorIs(t, err, remote.ErrInvalidArgument, bad)
+	}
+	cmd, err = cat.Build("proc_cmdline", "", map[string]string{"pid": "4242"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"cat", "/proc/4242/cmdline"}, cmd.Argv)
+	cmd, err = cat.Build("guest_resolve", "", nil, "/run/m/etc/fstab", "/run/m/var/log/syslog")
+	require.NoError(t, err)
+	assert.Equal(t, []string{"realpath", "--canonicalize-missing", "/run/m/etc/fstab", "/run/m/var/log/syslog"}, cmd.Argv)
+	_, err = cat.Build("guest_stat", "", nil, "/run/m/etc/fstab", "/run/m/etc\nshadow")
+	assert.ErrorIs(t, err, remote.ErrInvalidArgument)
+	cmd, err = cat.Build("mount_ro_ext4", "", map[string]string{"device_path": "/dev/loop6", "mountpoint": "/run/m"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"mount", "-t", "ext4", "-o", "ro,noload,nosuid,nodev,noexec", "/dev/loop6", "/run/m"}, cmd.Argv)
+}

@@ -14,6 +14,8 @@ import (
 	"path"
 
 	"github.com/pkg/sftp"
+
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 )
 
 // FileSum describes file contents: size and hex digests.
@@ -60,10 +62,10 @@ func (r ctxReader) Read(b []byte) (int, error) {
 // remotePath atomically with posix-rename@openssh.com (OpenSSH); servers
 // without it get a plain rename, which fails if remotePath exists. On error the
 // temporary file is removed. It returns the size and digests of what was
-// written. remotePath must be a valid KindPath (checked before connecting).
+// written. remotePath must be a valid placeholder.KindPath (checked before connecting).
 // The copy stops when ctx ends; CommandTimeout does not apply.
 func (p *Pool) CopyFile(ctx context.Context, h Host, src io.Reader, remotePath string, mode os.FileMode) (FileSum, error) {
-	if err := ValidateArg(KindPath, remotePath); err != nil {
+	if err := ValidateArg(placeholder.KindPath, remotePath); err != nil {
 		return FileSum{}, err
 	}
 	var rnd [8]byte
@@ -112,7 +114,7 @@ func (p *Pool) CopyFile(ctx context.Context, h Host, src io.Reader, remotePath s
 
 // CopyLocalFile is CopyFile from a local file.
 func (p *Pool) CopyLocalFile(ctx context.Context, h Host, localPath, remotePath string, mode os.FileMode) (FileSum, error) {
-	if err := ValidateArg(KindPath, remotePath); err != nil {
+	if err := ValidateArg(placeholder.KindPath, remotePath); err != nil {
 		return FileSum{}, err
 	}
 	f, err := os.Open(localPath)
@@ -129,7 +131,7 @@ const DefaultReadLimit = 64 << 20
 // ReadFile reads remotePath on h over SFTP. A file larger than limit bytes
 // (DefaultReadLimit if limit <= 0) is an error rather than a silent cut.
 func (p *Pool) ReadFile(ctx context.Context, h Host, remotePath string, limit int64) ([]byte, error) {
-	if err := ValidateArg(KindPath, remotePath); err != nil {
+	if err := ValidateArg(placeholder.KindPath, remotePath); err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
@@ -158,7 +160,7 @@ func (p *Pool) ReadFile(ctx context.Context, h Host, remotePath string, limit in
 // Checksum streams remotePath on h over SFTP and returns its size, MD5 and
 // SHA-256 (e.g. to check that every node has the same ring file).
 func (p *Pool) Checksum(ctx context.Context, h Host, remotePath string) (FileSum, error) {
-	if err := ValidateArg(KindPath, remotePath); err != nil {
+	if err := ValidateArg(placeholder.KindPath, remotePath); err != nil {
 		return FileSum{}, err
 	}
 	var sum FileSum

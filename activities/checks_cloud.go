@@ -1,0 +1,301 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
+	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/networkipavailabilities"
+
+	"github.com/stackrun/stackrun/internal/infra/openstack"
+)
+
+// allServers lists every server of every project (embedded flavors at 2.47+).
+func allServers(ctx context.Context, sc *gophercloud.ServiceClient) ([]servers.Server, error) {
+	pages, err := servers.List(sc, servers.ListOpts{AllTenants: true, Limit: 1000}).AllPages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list servers: %w", err)
+	}
+	return servers.ExtractServers(pages)
+}
+
+// ErrorInstancesProbe reports every instance in ERROR with its fault (daily).
+func (c *Checks) ErrorInstancesProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	all, err := allServers(ctx, cl.Compute)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	var res ProbeResult
+	n := 0
+	for _, s := range all {
+		if s.Status != "ERROR" {
+			continue
+		}
+		n++
+		fault := s.Fault.Message
+		if fault == "" {
+			// The list may leave out the fault (instances that never left cell0): ask for the one.
+			if full, err := servers.Get(ctx, cl.Compute, s.ID).Extract(); err == nil {
+				s.Fault = full.Fault
+				fault = full.Fault.Message
+			}
+		}
+		if fault == "" {
+			fault = "no fault recorded"
+		}
+		res.Findings = append(res.Findings, finding(SeverityCritical, req.Probe, "instance/"+s.ID,
+			"%s (project %s, host %s) is in ERROR: %s (code %d)", s.Name, s.TenantID, orDash(s.Host), fault, s.Fault.Code))
+	}
+	res.Summary = fmt.Sprintf("%d instance(s), %d in ERROR", len(all), n)
+	return res, nil
+}
+
+// ComputeServicesProbe reports compute services that are down, and services disabled without a
+// reason (daily).
+func (c *Checks) ComputeServicesProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	pages, err := services.List(cl.Compute, services.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return ProbeResult{}, fmt.Errorf("list compute services: %w", err)
+	}
+	all, err := services.ExtractServices(pages)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	var res ProbeResult
+	down := 0
+	for _, s := range all {
+		subj := "service/" + s.Host + "/" + s.Binary
+		if s.State == "down" {
+			down++
+			sev, why := SeverityCritical, ""
+			if s.ForcedDown {
+				why = " (forced down)"
+			}
+			if s.Status == "disabled" {
+				sev = SeverityWarning
+				why += fmt.Sprintf(", disabled: %q", s.DisabledReason)
+			}
+			res.Findings = append(res.Findings, finding(sev, req.Probe, subj, "%s on %s is down%s", s.Binary, s.Host, why))
+		}
+		if s.Status == "disabled" && strings.TrimSpace(s.DisabledReason) == "" {
+			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, subj+"/disabled",
+				"%s on %s is disabled without a reason: say why (openstack compute service set --disable-reason) or enable it", s.Binary, s.Host))
+		}
+	}
+	res.Summary = fmt.Sprintf("%d service(s), %d down", len(all), down)
+	return res, nil
+}
+
+// QuotasProbe reports projects near their Nova quotas (and Cinder's, when present) (weekly).
+func (c *Checks) QuotasProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	pages, err := projects.List(cl.Identity, projects.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return ProbeResult{}, fmt.Errorf("list projects: %w", err)
+	}
+	ps, err := projects.ExtractProjects(pages)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	limit := float64(c.Settings.QuotaPercent)
+	var res ProbeResult
+	for _, p := range ps {
+		q, err := quotasets.GetDetail(ctx, cl.Compute, p.ID).Extract()
+		if err != nil {
+			return ProbeResult{}, fmt.Errorf("nova quotas of %s: %w", p.Name, err)
+		}
+		for _, d := range []struct {
+			name string
+			q    quotasets.QuotaDetail
+		}{{"instances", q.Instances}, {"cores", q.Cores}, {"ram", q.RAM}, {"server_groups", q.ServerGroups}, {"key_pairs", q.KeyPairs}} {
+			if d.q.Limit <= 0 {
+				continue // unlimited (-1) or nothing allowed
+			}
+			pct := float64(d.q.InUse+d.q.Reserved) / float64(d.q.Limit) * 100
+			if pct >= limit {
+				sev := SeverityWarning
+				if pct >= 100 {
+					sev = SeverityCritical
+				}
+				res.Findings = append(res.Findings, finding(sev, req.Probe, "project/"+p.Name+"/nova/"+d.name,
+					"project %s uses %d of %d %s (%.0f%%)", p.Name, d.q.InUse+d.q.Reserved, d.q.Limit, d.name, pct))
+			}
+		}
+		if cl.BlockStorage != nil {
+			if err := cinderQuotas(ctx, cl.BlockStorage, p.ID, p.Name, limit, req.Probe, &res); err != nil {
+				return ProbeResult{}, err
+			}
+		}
+	}
+	res.Summary = fmt.Sprintf("%d project(s) checked against %d%% (Nova", len(ps), c.Settings.QuotaPercent)
+	if cl.BlockStorage != nil {
+		res.Summary += " and Cinder)"
+	} else {
+		res.Summary += "; no Cinder in the catalog)"
+	}
+	return res, nil
+}
+
+func cinderQuotas(ctx context.Context, sc *gophercloud.ServiceClient, id, name string, limit float64, probe string, res *ProbeResult) error {
+	var body struct {
+		QuotaSet map[string]any `json:"quota_set"`
+	}
+	_, err := sc.Get(ctx, sc.ServiceURL("os-quota-sets", id)+"?usage=true", &body, nil)
+	if err != nil {
+		return fmt.Errorf("cinder quotas of %s: %w", name, err)
+	}
+	for k, v := range body.QuotaSet {
+		m, ok := v.(map[string]any)
+		if !ok {
+			continue
+		}
+		lim, _ := m["limit"].(float64)
+		inUse, _ := m["in_use"].(float64)
+		if lim <= 0 {
+			continue
+		}
+		if pct := inUse / lim * 100; pct >= limit {
+			res.Findings = append(res.Findings, finding(SeverityWarning, probe, "project/"+name+"/cinder/"+k,
+				"project %s uses %.0f of %.0f %s (%.0f%%)", name, inUse, lim, k, pct))
+		}
+	}
+	return nil
+}
+
+// ImagesProbe reports image usage: images in Glance, their size, and images no instance uses
+// (weekly).
+func (c *Checks) ImagesProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	if cl.Image == nil {
+		return ProbeResult{}, fmt.Errorf("image service: %w", openstack.ErrServiceUnavailable)
+	}
+	pages, err := images.List(cl.Image, images.ListOpts{Limit: 1000}).AllPages(ctx)
+	if err != nil {
+		return ProbeResult{}, fmt.Errorf("list images: %w", err)
+	}
+	imgs, err := images.ExtractImages(pages)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	srvs, err := allServers(ctx, cl.Compute)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	inUse := map[string]int{}
+	for _, s := range srvs {
+		if id, ok := s.Image["id"].(string); ok {
+			inUse[id]++
+		}
+	}
+	var size int64
+	var unused []string
+	var res ProbeResult
+	for _, im := range imgs {
+		size += im.SizeBytes
+		if inUse[im.ID] == 0 {
+			unused = append(unused, im.Name)
+		}
+		if im.Status != images.ImageStatusActive {
+			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, "image/"+im.ID, "image %s is %s", im.Name, im.Status))
+		}
+	}
+	sort.Strings(unused)
+	res.Metrics = append(res.Metrics, CheckMetric{Name: "images.count", Value: float64(len(imgs))}, CheckMetric{Name: "images.bytes", Value: float64(size), Unit: "B"})
+	msg := fmt.Sprintf("%d image(s), %.1f MiB in Glance; %d used by instances", len(imgs), float64(size)/(1<<20), len(imgs)-len(unused))
+	if len(unused) > 0 {
+		msg += fmt.Sprintf("; not used by any instance: %s", limitList(unused, 10))
+	}
+	res.Findings = append(res.Findings, finding(SeverityInfo, req.Probe, "images", "%s", msg))
+	res.Summary = msg
+	return res, nil
+}
+
+// LargeInstancesProbe lists instances whose flavor is at least the thresholds (weekly).
+func (c *Checks) LargeInstancesProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	srvs, err := allServers(ctx, cl.Compute)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	var res ProbeResult
+	for _, s := range srvs {
+		vcpus, _ := s.Flavor["vcpus"].(float64)
+		ram, _ := s.Flavor["ram"].(float64)
+		name, _ := s.Flavor["original_name"].(string)
+		if int(vcpus) >= c.Settings.LargeVCPUs || int(ram) >= c.Settings.LargeRAMMB {
+			res.Findings = append(res.Findings, finding(SeverityInfo, req.Probe, "instance/"+s.ID,
+				"%s (project %s, host %s): flavor %s with %d vCPU, %d MiB RAM", s.Name, s.TenantID, orDash(s.Host), name, int(vcpus), int(ram)))
+		}
+	}
+	res.Summary = fmt.Sprintf("%d of %d instance(s) at or above %d vCPU or %d MiB", len(res.Findings), len(srvs), c.Settings.LargeVCPUs, c.Settings.LargeRAMMB)
+	return res, nil
+}
+
+// NetworkProbe reports subnets and external networks (floating IP pools) with few free
+// addresses, from Neutron's network IP availability (weekly).
+func (c *Checks) NetworkProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	if cl.Network == nil {
+		return ProbeResult{}, fmt.Errorf("network service: %w", openstack.ErrServiceUnavailable)
+	}
+	pages, err := networkipavailabilities.List(cl.Network, networkipavailabilities.ListOpts{}).AllPages(ctx)
+	if err != nil {
+		return ProbeResult{}, fmt.Errorf("network IP availabilities: %w", err)
+	}
+	nets, err := networkipavailabilities.ExtractNetworkIPAvailabilities(pages)
+	if err != nil {
+		return ProbeResult{}, err
+	}
+	var res ProbeResult
+	subnets := 0
+	for _, n := range nets {
+		for _, s := range n.SubnetIPAvailabilities {
+			subnets++
+			var total, used float64
+			fmt.Sscan(s.TotalIPs, &total)
+			fmt.Sscan(s.UsedIPs, &used)
+			if total <= 0 {
+				continue
+			}
+			free := (total - used) / total * 100
+			res.Metrics = append(res.Metrics, CheckMetric{Name: "network.subnet.used_ips", Subject: n.NetworkName + "/" + s.SubnetName, Value: used})
+			if free < float64(c.Settings.IPFreePercent) {
+				sev := SeverityWarning
+				if total-used < 1 {
+					sev = SeverityCritical
+				}
+				res.Findings = append(res.Findings, finding(sev, req.Probe, "subnet/"+s.SubnetID,
+					"subnet %s (%s) of network %s: %.0f of %.0f addresses used, %.1f%% free", s.SubnetName, s.CIDR, n.NetworkName, used, total, free))
+			}
+		}
+	}
+	res.Summary = fmt.Sprintf("%d network(s), %d subnet(s); floating IP pools are the external networks' subnets", len(nets), subnets)
+	return res, nil
+}

@@ -1,0 +1,164 @@
+package activities
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
+)
+
+// RecoverInstance brings one instance of a rebooted compute back per policy: a SHUTOFF instance
+// is started, an ACTIVE one whose guest does not run is rebooted; when that does not bring it to
+// ACTIVE and running, it is hard-rebooted (the hypervisor lost its definition). It checks first:
+// a running instance is left alone.
+func (c *Compute) RecoverInstance(ctx context.Context, id string, wait time.Duration) (InstanceRecovery, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return InstanceRecovery{}, err
+	}
+	in, err := getInstance(ctx, cl, id)
+	if err != nil {
+		return InstanceRecovery{}, err
+	}
+	rec := InstanceRecovery{ID: id, Name: in.Name, Before: in.Status, Action: "none", After: in.Status}
+	const running = 1
+	if wait <= 0 {
+		wait = 2 * time.Minute
+	}
+	healthy := func(i Instance) bool { return i.Status == "ACTIVE" && i.PowerState == running && i.TaskState == "" }
+	if healthy(in) || busy(in) {
+		return rec, nil
+	}
+	act := func(action string, body map[string]any) (Instance, error) {
+		rec.Action = action
+		if _, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", id, "action"), body, nil, &gophercloud.RequestOpts{OkCodes: []int{202}}); err != nil {
+			return in, novaError(action+" "+id, err)
+		}
+		end := time.Now().Add(wait)
+		for {
+			cur, err := getInstance(ctx, cl, id)
+			if err != nil {
+				return cur, err
+			}
+			activity.RecordHeartbeat(ctx, cur.Status)
+			if (healthy(cur) || cur.Status == "ERROR") || time.Now().After(end) {
+				return cur, nil
+			}
+			select {
+			case <-ctx.Done():
+				return cur, ctx.Err()
+			case <-time.After(c.poll()):
+			}
+		}
+	}
+	var cur Instance
+	switch in.Status {
+	case "SHUTOFF":
+		cur, err = act("start", map[string]any{"os-start": nil})
+	case "ACTIVE":
+		cur, err = act("reboot", map[string]any{"reboot": map[string]any{"type": "SOFT"}})
+	default:
+		cur, err = in, nil
+	}
+	if err != nil && !isRefusal(err) {
+		return rec, err
+	}
+	if err != nil || !healthy(cur) {
+		cur, err = act("hard-reboot", map[string]any{"reboot": map[string]any{"type": "HARD"}})
+		if err != nil {
+			return rec, err
+		}
+	}
+	rec.After = cur.Status
+	if !healthy(cur) {
+		return rec, temporal.NewApplicationError(fmt.Sprintf("%s (%s) is %s after %s%s", in.Name, id, cur.Status, rec.Action, faultText(cur)), "RecoverFailed")
+	}
+	return rec, nil
+}
+
+func isRefusal(err error) bool {
+	var app *temporal.ApplicationError
+	return errors.As(err, &app) && app.Type() == "NovaRefused"
+}
+
+// SSHReachable asks the host a harmless question over SSH (uptime) and says whether it answered.
+// An unreachable host is a result, not an error: fencing decisions need the answer.
+func (h *Hosts) SSHReachable(ctx context.Context, host string) (Reachability, error) {
+	if _, _, err := h.lookup(host); err != nil {
+		return Reachability{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	res, err := h.run(ctx, host, "", "uptime", nil)
+	if err != nil {
+		var app *temporal.ApplicationError
+		if errors.As(err, &app) && app.Type() == ErrTypeHostKey {
+			return Reachability{}, err
+		}
+		return Reachability{Host: host, Reachable: false, Detail: err.Error()}, nil
+	}
+	return Reachability{Host: host, Reachable: true, Detail: fmt.Sprintf("answered uptime (exit %d): %s", res.ExitCode, strings.TrimSpace(res.Stdout))}, nil
+}
+
+// HardRebootOn hard-reboots an instance through the API (the hypervisor recreates the guest from
+// the database, as the guide's manual path does after rewriting instances.host) and waits until
+// it is ACTIVE, running and idle on req.Host. It refuses an instance that the API does not place
+// on req.Host. A retried attempt (heartbeat says the reboot was asked) follows instead of asking
+// again; an instance that is busy rebooting is followed too.
+func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (HardRebootResult, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return HardRebootResult{}, err
+	}
+	in, err := getInstance(ctx, cl, req.ID)
+	if err != nil {
+		return HardRebootResult{}, err
+	}
+	res := HardRebootResult{ID: req.ID, Name: in.Name, Before: in.Status, Status: in.Status, Host: in.Host}
+	if in.Host != req.Host {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) is on %q, not %s: not rebooting it", in.Name, req.ID, in.Host, req.Host), ErrTypeRefused, nil)
+	}
+	var asked bool
+	if activity.HasHeartbeatDetails(ctx) {
+		_ = activity.GetHeartbeatDetails(ctx, &asked)
+	}
+	if !asked && !busy(in) {
+		if _, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", req.ID, "action"), map[string]any{"reboot": map[string]any{"type": "HARD"}}, nil,
+			&gophercloud.RequestOpts{OkCodes: []int{202}}); err != nil {
+			return res, novaError("hard reboot of "+req.ID, err)
+		}
+		asked = true
+		activity.RecordHeartbeat(ctx, asked)
+	}
+	wait := cmp.Or(req.Wait, 3*time.Minute)
+	end := time.Now().Add(wait)
+	const running = 1
+	for {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(c.poll()):
+		}
+		cur, err := getInstance(ctx, cl, req.ID)
+		if err != nil {
+			return res, err
+		}
+		res.Status, res.Host = cur.Status, cur.Host
+		activity.RecordHeartbeat(ctx, asked)
+		if cur.TaskState == "" && cur.Status == "ACTIVE" && cur.PowerState == running && cur.Host == req.Host {
+			return res, nil
+		}
+		if cur.TaskState == "" && cur.Status == "ERROR" {
+			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) is in ERROR on %s after the hard reboot%s", cur.Name, req.ID, cur.Host, faultText(cur)), "RebootFailed", nil)
+		}
+		if time.Now().After(end) {
+			return res, temporal.NewApplicationError(fmt.Sprintf("%s (%s) is %s (task %q, power state %d) on %s %s after the hard reboot", cur.Name, req.ID, cur.Status, cur.TaskState, cur.PowerState, cur.Host, wait), "RebootTimeout")
+		}
+	}
+}

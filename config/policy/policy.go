@@ -1,0 +1,22 @@
+// Package policy holds the one Policy type: the approval and blast-radius rules that config loads
+// and validates, the worker hands to the machinery, and every workflow enforces. It is a leaf
+// (standard library only) so that config, activities and the deterministic workflows can all
+// import it.
+package policy
+
+import "time"
+
+// Policy holds the approval and blast-radius rules of every runbook. The tags are the
+// configuration keys under policy.* (docs/config-schema.md); the JSON shape is also what a run
+// records when it loads the policy at its start.
+type Policy struct {
+	Approvers            []string            `mapstructure:"approvers" yaml:"approvers" json:"approvers"`
+	GateApprovers        map[string][]string `mapstructure:"gate_approvers" yaml:"gate_approvers" json:"gate_approvers"`
+	TwoPersonGates       []string            `mapstructure:"two_person_gates" yaml:"two_person_gates" json:"two_person_gates"`
+	GateTimeout          time.Duration       `mapstructure:"gate_timeout" yaml:"gate_timeout" json:"gate_timeout"`
+	Escalation           string              `mapstructure:"escalation" yaml:"escalation" json:"escalation"`
+	EscalationRepeats    int                 `mapstructure:"escalation_repeats" yaml:"escalation_repeats" json:"escalation_repeats"`
+	MaxHostsOutOfService int                 `mapstructure:"max_hosts_out_of_service" yaml:"max_hosts_out_of_service" json:"max_hosts_out_of_service"`
+	DefaultParallelism   int                 `mapstructure:"default_parallelism" yaml:"default_parallelism" json:"default_parallelism"`
+	ActivityMaxAttempts  int                 `mapstructure:"activity_max_attempts" yaml:"activity_max_attempts" json:"activity_max_attempts"`
+}
