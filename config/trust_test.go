@@ -127,8 +127,7 @@ trust:
 	assert.NotContains(t, keys, "policy.approvers[0]", "alice has a key")
 	_ = gw
 
-	// The gateway needs its private key, and the one that matches the public key.
-	other := operators.New(t, "other")
+	// The gateway needs its private key file (chat.GatewayKey checks it matches the public key).
 	p = write(t, home, "chat.yaml", fmt.Sprintf(`
 trust:
   chat_gateway: {public_key: %q, private_key_file: %s}
@@ -136,7 +135,7 @@ chat:
   mattermost: {token: t}
   users: [{operator: alice, mattermost: u1, roles: [all]}]
   roles: {all: {gates: ["*"]}}
-`, gw.AuthorizedKey(), other.WriteKeyFile(t, home)))
+`, gw.AuthorizedKey(), home+"/no-such-key"))
 	cfg, err = config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate(), "the CLI does not read the gateway's private key")

@@ -15,7 +15,6 @@ import (
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/chat"
 	"github.com/stackrun/stackrun/internal/app/control"
-	"github.com/stackrun/stackrun/internal/infra/trust/sshsign"
 )
 
 func newChatCmd(a *app) *cobra.Command {
@@ -76,9 +75,9 @@ chat.webhook_url). See docs/chatops.md.`,
 				return err
 			}
 			a.client = c
-			key, err := sshsign.FromKeyFile(cfg.Trust.ChatGateway.PrivateKeyFile, nil)
+			key, err := chat.GatewayKey(cfg)
 			if err != nil {
-				return fmt.Errorf("trust.chat_gateway.private_key_file: %w", err)
+				return err
 			}
 			triggers := &chat.TriggerVerifier{}
 			if k := cfg.Chat.Mattermost.SigningPublicKey; k != "" {

@@ -24,6 +24,7 @@ import (
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/chat"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 )
 
 func signedRequest(secret string, ts int64, body string) *http.Request {
@@ -372,4 +373,18 @@ func rawJSON(t *testing.T, v any) []byte {
 	enc.SetEscapeHTML(false)
 	require.NoError(t, enc.Encode(v))
 	return []byte(buf.String())
+}
+
+func TestGatewayKeyMatchesThePolicy(t *testing.T) {
+	dir := t.TempDir()
+	gw, other := operators.New(t, "chat"), operators.New(t, "other")
+	cfg := config.Default()
+	cfg.Trust.ChatGateway.PublicKey = gw.AuthorizedKey()
+	cfg.Trust.ChatGateway.PrivateKeyFile = gw.WriteKeyFile(t, dir)
+	k, err := chat.GatewayKey(cfg)
+	require.NoError(t, err)
+	require.Equal(t, gw.Fingerprint(), k.Key().Fingerprint)
+	cfg.Trust.ChatGateway.PrivateKeyFile = other.WriteKeyFile(t, dir)
+	_, err = chat.GatewayKey(cfg)
+	require.ErrorContains(t, err, "but trust.chat_gateway.public_key is "+gw.Fingerprint())
 }
