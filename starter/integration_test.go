@@ -29,8 +29,8 @@ import (
 	"github.com/stackrun/stackrun/config/policy"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/report"
-	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/workflows"
 )
