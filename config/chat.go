@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/stackrun/stackrun/internal/infra/redact"
 )
 
 // Chat configures the chat gateway (stackrun chat serve) and where the worker posts
@@ -232,6 +234,7 @@ func (ch Chat) redacted() Chat {
 		}
 		return u.Scheme + "://" + u.Host + "/*****"
 	}
+	r.PublicURL, r.WebUIURL = redact.URL(ch.PublicURL), redact.URL(ch.WebUIURL)
 	r.Slack.SigningSecret = mask(ch.Slack.SigningSecret)
 	r.Slack.BotToken = mask(ch.Slack.BotToken)
 	r.Mattermost.Token = mask(ch.Mattermost.Token)

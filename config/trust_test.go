@@ -141,3 +141,25 @@ chat:
 	require.NoError(t, cfg.Validate(), "the CLI does not read the gateway's private key")
 	assert.Equal(t, []string{"trust.chat_gateway.private_key_file"}, problemKeys(t, cfg.ValidateFor(config.ForChat)))
 }
+
+// `stackrun config show` prints Redacted(): URLs with credentials are masked there too.
+func TestRedactedMasksURLCredentials(t *testing.T) {
+	home := isolate(t)
+	p := write(t, home, "stackrun.yaml", `
+checks:
+  tickets_url: https://ops:hunter22@tickets.example/api/open?token=s3cr3tvalue
+  alertmanager: {url: "https://am:pw1234@alerts.example:9093"}
+chat:
+  web_ui_url: https://ui.example/?auth=uitoken99
+`)
+	cfg, err := config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
+	require.NoError(t, err)
+	r := cfg.Redacted()
+	out := fmt.Sprintf("%+v", r)
+	for _, secret := range []string{"hunter22", "s3cr3tvalue", "pw1234", "uitoken99"} {
+		assert.NotContains(t, out, secret)
+	}
+	assert.Equal(t, "https://ops:*****@tickets.example/api/open?token=*****", r.Checks.TicketsURL)
+	assert.Equal(t, "https://am:*****@alerts.example:9093", r.Checks.Alertmanager.URL)
+	assert.Contains(t, cfg.Checks.TicketsURL, "hunter22", "redaction copies")
+}

@@ -63,6 +63,8 @@ func ErrorType(err error) string {
 		return TypeConnect
 	case errors.Is(err, ErrClosed):
 		return TypeClosed
+	case errors.Is(err, ErrBusy):
+		return TypeBusy
 	}
 	return TypeOther
 }
