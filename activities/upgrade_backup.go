@@ -3,7 +3,6 @@ package activities
 import (
 	"context"
 	"fmt"
-	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"path"
 	"regexp"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"os"
 	"regexp"
 	"strconv"
 	"strings"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 

@@ -41,6 +41,7 @@ type Config struct {
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
+	Upgrade      Upgrade                        `mapstructure:"upgrade" yaml:"upgrade" json:"upgrade"`
 	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found
@@ -209,6 +210,7 @@ const (
 	DefaultCommandTimeout       = 2 * time.Minute
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
+	DefaultPlanMaxAge           = time.Hour
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -278,10 +280,12 @@ func Default() *Config {
 			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
+			PlanMaxAge:           DefaultPlanMaxAge,
 		},
-		Chat:   defaultChat(),
-		Checks: defaultChecks(),
-		Trust:  defaultTrust(),
+		Chat:    defaultChat(),
+		Checks:  defaultChecks(),
+		Upgrade: defaultUpgrade(),
+		Trust:   defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,

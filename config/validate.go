@@ -62,6 +62,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateWorker(&ps, p == ForWorker)
 	c.validateChat(&ps, p == ForChat)
 	c.validateChecks(&ps)
+	c.validateUpgrade(&ps)
 	c.validateTrust(&ps, p)
 	if len(ps) == 0 {
 		return nil
@@ -349,6 +350,9 @@ func (c *Config) validatePolicy(ps *Problems) {
 	}
 	if p.DefaultParallelism < 1 {
 		ps.add("policy.default_parallelism", "must be at least 1, got %d", p.DefaultParallelism)
+	}
+	if p.PlanMaxAge <= 0 {
+		ps.add("policy.plan_max_age", "must be positive, got %v", p.PlanMaxAge)
 	}
 	if p.ActivityMaxAttempts < 1 {
 		ps.add("policy.activity_max_attempts", "must be at least 1, got %d", p.ActivityMaxAttempts)

@@ -148,9 +148,9 @@ func FindRunbook(name string) (workflows.Runbook, error) {
 }
 
 func (s *Service) usage() string {
-	names := make([]string, len(workflows.Runbooks))
-	for i, rb := range workflows.Runbooks {
-		names[i] = "`" + rb.Name + "`"
+	names := workflows.RunbookNames()
+	for i, n := range names {
+		names[i] = "`" + n + "`"
 	}
 	c := s.cmd()
 	return fmt.Sprintf(`Usage:
@@ -218,11 +218,11 @@ func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, 
 			return Reply{Text: fmt.Sprintf("Dry run `%s` started; its plan is not ready yet (%v): `%s status %s`", started.WorkflowID, err, s.cmd(), started.WorkflowID)}
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "Dry run of %s on %s (nothing changed): %s\n", rb.Name, mk.code(in.Target()), mk.text(oneLine(rep.Summary, 2000)))
+		fmt.Fprintf(&b, "Dry run of %s on %s (nothing changed): %s\n", rb.Name, mk.code(rb.Target(in)), mk.text(oneLine(rep.Summary, 2000)))
 		writePlan(&b, mk, rep.Plan)
 		return Reply{Text: b.String()}
 	}
-	text := fmt.Sprintf(":arrow_forward: %s started %s (%s on %s)", mk.text(id.Operator), mk.code(started.WorkflowID), rb.Name, mk.code(in.Target()))
+	text := fmt.Sprintf(":arrow_forward: %s started %s (%s on %s)", mk.text(id.Operator), mk.code(started.WorkflowID), rb.Name, mk.code(rb.Target(in)))
 	if reason != "" {
 		text += ": " + mk.text(oneLine(reason, 500))
 	}

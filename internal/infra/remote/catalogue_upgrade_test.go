@@ -2,12 +2,12 @@ package remote_test
 
 import (
 	"errors"
-	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
