@@ -17,7 +17,7 @@ func TestProbeErrorsMaskURLCredentials(t *testing.T) {
 	defer bad.Close()
 	host := strings.TrimPrefix(bad.URL, "http://")
 	for _, u := range []string{
-		"http://ops:hunter22@127.0.0.1:1/tickets?token=s3cr3tvalue", // refused
+		"http://ops:hunter22@127.0.0.1:1/tickets?token=s3cr3tvalue",  // refused
 		"http://ops:hunter22@" + host + "/tickets?token=s3cr3tvalue", // answers garbage
 	} {
 		c := &Checks{Settings: CheckSettings{TicketsURL: u, AlertmanagerURL: u}}

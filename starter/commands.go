@@ -166,9 +166,9 @@ func (a *app) printStatus(v statusView) error {
 		fmt.Fprintln(w, "\nDecisions:")
 		rows := make([][]string, len(v.Decisions))
 		for i, d := range v.Decisions {
-			rows[i] = []string{report.Time(d.At), d.Kind, d.Name, d.Outcome, d.By, d.Via, d.Comment}
+			rows[i] = []string{report.Time(d.At), d.Kind, d.Name, d.Outcome, d.By, d.Via, d.Comment, report.Signer(d)}
 		}
-		if err := report.Table(w, []string{"WHEN", "KIND", "NAME", "OUTCOME", "BY", "VIA", "COMMENT"}, rows); err != nil {
+		if err := report.Table(w, []string{"WHEN", "KIND", "NAME", "OUTCOME", "BY", "VIA", "COMMENT", "SIGNED"}, rows); err != nil {
 			return err
 		}
 	}

@@ -243,12 +243,21 @@ func TestIntegration(t *testing.T) {
 		id := "restart-service/node1/svc-c"
 		r.mustCLI("run", "restart-service", "--host", "node1", "--service", "svc-c", "--as", "alice")
 		r.waitFor(id, "WaitingApproval", waiting)
+		// A name typed into the signal's input proves nothing: refused, recorded.
 		out, err := exec.Command(r.temporal, "workflow", "signal", "--address", r.address, "--workflow-id", id,
 			"--name", workflows.SignalApprove, "--input", `{"gate":"approve-restart","by":"bob","via":"temporal-cli"}`).CombinedOutput()
 		require.NoError(t, err, string(out))
+		st := r.waitFor(id, "the unsigned signal refused", func(s workflows.Status) bool { return len(s.Refused) == 1 })
+		require.Contains(t, st.Refused[0].Reason, "(unsigned)")
+		// The signed JSON of --print-signal, as pasted into the web UI.
+		signed := r.mustCLI("approve", id, workflows.GateApproveRestart, "--as", "bob", "--print-signal")
+		out, err = exec.Command(r.temporal, "workflow", "signal", "--address", r.address, "--workflow-id", id,
+			"--name", workflows.SignalApprove, "--input", signed).CombinedOutput()
+		require.NoError(t, err, string(out))
 		rep := r.report(id)
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
-		require.Equal(t, "temporal-cli", rep.Decisions[0].Via)
+		require.Equal(t, "web-ui", rep.Decisions[0].Via)
+		require.Equal(t, r.team.Ops["bob"].Fingerprint(), rep.Decisions[0].Key)
 	})
 
 	t.Run("stalled step resolved with retry", func(t *testing.T) {

@@ -181,6 +181,10 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 	if err := input.Validate(); err != nil {
 		return "invalid input", err
 	}
+	// Who started it is proven before anything is read or done (trust.go).
+	if err := r.verifyStart(*in); err != nil {
+		return "start refused", err
+	}
 	p := new(P)
 	appr, err := d.Plan(r, in, p)
 	if err != nil {

@@ -351,7 +351,7 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	require.Empty(t, st2.Decisions, "the new run was decided by an old button")
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel2()
-	_, err = control.Reject(ctx2, g.rig.Server.Client, runID, workflows.GateDecisionRequest{Gate: workflows.GateApproveRestart, By: "bob"}, nil)
+	_, err = control.Reject(ctx2, g.rig.Server.Client, runID, workflows.GateDecisionRequest{Gate: workflows.GateApproveRestart, By: "bob"}, control.KeySigner{Key: chattest.Bob.Signer})
 	require.NoError(t, err)
 
 	// A stalled step, resolved with its Retry button by the requester.

@@ -86,7 +86,8 @@ func DecideGate(ctx context.Context, c client.Client, id, runID string, req work
 		if err != nil {
 			return nil, err
 		}
-		return SignedGateDecision{GateDecisionRequest: req, Signature: &sig}, nil
+		req.Signature = &sig
+		return req, nil
 	})
 }
 
@@ -108,7 +109,8 @@ func ResolveRun(ctx context.Context, c client.Client, id, runID string, req work
 		if err != nil {
 			return nil, err
 		}
-		return SignedResolve{ResolveRequest: req, Signature: &sig}, nil
+		req.Signature = &sig
+		return req, nil
 	})
 }
 

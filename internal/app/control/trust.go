@@ -44,19 +44,6 @@ func (k KeySigner) Sign(st trust.Statement) (trust.Signature, error) {
 	return sshsign.Sign(k.Key, st, now())
 }
 
-// SignedGateDecision is what a signed approve or reject carries: the request and its signature.
-// It is also the JSON `stackrun approve --print-signal` prints for the web UI's "Send a Signal".
-type SignedGateDecision struct {
-	workflows.GateDecisionRequest
-	Signature *trust.Signature `json:"signature,omitempty"`
-}
-
-// SignedResolve is a signed resolve request.
-type SignedResolve struct {
-	workflows.ResolveRequest
-	Signature *trust.Signature `json:"signature,omitempty"`
-}
-
 // GateStatement is what a gate decision signs: this run (workflow ID and run ID), the gate, the
 // outcome, the operator and the comment.
 func GateStatement(workflowID, runID string, req workflows.GateDecisionRequest, approve bool) trust.Statement {
@@ -116,20 +103,21 @@ func CurrentRunID(ctx context.Context, c client.Client, id string) (string, erro
 
 // PrintSignal builds the signed JSON of a gate decision for the web UI's "Send a Signal" (signal
 // name approve or reject) or `temporal workflow signal`: signed for the run open now.
-func PrintSignal(ctx context.Context, c client.Client, id string, req workflows.GateDecisionRequest, approve bool, s Signer) (runID string, signal SignedGateDecision, err error) {
+func PrintSignal(ctx context.Context, c client.Client, id string, req workflows.GateDecisionRequest, approve bool, s Signer) (runID string, signal workflows.GateDecisionRequest, err error) {
 	if s == nil {
-		return "", SignedGateDecision{}, errors.New("print-signal: nothing to sign with")
+		return "", req, errors.New("print-signal: nothing to sign with")
 	}
 	runID, err = CurrentRunID(ctx, c, id)
 	if err != nil {
-		return "", SignedGateDecision{}, err
+		return "", req, err
 	}
 	if req.Via == "" {
 		req.Via = "web-ui"
 	}
 	sig, err := s.Sign(GateStatement(id, runID, req, approve))
 	if err != nil {
-		return "", SignedGateDecision{}, err
+		return "", req, err
 	}
-	return runID, SignedGateDecision{GateDecisionRequest: req, Signature: &sig}, nil
+	req.Signature = &sig
+	return runID, req, nil
 }
