@@ -67,8 +67,10 @@ type Run struct {
 	acting    bool
 	facts     []Fact
 
-	// trust is the run's verification of signatures (trust.go).
-	trust runTrust
+	// trust is the run's verification of signatures (trust.go); readOnly is the runbook's
+	// Def.ReadOnly.
+	trust    runTrust
+	readOnly bool
 }
 
 type gate struct {

@@ -191,9 +191,10 @@ func (d *Decision) record(v verified) {
 }
 
 // verifyStart checks who started the run: the signature in its memo over the workflow ID, the
-// input's digest and the requester, or a Schedule, or a parent run (Temporal's own record of who
-// started it, which no input can fake). A refused start is recorded and ends the run before
-// anything is read or done.
+// input's digest and the requester; or its parent run (Temporal's own record, which no client can
+// set). A run that changes nothing (a read-only runbook, a dry run) may start unsigned, as a
+// Temporal Schedule starts it: the TemporalScheduledById attribute is recorded, not trusted (a
+// client can set it). A refused start is recorded and ends the run before anything is read.
 func (r *Run) verifyStart(input any) error {
 	if !r.trust.on {
 		return nil
@@ -203,16 +204,17 @@ func (r *Run) verifyStart(input any) error {
 		r.trust.start = &StartRecord{By: r.meta.RequestedBy, Parent: p.ID}
 		return nil
 	}
-	if id, ok := workflow.GetTypedSearchAttributes(r.ctx).GetKeyword(scheduledByAttr); ok && id != "" {
-		r.trust.start = &StartRecord{By: r.meta.RequestedBy, Schedule: id}
-		return nil
-	}
 	var sig *trust.Signature
 	if f := info.Memo.GetFields()[trust.MemoStartSignature]; f != nil {
 		var s trust.Signature
 		if err := converter.GetDefaultDataConverter().FromPayload(f, &s); err == nil {
 			sig = &s
 		}
+	}
+	if sig == nil && (r.readOnly || r.meta.DryRun) {
+		id, _ := workflow.GetTypedSearchAttributes(r.ctx).GetKeyword(scheduledByAttr)
+		r.trust.start = &StartRecord{By: r.meta.RequestedBy, Schedule: id, Unsigned: true}
+		return nil
 	}
 	b, err := json.Marshal(input)
 	if err != nil {

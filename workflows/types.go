@@ -70,9 +70,11 @@ type StartRecord struct {
 	Key      string `json:"key,omitempty"`
 	ChatUser string `json:"chat_user,omitempty"`
 	Gateway  string `json:"gateway,omitempty"`
-	// Schedule or Parent started the run (unsigned: no person did).
-	Schedule string `json:"schedule,omitempty"`
+	// Parent started the run. Unsigned: a run that changes nothing (read-only runbook, dry run)
+	// started without signature; Schedule is the schedule it says started it (not proof).
 	Parent   string `json:"parent,omitempty"`
+	Unsigned bool   `json:"unsigned,omitempty"`
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // StepStatus is one step's state as the status query and the report show it.

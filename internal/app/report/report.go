@@ -286,8 +286,10 @@ func startProof(st *workflows.StartRecord) string {
 	switch {
 	case st.Parent != "":
 		return "started by its parent run " + st.Parent
-	case st.Schedule != "":
-		return "started by the schedule " + st.Schedule
+	case st.Unsigned && st.Schedule != "":
+		return "unsigned: a run that changes nothing, started by schedule " + st.Schedule
+	case st.Unsigned:
+		return "unsigned: a run that changes nothing"
 	case st.Gateway != "":
 		return fmt.Sprintf("signed by chat gateway %s for %s, key %s", st.Gateway, st.ChatUser, st.Key)
 	}
