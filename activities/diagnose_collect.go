@@ -506,7 +506,7 @@ func (d *Diagnose) DiagnoseCapacity(ctx context.Context, req CollectRequest) (di
 		return diagnose.Facts{}, err
 	}
 	var f diagnose.Facts
-	src := "GET placement /resource_providers, /resource_providers/{uuid}/inventories and /usages"
+	src := "GET placement /resource_providers and each one's /inventories and /usages"
 	used, total, err := capacity(ctx, cl)
 	if err != nil {
 		return f, fmt.Errorf("%s: %w", src, err)
@@ -519,12 +519,10 @@ func (d *Diagnose) DiagnoseCapacity(ctx context.Context, req CollectRequest) (di
 	if err != nil {
 		return f, fmt.Errorf("GET compute /os-services?binary=nova-compute: %w", err)
 	}
-	var up []string
 	for _, s := range svcs {
 		c.Computes++
 		if s.State == "up" && s.Status == "enabled" {
 			c.ComputesUp++
-			up = append(up, s.Host)
 		}
 	}
 	var need struct{ vcpus, ram, disk int }
@@ -536,23 +534,48 @@ func (d *Diagnose) DiagnoseCapacity(ctx context.Context, req CollectRequest) (di
 			c.FlavorNeeds = fmt.Sprintf("flavor %s (%d VCPU, %d MB RAM, %d GB disk)", name, need.vcpus, need.ram, need.disk)
 		}
 	}
-	if len(up) > 0 {
-		caps, err := (&Compute{Clients: d.clients}).Capacity(ctx, up)
-		if err != nil {
-			fail(&f, "capacity/hosts", "GET compute /os-hypervisors; placement inventories and usages", err)
+	// Per provider: what is free, and the most one allocation may take (max_unit): a flavor
+	// larger than max_unit fits nowhere however much is free.
+	rps, err := cl.ListResourceProviders(ctx)
+	if err != nil {
+		fail(&f, "capacity/providers", src, err)
+	}
+	bestFree := -1.0
+	for _, rp := range rps {
+		inv, err1 := cl.ProviderInventories(ctx, rp.UUID)
+		use, err2 := cl.ProviderUsages(ctx, rp.UUID)
+		if err := errors.Join(err1, err2); err != nil {
+			fail(&f, "capacity/"+rp.Name, src, err)
+			continue
 		}
-		best := -1
-		for i, h := range caps {
-			if need.vcpus > 0 && h.FreeVCPUs >= need.vcpus && h.FreeRAMMB >= need.ram && h.FreeDiskGB >= need.disk {
-				c.FitsSomewhere = true
+		room := func(class string) (free, maxUnit int) {
+			i, ok := inv[class]
+			if !ok {
+				return 0, 0
 			}
-			if best < 0 || h.FreeVCPUs > caps[best].FreeVCPUs {
-				best = i
+			ratio := i.AllocationRatio
+			if ratio <= 0 {
+				ratio = 1
 			}
+			free = int(float64(i.Total-i.Reserved)*ratio) - use[class]
+			maxUnit = i.MaxUnit
+			if maxUnit <= 0 {
+				maxUnit = i.Total
+			}
+			return free, maxUnit
 		}
-		if best >= 0 {
-			h := caps[best]
-			c.LargestFree = fmt.Sprintf("%s: %d VCPU, %d MB RAM, %d GB disk", h.Host, h.FreeVCPUs, h.FreeRAMMB, h.FreeDiskGB)
+		fv, mv := room("VCPU")
+		fr, mr := room("MEMORY_MB")
+		fd, md := room("DISK_GB")
+		if _, ok := inv["VCPU"]; !ok {
+			continue // not a compute node (shared storage, a network provider...)
+		}
+		if need.vcpus > 0 && need.vcpus <= min(fv, mv) && need.ram <= min(fr, mr) && need.disk <= min(fd, md) {
+			c.FitsSomewhere = true
+		}
+		if float64(fv) > bestFree {
+			bestFree = float64(fv)
+			c.LargestFree = fmt.Sprintf("%s: %d VCPU free (at most %d per instance), %d MB RAM (at most %d), %d GB disk (at most %d)", rp.Name, fv, mv, fr, mr, fd, md)
 		}
 	}
 	f.Capacity = c

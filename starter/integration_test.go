@@ -168,7 +168,8 @@ func (e *env) keyFile(name string) string {
 	return filepath.Join(e.dir, name+"_ed25519")
 }
 
-func setup(t *testing.T) *env {
+// setup starts a dev server and a worker with the test workflows, plus what reg registers.
+func setup(t *testing.T, reg ...func(worker.Worker)) *env {
 	t.Helper()
 	srv := devserver.Start(t)
 	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir(), ops: map[string]operators.Operator{}}
@@ -190,6 +191,9 @@ func setup(t *testing.T) *env {
 		EscalationRepeats:   1,
 		ActivityMaxAttempts: 3,
 	}, Keys: func() (trust.Policy, error) { return operators.Policy(e.ops["alice"], e.ops["bob"]), nil }})
+	for _, f := range reg {
+		f(w)
+	}
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +436,7 @@ func TestIntegration(t *testing.T) {
 		}
 
 		r = e.cli("report", s.WorkflowID)
-		if r.code != 1 || !strings.Contains(r.stderr, "run gated-test/two is still WaitingApproval; use --wait") {
+		if r.code != exitNotEnded || !strings.Contains(r.stderr, "run gated-test/two is still WaitingApproval; use --wait") {
 			t.Errorf("report of open run: %+v", r)
 		}
 
