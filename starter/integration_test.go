@@ -160,6 +160,18 @@ func (e *env) signer(name string) control.Signer {
 	return control.KeySigner{Key: o.Signer}
 }
 
+// withKey adds "--key <file>" for the operator --as names: the CLI signs as them.
+func (e *env) withKey(args []string) []string {
+	for i, a := range args {
+		if a == "--as" && i+1 < len(args) {
+			if _, ok := e.ops[args[i+1]]; ok {
+				return append(append([]string(nil), args...), "--key", e.keyFile(args[i+1]))
+			}
+		}
+	}
+	return args
+}
+
 // keyFile is the private key file of an operator (made on first use).
 func (e *env) keyFile(name string) string {
 	if _, ok := e.ops[name]; !ok {
@@ -262,14 +274,7 @@ type result struct {
 // cli runs the stackrun binary against the dev server, isolated from any local configuration.
 func (e *env) cli(args ...string) result {
 	e.t.Helper()
-	full := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq, "--timeout", "20s"}, args...)
-	for i, a := range args {
-		if a == "--as" && i+1 < len(args) {
-			if _, ok := e.ops[args[i+1]]; ok {
-				full = append(full, "--key", e.keyFile(args[i+1]))
-			}
-		}
-	}
+	full := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq, "--timeout", "20s"}, e.withKey(args)...)
 	cmd := exec.Command(stackrunBin, full...)
 	cmd.Dir = e.dir
 	cmd.Env = []string{"HOME=" + e.dir, "XDG_CONFIG_HOME=" + e.dir, "PATH=" + os.Getenv("PATH")}
