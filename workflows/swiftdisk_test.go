@@ -218,6 +218,7 @@ func TestSwiftDiskDrainFirst(t *testing.T) {
 		rec.mu.Unlock()
 		checked = true
 	}, 40*time.Minute)
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
 	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd", DrainFirst: true})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
@@ -267,6 +268,7 @@ func TestSwiftDiskDrainRefusedStallsThenRetries(t *testing.T) {
 		f.env.UpdateWorkflow(wf.UpdateResolve, "", &updateCB{t: f.t}, f.sign(wf.UpdateResolve, wf.ResolveRequest{Step: "drain", Action: wf.ResolveRetry, By: "bob"}))
 	}, 45*time.Minute)
 	f.approveAt(wf.GateDiskReplaced, "bob", 2*time.Hour)
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
 	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd", DrainFirst: true})
 	rep := f.result()
 	require.True(t, stalled)
@@ -285,6 +287,7 @@ func TestSwiftDiskDrainRefusedAbort(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.env.UpdateWorkflow(wf.UpdateResolve, "", &updateCB{t: f.t}, f.sign(wf.UpdateResolve, wf.ResolveRequest{Step: "drain", Action: wf.ResolveAbort, By: "bob"}))
 	}, 5*time.Minute)
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
 	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd", DrainFirst: true})
 	rep := f.result()
 	assert.Equal(t, wf.StatusAborted, rep.Status)
@@ -303,6 +306,7 @@ func TestSwiftDiskDrainWaitsForMinPartHours(t *testing.T) {
 	f.diskMocks(rec, healthy("storage2/sdd"), emptyDisk)
 	f.approveAt(wf.GateDiskReplaced, "bob", 2*time.Hour)
 	start := f.env.Now()
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
 	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd", DrainFirst: true, WaitMinPartHours: true})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
@@ -333,6 +337,7 @@ func TestSwiftDiskRestoreFailsReportSaysHow(t *testing.T) {
 		assert.Contains(t, st.Stalled[0].Error, "still has weight 0")
 		f.env.UpdateWorkflow(wf.UpdateResolve, "", &updateCB{t: f.t}, f.sign(wf.UpdateResolve, wf.ResolveRequest{Step: "restore-weight", Action: wf.ResolveAbort, By: "bob"}))
 	}, 3*time.Hour)
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
 	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd", DrainFirst: true})
 	rep := f.result()
 	assert.Equal(t, wf.StatusAborted, rep.Status)
@@ -340,4 +345,33 @@ func TestSwiftDiskRestoreFailsReportSaysHow(t *testing.T) {
 	assert.Contains(t, rep.LeftState, "stackrun run swift-ring --set-weight storage2/sdd=100")
 	assert.NotContains(t, rep.LeftState, "unmounted", "the new disk is mounted")
 	assert.NotContains(t, rec.calls, "FollowReplication storage2/sdd")
+}
+
+// --drain-first changes the rings only after a person approved the drain: while the gate waits,
+// nothing is changed, and the requester may not approve it alone.
+func TestSwiftDiskDrainWaitsForApproval(t *testing.T) {
+	p := swiftPolicy()
+	p.TwoPersonGates = append(p.TwoPersonGates, wf.GateApproveRingChange) // as config's default has it
+	f := newFixture(t, p)
+	rec := &swiftRec{}
+	status, _ := drainRings(f, rec, 0)
+	f.swiftMocks(rec, status)
+	f.diskMocks(rec, healthy("storage2/sdd"), emptyDisk)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StatusWaitingApproval, st.Status)
+		require.Equal(t, wf.GateApproveRingChange, st.OpenGates[0].Name)
+		require.True(t, st.OpenGates[0].Destructive)
+		rec.mu.Lock()
+		require.Empty(t, rec.ops, "the rings changed before the approval")
+		rec.mu.Unlock()
+		require.NotContains(t, rec.calls, "ApplyRingOps")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRingChange, By: "alice"}, "may not approve the destructive gate")
+		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateApproveRingChange, By: "bob", Comment: "not today"}, "")
+	}, 3*time.Hour)
+	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd", DrainFirst: true})
+	rep := f.result()
+	require.Equal(t, wf.StatusAborted, rep.Status)
+	require.Empty(t, rec.ops)
+	require.NotContains(t, rec.calls, "UnmountDevice")
 }

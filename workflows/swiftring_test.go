@@ -171,3 +171,25 @@ func TestSwiftRingWaitRechecksBuilders(t *testing.T) {
 	assert.GreaterOrEqual(t, applied.Sub(start), 20*time.Minute, "never before the builder allows it")
 	assert.LessOrEqual(t, applied.Sub(start), 26*time.Minute, "noticed within one recheck (5 min by default), not after the 51 min timer")
 }
+
+// parent_approved is anyone's to set in an input: a ring change that names a swift-disk run it is
+// not the child of opens its own gate (and records the forged claim) instead of skipping it.
+func TestSwiftRingForgedParentApprovedOpensTheGate(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StatusWaitingApproval, st.Status, "the forged claim skipped the gate")
+		require.Equal(t, wf.GateApproveRingChange, st.OpenGates[0].Name)
+		require.Len(t, st.Refused, 1)
+		assert.Equal(t, "parent_approved", st.Refused[0].Signal)
+		assert.Contains(t, st.Refused[0].Reason, "this run's parent is none")
+		assert.Empty(t, rec.ops)
+		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateApproveRingChange, By: "alice"}, "")
+	}, time.Hour)
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}, ParentApproved: "swift-disk/storage2/sdd"})
+	rep := f.result()
+	require.Equal(t, wf.StatusAborted, rep.Status)
+	assert.Empty(t, rec.ops, "builders untouched")
+}

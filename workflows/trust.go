@@ -239,3 +239,32 @@ func (r *Run) verifyStart(input any) error {
 	r.trust.start = &StartRecord{By: v.Operator, Key: v.Key, ChatUser: v.ChatUser, Gateway: v.Gateway}
 	return nil
 }
+
+// parentApproved reports whether claimed (SwiftRingInput.ParentApproved) is this run's real
+// parent, as Temporal records it (workflow.GetInfo's ParentWorkflowExecution, which no client
+// can set): only then does the parent's approval cover this run. A claim that is not the parent
+// is recorded as refused and the run asks for its own approval.
+func (r *Run) parentApproved(claimed string) bool {
+	if claimed == "" {
+		return false
+	}
+	if !r.trust.on {
+		return true // a run begun before verified identities
+	}
+	p := r.info.ParentWorkflowExecution
+	if p != nil && p.ID == claimed {
+		return true
+	}
+	parent := "none"
+	if p != nil {
+		parent = p.ID
+	}
+	r.refused = append(r.refused, RefusedMessage{Signal: "parent_approved", Target: claimed, By: r.meta.RequestedBy,
+		Reason: fmt.Sprintf("parent_approved names %s, but this run's parent is %s: its own gate applies", claimed, parent),
+		At: workflow.Now(r.ctx), Via: "start"})
+	return false
+}
+
+// Verifies reports whether this run verifies identities (false only when replaying a run begun
+// before they existed): runbooks gate their new approvals on it, so old histories replay.
+func (r *Run) Verifies() bool { return r.trust.on }
