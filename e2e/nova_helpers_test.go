@@ -47,7 +47,7 @@ type novaLab struct {
 // newNovaLab connects to the lab (failing when it is not up), starts a dev server and the real
 // worker, and registers the clean-up that leaves every compute enabled, not forced down, and
 // running nova-compute.
-func newNovaLab(t *testing.T) *novaLab {
+func newNovaLab(t *testing.T, workerEnv ...string) *novaLab {
 	t.Helper()
 	cfgPath := labConfig(t)
 	cfg, err := config.Load(config.LoadOptions{Path: cfgPath})
@@ -81,7 +81,7 @@ func newNovaLab(t *testing.T) *novaLab {
 	require.NotEmpty(t, l.flavor, "the lab has no flavor m1.tiny")
 
 	l.srv = devserver.Start(t)
-	l.worker = startWorker(t, cfgPath, l.srv)
+	l.worker = startWorker(t, cfgPath, l.srv, workerEnv...)
 	return l
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
@@ -281,12 +282,17 @@ steps depend on), abort ends the run as Aborted.`,
 
 func newReportCmd(a *app) *cobra.Command {
 	var (
-		wait   bool
-		format string
+		wait        bool
+		waitTimeout time.Duration
+		format      string
 	)
 	cmd := &cobra.Command{
 		Use:   "report <run-id>",
 		Short: "Print a finished run's report (Markdown or JSON)",
+		Long: `Print a finished run's report (Markdown or JSON). --wait waits for an open run to end
+(--wait-timeout bounds the wait). The exit code is the run's outcome.
+
+` + exitCodesHelp,
 		Example: `  stackrun report restart-service/compute1/nova-compute
   stackrun report restart-service/compute1/nova-compute --wait --format json > report.json`,
 		Args: exactArgs("run-id"),
@@ -294,23 +300,34 @@ func newReportCmd(a *app) *cobra.Command {
 			if format != "" && format != "markdown" && format != "json" {
 				return usagef("--format %q: must be markdown or json", format)
 			}
+			if waitTimeout < 0 {
+				return usagef("--wait-timeout %s: must not be negative", waitTimeout)
+			}
+			wait = wait || waitTimeout > 0
 			c, err := a.dial(cmd)
 			if err != nil {
 				return err
 			}
 			ctx, cancel := a.callCtx(cmd)
 			if wait {
-				ctx, cancel = cmd.Context(), func() {}
+				ctx, cancel = waitContext(cmd.Context(), waitTimeout)
 			}
 			defer cancel()
 			rep, err := control.Report(ctx, c, args[0], wait)
 			if err != nil {
+				if wait {
+					return waitErr(ctx, c, args[0], waitTimeout, err)
+				}
+				return endErr(err)
+			}
+			if err := a.printReport(rep, format); err != nil {
 				return err
 			}
-			return a.printReport(rep, format)
+			return outcome(rep)
 		},
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for the run to end")
+	cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 0, "with --wait (implied): give up after this long, exit 5 if the run has not ended (0: no limit)")
 	cmd.Flags().StringVar(&format, "format", "", "markdown or json (default: markdown, json with --output json)")
 	return cmd
 }

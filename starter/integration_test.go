@@ -147,7 +147,8 @@ type env struct {
 	dir string
 }
 
-func setup(t *testing.T) *env {
+// setup starts a dev server and a worker with the test workflows, plus what reg registers.
+func setup(t *testing.T, reg ...func(worker.Worker)) *env {
 	t.Helper()
 	srv := devserver.Start(t)
 	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir()}
@@ -165,6 +166,9 @@ func setup(t *testing.T) *env {
 		EscalationRepeats:   1,
 		ActivityMaxAttempts: 3,
 	}})
+	for _, f := range reg {
+		f(w)
+	}
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -398,7 +402,7 @@ func TestIntegration(t *testing.T) {
 		}
 
 		r = e.cli("report", s.WorkflowID)
-		if r.code != 1 || !strings.Contains(r.stderr, "run gated-test/two is still WaitingApproval; use --wait") {
+		if r.code != exitNotEnded || !strings.Contains(r.stderr, "run gated-test/two is still WaitingApproval; use --wait") {
 			t.Errorf("report of open run: %+v", r)
 		}
 

@@ -42,7 +42,9 @@ Stackrun worker; this command starts them, lists and inspects runs, decides gate
 steps, and prints reports. It only talks to Temporal (--temporal-address).
 
 Configuration comes from --config, $STACKRUN_CONFIG, ./stackrun.yaml or
-~/.config/stackrun/stackrun.yaml, then STACKRUN_* variables, then flags.`,
+~/.config/stackrun/stackrun.yaml, then STACKRUN_* variables, then flags.
+
+` + exitCodesHelp,
 		Example: `  stackrun run restart-service --host compute1 --service nova-compute --reason "config change" --wait
   stackrun list --status WaitingApproval
   stackrun status restart-service/compute1/nova-compute

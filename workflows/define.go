@@ -77,7 +77,9 @@ func (m *Meta) GetMeta() *Meta { return m }
 type Runbook struct {
 	// Name is the CLI word; Type the workflow type (TypeName(Name)); Short the one-line help.
 	Name, Type, Short string
-	// Workflow is the workflow function, registered under Type (and Formerly).
+	// Workflow is the workflow function, registered under Type (and Formerly) by Register. Start
+	// runs by Type (client.ExecuteWorkflow(ctx, opts, rb.Type, in)): the function's Go name is
+	// not the workflow type.
 	Workflow any
 	// NewInput returns a fresh input with its defaults, to fill from flags.
 	NewInput func() Input
@@ -182,6 +184,7 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 		return "invalid input", err
 	}
 	p := new(P)
+	base := len(r.findings)
 	appr, err := d.Plan(r, in, p)
 	if err != nil {
 		return summaryOf(err), err
@@ -190,6 +193,7 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 		return appr.DryRun, nil
 	}
 	r.replan = func() (Approval, error) {
+		r.findings = r.findings[:base] // the plan made again says again what it finds
 		np := new(P)
 		a, err := d.Plan(r, in, np)
 		if err == nil {

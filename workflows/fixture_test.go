@@ -58,11 +58,17 @@ func basePolicy() policy.Policy {
 	}
 }
 
-func newFixture(t *testing.T, p policy.Policy) *fixture {
+func newFixture(t *testing.T, p policy.Policy) *fixture { return newFixtureWith(t, p, nil) }
+
+// newFixtureWith runs setup (registrations of a test's own) before any mock is set.
+func newFixtureWith(t *testing.T, p policy.Policy, setup func(env *testsuite.TestWorkflowEnvironment)) *fixture {
 	f := &fixture{t: t}
 	f.suite.SetLogger(quietLogger())
 	f.env = f.suite.NewTestWorkflowEnvironment()
 	wf.Register(f.env)
+	if setup != nil {
+		setup(f.env)
+	}
 	f.env.RegisterActivity(mach)
 	f.env.RegisterActivity(hosts)
 	f.env.RegisterActivity(lease)

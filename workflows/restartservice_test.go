@@ -1,11 +1,14 @@
 package workflows_test
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 
@@ -68,6 +71,44 @@ func TestDryRunStopsAfterPlan(t *testing.T) {
 	require.Contains(t, rep.Summary, "dry run")
 	f.env.AssertNotCalled(t, "SetService", mock.Anything, mock.Anything)
 	f.env.AssertNotCalled(t, "RequestLease", mock.Anything, mock.Anything)
+}
+
+// The service left the host's roles while the restart waited for approval longer than
+// policy.plan_max_age: the plan no longer holds, and the run ends before it stops anything.
+func TestRestartStalePlanNoLongerHolds(t *testing.T) {
+	f := newFixture(t, basePolicy())
+	var gone atomic.Bool
+	f.env.OnActivity(hosts.DescribeHost, mock.Anything, "compute1").Return(func(context.Context, string) (activities.HostFacts, error) {
+		if gone.Load() {
+			return activities.HostFacts{Name: "compute1", Address: "127.0.0.11", Roles: []string{"storage"}}, nil
+		}
+		return restartFacts, nil
+	})
+	f.grantLeases()
+	f.env.RegisterDelayedCallback(func() { gone.Store(true) }, time.Hour)
+	approveAfter(f, 2*time.Hour)
+	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusFailed, rep.Status, rep.Summary)
+	assert.Contains(t, rep.Summary, "checked again after 2h")
+	assert.Contains(t, rep.Summary, "not a service of compute1")
+	f.env.AssertNotCalled(t, "SetService", mock.Anything, mock.Anything)
+}
+
+// A plan younger than policy.plan_max_age is acted on as it is: Plan runs once.
+func TestRestartYoungPlanIsNotMadeAgain(t *testing.T) {
+	p := basePolicy()
+	p.PlanMaxAge = 3 * time.Hour
+	f := newFixture(t, p)
+	f.hostMocks()
+	f.grantLeases()
+	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil).Twice()
+	approveAfter(f, 2*time.Hour)
+	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	f.env.AssertNumberOfCalls(t, "DescribeHost", 1)
+	assert.NotContains(t, rep.Details, "plan_rechecked")
 }
 
 func TestGateApprovedBySecondPerson(t *testing.T) {

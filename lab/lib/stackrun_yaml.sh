@@ -84,7 +84,7 @@ commands:
   uptime: [cat, /proc/uptime]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
@@ -93,6 +93,10 @@ policy:
   activity_max_attempts: 5
 worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
+# inspect-disk: every lab compute keeps its instances under its own host directory (the fake
+# driver writes no disk there; e2e tests put one where Nova's instance directory says it is).
+inspect_disk:
+  instances_path: $LAB/hosts/{host}/data/nova/instances
 swift:
   ring_builder_host: $RING_HOST
   builder_dir: $(hostdir "$RING_HOST")/etc/swift
@@ -114,6 +118,8 @@ EOT
       esac
     done
     stackrun_checks_yaml
+    # A chat: section of your own (docs/chatops.md): make run then starts the chat gateway too.
+    [[ ! -f $LAB/chat.yaml ]] || cat "$LAB/chat.yaml"
   } | put "$LAB/stackrun.yaml"
 
   {

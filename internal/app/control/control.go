@@ -69,9 +69,28 @@ func Dial(cfg *config.Config, opts ...DialOptions) (client.Client, error) {
 	}
 	c, err := client.Dial(copts)
 	if err != nil {
-		return nil, fmt.Errorf("dial temporal at %s (namespace %s): %w", cfg.Temporal.Address, cfg.Temporal.Namespace, err)
+		return nil, fmt.Errorf("dial temporal at %s (namespace %s): %w%s", cfg.Temporal.Address, cfg.Temporal.Namespace, err, dialHint(cfg.Temporal.TLS, err))
 	}
 	return c, nil
+}
+
+// dialHint names the setting a failed dial most likely needs. A TLS frontend that wants a client
+// certificate reports it with a TLS alert that the client may see only as a broken connection,
+// and a plaintext client gets an unexplained EOF: say which key to look at.
+func dialHint(t config.TemporalTLS, err error) string {
+	msg := err.Error()
+	switch {
+	case !t.Enabled && (strings.Contains(msg, "EOF") || strings.Contains(msg, "server preface")):
+		return " (if the frontend uses TLS, set temporal.tls.enabled and temporal.tls.ca_file)"
+	case t.Enabled && strings.Contains(msg, "x509"):
+		return " (the frontend's certificate is not trusted: check temporal.tls.ca_file and temporal.tls.server_name)"
+	case t.Enabled && t.CertFile == "" && (strings.Contains(msg, "certificate required") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")):
+		return " (the frontend may require a client certificate: set temporal.tls.cert_file and temporal.tls.key_file)"
+	case t.Enabled && (strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate authority")):
+		return " (the frontend refused the client certificate temporal.tls.cert_file: is it signed by the frontend's client CA, for client authentication?)"
+	}
+	return ""
 }
 
 // TLSConfig builds the client TLS configuration from temporal.tls.
