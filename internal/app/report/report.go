@@ -118,6 +118,8 @@ func Markdown(r *workflows.Report) string {
 		b.WriteString("\n")
 	}
 
+	writeFiles(&b, r.Details["files"])
+
 	if len(r.Decisions) > 0 {
 		b.WriteString("## Decisions\n\n")
 		b.WriteString("| When | Kind | Name | Outcome | By | Via | Comment |\n")
