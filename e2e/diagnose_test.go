@@ -73,7 +73,7 @@ func (l *diagLab) diagnose(symptom, subject, since string) *workflows.Report {
 	require.NoError(l.t, err)
 	start := time.Now()
 	st, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb,
-		&workflows.DiagnoseInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Symptom: symptom, Subject: subject, Since: since})
+		&workflows.DiagnoseInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Symptom: symptom, Subject: subject, Since: since}, nil)
 	require.NoError(l.t, err)
 	rep, err := control.Report(ctx, l.srv.Client, st.WorkflowID, true)
 	require.NoError(l.t, err)
@@ -247,7 +247,7 @@ func TestDiagnoseRefusesBadInputOnLab(t *testing.T) {
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb,
-			&workflows.DiagnoseInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Symptom: c.symptom, Subject: c.subject, Since: c.since})
+			&workflows.DiagnoseInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Symptom: c.symptom, Subject: c.subject, Since: c.since}, nil)
 		cancel()
 		if assert.Error(t, err, "%+v", c) {
 			assert.Contains(t, err.Error(), c.field, "%+v", c)

@@ -227,7 +227,7 @@ func TestInspectDiskOnLab(t *testing.T) {
 		id := l.atGate(l.input(0, "/etc/fstab", "/etc/hostname"))
 		// The requester may not approve a two-person gate.
 		ctx, cancel := l.ctx()
-		_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "alice", Via: "cli"})
+		_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "alice", Via: "cli"}, as(t, "alice"))
 		cancel()
 		require.ErrorContains(t, err, "may not approve")
 		l.approve(id, workflows.GateDataAccess, "bob")
@@ -271,7 +271,7 @@ func TestInspectDiskOnLab(t *testing.T) {
 		} {
 			ctx, cancel := l.ctx()
 			rb, _ := workflows.FindRunbook("inspect-disk")
-			_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, l.input(0, paths...))
+			_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, l.input(0, paths...), as(t, "alice"))
 			cancel()
 			require.ErrorIs(t, err, control.ErrInvalidInput, field)
 			assert.True(t, strings.Contains(err.Error(), field+" ") || strings.Contains(err.Error(), field+":"), "%s: %v", field, err)
@@ -312,7 +312,7 @@ func TestInspectDiskOnLab(t *testing.T) {
 		since := time.Now()
 		id := l.atGate(l.input(0, "/etc/fstab"))
 		ctx, cancel := l.ctx()
-		_, err := control.Reject(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "bob", Comment: "no ticket", Via: "cli"})
+		_, err := control.Reject(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "bob", Comment: "no ticket", Via: "cli"}, as(t, "bob"))
 		cancel()
 		require.NoError(t, err)
 		rep := l.report(id, time.Minute)

@@ -93,8 +93,13 @@ func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		s, closeSigner, err := a.signer(cmd, who)
+		if err != nil {
+			return err
+		}
 		ctx, cancel := a.callCtx(cmd)
-		started, err := control.Start(ctx, c, a.cfg.Temporal.TaskQueue, rb, in)
+		started, err := control.Start(ctx, c, a.cfg.Temporal.TaskQueue, rb, in, s)
+		closeSigner()
 		cancel()
 		if err != nil {
 			return err

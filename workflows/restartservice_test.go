@@ -38,7 +38,7 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 	} {
 		require.Error(t, in.Validate(), "%+v", in)
 		f := newFixture(t, basePolicy())
-		f.env.ExecuteWorkflow(wf.RestartService.Type, in)
+		f.run(wf.RestartService.Type, in)
 		rep := f.report()
 		require.Equal(t, wf.StatusFailed, rep.Status)
 		require.Contains(t, rep.Summary, "invalid input")
@@ -51,7 +51,7 @@ func TestServiceNotOnHostRefused(t *testing.T) {
 	f.hostMocks()
 	in := restartInput()
 	in.Service = "swift-proxy-server"
-	f.env.ExecuteWorkflow(wf.RestartService.Type, in)
+	f.run(wf.RestartService.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	require.Contains(t, rep.Summary, "not a service of compute1")
@@ -63,7 +63,7 @@ func TestDryRunStopsAfterPlan(t *testing.T) {
 	f.hostMocks()
 	in := restartInput()
 	in.DryRun = true
-	f.env.ExecuteWorkflow(wf.RestartService.Type, in)
+	f.run(wf.RestartService.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.True(t, rep.DryRun)
@@ -127,7 +127,8 @@ func TestGateApprovedBySecondPerson(t *testing.T) {
 
 		// The requester may not approve a destructive gate; an unknown approver may not either.
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice"}, "may not approve the destructive gate")
-		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "mallory"}, "mallory may not approve")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "dave"}, "dave may not approve")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "mallory"}, `operator "mallory" has no key`)
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: "no-such-gate", By: "bob"}, `gate "no-such-gate" is not open`)
 	}, 10*time.Minute)
 	f.env.RegisterDelayedCallback(func() {
@@ -136,7 +137,7 @@ func TestGateApprovedBySecondPerson(t *testing.T) {
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob", Comment: "go"}, "")
 	}, 11*time.Minute)
 
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Len(t, rep.Decisions, 1)
@@ -162,15 +163,15 @@ func TestSignalsApproveAndInvalidSignalIsRecorded(t *testing.T) {
 	f.grantLeases()
 	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil)
 	f.env.RegisterDelayedCallback(func() {
-		f.env.SignalWorkflow(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice"})
+		f.signal(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice"})
 	}, time.Minute)
 	f.env.RegisterDelayedCallback(func() {
 		st := f.status()
 		require.Equal(t, wf.StatusWaitingApproval, st.Status)
 		require.Len(t, st.Refused, 1)
-		f.env.SignalWorkflow(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob", Via: "web-ui"})
+		f.signal(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob", Via: "web-ui"})
 	}, 2*time.Minute)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.Len(t, rep.Refused, 1)
@@ -185,7 +186,7 @@ func TestGateRejectedAbortsBeforeAnyChange(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice", Comment: "not now"}, "")
 	}, time.Minute)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	require.Contains(t, rep.Summary, "rejected by alice")
@@ -200,7 +201,7 @@ func TestGateTimeoutEscalatesThenAborts(t *testing.T) {
 	p.EscalationRepeats = 2
 	f := newFixture(t, p)
 	f.hostMocks()
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	require.Contains(t, rep.Summary, "timed out after 2 escalation(s)")
@@ -222,7 +223,7 @@ func TestGateTimeoutEscalatesThenKeepsWaiting(t *testing.T) {
 		require.Equal(t, 2, st.OpenGates[0].Escalations)
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob"}, "")
 	}, 30*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.Equal(t, 2, strings.Count(strings.Join(f.notified, ","), "gate-escalated"))
@@ -248,7 +249,7 @@ func TestStalledStepRetrySucceeds(t *testing.T) {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "stop", Action: "reboot", By: "bob"}, "must be retry, skip or abort")
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "stop", Action: wf.ResolveRetry, By: "bob"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Contains(t, f.statuses, "Stalled")
@@ -275,7 +276,7 @@ func TestStalledStepSkipAndNoSkip(t *testing.T) {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "start", Action: wf.ResolveSkip, By: "bob"}, "cannot be skipped")
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "start", Action: wf.ResolveAbort, By: "bob", Comment: "will fix by hand"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	require.Contains(t, rep.LeftState, "STOPPED", "an aborted run says what state it left")
@@ -292,9 +293,9 @@ func TestStalledStepSkipContinues(t *testing.T) {
 	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(activities.AMQPResult{}, errors.New("log unreadable"))
 	f.env.RegisterDelayedCallback(func() {
 		require.Equal(t, "verify", f.status().Stalled[0].Step)
-		f.env.SignalWorkflow(wf.SignalResolve, wf.ResolveRequest{Step: "verify", Action: wf.ResolveSkip, By: "bob"})
+		f.signal(wf.SignalResolve, wf.ResolveRequest{Step: "verify", Action: wf.ResolveSkip, By: "bob"})
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	for _, s := range rep.Steps {

@@ -64,6 +64,11 @@ type Run struct {
 	plannedAt time.Time
 	acting    bool
 	facts     []Fact
+
+	// trust is the run's verification of signatures (trust.go); readOnly is the runbook's
+	// Def.ReadOnly.
+	trust    runTrust
+	readOnly bool
 }
 
 // AbortError ends a run as Aborted: a gate was rejected or timed out under an abort policy, or an
@@ -123,6 +128,9 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	}
 	if r.policy.GateTimeout <= 0 {
 		r.policy.GateTimeout = 4 * time.Hour
+	}
+	if err := r.loadTrust(lctx); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -442,7 +450,7 @@ func (r *Run) Report(summary string) *Report {
 		Runbook: r.runbook, Target: r.target, RequestedBy: r.meta.RequestedBy, Reason: r.meta.Reason,
 		Status: st, DryRun: r.meta.DryRun, Started: r.started, Ended: workflow.Now(r.ctx),
 		Summary: summary, LeftState: r.leftState, Plan: r.plan, Steps: r.stepList(),
-		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Audit: r.audit, Details: r.details,
+		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Start: r.trust.start, Audit: r.audit, Details: r.details,
 	}
 	compactReport(rep)
 	return rep

@@ -9,8 +9,23 @@ svc_yaml() { # host svc [amqp]
   return 0
 }
 
+# lab_operator_keys: the lab's operators (alice and bob approve, carol may only start and reject)
+# get ed25519 key pairs in $LAB/operators, and their public keys go to $LAB/operators/keys, the
+# trust.keys_file of the lab's stackrun.yaml. Sign as one of them with
+# `stackrun --key $LAB/operators/alice_ed25519 ...` (or ssh-add it).
+lab_operator_keys() {
+  local o
+  mkdir -p "$LAB/operators"
+  chmod 700 "$LAB/operators"
+  for o in alice bob carol; do
+    [[ -f $LAB/operators/${o}_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$o@stackrun-lab" -f "$LAB/operators/${o}_ed25519"
+  done
+  for o in alice bob carol; do printf '%s %s\n' "$o" "$(cat "$LAB/operators/${o}_ed25519.pub")"; done | put "$LAB/operators/keys"
+}
+
 write_stackrun_yaml() {
   local labctl=$LAB_SRC/bin/labctl h roles s
+  lab_operator_keys
   {
     cat <<EOT
 # Stackrun configuration for the lab (written by lab/up.sh; schema: docs/config-schema.md).
@@ -93,6 +108,11 @@ policy:
   activity_max_attempts: 5
 worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
+# Who signed what (docs/chatops.md, "Trust model"): the lab's operators' keys. Sign with
+# stackrun --key $LAB/operators/<alice|bob|carol>_ed25519 ... (or ssh-add the key).
+trust:
+  keys_file: $LAB/operators/keys
+  max_signature_age: 10m
 # inspect-disk: every lab compute keeps its instances under its own host directory (the fake
 # driver writes no disk there; e2e tests put one where Nova's instance directory says it is).
 inspect_disk:
@@ -132,6 +152,7 @@ EOT
     echo "OS_CLOUD=lab"
     echo "LAB_SSH_PORT=$SSH_PORT"
     echo "LAB_SSH_KEY=$LAB/ssh/id_ed25519"
+    echo "LAB_OPERATOR_KEYS=$LAB/operators"
     echo "LAB_KNOWN_HOSTS=$LAB/ssh/known_hosts"
     echo "LAB_RING_HOST=$RING_HOST"
     echo "LAB_RING_DIR=$(hostdir "$RING_HOST")/etc/swift"
