@@ -261,7 +261,7 @@ func (r *Run) parentApproved(claimed string) bool {
 	}
 	r.refused = append(r.refused, RefusedMessage{Signal: "parent_approved", Target: claimed, By: r.meta.RequestedBy,
 		Reason: fmt.Sprintf("parent_approved names %s, but this run's parent is %s: its own gate applies", claimed, parent),
-		At: workflow.Now(r.ctx), Via: "start"})
+		At:     workflow.Now(r.ctx), Via: "start"})
 	return false
 }
 
