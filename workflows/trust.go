@@ -38,6 +38,20 @@ type runTrust struct {
 	keys   trust.Policy
 	nonces trust.Nonces
 	start  *StartRecord
+	// decisions serializes the checks of decisions (each waits for the policy's refresh) in the
+	// order they arrived, so that the first of two decisions on one gate is judged first.
+	decisions workflow.Mutex
+}
+
+// lockDecisions takes the decisions' turn; the returned function gives it back.
+func (r *Run) lockDecisions(ctx workflow.Context) func() {
+	if r.trust.decisions == nil {
+		r.trust.decisions = workflow.NewMutex(r.ctx)
+	}
+	if err := r.trust.decisions.Lock(ctx); err != nil {
+		return func() {}
+	}
+	return r.trust.decisions.Unlock
 }
 
 // loadTrust decides whether this run verifies (GetVersion) and loads its key policy.
