@@ -217,7 +217,7 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 			if !holds {
 				r.refused = append(r.refused, RefusedMessage{Signal: SignalLeaseGranted, Target: key, By: g.WorkflowID,
 					Reason: fmt.Sprintf("the lease %s does not list this run as a holder of %s: a grant it did not give", req.LeaseID(), key),
-					At: workflow.Now(r.ctx), Via: "lease"})
+					At:     workflow.Now(r.ctx), Via: "lease"})
 				continue
 			}
 			granted = true
