@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/converter"
@@ -272,6 +273,9 @@ func (r *Run) parentApproved(claimed string) bool {
 	parent := "none"
 	if p != nil {
 		parent = p.ID
+	}
+	if slices.ContainsFunc(r.refused, func(m RefusedMessage) bool { return m.Signal == "parent_approved" }) {
+		return false // recorded when the plan was first made
 	}
 	r.refused = append(r.refused, RefusedMessage{Signal: "parent_approved", Target: claimed, By: r.meta.RequestedBy,
 		Reason: fmt.Sprintf("parent_approved names %s, but this run's parent is %s: its own gate applies", claimed, parent),
