@@ -202,17 +202,23 @@ func testFailures(t *testing.T, r *rig) {
 	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 	require.Equal(t, "stop\nstart", r.actions("svc-a"), "stopped once and started once")
 	require.Equal(t, "bob", rep.Decisions[0].By)
+	// The audit logs: the attempt in flight at the kill never finished, so it left no record;
+	// the stop's retry (attempt 2) and the start (attempt 1) each ran once, after the kill.
 	var attempts []string
+	byAttempt := map[int32]int{}
 	for _, w := range []string{"stackrun-worker-1", "stackrun-worker-2"} {
 		for _, rec := range r.auditRecords(w) {
-			if rec.WorkflowID == id && rec.Activity == "SetService" {
-				attempts = append(attempts, w+"#"+strconv.Itoa(int(rec.Attempt))+":"+rec.Result)
+			if rec.WorkflowID != id || rec.Activity != "SetService" {
+				continue
 			}
+			attempts = append(attempts, fmt.Sprintf("%s#%d:%s@%s", w, rec.Attempt, rec.Result, rec.Time.Format("15:04:05")))
+			require.True(t, rec.Time.After(killedAt), "no SetService attempt that started before the kill finished: %v", attempts)
+			require.Equal(t, "ok", rec.Result)
+			byAttempt[rec.Attempt]++
 		}
 	}
 	t.Logf("SetService attempts recorded: %v", attempts)
-	require.NotContains(t, attempts, victim+"#1:ok", "the killed worker never finished its attempt")
-	require.Len(t, attempts, 2, "stop (attempt 2, after the kill) and start, each recorded once: %v", attempts)
+	require.Equal(t, map[int32]int{1: 1, 2: 1}, byAttempt, "the stop's retry and the start, once each: %v", attempts)
 
 	out, err = r.script("status.sh")
 	require.NoError(t, err, "every process is back:\n%s", out)
