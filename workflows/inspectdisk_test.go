@@ -184,8 +184,10 @@ func (f *fixture) approveDataAccess(after time.Duration) {
 		assert.Contains(f.t, g.Summary, "INC-4711: instance does not boot", "the reason is in the gate's summary")
 		assert.Contains(f.t, g.Summary, "/etc/fstab")
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "alice"}, "may not approve the destructive gate")
-		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob", Comment: "INC-4711 ok"}, "")
 	}, after)
+	f.env.RegisterDelayedCallback(func() {
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob", Comment: "INC-4711 ok"}, "")
+	}, after+time.Minute)
 }
 
 func (w *world) clean(t *testing.T) {
@@ -462,4 +464,34 @@ func TestInspectDiskPausedRefused(t *testing.T) {
 	assert.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "is PAUSED")
 	assert.Equal(t, []string{"locate"}, w.called())
+}
+
+// The gate waited past plan_max_age and the instance was stopped meanwhile: the plan is checked
+// again before the first side effect, the gate asks again, and the run neither suspends nor
+// resumes (starting an instance someone stopped would not be giving it back).
+func TestInspectDiskStalePlanFollowsTheInstance(t *testing.T) {
+	f := newFixture(t, inspectPolicy())
+	w := &world{status: "ACTIVE"}
+	inspectMocks(f, w)
+	f.env.RegisterDelayedCallback(func() {
+		w.mu.Lock()
+		w.status = "SHUTOFF"
+		w.mu.Unlock()
+	}, 90*time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob"}, "")
+	}, 2*time.Hour)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Len(t, st.OpenGates, 1, "asked again")
+		assert.Contains(t, st.OpenGates[0].Summary, "ASKED AGAIN")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob"}, "")
+	}, 2*time.Hour+time.Minute)
+	f.run(wf.InspectDisk.Type, inspectInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, []string{"locate", "locate", "expose", "mount", "collect", "unmount", "detach"}, w.called())
+	assert.Equal(t, "SHUTOFF", w.status)
+	assert.Contains(t, stepDetail(rep, "suspend"), "SHUTOFF")
+	w.clean(t)
 }
