@@ -205,7 +205,9 @@ func TestUpgradeActivitiesOnLab(t *testing.T) {
 	assert.Contains(t, []string{activities.MigrationsDone, activities.MigrationsMore}, om.State, om.Output)
 	pin, err := u.SetUpgradeLevels(ctx, activities.UpgradeLevelsRequest{Host: "compute1", Compute: "auto"})
 	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = u.SetUpgradeLevels(context.Background(), activities.UpgradeLevelsRequest{Host: "compute1", Compute: pin.Before}) })
+	t.Cleanup(func() {
+		_, _ = u.SetUpgradeLevels(context.Background(), activities.UpgradeLevelsRequest{Host: "compute1", Compute: pin.Before})
+	})
 	pin2, err := u.SetUpgradeLevels(ctx, activities.UpgradeLevelsRequest{Host: "compute1", Compute: "auto"})
 	require.NoError(t, err)
 	assert.False(t, pin2.Changed)
