@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins
+.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status
 
 all: build
 
@@ -65,6 +65,15 @@ bench: deps bin/temporal lab ## benchmarks against the tools users would otherwi
 	@scripts/deps.sh --bench
 	$(GO) test -count=1 -timeout 60m -tags 'e2e bench' -p 1 -v -run 'Bench|Versus' ./e2e/ ./bench/
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./internal/...
+
+cluster: build $(CLUSTER_BINS) ## a Temporal cluster on PostgreSQL (separate services, web UI), 2 workers and the chat gateway (idempotent)
+	@scripts/cluster/up.sh
+
+cluster-down: ## stop the local cluster (state kept in .state/cluster; scripts/cluster/down.sh --purge deletes it)
+	@scripts/cluster/down.sh
+
+cluster-status: ## show the local cluster's processes, memory and membership
+	@scripts/cluster/status.sh
 
 lab: ## bring the OpenStack lab up (idempotent)
 	@lab/up.sh

@@ -6,7 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/users"
 	"go.temporal.io/sdk/client"
 )
 
@@ -18,11 +17,7 @@ func (c *Checks) AccountsProbe(ctx context.Context, req ProbeRequest) (ProbeResu
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	pages, err := users.List(cl.Identity, users.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return ProbeResult{}, fmt.Errorf("list users: %w", err)
-	}
-	all, err := users.ExtractUsers(pages)
+	all, err := cl.ListUsers(ctx)
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -35,7 +30,7 @@ func (c *Checks) AccountsProbe(ctx context.Context, req ProbeRequest) (ProbeResu
 			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, "user/"+u.Name, "user %s (%s) is disabled: remove it, or say why it stays", u.Name, u.ID))
 			continue
 		}
-		if v, ok := u.Extra["last_active_at"].(string); ok && v != "" {
+		if v := u.LastActiveAt; v != "" {
 			reported++
 			if t, err := time.Parse("2006-01-02", v[:min(len(v), 10)]); err == nil && now.Sub(t) > age {
 				res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, "user/"+u.Name, "user %s last active %s, more than %s ago: remove it?", u.Name, v, age))

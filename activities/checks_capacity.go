@@ -7,10 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/usage"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
-	"github.com/gophercloud/gophercloud/v2/openstack/placement/v1/resourceproviders"
-
 	"github.com/stackrun/stackrun/internal/infra/checks"
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
@@ -20,32 +16,28 @@ func capacity(ctx context.Context, cl *openstack.Clients) (used, total map[strin
 	if cl.Placement == nil {
 		return nil, nil, fmt.Errorf("placement: %w", openstack.ErrServiceUnavailable)
 	}
-	pages, err := resourceproviders.List(cl.Placement, resourceproviders.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list resource providers: %w", err)
-	}
-	rps, err := resourceproviders.ExtractResourceProviders(pages)
+	rps, err := cl.ListResourceProviders(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	used, total = map[string]float64{}, map[string]float64{}
 	for _, rp := range rps {
-		inv, err := resourceproviders.GetInventories(ctx, cl.Placement, rp.UUID).Extract()
+		inv, err := cl.ProviderInventories(ctx, rp.UUID)
 		if err != nil {
 			return nil, nil, fmt.Errorf("inventories of %s: %w", rp.Name, err)
 		}
-		us, err := resourceproviders.GetUsages(ctx, cl.Placement, rp.UUID).Extract()
+		us, err := cl.ProviderUsages(ctx, rp.UUID)
 		if err != nil {
 			return nil, nil, fmt.Errorf("usages of %s: %w", rp.Name, err)
 		}
-		for rc, i := range inv.Inventories {
-			ratio := float64(i.AllocationRatio)
+		for rc, i := range inv {
+			ratio := i.AllocationRatio
 			if ratio == 0 {
 				ratio = 1
 			}
 			total[rc] += float64(i.Total-i.Reserved) * ratio
 		}
-		for rc, u := range us.Usages {
+		for rc, u := range us {
 			used[rc] += float64(u)
 		}
 	}
@@ -163,11 +155,7 @@ func (c *Checks) UsageProbe(ctx context.Context, req ProbeRequest) (ProbeResult,
 	}
 	start, end := periodOf(req.Cadence, at)
 	start, end = start.UTC(), end.UTC()
-	pages, err := usage.AllTenants(cl.Compute, usage.AllTenantsOpts{Detailed: true, Start: &start, End: &end}).AllPages(ctx)
-	if err != nil {
-		return ProbeResult{}, fmt.Errorf("tenant usage: %w", err)
-	}
-	all, err := usage.ExtractAllTenants(pages)
+	all, err := cl.ListTenantUsage(ctx, openstack.TenantUsageOpts{Start: start, End: end})
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -175,20 +163,20 @@ func (c *Checks) UsageProbe(ctx context.Context, req ProbeRequest) (ProbeResult,
 	period := start.Format("2006-01-02") + ".." + end.Format("2006-01-02")
 	var res ProbeResult
 	var vh float64
-	sort.Slice(all, func(i, j int) bool { return all[i].TenantID < all[j].TenantID })
+	sort.Slice(all, func(i, j int) bool { return all[i].ProjectID < all[j].ProjectID })
 	for _, u := range all {
-		p := u.TenantID
+		p := u.ProjectID
 		if n := names[p]; n != "" {
 			p = n
 		}
-		vh += u.TotalVCPUsUsage
+		vh += u.VCPUHours
 		res.Metrics = append(res.Metrics,
-			CheckMetric{Name: req.Cadence + ".usage.vcpu_hours", Subject: p, Value: u.TotalVCPUsUsage, Unit: "vCPU-h", Period: period, Trend: true},
-			CheckMetric{Name: req.Cadence + ".usage.ram_gb_hours", Subject: p, Value: u.TotalMemoryMBUsage / 1024, Unit: "GiB-h", Period: period},
-			CheckMetric{Name: req.Cadence + ".usage.instance_hours", Subject: p, Value: u.TotalHours, Unit: "h", Period: period})
+			CheckMetric{Name: req.Cadence + ".usage.vcpu_hours", Subject: p, Value: u.VCPUHours, Unit: "vCPU-h", Period: period, Trend: true},
+			CheckMetric{Name: req.Cadence + ".usage.ram_gb_hours", Subject: p, Value: u.RAMMBHours / 1024, Unit: "GiB-h", Period: period},
+			CheckMetric{Name: req.Cadence + ".usage.instance_hours", Subject: p, Value: u.Hours, Unit: "h", Period: period})
 		res.Findings = append(res.Findings, finding(SeverityInfo, req.Probe, "project/"+p,
 			"%s: %.1f vCPU-hours, %.1f GiB-hours of RAM, %.1f disk GB-hours, %.1f instance-hours over %s (%d instance(s))",
-			p, u.TotalVCPUsUsage, u.TotalMemoryMBUsage/1024, u.TotalLocalGBUsage, u.TotalHours, period, len(u.ServerUsages)))
+			p, u.VCPUHours, u.RAMMBHours/1024, u.DiskGBHours, u.Hours, period, u.Instances))
 	}
 	res.Summary = fmt.Sprintf("%d project(s) used %.1f vCPU-hours over %s", len(all), vh, period)
 	return res, nil
@@ -196,11 +184,10 @@ func (c *Checks) UsageProbe(ctx context.Context, req ProbeRequest) (ProbeResult,
 
 func projectNames(ctx context.Context, cl *openstack.Clients) map[string]string {
 	out := map[string]string{}
-	pages, err := projects.List(cl.Identity, projects.ListOpts{}).AllPages(ctx)
+	ps, err := cl.ListProjects(ctx)
 	if err != nil {
-		return out
+		return out // the usage is still reported, by project ID
 	}
-	ps, _ := projects.ExtractProjects(pages)
 	for _, p := range ps {
 		out[p.ID] = p.Name
 	}

@@ -8,22 +8,13 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
-	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/networkipavailabilities"
 
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 // allServers lists every server of every project (embedded flavors at 2.47+).
-func allServers(ctx context.Context, sc *gophercloud.ServiceClient) ([]servers.Server, error) {
-	pages, err := servers.List(sc, servers.ListOpts{AllTenants: true, Limit: 1000}).AllPages(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list servers: %w", err)
-	}
-	return servers.ExtractServers(pages)
+func allServers(ctx context.Context, cl *openstack.Clients) ([]openstack.Server, error) {
+	return cl.ListServers(ctx, openstack.ServerListOpts{AllTenants: true, Limit: 1000})
 }
 
 // ErrorInstancesProbe reports every instance in ERROR with its fault (daily).
@@ -32,7 +23,7 @@ func (c *Checks) ErrorInstancesProbe(ctx context.Context, req ProbeRequest) (Pro
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	all, err := allServers(ctx, cl.Compute)
+	all, err := allServers(ctx, cl)
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -43,19 +34,19 @@ func (c *Checks) ErrorInstancesProbe(ctx context.Context, req ProbeRequest) (Pro
 			continue
 		}
 		n++
-		fault := s.Fault.Message
+		fault := s.Fault
 		if fault == "" {
 			// The list may leave out the fault (instances that never left cell0): ask for the one.
-			if full, err := servers.Get(ctx, cl.Compute, s.ID).Extract(); err == nil {
-				s.Fault = full.Fault
-				fault = full.Fault.Message
+			if full, err := cl.GetServer(ctx, s.ID); err == nil {
+				s.Fault, s.FaultCode = full.Fault, full.FaultCode
+				fault = full.Fault
 			}
 		}
 		if fault == "" {
 			fault = "no fault recorded"
 		}
 		res.Findings = append(res.Findings, finding(SeverityCritical, req.Probe, "instance/"+s.ID,
-			"%s (project %s, host %s) is in ERROR: %s (code %d)", s.Name, s.TenantID, orDash(s.Host), fault, s.Fault.Code))
+			"%s (project %s, host %s) is in ERROR: %s (code %d)", s.Name, s.ProjectID, orDash(s.Host), fault, s.FaultCode))
 	}
 	res.Summary = fmt.Sprintf("%d instance(s), %d in ERROR", len(all), n)
 	return res, nil
@@ -68,11 +59,7 @@ func (c *Checks) ComputeServicesProbe(ctx context.Context, req ProbeRequest) (Pr
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	pages, err := services.List(cl.Compute, services.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return ProbeResult{}, fmt.Errorf("list compute services: %w", err)
-	}
-	all, err := services.ExtractServices(pages)
+	all, err := cl.ListServices(ctx, openstack.ServiceListOpts{})
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -80,19 +67,19 @@ func (c *Checks) ComputeServicesProbe(ctx context.Context, req ProbeRequest) (Pr
 	down := 0
 	for _, s := range all {
 		subj := "service/" + s.Host + "/" + s.Binary
-		if s.State == "down" {
+		if s.State == openstack.ServiceStateDown {
 			down++
 			sev, why := SeverityCritical, ""
 			if s.ForcedDown {
 				why = " (forced down)"
 			}
-			if s.Status == "disabled" {
+			if s.Status == openstack.ServiceStatusDisabled {
 				sev = SeverityWarning
 				why += fmt.Sprintf(", disabled: %q", s.DisabledReason)
 			}
 			res.Findings = append(res.Findings, finding(sev, req.Probe, subj, "%s on %s is down%s", s.Binary, s.Host, why))
 		}
-		if s.Status == "disabled" && strings.TrimSpace(s.DisabledReason) == "" {
+		if s.Status == openstack.ServiceStatusDisabled && strings.TrimSpace(s.DisabledReason) == "" {
 			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, subj+"/disabled",
 				"%s on %s is disabled without a reason: say why (openstack compute service set --disable-reason) or enable it", s.Binary, s.Host))
 		}
@@ -107,11 +94,7 @@ func (c *Checks) QuotasProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	pages, err := projects.List(cl.Identity, projects.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return ProbeResult{}, fmt.Errorf("list projects: %w", err)
-	}
-	ps, err := projects.ExtractProjects(pages)
+	ps, err := cl.ListProjects(ctx)
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -190,22 +173,18 @@ func (c *Checks) ImagesProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 	if cl.Image == nil {
 		return ProbeResult{}, fmt.Errorf("image service: %w", openstack.ErrServiceUnavailable)
 	}
-	pages, err := images.List(cl.Image, images.ListOpts{Limit: 1000}).AllPages(ctx)
-	if err != nil {
-		return ProbeResult{}, fmt.Errorf("list images: %w", err)
-	}
-	imgs, err := images.ExtractImages(pages)
+	imgs, err := cl.ListImages(ctx, openstack.ImageListOpts{Limit: 1000})
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	srvs, err := allServers(ctx, cl.Compute)
+	srvs, err := allServers(ctx, cl)
 	if err != nil {
 		return ProbeResult{}, err
 	}
 	inUse := map[string]int{}
 	for _, s := range srvs {
-		if id, ok := s.Image["id"].(string); ok {
-			inUse[id]++
+		if s.ImageID != "" {
+			inUse[s.ImageID]++
 		}
 	}
 	var size int64
@@ -216,7 +195,7 @@ func (c *Checks) ImagesProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 		if inUse[im.ID] == 0 {
 			unused = append(unused, im.Name)
 		}
-		if im.Status != images.ImageStatusActive {
+		if im.Status != openstack.ImageStatusActive {
 			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, "image/"+im.ID, "image %s is %s", im.Name, im.Status))
 		}
 	}
@@ -237,18 +216,15 @@ func (c *Checks) LargeInstancesProbe(ctx context.Context, req ProbeRequest) (Pro
 	if err != nil {
 		return ProbeResult{}, err
 	}
-	srvs, err := allServers(ctx, cl.Compute)
+	srvs, err := allServers(ctx, cl)
 	if err != nil {
 		return ProbeResult{}, err
 	}
 	var res ProbeResult
 	for _, s := range srvs {
-		vcpus, _ := s.Flavor["vcpus"].(float64)
-		ram, _ := s.Flavor["ram"].(float64)
-		name, _ := s.Flavor["original_name"].(string)
-		if int(vcpus) >= c.Settings.LargeVCPUs || int(ram) >= c.Settings.LargeRAMMB {
+		if s.FlavorVCPUs >= c.Settings.LargeVCPUs || s.FlavorRAMMB >= c.Settings.LargeRAMMB {
 			res.Findings = append(res.Findings, finding(SeverityInfo, req.Probe, "instance/"+s.ID,
-				"%s (project %s, host %s): flavor %s with %d vCPU, %d MiB RAM", s.Name, s.TenantID, orDash(s.Host), name, int(vcpus), int(ram)))
+				"%s (project %s, host %s): flavor %s with %d vCPU, %d MiB RAM", s.Name, s.ProjectID, orDash(s.Host), s.FlavorName, s.FlavorVCPUs, s.FlavorRAMMB))
 		}
 	}
 	res.Summary = fmt.Sprintf("%d of %d instance(s) at or above %d vCPU or %d MiB", len(res.Findings), len(srvs), c.Settings.LargeVCPUs, c.Settings.LargeRAMMB)
@@ -265,18 +241,14 @@ func (c *Checks) NetworkProbe(ctx context.Context, req ProbeRequest) (ProbeResul
 	if cl.Network == nil {
 		return ProbeResult{}, fmt.Errorf("network service: %w", openstack.ErrServiceUnavailable)
 	}
-	pages, err := networkipavailabilities.List(cl.Network, networkipavailabilities.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return ProbeResult{}, fmt.Errorf("network IP availabilities: %w", err)
-	}
-	nets, err := networkipavailabilities.ExtractNetworkIPAvailabilities(pages)
+	nets, err := cl.ListNetworkIPAvailabilities(ctx)
 	if err != nil {
 		return ProbeResult{}, err
 	}
 	var res ProbeResult
 	subnets := 0
 	for _, n := range nets {
-		for _, s := range n.SubnetIPAvailabilities {
+		for _, s := range n.Subnets {
 			subnets++
 			var total, used float64
 			fmt.Sscan(s.TotalIPs, &total)

@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/services"
-	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/projects"
-	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/openstack"
@@ -38,31 +34,19 @@ func (c *Cloud) Probe(ctx context.Context, p APIProbe) (APIProbeResult, error) {
 	}
 	switch p.Kind {
 	case "servers":
-		pages, err := servers.List(cl.Compute, servers.ListOpts{AllTenants: true, Limit: 100}).AllPages(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		all, err := servers.ExtractServers(pages)
+		all, err := cl.ListServers(ctx, openstack.ServerListOpts{AllTenants: true, Limit: 100})
 		if err != nil {
 			return fail(err)
 		}
 		return APIProbeResult{OK: true, Detail: fmt.Sprintf("compute API answers: %d server(s) listed", len(all))}, nil
 	case "images":
-		pages, err := images.List(cl.Image, images.ListOpts{Limit: 100}).AllPages(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		all, err := images.ExtractImages(pages)
+		all, err := cl.ListImages(ctx, openstack.ImageListOpts{Limit: 100})
 		if err != nil {
 			return fail(err)
 		}
 		return APIProbeResult{OK: true, Detail: fmt.Sprintf("image API answers: %d image(s)", len(all))}, nil
 	case "projects":
-		pages, err := projects.List(cl.Identity, projects.ListOpts{}).AllPages(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		all, err := projects.ExtractProjects(pages)
+		all, err := cl.ListProjects(ctx)
 		if err != nil {
 			return fail(err)
 		}
@@ -74,11 +58,7 @@ func (c *Cloud) Probe(ctx context.Context, p APIProbe) (APIProbeResult, error) {
 		}
 		return APIProbeResult{OK: true, Detail: fmt.Sprintf("object store answers: %d container(s), %d object(s)", h.Containers, h.Objects)}, nil
 	case "compute-service":
-		pages, err := services.List(cl.Compute, services.ListOpts{Host: p.Host, Binary: "nova-compute"}).AllPages(ctx)
-		if err != nil {
-			return fail(err)
-		}
-		all, err := services.ExtractServices(pages)
+		all, err := cl.ListServices(ctx, openstack.ServiceListOpts{Host: p.Host, Binary: "nova-compute"})
 		if err != nil {
 			return fail(err)
 		}
@@ -86,7 +66,7 @@ func (c *Cloud) Probe(ctx context.Context, p APIProbe) (APIProbeResult, error) {
 			return APIProbeResult{OK: false, Detail: fmt.Sprintf("no nova-compute service registered for host %s", p.Host)}, nil
 		}
 		s := all[0]
-		if s.State != "up" {
+		if s.State != openstack.ServiceStateUp {
 			return APIProbeResult{OK: false, Detail: fmt.Sprintf("nova-compute on %s is %s (status %s, forced down %v)", p.Host, s.State, s.Status, s.ForcedDown)}, nil
 		}
 		return APIProbeResult{OK: true, Detail: fmt.Sprintf("nova-compute on %s is up (%s)", p.Host, s.Status)}, nil

@@ -1,20 +1,15 @@
 package activities
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/hypervisors"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/gophercloud/v2/openstack/placement/v1/resourceproviders"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/openstack"
@@ -135,21 +130,17 @@ func (c *Compute) InstancesOnHost(ctx context.Context, host string) ([]Instance,
 	if err != nil {
 		return nil, err
 	}
-	pages, err := servers.List(cl.Compute, servers.ListOpts{AllTenants: true, Host: host}).AllPages(ctx)
-	if err != nil {
-		return nil, novaError("list servers on "+host, err)
+	if host == "" {
+		return nil, temporal.NewNonRetryableApplicationError("instances on host: empty host name", ErrTypeInvalidInput, nil)
 	}
-	list, err := servers.ExtractServers(pages)
+	list, err := cl.ServersOnHost(ctx, host) // filtered on the host attribute, sorted by name then ID
 	if err != nil {
 		return nil, novaError("list servers on "+host, err)
 	}
 	out := []Instance{}
 	for _, s := range list {
-		if s.Host == host {
-			out = append(out, instanceFrom(s))
-		}
+		out = append(out, instanceFrom(s))
 	}
-	slices.SortFunc(out, func(a, b Instance) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID)) })
 	return out, nil
 }
 
@@ -163,26 +154,16 @@ func (c *Compute) GetInstance(ctx context.Context, id string) (Instance, error) 
 }
 
 func getInstance(ctx context.Context, cl *openstack.Clients, id string) (Instance, error) {
-	s, err := servers.Get(ctx, cl.Compute, id).Extract()
+	s, err := cl.GetServer(ctx, id)
 	if err != nil {
 		return Instance{}, novaError("get server "+id, err)
 	}
-	return instanceFrom(*s), nil
+	return instanceFrom(s), nil
 }
 
-func instanceFrom(s servers.Server) Instance {
-	in := Instance{ID: s.ID, Name: s.Name, Status: s.Status, TaskState: s.TaskState, PowerState: int(s.PowerState),
-		Host: s.Host, ProjectID: s.TenantID, Fault: s.Fault.Message}
-	if f := s.Flavor; f != nil {
-		num := func(k string) int {
-			if v, ok := f[k].(float64); ok {
-				return int(v)
-			}
-			return 0
-		}
-		in.VCPUs, in.RAMMB, in.DiskGB = num("vcpus"), num("ram"), num("disk")
-	}
-	return in
+func instanceFrom(s openstack.Server) Instance {
+	return Instance{ID: s.ID, Name: s.Name, Status: s.Status, TaskState: s.TaskState, PowerState: s.PowerState,
+		Host: s.Host, ProjectID: s.ProjectID, Fault: s.Fault, VCPUs: s.FlavorVCPUs, RAMMB: s.FlavorRAMMB, DiskGB: s.FlavorDiskGB}
 }
 
 // Capacity returns the free vCPU, RAM and disk of each host from Placement (inventory minus
@@ -196,16 +177,7 @@ func (c *Compute) Capacity(ctx context.Context, hosts []string) ([]HostCapacity,
 	if cl.Placement == nil {
 		return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("placement: %v", cl.ServiceError(openstack.ServicePlacement)), ErrTypeRefused, nil)
 	}
-	// From microversion 2.88 the hypervisor detail carries each host's uptime, which nova-api
-	// asks every compute for over RPC, one after the other (60 s each when a compute does not
-	// answer): ask at 2.87, where the list is a database read, for the host -> provider mapping.
-	hc := *cl.Compute
-	hc.Microversion = "2.87"
-	pages, err := hypervisors.List(&hc, hypervisors.ListOpts{}).AllPages(ctx)
-	if err != nil {
-		return nil, novaError("list hypervisors", err)
-	}
-	hvs, err := hypervisors.ExtractHypervisors(pages)
+	hvs, err := cl.ListHypervisors(ctx) // at 2.87, a database read (see there)
 	if err != nil {
 		return nil, novaError("list hypervisors", err)
 	}
@@ -213,31 +185,31 @@ func (c *Compute) Capacity(ctx context.Context, hosts []string) ([]HostCapacity,
 	for _, h := range hosts {
 		var rp string
 		for _, hv := range hvs {
-			if hv.Service.Host == h {
+			if hv.Host == h {
 				rp = hv.ID
 			}
 		}
 		if rp == "" {
 			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("host %s has no hypervisor in Nova", h), ErrTypeNotFound, nil)
 		}
-		inv, err := resourceproviders.GetInventories(ctx, cl.Placement, rp).Extract()
+		inv, err := cl.ProviderInventories(ctx, rp)
 		if err != nil {
 			return nil, novaError("placement inventories of "+h, err)
 		}
-		use, err := resourceproviders.GetUsages(ctx, cl.Placement, rp).Extract()
+		use, err := cl.ProviderUsages(ctx, rp)
 		if err != nil {
 			return nil, novaError("placement usages of "+h, err)
 		}
 		free := func(class string) int {
-			i, ok := inv.Inventories[class]
+			i, ok := inv[class]
 			if !ok {
 				return 0
 			}
-			ratio := float64(i.AllocationRatio)
+			ratio := i.AllocationRatio
 			if ratio <= 0 {
 				ratio = 1
 			}
-			return int(math.Floor(float64(i.Total-i.Reserved)*ratio)) - use.Usages[class]
+			return int(math.Floor(float64(i.Total-i.Reserved)*ratio)) - use[class]
 		}
 		out = append(out, HostCapacity{Host: h, Provider: rp, FreeVCPUs: free("VCPU"), FreeRAMMB: free("MEMORY_MB"), FreeDiskGB: free("DISK_GB")})
 	}

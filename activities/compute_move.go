@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/migrations"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
@@ -175,12 +174,12 @@ func startMove(ctx context.Context, cl *openstack.Clients, req MoveRequest) erro
 
 // latestMigration returns the newest migration record of the instance created at or after since
 // (less a minute of clock skew), or nil.
-func latestMigration(ctx context.Context, cl *openstack.Clients, id string, since time.Time) (*migrations.Migration, error) {
+func latestMigration(ctx context.Context, cl *openstack.Clients, id string, since time.Time) (*openstack.Migration, error) {
 	list, err := InstanceMigrations(ctx, cl, id)
 	if err != nil {
 		return nil, err
 	}
-	var best *migrations.Migration
+	var best *openstack.Migration
 	for i := range list {
 		m := &list[i]
 		if !since.IsZero() && m.CreatedAt.Before(since.Add(-time.Minute)) {
@@ -194,12 +193,12 @@ func latestMigration(ctx context.Context, cl *openstack.Clients, id string, sinc
 }
 
 // InstanceMigrations lists the migration records of one instance (os-migrations).
-func InstanceMigrations(ctx context.Context, cl *openstack.Clients, id string) ([]migrations.Migration, error) {
-	pages, err := migrations.List(cl.Compute, migrations.ListOpts{InstanceID: &id}).AllPages(ctx)
+func InstanceMigrations(ctx context.Context, cl *openstack.Clients, id string) ([]openstack.Migration, error) {
+	list, err := cl.ListMigrations(ctx, openstack.MigrationListOpts{InstanceID: id})
 	if err != nil {
 		return nil, novaError("list migrations of "+id, err)
 	}
-	return migrations.ExtractMigrations(pages)
+	return list, nil
 }
 
 // abortLiveMigration aborts the instance's in-progress live migration (DELETE

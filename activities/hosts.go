@@ -83,6 +83,12 @@ func (h *Hosts) run(ctx context.Context, host, role, name string, args map[strin
 	if err != nil {
 		return res, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
 	}
+	// Every command's output is read by some parser (a ring's device table, a mount table, df,
+	// a log tail); output cut at the SSH layer's limit would be read as if whole, so it is an
+	// error for all of them, here where they all pass (non-retryable: raise the limit).
+	if err := res.Whole(); err != nil {
+		return res, RemoteError(fmt.Errorf("%s on %s: exit %d: %w", name, host, res.ExitCode, err))
+	}
 	return res, nil
 }
 
@@ -203,6 +209,11 @@ func (h *Hosts) CheckAMQP(ctx context.Context, req AMQPRequest) (AMQPResult, err
 		lines = 5000
 	}
 	res, err := h.run(ctx, req.Host, req.Role, "log_tail", map[string]string{"log": req.Log, "lines": strconv.Itoa(lines), "service": req.Service})
+	if errors.Is(err, remote.ErrTruncated) {
+		// The SSH layer keeps the first bytes of the tail, so the newest lines are the ones cut:
+		// the log cannot answer. The sockets can.
+		return h.amqpSockets(ctx, req)
+	}
 	if err != nil {
 		return AMQPResult{}, err
 	}

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -19,28 +18,6 @@ import (
 // The upgrade activities over a real sshd on this machine: real dpkg-query and apt-cache, real
 // tar, sha256sum and ln, a real SFTP write. Package changes and database dumps need the lab (the
 // e2e tests run them under the lab lock).
-
-// recorder passes commands to the real pool and keeps their names, to show what ran.
-type recorder struct {
-	Runner
-	mu    sync.Mutex
-	names []string
-}
-
-func (r *recorder) Run(ctx context.Context, h remote.Host, cmd remote.Command) (remote.Result, error) {
-	r.mu.Lock()
-	r.names = append(r.names, cmd.Name)
-	r.mu.Unlock()
-	return r.Runner.Run(ctx, h, cmd)
-}
-
-func (r *recorder) ran() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := r.names
-	r.names = nil
-	return out
-}
 
 func newUpgradeRig(t *testing.T) (*Upgrade, *recorder, string) {
 	t.Helper()

@@ -188,7 +188,7 @@ func TestDailyCheckBench(t *testing.T) {
 		defer pool.Close()
 		tq := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 		w := worker.New(srv.Client, tq, worker.Options{MaxConcurrentActivityExecutionSize: 500})
-		w.RegisterWorkflow(workflows.Check)
+		workflows.Register(w)
 		w.RegisterActivity(&activities.Machine{Policy: policy.Policy{ActivityMaxAttempts: 3, DefaultParallelism: 4}})
 		w.RegisterActivity(&activities.Checks{
 			Clients:  func(context.Context) (*openstack.Clients, error) { return clients, nil },
@@ -200,7 +200,7 @@ func TestDailyCheckBench(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		start := time.Now()
-		run, err := srv.Client.ExecuteWorkflow(ctx, clientOpts(tq), workflows.Check, workflows.CheckInput{Meta: workflows.Meta{RequestedBy: "bench"}, Cadence: "daily"})
+		run, err := srv.Client.ExecuteWorkflow(ctx, clientOpts(tq), workflows.Check.Type, workflows.CheckInput{Meta: workflows.Meta{RequestedBy: "bench"}, Cadence: "daily"})
 		require.NoError(t, err)
 		var rep workflows.Report
 		require.NoError(t, run.Get(ctx, &rep))

@@ -210,6 +210,7 @@ const (
 	DefaultCommandTimeout       = 2 * time.Minute
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
+	DefaultPlanMaxAge           = time.Hour
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -279,6 +280,7 @@ func Default() *Config {
 			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
 			DefaultParallelism:   DefaultParallelism,
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
+			PlanMaxAge:           DefaultPlanMaxAge,
 		},
 		Chat:    defaultChat(),
 		Checks:  defaultChecks(),

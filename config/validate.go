@@ -351,6 +351,9 @@ func (c *Config) validatePolicy(ps *Problems) {
 	if p.DefaultParallelism < 1 {
 		ps.add("policy.default_parallelism", "must be at least 1, got %d", p.DefaultParallelism)
 	}
+	if p.PlanMaxAge <= 0 {
+		ps.add("policy.plan_max_age", "must be positive, got %v", p.PlanMaxAge)
+	}
 	if p.ActivityMaxAttempts < 1 {
 		ps.add("policy.activity_max_attempts", "must be at least 1, got %d", p.ActivityMaxAttempts)
 	}

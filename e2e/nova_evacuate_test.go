@@ -2,7 +2,7 @@
 
 package e2e
 
-// ComputeEvacuation and HostFailureRecovery end to end: the real worker on a real Temporal dev
+// Evacuate and RecoverHost end to end: the real worker on a real Temporal dev
 // server, over real SSH, against the lab's real Nova (fake hypervisors), Placement and MariaDB.
 
 import (

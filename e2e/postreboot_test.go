@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
@@ -44,7 +45,7 @@ func TestPostRebootCheckOnLab(t *testing.T) {
 	critical := func(rep *workflows.Report) []string {
 		var out []string
 		for _, f := range rep.Findings {
-			if f.Severity == workflows.SeverityCritical || strings.Contains(f.Message, "AMQP") {
+			if f.Severity == activities.SeverityCritical || strings.Contains(f.Message, "AMQP") {
 				out = append(out, f.Subject+": "+f.Message)
 			}
 		}

@@ -49,7 +49,7 @@ func timeDistribute(t *testing.T, srv *devserver.Server, cfg *config.Config, par
 	defer cancel()
 	t0 := time.Now()
 	st, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb,
-		&workflows.SwiftRingChangeInput{Meta: workflows.Meta{RequestedBy: "bench"}, Distribute: true, Parallelism: parallel})
+		&workflows.SwiftRingInput{Meta: workflows.Meta{RequestedBy: "bench"}, Distribute: true, Parallelism: parallel})
 	require.NoError(t, err)
 	rep, err := control.Report(ctx, srv.Client, st.WorkflowID, true)
 	require.NoError(t, err)

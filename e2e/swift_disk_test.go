@@ -2,7 +2,7 @@
 
 package e2e
 
-// SwiftDiskReplacement end to end on the lab: a disk of storage2 fails (XFS shut down), objects
+// SwiftDisk end to end on the lab: a disk of storage2 fails (XFS shut down), objects
 // stay readable, the runbook unmounts it and waits at disk-replaced, the test provides a new disk,
 // the runbook formats, mounts and follows replication until the device is refilled, with the
 // worker SIGKILLed in the middle; then hostile inputs are refused before any SSH command.
@@ -131,13 +131,13 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 
 	// Hostile and wrong inputs: refused before any connection.
 	for _, dev := range []string{"sdb;reboot", "../../etc", "/dev/sda", "/dev/sdd", "sdd ", ""} {
-		_, err := rn.start("swift-disk", &workflows.SwiftDiskReplacementInput{Meta: workflows.Meta{RequestedBy: "alice"}, Node: diskNode, Device: dev})
+		_, err := rn.start("swift-disk", &workflows.SwiftDiskInput{Meta: workflows.Meta{RequestedBy: "alice"}, Node: diskNode, Device: dev})
 		require.ErrorIs(t, err, control.ErrInvalidInput, "device %q", dev)
 		require.Contains(t, err.Error(), "device", "the error names the field")
 	}
-	_, err = rn.start("swift-disk", &workflows.SwiftDiskReplacementInput{Meta: workflows.Meta{RequestedBy: "alice"}, Node: "storage2;reboot", Device: "sdd"})
+	_, err = rn.start("swift-disk", &workflows.SwiftDiskInput{Meta: workflows.Meta{RequestedBy: "alice"}, Node: "storage2;reboot", Device: "sdd"})
 	require.ErrorIs(t, err, control.ErrInvalidInput)
-	for _, in := range []workflows.SwiftDiskReplacementInput{
+	for _, in := range []workflows.SwiftDiskInput{
 		{Node: "storage9", Device: "sdd"}, // unknown node
 		{Node: "storage1", Device: "sdd"}, // a device of another node
 		{Node: "compute1", Device: "sdb"}, // not a storage node
@@ -154,7 +154,7 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	}
 
 	// The replacement.
-	id := rn.mustStart("swift-disk", &workflows.SwiftDiskReplacementInput{
+	id := rn.mustStart("swift-disk", &workflows.SwiftDiskInput{
 		Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: failed disk"}, Node: diskNode, Device: diskDev,
 		RefillTimeout: 5 * time.Minute, PollInterval: 3 * time.Second,
 	})

@@ -2,7 +2,7 @@
 
 package e2e
 
-// SwiftRingChange end to end on the lab: storage3 is removed from the rings (rebalanced,
+// SwiftRing end to end on the lab: storage3 is removed from the rings (rebalanced,
 // validated, distributed, every node's checksums equal) with the worker SIGKILLed during the
 // distribution; a second rebalance inside min_part_hours is refused, or waits with
 // --wait-min-part-hours; storage3 is added back; a node holding a stale ring is found by the
@@ -113,16 +113,16 @@ func TestSwiftRingChangeOnLab(t *testing.T) {
 	meta := workflows.Meta{RequestedBy: "alice", Reason: "e2e ring change"}
 
 	// Unknown node and hostile input: refused before any connection.
-	_, err := rn.start("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Remove: []string{"storage3/$(reboot)"}})
+	_, err := rn.start("swift-ring", &workflows.SwiftRingInput{Meta: meta, Remove: []string{"storage3/$(reboot)"}})
 	require.ErrorContains(t, err, "invalid input")
-	id := rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Remove: []string{"storage9"}})
+	id := rn.mustStart("swift-ring", &workflows.SwiftRingInput{Meta: meta, Remove: []string{"storage9"}})
 	rep := rn.report(id, time.Minute)
 	require.Equal(t, workflows.StatusFailed, rep.Status)
 	require.Contains(t, rep.Summary, "invalid input")
 	require.Equal(t, []string{"SwiftTopology"}, slices.DeleteFunc(activitiesOf(rep), func(s string) bool { return s == "Notify" }))
 
 	// 2. Remove storage3; SIGKILL the worker during the distribution.
-	id = rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Remove: []string{"storage3"}})
+	id = rn.mustStart("swift-ring", &workflows.SwiftRingInput{Meta: meta, Remove: []string{"storage3"}})
 	st := rn.waitGate(id, workflows.GateApproveRingChange, 2*time.Minute)
 	require.Len(t, slices.DeleteFunc(slices.Clone(st.Plan), func(s string) bool { return !strings.Contains(s, ": remove ") }), 6, "plan: %v", st.Plan)
 	rn.approve(id, workflows.GateApproveRingChange, "bob")
@@ -148,14 +148,14 @@ func TestSwiftRingChangeOnLab(t *testing.T) {
 
 	// 3. A second rebalance inside min_part_hours is refused, never forced.
 	before := md5File(t, filepath.Join(ringDir, "object.builder"))
-	id = rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Add: []string{"storage3"}})
+	id = rn.mustStart("swift-ring", &workflows.SwiftRingInput{Meta: meta, Add: []string{"storage3"}})
 	rep = rn.report(id, 2*time.Minute)
 	require.Equal(t, workflows.StatusFailed, rep.Status)
 	require.Contains(t, rep.Summary, "min_part_hours")
 	require.Equal(t, before, md5File(t, filepath.Join(ringDir, "object.builder")), "builders untouched")
 	t.Logf("refused: %s", rep.Summary)
 	//    ... or waits durably with --wait-min-part-hours (cancelled here).
-	id = rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Add: []string{"storage3"}, Wait: true})
+	id = rn.mustStart("swift-ring", &workflows.SwiftRingInput{Meta: meta, Add: []string{"storage3"}, Wait: true})
 	rn.waitGate(id, workflows.GateApproveRingChange, 2*time.Minute)
 	rn.approve(id, workflows.GateApproveRingChange, "bob")
 	st = rn.waitFor(id, time.Minute, "waiting for min_part_hours", func(st workflows.Status) bool {
@@ -172,7 +172,7 @@ func TestSwiftRingChangeOnLab(t *testing.T) {
 
 	// Add storage3 back (test setup lets min_part_hours pass first).
 	pretend()
-	id = rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Add: []string{"storage3"}})
+	id = rn.mustStart("swift-ring", &workflows.SwiftRingInput{Meta: meta, Add: []string{"storage3"}})
 	rn.waitGate(id, workflows.GateApproveRingChange, 2*time.Minute) // the lock was released by the cancelled run
 	rn.approve(id, workflows.GateApproveRingChange, "bob")
 	rep = rn.report(id, 5*time.Minute)
@@ -193,7 +193,7 @@ func TestSwiftRingChangeOnLab(t *testing.T) {
 	}
 	cp(t, filepath.Join(saved, "object.ring.gz"), filepath.Join(s1, "object.ring.gz"))
 	require.NotEqual(t, md5File(t, filepath.Join(ringDir, "object.ring.gz")), md5File(t, filepath.Join(s1, "object.ring.gz")))
-	id = rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{Meta: meta, Distribute: true})
+	id = rn.mustStart("swift-ring", &workflows.SwiftRingInput{Meta: meta, Distribute: true})
 	rep = rn.report(id, 2*time.Minute)
 	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 	found := false

@@ -2,7 +2,7 @@
 
 package e2e
 
-// SwiftRingChange --steps 2 end to end on the lab: storage3/sdg goes from weight 100 to 50 in two
+// SwiftRing --steps 2 end to end on the lab: storage3/sdg goes from weight 100 to 50 in two
 // rebalances. After the first (75) the runbook follows replication until every replicator has
 // finished a pass, then waits on a durable timer for min_part_hours (1 h in the lab). The TEST —
 // never the runbook — then runs `swift-ring-builder <builder> pretend_min_part_hours_passed`, as
@@ -91,7 +91,7 @@ func TestSwiftRingWeightInStepsOnLab(t *testing.T) {
 	startWorker(t, cfgPath, srv)
 	rn := runner{t: t, srv: srv, cfg: cfg}
 	started := time.Now()
-	id := rn.mustStart("swift-ring", &workflows.SwiftRingChangeInput{
+	id := rn.mustStart("swift-ring", &workflows.SwiftRingInput{
 		Meta:      workflows.Meta{RequestedBy: "alice", Reason: "e2e: weight in steps"},
 		SetWeight: []string{"storage3/sdg=50"}, Steps: 2, SettleTimeout: 5 * time.Minute, PollInterval: 3 * time.Second,
 	})

@@ -57,15 +57,12 @@ func TestMain(m *testing.M) {
 
 const testGate = "approve-plan"
 
-type gatedInput struct {
+type GatedTestInput struct {
 	workflows.Meta
 	Name string `json:"name" flag:"name" usage:"name of the thing (required)"`
 }
 
-func (in *gatedInput) GetMeta() *workflows.Meta { return &in.Meta }
-func (in *gatedInput) Target() string           { return "lab/" + in.Name }
-func (in *gatedInput) WorkflowID() string       { return "gated-test/" + in.Name }
-func (in *gatedInput) Validate() error {
+func (in *GatedTestInput) Validate() error {
 	if !workflows.ValidOperator(in.RequestedBy) {
 		return &workflows.FieldError{Field: "requested_by", Value: in.RequestedBy, Problem: "not a valid operator name"}
 	}
@@ -75,34 +72,37 @@ func (in *gatedInput) Validate() error {
 	return nil
 }
 
+// StallTestInput is the input of the stalling test runbook (the same fields).
+type StallTestInput struct{ GatedTestInput }
+
 // Echo is the test's one activity: real, side-effect free.
 func Echo(ctx context.Context, s string) (string, error) { return s, nil }
 
-func GatedTest(ctx workflow.Context, in gatedInput) (*workflows.Report, error) {
-	r, err := workflows.Begin(ctx, "gated-test", in.Target(), in.Meta, "prepare", testGate, "act")
-	if err != nil {
-		return nil, err
-	}
-	err = r.Do("prepare", workflows.StepOptions{Target: in.Name}, func(ctx workflow.Context) error {
-		var out string
-		return r.Exec(ctx, "prepare", in.Name, Echo, &out, "prepare "+in.Name)
-	})
-	if err != nil {
-		return r.Finish(err, "")
-	}
-	r.SetPlan([]string{"act on " + in.Name})
-	if r.DryRun() {
-		return r.Finish(nil, "")
-	}
-	if err := r.Gate(testGate, workflows.GateOptions{Summary: "act on " + in.Name}); err != nil {
-		return r.Finish(err, "")
-	}
-	err = r.Do("act", workflows.StepOptions{Target: in.Name}, func(ctx workflow.Context) error {
-		var out string
-		return r.Exec(ctx, "act", in.Name, Echo, &out, "act "+in.Name)
-	})
-	return r.Finish(err, "acted on "+in.Name)
-}
+// gatedRunbook is a test runbook on the real machinery: prepare, gate approve-plan, act.
+var gatedRunbook = workflows.Def[GatedTestInput, struct{}]{
+	Name: "gated-test", Short: "test",
+	Steps:  []string{"prepare", testGate, "act"},
+	Key:    func(in *GatedTestInput) string { return in.Name },
+	Target: func(in *GatedTestInput) string { return "lab/" + in.Name },
+	Plan: func(r *workflows.Run, in *GatedTestInput, _ *struct{}) (workflows.Approval, error) {
+		err := r.Do("prepare", workflows.StepOptions{Target: in.Name}, func(ctx workflow.Context) error {
+			var out string
+			return r.Exec(ctx, "prepare", in.Name, Echo, &out, "prepare "+in.Name)
+		})
+		if err != nil {
+			return workflows.Approval{}, err
+		}
+		r.SetPlan([]string{"act on " + in.Name})
+		return workflows.Approval{Gate: testGate, Summary: "act on " + in.Name}, nil
+	},
+	Act: func(r *workflows.Run, in *GatedTestInput, _ *struct{}) (string, error) {
+		err := r.Do("act", workflows.StepOptions{Target: in.Name}, func(ctx workflow.Context) error {
+			var out string
+			return r.Exec(ctx, "act", in.Name, Echo, &out, "act "+in.Name)
+		})
+		return "acted on " + in.Name, err
+	},
+}.Build()
 
 // flaky fails the first call for each key with an error no retry fixes, so the step stalls.
 var flaky = struct {
@@ -120,21 +120,22 @@ func Flaky(ctx context.Context, key string) error {
 	return nil
 }
 
-// StallTest has one step that stalls once, then waits for resolve.
-func StallTest(ctx workflow.Context, in gatedInput) (*workflows.Report, error) {
-	r, err := workflows.Begin(ctx, "stall-test", in.Target(), in.Meta, "flaky")
-	if err != nil {
-		return nil, err
-	}
-	r.SetPlan([]string{"call flaky"})
-	err = r.Do("flaky", workflows.StepOptions{Target: in.Name, NoSkip: true}, func(ctx workflow.Context) error {
-		return r.Exec(ctx, "flaky", in.Name, Flaky, nil, in.Name)
-	})
-	return r.Finish(err, "")
-}
-
-var gatedRunbook = workflows.Runbook{Name: "gated-test", Workflow: GatedTest,
-	NewInput: func() workflows.Input { return &gatedInput{} }, Short: "test"}
+// stallRunbook has one step that stalls once, then waits for resolve.
+var stallRunbook = workflows.Def[StallTestInput, struct{}]{
+	Name: "stall-test", Short: "test",
+	Steps:  []string{"flaky"},
+	Key:    func(in *StallTestInput) string { return in.Name },
+	Target: func(in *StallTestInput) string { return "lab/" + in.Name },
+	Plan: func(r *workflows.Run, in *StallTestInput, _ *struct{}) (workflows.Approval, error) {
+		r.SetPlan([]string{"call flaky"})
+		return workflows.Approval{}, nil
+	},
+	Act: func(r *workflows.Run, in *StallTestInput, _ *struct{}) (string, error) {
+		return "", r.Do("flaky", workflows.StepOptions{Target: in.Name, NoSkip: true}, func(ctx workflow.Context) error {
+			return r.Exec(ctx, "flaky", in.Name, Flaky, nil, in.Name)
+		})
+	},
+}.Build()
 
 // ---- harness ----
 
@@ -151,8 +152,9 @@ func setup(t *testing.T) *env {
 	srv := devserver.Start(t)
 	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir()}
 	w := worker.New(e.c, e.tq, worker.Options{})
-	w.RegisterWorkflow(GatedTest)
-	w.RegisterWorkflow(StallTest)
+	for _, rb := range []workflows.Runbook{gatedRunbook, stallRunbook} {
+		w.RegisterWorkflowWithOptions(rb.Workflow, workflow.RegisterOptions{Name: rb.Type})
+	}
 	w.RegisterActivity(Echo)
 	w.RegisterActivity(Flaky)
 	w.RegisterActivity(&activities.Machine{Policy: policy.Policy{
@@ -178,7 +180,7 @@ func (e *env) ctx() context.Context {
 
 func (e *env) start(name, by string) control.Started {
 	e.t.Helper()
-	in := &gatedInput{Meta: workflows.Meta{RequestedBy: by, Reason: "integration test"}, Name: name}
+	in := &GatedTestInput{Meta: workflows.Meta{RequestedBy: by, Reason: "integration test"}, Name: name}
 	s, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, in)
 	if err != nil {
 		e.t.Fatalf("start %s: %v", name, err)
@@ -261,7 +263,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		// Invalid input: a clear error naming the field, nothing started.
-		_, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice"}})
+		_, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice"}})
 		if err == nil || !strings.Contains(err.Error(), "name: required") || !errors.Is(err, control.ErrInvalidInput) {
 			t.Fatalf("invalid input: %v", err)
 		}
@@ -274,7 +276,7 @@ func TestIntegration(t *testing.T) {
 			t.Fatalf("started %+v", s)
 		}
 		// A second run on the same target is refused.
-		_, err = control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "bob"}, Name: "one"})
+		_, err = control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "bob"}, Name: "one"})
 		if !errors.Is(err, control.ErrAlreadyRunning) || !strings.Contains(err.Error(), "already running: gated-test/one") {
 			t.Fatalf("second start: %v", err)
 		}
@@ -512,8 +514,7 @@ func TestIntegration(t *testing.T) {
 	t.Run("resolve", func(t *testing.T) {
 		e := *e
 		e.t = t
-		rb := workflows.Runbook{Name: "stall-test", Workflow: StallTest, NewInput: gatedRunbook.NewInput}
-		s, err := control.Start(e.ctx(), e.c, e.tq, rb, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice"}, Name: "five"})
+		s, err := control.Start(e.ctx(), e.c, e.tq, stallRunbook, &StallTestInput{GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice"}, Name: "five"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -529,7 +530,7 @@ func TestIntegration(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		r := e.cli("status", s.WorkflowID)
-		for _, want := range []string{"Status:        Stalled (step flaky)", "Stalled steps:", "Unreachable: five is unreachable", "stackrun resolve gated-test/five flaky retry|skip|abort"} {
+		for _, want := range []string{"Status:        Stalled (step flaky)", "Stalled steps:", "Unreachable: five is unreachable", "stackrun resolve stall-test/five flaky retry|skip|abort"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("status lacks %q", want)
 			}
@@ -557,7 +558,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		real := e.start("six", "alice") // open at its gate: a dry run must not be blocked by it
-		dry, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &gatedInput{Meta: workflows.Meta{RequestedBy: "alice", DryRun: true}, Name: "six"})
+		dry, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice", DryRun: true}, Name: "six"})
 		if err != nil || !strings.HasPrefix(dry.WorkflowID, "gated-test/six/dry-run-") {
 			t.Fatalf("dry run: %+v %v", dry, err)
 		}

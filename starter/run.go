@@ -45,13 +45,7 @@ step transitions, and prints its report at the end.`,
 	return cmd
 }
 
-func runbookNames() []string {
-	names := make([]string, len(workflows.Runbooks))
-	for i, rb := range workflows.Runbooks {
-		names[i] = rb.Name
-	}
-	return names
-}
+func runbookNames() []string { return workflows.RunbookNames() }
 
 func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 	in := rb.NewInput()

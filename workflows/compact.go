@@ -59,16 +59,3 @@ func compactReport(rep *Report) {
 	}
 	rep.Audit = out
 }
-
-// compactMoves is what a runbook records as its "moves" detail: the moves themselves, or, for a
-// large host, one line per move (the plan and the per-item steps carry the rest).
-func compactMoves(moves []Move) any {
-	if len(moves) < LargeRunItems {
-		return moves
-	}
-	out := make([]string, len(moves))
-	for i, m := range moves {
-		out[i] = strings.TrimSpace(fmt.Sprintf("%s %s %s→%s %s", m.ID, m.Kind, m.From, m.To, m.Outcome))
-	}
-	return out
-}

@@ -11,13 +11,6 @@ import (
 	"github.com/stackrun/stackrun/activities"
 )
 
-var lease *activities.Lease
-
-type (
-	LeaseState  = activities.LeaseState
-	LeaseHolder = activities.LeaseHolder
-)
-
 // QueryLease answers the lease workflow's state.
 const QueryLease = "lease"
 
@@ -28,18 +21,18 @@ const leaseCheckInterval = 5 * time.Minute
 // HostLease is the one cloud-wide lease workflow (ID activities.LeaseWorkflowID): it limits how
 // many hosts are out of service at once. Runbooks send "acquire" and "release" through the Lease
 // activities; a grant is the signal "lease-granted" to the requesting run.
-func HostLease(ctx workflow.Context, st LeaseState) error {
-	if err := workflow.SetQueryHandler(ctx, QueryLease, func() (LeaseState, error) { return st, nil }); err != nil {
+func HostLease(ctx workflow.Context, st activities.LeaseState) error {
+	if err := workflow.SetQueryHandler(ctx, QueryLease, func() (activities.LeaseState, error) { return st, nil }); err != nil {
 		return err
 	}
 	acquire := workflow.GetSignalChannel(ctx, "acquire")
 	release := workflow.GetSignalChannel(ctx, "release")
-	grant := func(h LeaseHolder) {
+	grant := func(h activities.LeaseHolder) {
 		err := workflow.SignalExternalWorkflow(ctx, h.WorkflowID, "", SignalLeaseGranted, h).Get(ctx, nil)
 		if err != nil {
 			// The run is gone: free its slot.
 			workflow.GetLogger(ctx).Warn("lease grant not delivered; freeing slot", "workflow_id", h.WorkflowID, "error", err)
-			st.Holders = slices.DeleteFunc(st.Holders, func(x LeaseHolder) bool { return x == h })
+			st.Holders = slices.DeleteFunc(st.Holders, func(x activities.LeaseHolder) bool { return x == h })
 		}
 	}
 	promote := func() {
@@ -50,8 +43,8 @@ func HostLease(ctx workflow.Context, st LeaseState) error {
 			grant(h)
 		}
 	}
-	holder := func(r activities.LeaseRequest) LeaseHolder {
-		return LeaseHolder{WorkflowID: r.WorkflowID, Host: r.Host}
+	holder := func(r activities.LeaseRequest) activities.LeaseHolder {
+		return activities.LeaseHolder{WorkflowID: r.WorkflowID, Host: r.Host}
 	}
 	for {
 		sel := workflow.NewSelector(ctx)
@@ -75,8 +68,8 @@ func HostLease(ctx workflow.Context, st LeaseState) error {
 			var r activities.LeaseRequest
 			c.Receive(ctx, &r)
 			h := holder(r)
-			st.Holders = slices.DeleteFunc(st.Holders, func(x LeaseHolder) bool { return x == h })
-			st.Waiting = slices.DeleteFunc(st.Waiting, func(x LeaseHolder) bool { return x == h })
+			st.Holders = slices.DeleteFunc(st.Holders, func(x activities.LeaseHolder) bool { return x == h })
+			st.Waiting = slices.DeleteFunc(st.Waiting, func(x activities.LeaseHolder) bool { return x == h })
 			promote()
 		})
 		if len(st.Waiting) > 0 {
@@ -91,7 +84,7 @@ func HostLease(ctx workflow.Context, st LeaseState) error {
 				if err := workflow.ExecuteActivity(actx, lease.StillRunning, ids).Get(ctx, &alive); err != nil {
 					return
 				}
-				st.Holders = slices.DeleteFunc(st.Holders, func(x LeaseHolder) bool { return !slices.Contains(alive, x.WorkflowID) })
+				st.Holders = slices.DeleteFunc(st.Holders, func(x activities.LeaseHolder) bool { return !slices.Contains(alive, x.WorkflowID) })
 				promote()
 			})
 		}
@@ -103,10 +96,12 @@ func HostLease(ctx workflow.Context, st LeaseState) error {
 }
 
 // AcquireHostLease takes one of the cloud-wide slots for hosts out of service, waiting (durably)
-// while the cloud is at its limit. Pair it with ReleaseHostLease on every path.
+// while the cloud is at its limit. The slot is given back when the run ends (an exit hook), or
+// earlier with ReleaseHostLease.
 func (r *Run) AcquireHostLease(host string) error {
 	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host, Max: r.policy.MaxHostsOutOfService}
-	return r.acquire("acquire-lease", host, req, fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max))
+	return r.acquire("acquire-lease", host, req, fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max),
+		func() { r.ReleaseHostLease(host) })
 }
 
 // LockWorkflowID is the ID of the lease workflow that serves the named lock.
@@ -116,11 +111,13 @@ func LockWorkflowID(name string) string { return "stackrun/lock/" + name }
 func lockKey(name string) string { return "lock:" + name }
 
 // AcquireLock takes the cloud-wide lock name (a lease workflow of its own with one slot, e.g.
-// "swift-ring": one ring change at a time), waiting durably while another run holds it. The
-// lock is taken back from runs that end without releasing it. Pair it with ReleaseLock.
+// "swift-ring": one ring change at a time), waiting durably while another run holds it. It is
+// given back when the run ends (an exit hook), or earlier with ReleaseLock; the lease workflow
+// also takes it back from runs that end without releasing it.
 func (r *Run) AcquireLock(name string) error {
 	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: lockKey(name), Max: 1, Lease: LockWorkflowID(name)}
-	return r.acquire("acquire-lock", lockKey(name), req, fmt.Sprintf("waiting for the %s lock (one run at a time)", name))
+	return r.acquire("acquire-lock", lockKey(name), req, fmt.Sprintf("waiting for the %s lock (one run at a time)", name),
+		func() { r.ReleaseLock(name) })
 }
 
 // ReleaseLock gives the lock back; like ReleaseHostLease it never stalls the run.
@@ -129,16 +126,20 @@ func (r *Run) ReleaseLock(name string) {
 	r.release("release-lock", req)
 }
 
-func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting string) error {
+func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting string, release func()) error {
+	if slices.Contains(r.leased, key) {
+		return nil // held already (a plan made again takes no second slot)
+	}
 	granted := false
 	ch := workflow.GetSignalChannel(r.ctx, SignalLeaseGranted)
-	err := r.Do(name, StepOptions{Target: key, NoSkip: true}, func(ctx workflow.Context) error {
+	// A lease changes nothing in the world: waiting for it comes before the stale-plan check.
+	err := r.Do(name, StepOptions{Target: key, NoSkip: true, ReadOnly: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, name, key, lease.RequestLease, nil, req); err != nil {
 			return err
 		}
 		r.byName[name].Detail = waiting
 		for !granted {
-			var g LeaseHolder
+			var g activities.LeaseHolder
 			ch.Receive(ctx, &g)
 			granted = g.Host == key
 		}
@@ -147,6 +148,7 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 	})
 	if err == nil {
 		r.leased = append(r.leased, key)
+		r.OnExit(release)
 	}
 	return err
 }
@@ -164,7 +166,7 @@ func (r *Run) release(name string, req activities.LeaseRequest) {
 	}
 	ctx, _ := workflow.NewDisconnectedContext(r.ctx)
 	if err := r.Exec(r.ActivityOptions(ctx, time.Minute, 0), name, key, lease.ReleaseLease, nil, req); err != nil {
-		r.AddFinding(SeverityWarning, key, "lease not released (%v); the lease workflow frees it when this run has ended", err)
+		r.AddFinding(activities.SeverityWarning, key, "lease not released (%v); the lease workflow frees it when this run has ended", err)
 	}
 	r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == key })
 }

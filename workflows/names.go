@@ -4,9 +4,9 @@
 package workflows
 
 import (
-	"go.temporal.io/sdk/temporal"
+	"regexp"
 
-	"github.com/stackrun/stackrun/activities"
+	"go.temporal.io/sdk/temporal"
 )
 
 // Names of the messages every runbook answers. The CLI, the chat gateway and the Temporal web UI
@@ -27,6 +27,9 @@ const (
 	// SignalLeaseGranted is sent by the lease workflow to a runbook whose lease was granted.
 	SignalLeaseGranted = "lease-granted"
 )
+
+// nameRuleRE is what a runbook's CLI word looks like: lower-case words joined by '-'.
+var nameRuleRE = regexp.MustCompile(`^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$`)
 
 // Typed search attributes kept current by every runbook. They must be registered on the
 // namespace (make run does it with --search-attribute).
@@ -81,13 +84,4 @@ const (
 const (
 	EscalateThenWait  = "notify-then-wait"
 	EscalateThenAbort = "notify-then-abort"
-)
-
-// Error type names of non-retryable application errors, stable across releases.
-const (
-	ErrTypeInvalidInput = activities.ErrTypeInvalidInput
-	ErrTypeNotFound     = activities.ErrTypeNotFound
-	ErrTypeRefused      = activities.ErrTypeRefused
-	ErrTypeHostKey      = activities.ErrTypeHostKey
-	ErrTypeAborted      = activities.ErrTypeAborted
 )

@@ -8,6 +8,8 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
 )
 
 // step is the workflow's private record of one named step.
@@ -208,7 +210,7 @@ func (r *Run) SetPlan(lines []string) {
 
 // AddFinding records a finding for the report.
 func (r *Run) AddFinding(severity, subject, format string, args ...any) {
-	r.findings = append(r.findings, Finding{Severity: severity, Subject: subject, Message: fmt.Sprintf(format, args...)})
+	r.findings = append(r.findings, activities.Finding{Severity: severity, Subject: subject, Message: fmt.Sprintf(format, args...)})
 }
 
 // SetDetail stores a runbook-specific value in the report's details.

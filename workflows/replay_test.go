@@ -20,10 +20,7 @@ func TestReplayRecordedHistories(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
-			for _, rb := range wf.Runbooks {
-				r.RegisterWorkflow(rb.Workflow)
-			}
-			r.RegisterWorkflow(wf.HostLease)
+			wf.Register(r)
 			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
 		})
 	}

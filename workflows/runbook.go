@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"reflect"
@@ -14,21 +15,20 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 )
 
-// Nil pointers through which workflows name the machinery's activities.
-var machine *activities.Machine
-
 // Run is the machinery every runbook uses: steps and their states, the status query, search
-// attributes, gates, stalled steps, the audit record and the report. A runbook creates it with
-// Begin, runs its steps through Do and Exec, asks people through Gate, and ends with Finish.
+// attributes, gates, stalled steps, the audit record and the report. The runbook's workflow
+// (define.go) begins it, the runbook runs its steps through Do and Exec and asks people through
+// Gate, and the workflow finishes it once, after the exit hooks (OnExit).
 type Run struct {
 	ctx     workflow.Context
 	info    *workflow.Info
 	runbook string
 	target  string
 	meta    Meta
-	policy  Policy
+	policy  policy.Policy
 	started time.Time
 
 	status  RunStatus
@@ -43,7 +43,7 @@ type Run struct {
 	stalled map[string]*stall
 
 	plan      []string
-	findings  []Finding
+	findings  []activities.Finding
 	decisions []Decision
 	refused   []RefusedMessage
 	audit     []AuditEntry
@@ -54,6 +54,17 @@ type Run struct {
 	notes []workflow.Future
 	// summary is the run's summary once Finish computed it (for the run-finished notification).
 	summary string
+	// exits are the OnExit hooks, run last-registered first before the report is written.
+	exits []func()
+
+	// The stale-plan check (stale.go): replan runs the runbook's Plan again; approval is what the
+	// plan asked for; plannedAt is when the plan was (re)made; acting is set at Act's first step
+	// that changes the world.
+	replan    func() (Approval, error)
+	approval  Approval
+	plannedAt time.Time
+	acting    bool
+	facts     []Fact
 }
 
 type gate struct {
@@ -84,9 +95,9 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 // ValidOperator reports whether s is acceptable as an operator's name.
 func ValidOperator(s string) bool { return nameRE.MatchString(s) }
 
-// Begin starts the machinery: it registers the query, updates and signals, loads the worker's
-// policy and marks the run Planning. Call it first in every runbook.
-func Begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...string) (*Run, error) {
+// begin starts the machinery: it registers the query, updates and signals, loads the worker's
+// policy and marks the run Planning. The runbook's workflow calls it first.
+func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...string) (*Run, error) {
 	r := &Run{
 		ctx:     ctx,
 		info:    workflow.GetInfo(ctx),
@@ -131,8 +142,19 @@ func Begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	return r, nil
 }
 
+// MaxParallel bounds every runbook's --parallel.
+const MaxParallel = 32
+
+// parallelism is a run's --parallel: the input's, or policy.default_parallelism when it is 0.
+func (r *Run) parallelism(in int) int {
+	if in > 0 {
+		return in
+	}
+	return min(max(r.policy.DefaultParallelism, 1), MaxParallel)
+}
+
 // Policy returns the worker's policy as loaded at the start of the run.
-func (r *Run) Policy() Policy { return r.policy }
+func (r *Run) Policy() policy.Policy { return r.policy }
 
 // Meta returns the run's requester, reason and dry-run flag.
 func (r *Run) Meta() Meta { return r.meta }
@@ -393,6 +415,16 @@ type StepOptions struct {
 	Target string
 	// NoSkip refuses "skip" when the step stalls, because later steps depend on it.
 	NoSkip bool
+	// ReadOnly marks a step of Act that changes nothing in the world (a wait, a verification, a
+	// lease): it may run before the stale-plan check, which comes before Act's first other step.
+	ReadOnly bool
+	// Finding makes a failure of the step (out of attempts, or any error fn returns but an abort)
+	// a finding of this severity instead of a stall: the step ends done with its error and the
+	// run goes on. For read-only probing, where being blind to one part must not stop the rest.
+	Finding string
+	// OnFailure, in the same mode, records the failure itself instead of the default finding
+	// (e.g. as a finding of a check's own report).
+	OnFailure func(err error)
 }
 
 // Do runs one named step. fn does the step's work through Exec. When fn fails because an
@@ -406,6 +438,13 @@ func (r *Run) Do(name string, opts StepOptions, fn func(ctx workflow.Context) er
 // DoIn is Do for a step run inside a coroutine (workflow.Go) of the run, e.g. one of several
 // items moved in parallel: ctx is the coroutine's context, which fn gets and the stall waits on.
 func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(ctx workflow.Context) error) error {
+	if !opts.ReadOnly && r.replan != nil && !r.acting {
+		// Act's first side effect: never on a plan that may be stale.
+		r.acting = true
+		if err := r.recheckPlan(); err != nil {
+			return err
+		}
+	}
 	s := r.step(name)
 	s.noSkip = opts.NoSkip
 	if opts.Target != "" {
@@ -417,6 +456,16 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 		r.setStepState(s, StepRunning, "")
 		err := fn(ctx)
 		if err == nil {
+			r.setStepState(s, StepDone, "")
+			return nil
+		}
+		if (opts.Finding != "" || opts.OnFailure != nil) && !IsAbort(err) && !temporal.IsCanceledError(err) {
+			s.Error = errText(err)
+			if opts.OnFailure != nil {
+				opts.OnFailure(err)
+			} else {
+				r.AddFinding(opts.Finding, cmp.Or(s.Target, name), "step %s could not complete, so this part is not checked: %s", name, s.Error)
+			}
 			r.setStepState(s, StepDone, "")
 			return nil
 		}
@@ -460,7 +509,7 @@ func isFinal(err error) bool {
 	var app *temporal.ApplicationError
 	if errors.As(err, &app) {
 		switch app.Type() {
-		case ErrTypeInvalidInput, ErrTypeRefused, ErrTypeNotFound:
+		case activities.ErrTypeInvalidInput, activities.ErrTypeRefused, activities.ErrTypeNotFound:
 			return true
 		}
 	}
@@ -483,23 +532,40 @@ func errText(err error) string {
 	return err.Error()
 }
 
-// ActivityOptions returns ctx with the machinery's activity options: bounded attempts from
-// policy, exponential backoff, the stable non-retryable error types.
-func (r *Run) ActivityOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
-	if startToClose <= 0 {
-		startToClose = 5 * time.Minute
+// ActOpts shape the activities of one call site. Zero fields take the machinery's defaults:
+// five minutes to run, no heartbeat, policy.activity_max_attempts attempts from 2 s backing off
+// to a minute, the stable non-retryable error types.
+type ActOpts struct {
+	Timeout, Heartbeat   time.Duration
+	Attempts             int
+	Initial, MaxInterval time.Duration
+	NonRetryable         []string
+}
+
+// nonRetryable are the error types no retry can fix.
+var nonRetryable = []string{activities.ErrTypeInvalidInput, activities.ErrTypeNotFound, activities.ErrTypeRefused, activities.ErrTypeHostKey, activities.ErrTypeAborted}
+
+// WithActivity returns ctx with activity options built from o: the one place they are built.
+func (r *Run) WithActivity(ctx workflow.Context, o ActOpts) workflow.Context {
+	if o.NonRetryable == nil {
+		o.NonRetryable = nonRetryable
 	}
 	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: startToClose,
-		HeartbeatTimeout:    heartbeat,
+		StartToCloseTimeout: cmp.Or(o.Timeout, 5*time.Minute),
+		HeartbeatTimeout:    o.Heartbeat,
 		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        2 * time.Second,
+			InitialInterval:        cmp.Or(o.Initial, 2*time.Second),
 			BackoffCoefficient:     2,
-			MaximumInterval:        time.Minute,
-			MaximumAttempts:        int32(r.policy.ActivityMaxAttempts),
-			NonRetryableErrorTypes: []string{ErrTypeInvalidInput, ErrTypeNotFound, ErrTypeRefused, ErrTypeHostKey, ErrTypeAborted},
+			MaximumInterval:        cmp.Or(o.MaxInterval, time.Minute),
+			MaximumAttempts:        int32(cmp.Or(o.Attempts, r.policy.ActivityMaxAttempts)),
+			NonRetryableErrorTypes: o.NonRetryable,
 		},
 	})
+}
+
+// ActivityOptions returns ctx with the machinery's activity options and the given timeouts.
+func (r *Run) ActivityOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
+	return r.WithActivity(ctx, ActOpts{Timeout: startToClose, Heartbeat: heartbeat})
 }
 
 // Exec runs one activity with the machinery's options (unless ctx already carries others) and
@@ -556,11 +622,8 @@ func activityName(fn any) string {
 // notify delivers a notification beside the run; delivery failures are logged and never fail it.
 // The returned future lets Finish wait for the last one before the workflow closes.
 func (r *Run) notify(kind, name, text, hint string) workflow.Future {
-	ctx := workflow.WithActivityOptions(r.ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 3, InitialInterval: time.Second},
-	})
-	n := Notification{Kind: kind, WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
+	ctx := r.WithActivity(r.ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second})
+	n := activities.Notification{Kind: kind, WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
 		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint,
 		RequestedBy: r.meta.RequestedBy, Status: string(r.status)}
 	r.describeNotification(&n)
@@ -583,7 +646,7 @@ const (
 
 // describeNotification adds what chat messages show: the gate's summary, plan and approvers, the
 // stalled step's error, the run's summary and findings.
-func (r *Run) describeNotification(n *Notification) {
+func (r *Run) describeNotification(n *activities.Notification) {
 	if r.final != "" {
 		n.Status = string(r.final)
 	}
@@ -603,10 +666,23 @@ func (r *Run) describeNotification(n *Notification) {
 	}
 }
 
-// Finish ends the run: it derives the final status from err, waits for update handlers, notifies,
+// OnExit registers what the run must undo or report on its way out, whatever way it ends (a lease
+// to give back, the state it leaves its target in). Hooks run last-registered first, before the
+// report is written.
+func (r *Run) OnExit(fn func()) { r.exits = append(r.exits, fn) }
+
+func (r *Run) runExitHooks() {
+	for i := len(r.exits) - 1; i >= 0; i-- {
+		r.exits[i]()
+	}
+	r.exits = nil
+}
+
+// finish ends the run: it derives the final status from err, waits for update handlers, notifies,
 // and returns the report. Aborted and failed runs also return their report (not an error), so
-// that `stackrun report` always has one; RunbookStatus tells them apart.
-func (r *Run) Finish(err error, summary string) (*Report, error) {
+// that `stackrun report` always has one; RunbookStatus tells them apart. The runbook's workflow
+// calls it once (define.go).
+func (r *Run) finish(err error, summary string) (*Report, error) {
 	switch {
 	case err == nil:
 		r.final = StatusCompleted

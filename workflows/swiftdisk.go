@@ -7,21 +7,37 @@ import (
 	"strings"
 	"time"
 
-	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
 )
 
-// Gates of SwiftDiskReplacement.
+// SwiftDisk replaces a failed disk of a Swift storage node (RUNBOOKS.md §4): preflight (the
+// device is one of the node's Swift devices, in the rings, and no partition would be left without
+// a copy), optional drain (a child SwiftRing run), unmount (stopping the node's Swift services
+// when the target is busy), gate disk-replaced while a person swaps the disk, checks of the new
+// disk (present, its size, not mounted, no file system — or the overwrite-disk gate), mkfs.xfs
+// with a label on the whole disk (never twice), mount by label owned by swift, restart of the
+// node's Swift services, and replication followed until the device holds its share again.
+var SwiftDisk = Define(Def[SwiftDiskInput, swiftDiskPlan]{
+	Name:     "swift-disk",
+	Short:    "Replace a failed Swift disk: unmount, swap (gate), mkfs.xfs, mount, refill by replication",
+	StepsFor: swiftDiskSteps,
+	Key:      func(in *SwiftDiskInput) string { return in.Node + "/" + in.Device },
+	Plan:     planSwiftDisk,
+	Act:      swiftDisk,
+	Formerly: []string{"SwiftDiskReplacement"},
+})
+
+// Gates of SwiftDisk.
 const (
 	GateDiskReplaced  = "disk-replaced"
 	GateOverwriteDisk = "overwrite-disk"
 )
 
-// SwiftDiskReplacementInput is the input of SwiftDiskReplacement (RUNBOOKS.md §4).
-type SwiftDiskReplacementInput struct {
+// SwiftDiskInput is the input of SwiftDisk (RUNBOOKS.md §4).
+type SwiftDiskInput struct {
 	Meta
 	Node   string `json:"node" flag:"node" usage:"inventory name of the storage node (required)"`
 	Device string `json:"device" flag:"device" usage:"Swift device name as in the rings, e.g. sdb: a plain name, not a path (required)"`
@@ -35,12 +51,7 @@ type SwiftDiskReplacementInput struct {
 	PollInterval     time.Duration `json:"poll_interval,omitempty" flag:"poll-interval" usage:"how often replication progress is read (default 30s)"`
 }
 
-func (in *SwiftDiskReplacementInput) GetMeta() *Meta { return &in.Meta }
-func (in *SwiftDiskReplacementInput) Target() string { return in.Node + "/" + in.Device }
-func (in *SwiftDiskReplacementInput) WorkflowID() string {
-	return "swift-disk/" + in.Node + "/" + in.Device
-}
-func (in *SwiftDiskReplacementInput) Validate() error {
+func (in *SwiftDiskInput) Validate() error {
 	if err := validateMeta(&in.Meta); err != nil {
 		return err
 	}
@@ -59,7 +70,7 @@ func (in *SwiftDiskReplacementInput) Validate() error {
 // lastCopyRisk returns why replacing dev may lose the last copy of some partition, or "".
 // replicas-1 copies of each of its partitions live on other devices; every other device that is
 // unmounted or failing may hold one of them.
-func lastCopyRisk(st RingStatus, ip, dev string, unhealthy []activities.DeviceState, nodeIP map[string]string) string {
+func lastCopyRisk(st activities.RingStatus, ip, dev string, unhealthy []activities.DeviceState, nodeIP map[string]string) string {
 	for _, ri := range st.Rings {
 		if len(ri.Find(ip, dev)) == 0 {
 			continue
@@ -79,14 +90,7 @@ func lastCopyRisk(st RingStatus, ip, dev string, unhealthy []activities.DeviceSt
 	return ""
 }
 
-// SwiftDiskReplacement replaces a failed disk of a Swift storage node: preflight (the device is
-// one of the node's Swift devices, in the rings, and no partition would be left without a copy),
-// optional drain (a child SwiftRingChange), unmount (stopping the node's Swift services when
-// the target is busy), gate disk-replaced while a person swaps the disk, checks of the new disk
-// (present, its size, not mounted, no file system — or the overwrite-disk gate), mkfs.xfs with a
-// label on the whole disk (never twice), mount by label owned by swift, restart of the node's
-// Swift services, and replication followed until the device holds its share again.
-func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*Report, error) {
+func swiftDiskSteps(in *SwiftDiskInput) []string {
 	steps := []string{"describe", "check-rings", "check-replicas"}
 	if in.DrainFirst {
 		steps = append(steps, "drain", "drain-settle")
@@ -95,24 +99,32 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 	if in.DrainFirst {
 		steps = append(steps, "restore-weight")
 	}
-	steps = append(steps, "refill")
-	r, err := Begin(ctx, "swift-disk", in.Target(), in.Meta, steps...)
-	if err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return r.Finish(err, "invalid input")
-	}
-	var cl SwiftCluster
+	return append(steps, "refill")
+}
+
+// swiftDiskPlan is what the replacement acts on: the cluster and the node as configured, where
+// the device lives, its weights in the rings (restored after a drain) and the object ring's
+// weights (the refill's measure of each device's share).
+type swiftDiskPlan struct {
+	cl                  activities.SwiftCluster
+	devPath, mountPoint string
+	origWeight, weights map[string]float64
+	restoreTo           float64
+	differ              bool
+	restoreCmd          string
+}
+
+func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, error) {
+	var cl activities.SwiftCluster
 	var node activities.SwiftNodeInfo
-	err = r.Do("describe", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
+	err := r.Do("describe", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, "describe", "swift", swift.SwiftTopology, &cl); err != nil {
 			return err
 		}
 		n, ok := cl.Nodes[in.Node]
 		if !ok || len(n.Devices) == 0 {
 			return temporal.NewNonRetryableApplicationError((&FieldError{Field: "node", Value: in.Node,
-				Problem: fmt.Sprintf("not a Swift storage node (storage nodes: %s)", strings.Join(cl.StorageNodes(), ", "))}).Error(), ErrTypeInvalidInput, nil)
+				Problem: fmt.Sprintf("not a Swift storage node (storage nodes: %s)", strings.Join(cl.StorageNodes(), ", "))}).Error(), activities.ErrTypeInvalidInput, nil)
 		}
 		if _, ok := n.Devices[in.Device]; !ok {
 			devs := make([]string, 0, len(n.Devices))
@@ -122,18 +134,18 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 			}
 			slices.Sort(devs)
 			return temporal.NewNonRetryableApplicationError((&FieldError{Field: "device", Value: in.Device,
-				Problem: fmt.Sprintf("not a Swift device of %s (its devices: %s)", in.Node, strings.Join(devs, ", "))}).Error(), ErrTypeInvalidInput, nil)
+				Problem: fmt.Sprintf("not a Swift device of %s (its devices: %s)", in.Node, strings.Join(devs, ", "))}).Error(), activities.ErrTypeInvalidInput, nil)
 		}
 		node = n
 		return nil
 	})
 	if err != nil {
-		return r.Finish(err, "invalid input")
+		return Approval{}, Summarize("invalid input", err)
 	}
 	devPath := node.Devices[in.Device]
 	mountPoint := strings.TrimSuffix(node.DevicesDir, "/") + "/" + in.Device
 
-	var st RingStatus
+	var st activities.RingStatus
 	err = r.Do("check-rings", StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, "check-rings", cl.RingBuilderHost, swift.RingStatus, &st); err != nil {
 			return err
@@ -146,13 +158,13 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		}
 		if len(in3) == 0 {
 			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("device %s of %s (%s) is in none of the rings: nothing to replace here (add it with swift-ring)",
-				in.Device, in.Node, node.RingIP), ErrTypeInvalidInput, nil)
+				in.Device, in.Node, node.RingIP), activities.ErrTypeInvalidInput, nil)
 		}
 		r.step("check-rings").Detail = "in the " + strings.Join(in3, ", ") + " rings"
 		return nil
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return Approval{}, err
 	}
 	origWeight := map[string]float64{}
 	for _, ri := range st.Rings {
@@ -207,17 +219,17 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 					target = s
 				case !s.Healthy:
 					unhealthy = append(unhealthy, s)
-					r.AddFinding(SeverityWarning, s.Node+"/"+s.Device, "also unavailable: %s", s.Detail)
+					r.AddFinding(activities.SeverityWarning, s.Node+"/"+s.Device, "also unavailable: %s", s.Detail)
 				}
 			}
 		}
 		if why := lastCopyRisk(st, node.RingIP, in.Device, unhealthy, nodeIP); why != "" {
-			return temporal.NewNonRetryableApplicationError("refused: "+why, ErrTypeRefused, nil)
+			return temporal.NewNonRetryableApplicationError("refused: "+why, activities.ErrTypeRefused, nil)
 		}
 		return nil
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return Approval{}, err
 	}
 	state := "healthy"
 	switch {
@@ -252,44 +264,49 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 	}
 	plan = append(plan, fmt.Sprintf("follow replication until %s holds its share of data again (disk usage against the other devices, by ring weight)", in.Device))
 	r.SetPlan(plan)
-	if r.DryRun() {
-		return r.Finish(nil, "")
-	}
+	*p = swiftDiskPlan{cl: cl, devPath: devPath, mountPoint: mountPoint, origWeight: origWeight, weights: weights,
+		restoreTo: restoreTo, differ: differ, restoreCmd: restoreCmd}
+	return Approval{}, nil
+}
+
+func swiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (string, error) {
+	cl, devPath, mountPoint, weights := p.cl, p.devPath, p.mountPoint, p.weights
+	origWeight, restoreTo, differ, restoreCmd := p.origWeight, p.restoreTo, p.differ, p.restoreCmd
 
 	drained := ""
 	if in.DrainFirst {
 		if differ {
-			r.AddFinding(SeverityWarning, in.Node+"/"+in.Device, "its weight differs between the rings (%v): the restore sets %s in every ring", origWeight, activities.FormatWeight(restoreTo))
+			r.AddFinding(activities.SeverityWarning, in.Node+"/"+in.Device, "its weight differs between the rings (%v): the restore sets %s in every ring", origWeight, activities.FormatWeight(restoreTo))
 		}
-		if err := ringChild(r, "drain", SwiftRingChangeInput{SetWeight: []string{in.Node + "/" + in.Device + "=0"}, Wait: in.WaitMinPartHours},
+		if err := ringChild(r, "drain", SwiftRingInput{SetWeight: []string{in.Node + "/" + in.Device + "=0"}, Wait: in.WaitMinPartHours},
 			fmt.Sprintf("nothing was changed: %s is still mounted and in the rings", mountPoint)); err != nil {
-			return r.Finish(err, "")
+			return "", err
 		}
 		drained = fmt.Sprintf("; %s/%s has weight 0 in the rings (drained): restore it with `%s`", in.Node, in.Device, restoreCmd)
 		r.SetLeftState(strings.TrimPrefix(drained, "; "))
 		if err := waitSettled(r, "drain-settle", cl, in.RefillTimeout, in.PollInterval, nil); err != nil {
-			return r.Finish(err, "")
+			return "", err
 		}
 	}
 
 	disk := activities.DiskRequest{Node: in.Node, Device: in.Device}
 	quick := func(ctx workflow.Context) workflow.Context { return r.ActivityOptions(ctx, 3*time.Minute, 0) }
 	var um activities.UnmountResult
-	err = r.Do("unmount", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
+	err := r.Do("unmount", StepOptions{Target: in.Node, NoSkip: true}, func(ctx workflow.Context) error {
 		return r.Exec(quick(ctx), "unmount", in.Node, swift.UnmountDevice, &um, disk)
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 	r.step("unmount").Detail = um.Detail
 	if um.Lazy {
-		r.AddFinding(SeverityWarning, in.Node+"/"+in.Device, "unmounted lazily: %s", um.Detail)
+		r.AddFinding(activities.SeverityWarning, in.Node+"/"+in.Device, "unmounted lazily: %s", um.Detail)
 	}
 	r.SetLeftState(fmt.Sprintf("%s is unmounted on %s; the device is out of service until a new disk is formatted and mounted%s", mountPoint, in.Node, drained))
 
 	if err := r.Gate(GateDiskReplaced, GateOptions{Summary: fmt.Sprintf("Replace the disk of %s/%s (block device %s, mount point %s), then approve. Reason: %s",
 		in.Node, in.Device, devPath, mountPoint, in.Reason)}); err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 
 	var facts activities.DiskFacts
@@ -309,7 +326,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		return nil
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 	r.SetDetail("new_disk", facts)
 	overwrite := false
@@ -317,7 +334,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		r.AddSteps(GateOverwriteDisk)
 		if err := r.Gate(GateOverwriteDisk, GateOptions{Summary: fmt.Sprintf("The new disk %s (%s, %d bytes) on %s already holds a %s file system (label %q, UUID %s). Approve to overwrite it.",
 			devPath, facts.Resolved, facts.Size, in.Node, facts.FSType, facts.Label, facts.UUID)}); err != nil {
-			return r.Finish(err, "")
+			return "", err
 		}
 		overwrite = true
 	}
@@ -328,7 +345,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 			activities.FormatRequest{Node: in.Node, Device: in.Device, Overwrite: overwrite, PreviousUUID: facts.UUID})
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 	r.step("format").Detail = fmt.Sprintf("XFS label %s UUID %s (formatted by this step: %v)", fr.Label, fr.UUID, fr.Formatted)
 	r.SetDetail("format", fr)
@@ -338,7 +355,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		return r.Exec(quick(ctx), "mount", in.Node, swift.MountDisk, &mr, disk)
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 	r.step("mount").Detail = fmt.Sprintf("%s on %s, owner %s, %d bytes used by the empty file system", mr.Source, mr.MountPoint, mr.Owner, mr.UsedBytes)
 	r.SetLeftState(strings.TrimPrefix(drained, "; "))
@@ -348,7 +365,7 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		return r.Exec(quick(ctx), "restart-services", in.Node, swift.RestartSwift, nil, in.Node)
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 	if in.DrainFirst {
 		// A drained device gets no data: the weight comes back before the refill is followed.
@@ -356,83 +373,17 @@ func SwiftDiskReplacement(ctx workflow.Context, in SwiftDiskReplacementInput) (*
 		r.step("restore-weight").Detail = fmt.Sprintf("pending: child run %s/restore-weight waits durably for min_part_hours since the drain, then sets weight %s (or run `%s`)",
 			r.info.WorkflowExecution.ID, activities.FormatWeight(restoreTo), restoreCmd)
 		r.updateDetails()
-		err := ringChild(r, "restore-weight", SwiftRingChangeInput{SetWeight: []string{fmt.Sprintf("%s/%s=%s", in.Node, in.Device, activities.FormatWeight(restoreTo))}, Wait: true},
+		err := ringChild(r, "restore-weight", SwiftRingInput{SetWeight: []string{fmt.Sprintf("%s/%s=%s", in.Node, in.Device, activities.FormatWeight(restoreTo))}, Wait: true},
 			fmt.Sprintf("%s is mounted but still has weight 0: `%s` restores it", mountPoint, restoreCmd))
 		if err != nil {
-			return r.Finish(err, "")
+			return "", err
 		}
 		r.SetLeftState("")
 		since = workflow.Now(r.ctx)
 	}
 	if err := waitSettledSince(r, "refill", cl, since, in.RefillTimeout, in.PollInterval, &refillCheck{dev: disk, weights: weights, baseline: mr.UsedBytes}); err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
 
-	return r.Finish(nil, summarize(r.findings, fmt.Sprintf("%s/%s replaced: new XFS %s mounted at %s and refilled by replication", in.Node, in.Device, fr.UUID, mountPoint)))
-}
-
-// ringChild runs a SwiftRingChange as a child workflow, approved by this run's own gate policy.
-// A child that ends other than completed (refused inside min_part_hours, failed, aborted)
-// stalls the step with its report's summary and what was left (left); retry starts a new child.
-func ringChild(r *Run, name string, in SwiftRingChangeInput, left string) error {
-	in.Meta = Meta{RequestedBy: r.meta.RequestedBy, Reason: fmt.Sprintf("%s for %s", name, r.info.WorkflowExecution.ID)}
-	in.ParentApproved = r.info.WorkflowExecution.ID
-	attempt := 0
-	return r.Do(name, StepOptions{Target: "rings", NoSkip: true}, func(ctx workflow.Context) error {
-		attempt++
-		id := r.info.WorkflowExecution.ID + "/" + name
-		if attempt > 1 {
-			id += fmt.Sprintf("-%d", attempt) // a finished child's ID is not reused
-		}
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            id,
-			ParentClosePolicy:     enums.PARENT_CLOSE_POLICY_ABANDON,
-			WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-			TypedSearchAttributes: temporal.NewSearchAttributes(
-				AttrStatus.ValueSet(string(StatusPlanning)), AttrTarget.ValueSet(in.Target()), AttrRequestedBy.ValueSet(in.RequestedBy)),
-		})
-		r.SetDetail(name+"_run", id)
-		var rep Report
-		if err := workflow.ExecuteChildWorkflow(cctx, SwiftRingChange, in).Get(ctx, &rep); err != nil {
-			return fmt.Errorf("ring change %s: %w; %s", id, err, left)
-		}
-		if rep.Status != StatusCompleted {
-			return fmt.Errorf("ring change %s ended %s: %s; %s; resolve retry to start a new ring change (e.g. once min_part_hours has passed), or abort",
-				id, rep.Status, rep.Summary, left)
-		}
-		r.step(name).Detail = rep.Summary
-		return nil
-	})
-}
-
-// refillCheck is what the refill step compares: the device, the object ring's weights and the
-// new file system's used bytes right after its mount.
-type refillCheck struct {
-	dev      activities.DiskRequest
-	weights  map[string]float64
-	baseline int64
-}
-
-// waitSettledSince is waitSettled with an explicit start.
-func waitSettledSince(r *Run, name string, cl SwiftCluster, since time.Time, timeout, interval time.Duration, refill *refillCheck) error {
-	if timeout <= 0 {
-		timeout = 24 * time.Hour
-	}
-	if interval <= 0 {
-		interval = 30 * time.Second
-	}
-	req := activities.ReplicationRequest{Nodes: cl.StorageNodes(), Since: since, Deadline: since.Add(timeout), Interval: interval}
-	if refill != nil {
-		req.Device, req.Weights, req.DeviceBaseline = &refill.dev, refill.weights, refill.baseline
-	}
-	return r.Do(name, StepOptions{Target: strings.Join(req.Nodes, ",")}, func(ctx workflow.Context) error {
-		var res activities.ReplicationResult
-		actx := r.ActivityOptions(ctx, timeout+10*time.Minute, max(2*interval, time.Minute))
-		if err := r.Exec(actx, name, "replication", swift.FollowReplication, &res, req); err != nil {
-			return err
-		}
-		r.step(name).Detail = res.Detail
-		r.SetDetail(strings.ReplaceAll(name, "/", "_"), res)
-		return nil
-	})
+	return summarize(r.findings, fmt.Sprintf("%s/%s replaced: new XFS %s mounted at %s and refilled by replication", in.Node, in.Device, fr.UUID, mountPoint)), nil
 }

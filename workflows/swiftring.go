@@ -14,15 +14,23 @@ import (
 	"github.com/stackrun/stackrun/activities"
 )
 
-var swift *activities.Swift
-
-// Types of the Swift runbooks, defined with their activities.
-type (
-	SwiftCluster = activities.SwiftCluster
-	RingStatus   = activities.RingStatus
-	RingOp       = activities.RingOp
-	RingFile     = activities.RingFile
-)
+// SwiftRing adds, removes or reweights devices in the account, container and object rings
+// (or, with --distribute, only checks and repairs the distribution) (RUNBOOKS.md §5): one ring
+// change at a time cloud-wide (the swift-ring lock); on the ring-builder host the builders are
+// backed up, changed, rebalanced (exit 1 is a warning) and validated, never inside
+// min_part_hours (refused, or a durable wait with --wait-min-part-hours); large weight changes go
+// in steps with replication settling between them; the ring files are copied to every storage
+// and proxy node over SFTP, in parallel, and every node's checksums are verified.
+var SwiftRing = Define(Def[SwiftRingInput, swiftRingPlan]{
+	Name:     "swift-ring",
+	Short:    "Change the Swift rings (add/remove/reweight, in steps), rebalance, distribute, verify checksums",
+	Steps:    []string{"describe"},
+	Key:      swiftRingKey,
+	Target:   func(in *SwiftRingInput) string { return "rings: " + in.changeWords("; ") },
+	Plan:     planSwiftRing,
+	Act:      swiftRing,
+	Formerly: []string{"SwiftRingChange"},
+})
 
 // SwiftRingLock is the lock that keeps ring changes one at a time, cloud-wide.
 const SwiftRingLock = "swift-ring"
@@ -30,8 +38,8 @@ const SwiftRingLock = "swift-ring"
 // GateApproveRingChange is the gate before the builders are changed.
 const GateApproveRingChange = "approve-ring-change"
 
-// SwiftRingChangeInput is the input of SwiftRingChange (RUNBOOKS.md §5).
-type SwiftRingChangeInput struct {
+// SwiftRingInput is the input of SwiftRing (RUNBOOKS.md §5).
+type SwiftRingInput struct {
 	Meta
 	Add       []string `json:"add,omitempty" flag:"add" usage:"add to the rings: <node> (all its configured devices) or <node>/<device>, optionally =<weight> (comma list)"`
 	Remove    []string `json:"remove,omitempty" flag:"remove" usage:"remove from the rings: <node> or <node>/<device> (comma list)"`
@@ -49,21 +57,7 @@ type SwiftRingChangeInput struct {
 	ParentApproved string `json:"parent_approved,omitempty" flag:"-"`
 }
 
-var (
-	swiftDeviceRE = regexp.MustCompile(`^[a-z][a-z0-9]{1,31}$`)
-	weightRE      = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,6})?$`)
-)
-
-// ValidateSwiftDevice checks a Swift device name: a plain name like sdb, never a path.
-func ValidateSwiftDevice(field, v string) error {
-	if v == "" {
-		return &FieldError{Field: field, Problem: "required"}
-	}
-	if !swiftDeviceRE.MatchString(v) {
-		return &FieldError{Field: field, Value: v, Problem: "not a Swift device name: want a plain name like sdb (lower-case letters and digits; no path, no /dev/, no shell characters)"}
-	}
-	return nil
-}
+var weightRE = regexp.MustCompile(`^[0-9]{1,9}(\.[0-9]{1,6})?$`)
 
 // ringSpec is one parsed element of --add, --remove or --set-weight.
 type ringSpec struct {
@@ -105,7 +99,7 @@ func parseRingSpec(field, v string, weight string) (ringSpec, error) {
 	return sp, nil
 }
 
-func (in *SwiftRingChangeInput) specs() (add, remove, set []ringSpec, err error) {
+func (in *SwiftRingInput) specs() (add, remove, set []ringSpec, err error) {
 	for _, l := range []struct {
 		field, weight string
 		in            []string
@@ -122,10 +116,8 @@ func (in *SwiftRingChangeInput) specs() (add, remove, set []ringSpec, err error)
 	return add, remove, set, nil
 }
 
-func (in *SwiftRingChangeInput) GetMeta() *Meta { return &in.Meta }
-
 // changeWords describes the change, e.g. "remove storage3; add storage4/sdb=100".
-func (in *SwiftRingChangeInput) changeWords(sep string) string {
+func (in *SwiftRingInput) changeWords(sep string) string {
 	var parts []string
 	for _, l := range []struct {
 		verb string
@@ -141,16 +133,13 @@ func (in *SwiftRingChangeInput) changeWords(sep string) string {
 	return strings.Join(parts, sep)
 }
 
-func (in *SwiftRingChangeInput) Target() string { return "rings: " + in.changeWords("; ") }
-func (in *SwiftRingChangeInput) WorkflowID() string {
-	id := "swift-ring/" + strings.ReplaceAll(in.changeWords("/"), " ", "=")
-	if len(id) > 200 {
-		id = id[:200]
-	}
-	return id
+// swiftRingKey names the run after its change; the workflow ID stays within 200 characters.
+func swiftRingKey(in *SwiftRingInput) string {
+	key := strings.ReplaceAll(in.changeWords("/"), " ", "=")
+	return key[:min(len(key), 200-len("swift-ring/"))]
 }
 
-func (in *SwiftRingChangeInput) Validate() error {
+func (in *SwiftRingInput) Validate() error {
 	if err := validateMeta(&in.Meta); err != nil {
 		return err
 	}
@@ -201,7 +190,7 @@ type ringTarget struct {
 }
 
 // resolveRingTargets checks the change against the Swift configuration (no connection yet).
-func resolveRingTargets(in *SwiftRingChangeInput, cl SwiftCluster) ([]*ringTarget, error) {
+func resolveRingTargets(in *SwiftRingInput, cl activities.SwiftCluster) ([]*ringTarget, error) {
 	add, remove, set, err := in.specs()
 	if err != nil {
 		return nil, err
@@ -257,15 +246,15 @@ func resolveRingTargets(in *SwiftRingChangeInput, cl SwiftCluster) ([]*ringTarge
 
 // stepOps returns the ring operations of step k of steps: weights move linearly from each
 // device's current weight to its target; a removal removes the device at the last step.
-func stepOps(targets []*ringTarget, ports map[string]int, k, steps int) []RingOp {
-	var ops []RingOp
+func stepOps(targets []*ringTarget, ports map[string]int, k, steps int) []activities.RingOp {
+	var ops []activities.RingOp
 	for _, t := range targets {
 		for _, kind := range activities.RingKinds {
 			from, ok := t.From[kind]
 			if !ok {
 				from = -1
 			}
-			op := RingOp{Kind: kind, Node: t.Node, Device: t.Device, IP: t.IP, Port: ports[kind], Region: t.Region, Zone: t.Zone}
+			op := activities.RingOp{Kind: kind, Node: t.Node, Device: t.Device, IP: t.IP, Port: ports[kind], Region: t.Region, Zone: t.Zone}
 			switch {
 			case t.Remove && from < 0:
 				continue // not in this ring
@@ -289,7 +278,7 @@ func stepOps(targets []*ringTarget, ports map[string]int, k, steps int) []RingOp
 	return ops
 }
 
-func describeOp(op RingOp) string {
+func describeOp(op activities.RingOp) string {
 	switch op.Action {
 	case "add":
 		return fmt.Sprintf("%s: add r%dz%d-%s:%d/%s weight %s (%s)", op.Kind, max(op.Region, 1), op.Zone, op.IP, op.Port, op.Device, activities.FormatWeight(op.Weight), op.Node)
@@ -299,64 +288,47 @@ func describeOp(op RingOp) string {
 	return fmt.Sprintf("%s: set_weight %s:%d/%s to %s (%s)", op.Kind, op.IP, op.Port, op.Device, activities.FormatWeight(op.Weight), op.Node)
 }
 
-// ringPlan is what SwiftRingChange computed before acting; SwiftDiskReplacement reuses parts.
-type ringPlan struct {
-	cluster SwiftCluster
-	targets []*ringTarget
-	steps   int
+// swiftRingPlan is what the ring change acts on: the cluster as configured, the devices it
+// changes (with their weights before and after), in how many rebalances, and where the rings go.
+type swiftRingPlan struct {
+	cluster  activities.SwiftCluster
+	targets  []*ringTarget
+	steps    int
+	nodes    []string
+	parallel int
+	changes  int
 }
 
-// SwiftRingChange adds, removes or reweights devices in the account, container and object rings
-// (or, with --distribute, only checks and repairs the distribution): one ring change at a time
-// cloud-wide (the swift-ring lock); on the ring-builder host the builders are backed up, changed,
-// rebalanced (exit 1 is a warning) and validated, never inside min_part_hours (refused, or a
-// durable wait with --wait); large weight changes go in steps with replication settling between
-// them; the ring files are copied to every storage and proxy node over SFTP, in parallel, and
-// every node's checksums are verified.
-func SwiftRingChange(ctx workflow.Context, in SwiftRingChangeInput) (*Report, error) {
-	r, err := Begin(ctx, "swift-ring", in.Target(), in.Meta, "describe")
-	if err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return r.Finish(err, "invalid input")
-	}
-	steps := max(in.Steps, 1)
-	var cl SwiftCluster
-	var targets []*ringTarget
-	err = r.Do("describe", StepOptions{Target: "swift", NoSkip: true}, func(ctx workflow.Context) error {
-		if err := r.Exec(ctx, "describe", "swift", swift.SwiftTopology, &cl); err != nil {
+func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, error) {
+	p.steps = max(in.Steps, 1)
+	err := r.Do("describe", StepOptions{Target: "swift", NoSkip: true}, func(ctx workflow.Context) error {
+		if err := r.Exec(ctx, "describe", "swift", swift.SwiftTopology, &p.cluster); err != nil {
 			return err
 		}
-		targets, err = resolveRingTargets(&in, cl)
+		var err error
+		p.targets, err = resolveRingTargets(in, p.cluster)
 		if err != nil {
-			return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeInvalidInput, nil)
+			return temporal.NewNonRetryableApplicationError(err.Error(), activities.ErrTypeInvalidInput, nil)
 		}
 		return nil
 	})
 	if err != nil {
-		return r.Finish(err, "invalid input")
+		return Approval{}, Summarize("invalid input", err)
 	}
 	if !r.DryRun() {
 		if err := r.AcquireLock(SwiftRingLock); err != nil {
-			return r.Finish(err, "")
+			return Approval{}, err
 		}
 	}
-	rep, err := swiftRingRun(r, &in, ringPlan{cluster: cl, targets: targets, steps: steps})
-	r.ReleaseLock(SwiftRingLock)
-	return rep, err
-}
-
-func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error) {
 	cl := p.cluster
 	// --distribute changes nothing and needs only the ring files: no swift-ring-builder call.
-	var st RingStatus
+	var st activities.RingStatus
 	if !in.Distribute {
 		err := r.Do("inspect-rings", StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
 			return r.Exec(ctx, "inspect-rings", cl.RingBuilderHost, swift.RingStatus, &st)
 		})
 		if err != nil {
-			return r.Finish(err, "")
+			return Approval{}, err
 		}
 	}
 	for _, t := range p.targets {
@@ -366,7 +338,7 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 			}
 		}
 		if !t.Remove && len(t.From) == 0 && t.Zone == 0 {
-			return r.Finish(&FieldError{Field: "add", Value: t.Node, Problem: "swift.nodes." + t.Node + ".zone is not set: cannot place its devices"}, "invalid input")
+			return Approval{}, Summarize("invalid input", &FieldError{Field: "add", Value: t.Node, Problem: "swift.nodes." + t.Node + ".zone is not set: cannot place its devices"})
 		}
 	}
 	ringsSummary := map[string]any{}
@@ -411,22 +383,33 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 	plan = append(plan, fmt.Sprintf("copy account/container/object.ring.gz to %d node(s) (%d at a time) and verify their checksums: %s",
 		len(nodes), parallel, strings.Join(nodes, ", ")))
 	r.SetPlan(plan)
-	if changes > 0 && remaining > 0 && !in.Wait {
-		return r.Finish(temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("the last rebalance is too recent: min_part_hours is %d and %s remain; run again later or with --wait-min-part-hours (never forced)", minPartHours(st), remaining),
-			ErrTypeRefused, nil), "refused: inside min_part_hours")
-	}
-	if r.DryRun() {
-		return r.Finish(nil, "")
-	}
-	if changes > 0 {
-		if in.ParentApproved != "" {
-			r.AddSteps(GateApproveRingChange)
-			r.setStepState(r.step(GateApproveRingChange), StepSkipped, "approved with run "+in.ParentApproved)
-		} else if err := r.Gate(GateApproveRingChange, GateOptions{Summary: fmt.Sprintf("Ring change: %s (%d operation(s), %d step(s)). Reason: %s", in.changeWords("; "), changes, p.steps, in.Reason)}); err != nil {
-			return r.Finish(err, "")
+	// The time min_part_hours still has to run changes as the plan waits: not a drift to approve.
+	facts := make([]Fact, 0, len(plan))
+	for _, l := range plan {
+		if strings.HasPrefix(l, "on "+cl.RingBuilderHost+": back up the builders") {
+			facts = append(facts, Fact{Name: "builders", Value: l, Minor: true})
+		} else {
+			facts = append(facts, Fact{Name: l})
 		}
 	}
+	r.SetFacts(facts...)
+	p.nodes, p.parallel, p.changes = nodes, parallel, changes
+	if changes > 0 && remaining > 0 && !in.Wait {
+		return Approval{}, Summarize("refused: inside min_part_hours", temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("the last rebalance is too recent: min_part_hours is %d and %s remain; run again later or with --wait-min-part-hours (never forced)", minPartHours(st), remaining),
+			activities.ErrTypeRefused, nil))
+	}
+	switch {
+	case changes == 0:
+		return Approval{}, nil
+	case in.ParentApproved != "":
+		return Approval{Gate: GateApproveRingChange, Skipped: "approved with run " + in.ParentApproved}, nil
+	}
+	return Approval{Gate: GateApproveRingChange, Summary: fmt.Sprintf("Ring change: %s (%d operation(s), %d step(s)). Reason: %s", in.changeWords("; "), changes, p.steps, in.Reason)}, nil
+}
+
+func swiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (string, error) {
+	cl, nodes, parallel, changes := p.cluster, p.nodes, p.parallel, p.changes
 
 	info := workflow.GetInfo(r.ctx)
 	backedUp := false
@@ -439,7 +422,7 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 		}
 		if len(ops) > 0 {
 			if err := waitMinPartHours(r, "min-part-hours"+sfx, cl, in.Wait || k > 1, recheckInterval(in.PollInterval)); err != nil {
-				return r.Finish(err, "")
+				return "", err
 			}
 			if !backedUp {
 				var b activities.BackupResult
@@ -448,7 +431,7 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 						activities.BackupRequest{Name: "stackrun-" + info.WorkflowExecution.RunID})
 				})
 				if err != nil {
-					return r.Finish(err, "")
+					return "", err
 				}
 				backedUp = true
 				r.SetDetail("backup_dir", b.Dir)
@@ -459,7 +442,7 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 				return r.Exec(r.ActivityOptions(ctx, 2*time.Minute, 0), "apply"+sfx, cl.RingBuilderHost, swift.ApplyRingOps, &applied, ops)
 			})
 			if err != nil {
-				return r.Finish(err, "")
+				return "", err
 			}
 			r.step("apply" + sfx).Detail = fmt.Sprintf("%d applied, %d already in effect", len(applied.Applied), len(applied.Already))
 			r.SetLeftState(fmt.Sprintf("builders changed on %s (backup %v); rings not yet rebalanced or distributed", cl.RingBuilderHost, r.details["backup_dir"]))
@@ -470,13 +453,13 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 						return err
 					}
 					if rb.Warning != "" {
-						r.AddFinding(SeverityWarning, kind+".builder", "rebalance exit 1 (warning): %s", rb.Warning)
+						r.AddFinding(activities.SeverityWarning, kind+".builder", "rebalance exit 1 (warning): %s", rb.Warning)
 					}
 				}
 				return nil
 			})
 			if err != nil {
-				return r.Finish(err, "")
+				return "", err
 			}
 			err = r.Do("validate"+sfx, StepOptions{Target: cl.RingBuilderHost}, func(ctx workflow.Context) error {
 				for _, kind := range activities.RingKinds {
@@ -492,29 +475,29 @@ func swiftRingRun(r *Run, in *SwiftRingChangeInput, p ringPlan) (*Report, error)
 				return nil
 			})
 			if err != nil {
-				return r.Finish(err, "")
+				return "", err
 			}
 			r.SetDetail("balance_dispersion", checks)
 		}
 		files, err := distributeRings(r, sfx, cl, nodes, parallel, in.Distribute)
 		if err != nil {
-			return r.Finish(err, "")
+			return "", err
 		}
 		r.SetDetail("ring_files", files)
 		r.SetLeftState("")
 		if k < p.steps && len(ops) > 0 {
 			if err := waitSettled(r, "settle"+sfx, cl, in.SettleTimeout, in.PollInterval, nil); err != nil {
-				return r.Finish(err, "")
+				return "", err
 			}
 		}
 	}
 	if changes == 0 {
-		return r.Finish(nil, summarize(r.findings, fmt.Sprintf("rings verified on %d node(s)", len(nodes))))
+		return summarize(r.findings, fmt.Sprintf("rings verified on %d node(s)", len(nodes))), nil
 	}
-	return r.Finish(nil, summarize(r.findings, fmt.Sprintf("%s: rebalanced, validated and distributed to %d node(s)", in.changeWords("; "), len(nodes))))
+	return summarize(r.findings, fmt.Sprintf("%s: rebalanced, validated and distributed to %d node(s)", in.changeWords("; "), len(nodes))), nil
 }
 
-func minPartHours(st RingStatus) int {
+func minPartHours(st activities.RingStatus) int {
 	m := 0
 	for _, ri := range st.Rings {
 		m = max(m, ri.MinPartHours)
@@ -534,10 +517,10 @@ func recheckInterval(poll time.Duration) time.Duration {
 
 // waitMinPartHours re-reads the rings and, while the last rebalance is too recent, waits on a
 // durable timer (wait), re-reading the builders every recheck, or refuses.
-func waitMinPartHours(r *Run, name string, cl SwiftCluster, wait bool, recheck time.Duration) error {
+func waitMinPartHours(r *Run, name string, cl activities.SwiftCluster, wait bool, recheck time.Duration) error {
 	return r.Do(name, StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
 		for {
-			var st RingStatus
+			var st activities.RingStatus
 			if err := r.Exec(ctx, name, cl.RingBuilderHost, swift.RingStatus, &st); err != nil {
 				return err
 			}
@@ -547,7 +530,7 @@ func waitMinPartHours(r *Run, name string, cl SwiftCluster, wait bool, recheck t
 				return nil
 			}
 			if !wait {
-				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the last rebalance is too recent: %s of min_part_hours remain (never forced)", rem), ErrTypeRefused, nil)
+				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the last rebalance is too recent: %s of min_part_hours remain (never forced)", rem), activities.ErrTypeRefused, nil)
 			}
 			until := workflow.Now(ctx).Add(rem + time.Minute)
 			r.step(name).Detail = fmt.Sprintf("waiting until %s for min_part_hours (%s remaining; the builders are re-read every %s)", until.UTC().Format(time.RFC3339), rem, recheck)
@@ -561,8 +544,8 @@ func waitMinPartHours(r *Run, name string, cl SwiftCluster, wait bool, recheck t
 
 // distributeRings copies the builder host's ring files to every node (bounded parallelism),
 // then verifies every node's checksums, redistributing once to nodes that still differ.
-func distributeRings(r *Run, sfx string, cl SwiftCluster, nodes []string, parallel int, verifyOnly bool) ([]RingFile, error) {
-	var files []RingFile
+func distributeRings(r *Run, sfx string, cl activities.SwiftCluster, nodes []string, parallel int, verifyOnly bool) ([]activities.RingFile, error) {
+	var files []activities.RingFile
 	name := "distribute" + sfx
 	err := r.Do(name, StepOptions{Target: fmt.Sprintf("%d nodes", len(nodes)), NoSkip: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, name, cl.RingBuilderHost, swift.BuilderRingFiles, &files); err != nil {
@@ -570,17 +553,16 @@ func distributeRings(r *Run, sfx string, cl SwiftCluster, nodes []string, parall
 		}
 		actx := r.ActivityOptions(ctx, time.Minute, 0)
 		var copied []string
-		err := fanOut(r, actx, name, nodes, parallel, func(ctx workflow.Context, node string) *Call {
-			return r.Start(ctx, name, node, swift.PushRings, activities.PushRingsRequest{Node: node, Files: files})
-		}, func(node string, c *Call) error {
+		err := r.Each(actx, len(nodes), parallel, func(ctx workflow.Context, i int) error {
+			node := nodes[i]
 			var res activities.PushRingsResult
-			if err := c.Get(ctx, &res); err != nil {
+			if err := r.Exec(ctx, name, node, swift.PushRings, &res, activities.PushRingsRequest{Node: node, Files: files}); err != nil {
 				return fmt.Errorf("copy rings to %s: %w", node, err)
 			}
 			if len(res.Copied) > 0 {
 				copied = append(copied, node+": "+strings.Join(res.Copied, ","))
 				if verifyOnly {
-					r.AddFinding(SeverityWarning, node, "held stale or missing ring files (%s): redistributed", strings.Join(res.Copied, ", "))
+					r.AddFinding(activities.SeverityWarning, node, "held stale or missing ring files (%s): redistributed", strings.Join(res.Copied, ", "))
 				}
 			}
 			return nil
@@ -601,16 +583,15 @@ func distributeRings(r *Run, sfx string, cl SwiftCluster, nodes []string, parall
 		actx := r.ActivityOptions(ctx, time.Minute, 0)
 		for attempt := 0; ; attempt++ {
 			var bad []string
-			err := fanOut(r, actx, vname, nodes, parallel, func(ctx workflow.Context, node string) *Call {
-				return r.Start(ctx, vname, node, swift.RingSums, activities.PushRingsRequest{Node: node, Files: files})
-			}, func(node string, c *Call) error {
+			err := r.Each(actx, len(nodes), parallel, func(ctx workflow.Context, i int) error {
+				node := nodes[i]
 				var res activities.RingSumsResult
-				if err := c.Get(ctx, &res); err != nil {
+				if err := r.Exec(ctx, vname, node, swift.RingSums, &res, activities.PushRingsRequest{Node: node, Files: files}); err != nil {
 					return fmt.Errorf("checksums on %s: %w", node, err)
 				}
 				if len(res.Mismatch) > 0 {
 					bad = append(bad, node)
-					r.AddFinding(SeverityWarning, node, "ring checksums differ from %s: %s", cl.RingBuilderHost, strings.Join(res.Mismatch, ", "))
+					r.AddFinding(activities.SeverityWarning, node, "ring checksums differ from %s: %s", cl.RingBuilderHost, strings.Join(res.Mismatch, ", "))
 				}
 				return nil
 			})
@@ -625,54 +606,13 @@ func distributeRings(r *Run, sfx string, cl SwiftCluster, nodes []string, parall
 			if attempt > 0 {
 				return fmt.Errorf("ring checksums still differ after redistribution on: %s", strings.Join(bad, ", "))
 			}
-			err = fanOut(r, actx, vname, bad, parallel, func(ctx workflow.Context, node string) *Call {
-				return r.Start(ctx, vname, node, swift.PushRings, activities.PushRingsRequest{Node: node, Files: files})
-			}, func(node string, c *Call) error { return c.Get(ctx, nil) })
+			err = r.Each(actx, len(bad), parallel, func(ctx workflow.Context, i int) error {
+				return r.Exec(ctx, vname, bad[i], swift.PushRings, nil, activities.PushRingsRequest{Node: bad[i], Files: files})
+			})
 			if err != nil {
 				return err
 			}
 		}
 	})
 	return files, err
-}
-
-// fanOut starts one activity per item with at most parallel in flight, handling each result as
-// it completes; the first error is returned after the activities under way have finished.
-func fanOut(r *Run, ctx workflow.Context, step string, items []string, parallel int,
-	start func(ctx workflow.Context, item string) *Call, done func(item string, c *Call) error) error {
-	parallel = max(parallel, 1)
-	sel := workflow.NewSelector(ctx)
-	inflight := 0
-	var firstErr error
-	handle := func(item string, c *Call) {
-		sel.AddFuture(c.Future(), func(workflow.Future) {
-			inflight--
-			if err := done(item, c); err != nil && firstErr == nil {
-				firstErr = err
-			}
-		})
-	}
-	for _, it := range items {
-		if firstErr != nil {
-			break
-		}
-		for inflight >= parallel {
-			sel.Select(ctx)
-		}
-		if firstErr != nil {
-			break
-		}
-		handle(it, start(ctx, it))
-		inflight++
-	}
-	for inflight > 0 {
-		sel.Select(ctx)
-	}
-	return firstErr
-}
-
-// waitSettled follows replication (a heartbeating activity) until every replicator of the
-// storage nodes finished a pass that began after now, or the timeout passes.
-func waitSettled(r *Run, name string, cl SwiftCluster, timeout, interval time.Duration, refill *refillCheck) error {
-	return waitSettledSince(r, name, cl, workflow.Now(r.ctx), timeout, interval, refill)
 }

@@ -4,22 +4,6 @@ import (
 	"time"
 
 	"github.com/stackrun/stackrun/activities"
-	"github.com/stackrun/stackrun/config/policy"
-)
-
-// Types shared with the activities are defined there and aliased here, so that workflows stay
-// the one public face of runbook inputs and results.
-type (
-	Policy       = policy.Policy
-	Finding      = activities.Finding
-	Notification = activities.Notification
-)
-
-// Severities of a finding.
-const (
-	SeverityInfo     = activities.SeverityInfo
-	SeverityWarning  = activities.SeverityWarning
-	SeverityCritical = activities.SeverityCritical
 )
 
 // GateDecisionRequest is the input of the approve and reject updates and signals. Signals sent
@@ -94,19 +78,19 @@ type StalledStatus struct {
 
 // Status answers the status query.
 type Status struct {
-	Runbook     string           `json:"runbook"`
-	Target      string           `json:"target"`
-	RequestedBy string           `json:"requested_by"`
-	Status      RunStatus        `json:"status"`
-	CurrentStep string           `json:"current_step,omitempty"`
-	DryRun      bool             `json:"dry_run,omitempty"`
-	Steps       []StepStatus     `json:"steps"`
-	OpenGates   []GateStatus     `json:"open_gates,omitempty"`
-	Stalled     []StalledStatus  `json:"stalled,omitempty"`
-	Decisions   []Decision       `json:"decisions,omitempty"`
-	Refused     []RefusedMessage `json:"refused,omitempty"`
-	Plan        []string         `json:"plan,omitempty"`
-	Findings    []Finding        `json:"findings,omitempty"`
+	Runbook     string               `json:"runbook"`
+	Target      string               `json:"target"`
+	RequestedBy string               `json:"requested_by"`
+	Status      RunStatus            `json:"status"`
+	CurrentStep string               `json:"current_step,omitempty"`
+	DryRun      bool                 `json:"dry_run,omitempty"`
+	Steps       []StepStatus         `json:"steps"`
+	OpenGates   []GateStatus         `json:"open_gates,omitempty"`
+	Stalled     []StalledStatus      `json:"stalled,omitempty"`
+	Decisions   []Decision           `json:"decisions,omitempty"`
+	Refused     []RefusedMessage     `json:"refused,omitempty"`
+	Plan        []string             `json:"plan,omitempty"`
+	Findings    []activities.Finding `json:"findings,omitempty"`
 }
 
 // AuditEntry records one activity: what ran, where, for whom, and with what result.
@@ -126,25 +110,25 @@ type AuditEntry struct {
 
 // Report is the result of every runbook. internal/app/report renders it as Markdown or JSON.
 type Report struct {
-	WorkflowID  string           `json:"workflow_id"`
-	RunID       string           `json:"run_id"`
-	Runbook     string           `json:"runbook"`
-	Target      string           `json:"target"`
-	RequestedBy string           `json:"requested_by"`
-	Reason      string           `json:"reason,omitempty"`
-	Status      RunStatus        `json:"status"`
-	DryRun      bool             `json:"dry_run,omitempty"`
-	Started     time.Time        `json:"started"`
-	Ended       time.Time        `json:"ended"`
-	Summary     string           `json:"summary"`
-	LeftState   string           `json:"left_state,omitempty"`
-	Plan        []string         `json:"plan,omitempty"`
-	Steps       []StepStatus     `json:"steps"`
-	Findings    []Finding        `json:"findings,omitempty"`
-	Decisions   []Decision       `json:"decisions,omitempty"`
-	Refused     []RefusedMessage `json:"refused,omitempty"`
-	Audit       []AuditEntry     `json:"audit,omitempty"`
-	Details     map[string]any   `json:"details,omitempty"`
+	WorkflowID  string               `json:"workflow_id"`
+	RunID       string               `json:"run_id"`
+	Runbook     string               `json:"runbook"`
+	Target      string               `json:"target"`
+	RequestedBy string               `json:"requested_by"`
+	Reason      string               `json:"reason,omitempty"`
+	Status      RunStatus            `json:"status"`
+	DryRun      bool                 `json:"dry_run,omitempty"`
+	Started     time.Time            `json:"started"`
+	Ended       time.Time            `json:"ended"`
+	Summary     string               `json:"summary"`
+	LeftState   string               `json:"left_state,omitempty"`
+	Plan        []string             `json:"plan,omitempty"`
+	Steps       []StepStatus         `json:"steps"`
+	Findings    []activities.Finding `json:"findings,omitempty"`
+	Decisions   []Decision           `json:"decisions,omitempty"`
+	Refused     []RefusedMessage     `json:"refused,omitempty"`
+	Audit       []AuditEntry         `json:"audit,omitempty"`
+	Details     map[string]any       `json:"details,omitempty"`
 }
 
 // Meta is the part of every runbook input that the machinery reads.

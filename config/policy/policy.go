@@ -19,4 +19,7 @@ type Policy struct {
 	MaxHostsOutOfService int                 `mapstructure:"max_hosts_out_of_service" yaml:"max_hosts_out_of_service" json:"max_hosts_out_of_service"`
 	DefaultParallelism   int                 `mapstructure:"default_parallelism" yaml:"default_parallelism" json:"default_parallelism"`
 	ActivityMaxAttempts  int                 `mapstructure:"activity_max_attempts" yaml:"activity_max_attempts" json:"activity_max_attempts"`
+	// PlanMaxAge: a plan older than this when its run is about to act (after a gate, a lease or
+	// a stalled step that waited) is made again, and approved again if it drifted.
+	PlanMaxAge time.Duration `mapstructure:"plan_max_age" yaml:"plan_max_age" json:"plan_max_age"`
 }

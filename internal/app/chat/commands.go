@@ -135,9 +135,9 @@ func FindRunbook(name string) (workflows.Runbook, error) {
 }
 
 func (s *Service) usage() string {
-	names := make([]string, len(workflows.Runbooks))
-	for i, rb := range workflows.Runbooks {
-		names[i] = "`" + rb.Name + "`"
+	names := workflows.RunbookNames()
+	for i, n := range names {
+		names[i] = "`" + n + "`"
 	}
 	c := s.cmd()
 	return fmt.Sprintf(`Usage:
@@ -204,11 +204,11 @@ func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, 
 			return Reply{Text: fmt.Sprintf("Dry run `%s` started; its plan is not ready yet (%v): `%s status %s`", started.WorkflowID, err, s.cmd(), started.WorkflowID)}
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "Dry run of %s on `%s` (nothing changed): %s\n", rb.Name, in.Target(), rep.Summary)
+		fmt.Fprintf(&b, "Dry run of %s on `%s` (nothing changed): %s\n", rb.Name, rb.Target(in), rep.Summary)
 		writePlan(&b, rep.Plan)
 		return Reply{Text: b.String()}
 	}
-	text := fmt.Sprintf(":arrow_forward: %s started `%s` (%s on `%s`)", id.Operator, started.WorkflowID, rb.Name, in.Target())
+	text := fmt.Sprintf(":arrow_forward: %s started `%s` (%s on `%s`)", id.Operator, started.WorkflowID, rb.Name, rb.Target(in))
 	if reason != "" {
 		text += ": " + reason
 	}

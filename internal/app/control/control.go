@@ -13,7 +13,7 @@ import (
 	"os"
 	"os/user"
 	"reflect"
-	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -155,7 +155,7 @@ func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.
 		return Started{}, fmt.Errorf("%w for %s: %w", ErrInvalidInput, rb.Name, err)
 	}
 	meta := in.GetMeta()
-	id := in.WorkflowID()
+	id := rb.WorkflowID(in)
 	if meta.DryRun {
 		id += DryRunSuffix(time.Now())
 	}
@@ -167,7 +167,7 @@ func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			workflows.AttrStatus.ValueSet(string(workflows.StatusPlanning)),
-			workflows.AttrTarget.ValueSet(in.Target()),
+			workflows.AttrTarget.ValueSet(rb.Target(in)),
 			workflows.AttrRequestedBy.ValueSet(meta.RequestedBy),
 		),
 	}
@@ -176,7 +176,7 @@ func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.
 	if v := reflect.ValueOf(in); v.Kind() == reflect.Pointer {
 		arg = v.Elem().Interface()
 	}
-	run, err := c.ExecuteWorkflow(ctx, opts, rb.Workflow, arg)
+	run, err := c.ExecuteWorkflow(ctx, opts, rb.Type, arg)
 	if err != nil {
 		var already *serviceerror.WorkflowExecutionAlreadyStarted
 		if errors.As(err, &already) {
@@ -187,28 +187,13 @@ func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.
 	return Started{WorkflowID: run.GetID(), RunID: run.GetRunID()}, nil
 }
 
-// WorkflowType is the Temporal workflow type of a runbook: its workflow function's Go name, as
-// the SDK registers it.
-func WorkflowType(rb workflows.Runbook) string {
-	if s, ok := rb.Workflow.(string); ok {
-		return s
-	}
-	v := reflect.ValueOf(rb.Workflow)
-	if v.Kind() != reflect.Func {
-		return ""
-	}
-	name := runtime.FuncForPC(v.Pointer()).Name()
-	name = strings.TrimSuffix(name, "-fm")
-	if i := strings.LastIndexByte(name, '.'); i >= 0 {
-		name = name[i+1:]
-	}
-	return name
-}
+// WorkflowType is the Temporal workflow type of a runbook (workflows.TypeName of its name).
+func WorkflowType(rb workflows.Runbook) string { return rb.Type }
 
 // RunbookName maps a workflow type back to the runbook's CLI name ("" when unknown).
 func RunbookName(workflowType string) string {
 	for _, rb := range workflows.Runbooks {
-		if WorkflowType(rb) == workflowType {
+		if rb.Type == workflowType || slices.Contains(rb.Formerly, workflowType) {
 			return rb.Name
 		}
 	}

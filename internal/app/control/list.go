@@ -88,11 +88,7 @@ func Query(f Filter) (string, error) {
 		} else if typeRE.MatchString(f.Runbook) {
 			wt = f.Runbook
 		} else {
-			names := make([]string, len(workflows.Runbooks))
-			for i, rb := range workflows.Runbooks {
-				names[i] = rb.Name
-			}
-			return "", fmt.Errorf("runbook %q: not a runbook (%s) nor a workflow type", f.Runbook, strings.Join(names, ", "))
+			return "", fmt.Errorf("runbook %q: not a runbook (%s) nor a workflow type", f.Runbook, strings.Join(workflows.RunbookNames(), ", "))
 		}
 		q, err := quote("runbook", wt)
 		if err != nil {

@@ -80,7 +80,7 @@ func CheckScheduleOptions(cfg *config.Config, cadence string) (client.ScheduleOp
 		ID:   ScheduleID(cadence),
 		Spec: client.ScheduleSpec{Calendars: []client.ScheduleCalendarSpec{cal}, TimeZoneName: cfg.Checks.TimeZone},
 		Action: &client.ScheduleWorkflowAction{
-			ID: workflows.CheckWorkflowID(cadence), Workflow: workflows.Check, Args: []any{in}, TaskQueue: cfg.Temporal.TaskQueue,
+			ID: workflows.CheckWorkflowID(cadence), Workflow: workflows.Check.Type, Args: []any{in}, TaskQueue: cfg.Temporal.TaskQueue,
 			TypedSearchAttributes: temporal.NewSearchAttributes(
 				workflows.AttrStatus.ValueSet(string(workflows.StatusPlanning)),
 				workflows.AttrTarget.ValueSet(cadence),

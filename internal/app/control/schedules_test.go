@@ -51,7 +51,7 @@ func TestSchedulesOnDevServer(t *testing.T) {
 	tq := "checks-schedules-test"
 	cfg := checksConfig(t, tq)
 	w := worker.New(c, tq, worker.Options{})
-	w.RegisterWorkflowWithOptions(stubCheck, workflow.RegisterOptions{Name: control.WorkflowType(workflows.Runbook{Workflow: workflows.Check})})
+	w.RegisterWorkflowWithOptions(stubCheck, workflow.RegisterOptions{Name: control.WorkflowType(workflows.Check)})
 	require.NoError(t, w.Start())
 	defer w.Stop()
 

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -28,9 +29,9 @@ func JSON(r *workflows.Report) ([]byte, error) {
 
 // severityOrder sorts findings: critical first.
 var severityOrder = map[string]int{
-	workflows.SeverityCritical: 0,
-	workflows.SeverityWarning:  1,
-	workflows.SeverityInfo:     2,
+	activities.SeverityCritical: 0,
+	activities.SeverityWarning:  1,
+	activities.SeverityInfo:     2,
 }
 
 // Markdown renders the report for people: title, status, summary, the state the run left its
@@ -101,7 +102,7 @@ func Markdown(r *workflows.Report) string {
 
 	if len(r.Findings) > 0 {
 		b.WriteString("## Findings\n\n")
-		fs := append([]workflows.Finding(nil), r.Findings...)
+		fs := append([]activities.Finding(nil), r.Findings...)
 		sort.SliceStable(fs, func(i, j int) bool { return sevRank(fs[i].Severity) < sevRank(fs[j].Severity) })
 		last := ""
 		for _, f := range fs {

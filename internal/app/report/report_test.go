@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -24,10 +25,10 @@ func sample() *workflows.Report {
 			{Name: "start", State: workflows.StepFailed, Target: "compute1", Started: &t1, Ended: &t2, Attempts: 2, Error: "exit 1 | unit failed"},
 			{Name: "verify", State: workflows.StepPending, Detail: "not reached"},
 		},
-		Findings: []workflows.Finding{
-			{Severity: workflows.SeverityInfo, Subject: "compute1", Message: "uptime 3 days"},
-			{Severity: workflows.SeverityCritical, Subject: "compute1/nova-compute", Message: "not running"},
-			{Severity: workflows.SeverityWarning, Subject: "compute1/nova-compute", Message: "no AMQP connection"},
+		Findings: []activities.Finding{
+			{Severity: activities.SeverityInfo, Subject: "compute1", Message: "uptime 3 days"},
+			{Severity: activities.SeverityCritical, Subject: "compute1/nova-compute", Message: "not running"},
+			{Severity: activities.SeverityWarning, Subject: "compute1/nova-compute", Message: "no AMQP connection"},
 		},
 		Decisions: []workflows.Decision{
 			{Kind: "gate", Name: "approve-restart", Outcome: "approved", By: "bob", Via: "cli", Comment: "ok", At: t1},

@@ -121,10 +121,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{
 		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor()},
 	})
-	for _, rb := range workflows.Runbooks {
-		w.RegisterWorkflow(rb.Workflow)
-	}
-	w.RegisterWorkflow(workflows.HostLease)
+	workflows.Register(w)
 	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
@@ -142,6 +139,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	app.close = append(app.close, closeChecks)
 	w.RegisterActivity(checksAct)
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
+	w.RegisterActivity(diagnoseActivities(cfg, hosts, cloudClients))
 	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
 	novaDB, closeDB, err := openNovaDB(cfg)
 	if err != nil {

@@ -376,43 +376,47 @@ func (a *analysis) network() {
 			where += " dev " + p.Interface
 		}
 		src := strings.Join(p.Sources, "; ")
+		arp, ping, neigh := or(p.ARPSource, src), or(p.PingSource, src), or(p.NeighSource, src)
 		if p.Error != "" {
 			a.note(Evidence{Component: "network", Node: p.Host, Weight: wBlind, Source: src, Message: fmt.Sprintf("probing %s from %s: %s", p.Address, where, p.Error)})
 		}
 		if len(p.MACs) >= 2 {
 			var who []string
 			for _, m := range p.MACs {
-				if k := p.Known[m]; k != "" {
+				switch k := p.Known[m]; {
+				case k != "":
 					who = append(who, m+" ("+k+")")
-				} else {
+				case p.NeutronAsked:
 					who = append(who, m+" (unknown to Neutron)")
+				default:
+					who = append(who, m)
 				}
 			}
-			a.add(Evidence{Component: "duplicate address " + p.Address, Node: p.Host, Weight: wDuplicate, Source: src,
+			a.add(Evidence{Component: "duplicate address " + p.Address, Node: p.Host, Weight: wDuplicate, Source: arp,
 				Message: fmt.Sprintf("%s answers ARP from %d MAC addresses on %s: %s — two machines hold the address, and each peer talks to whichever answered last, so it works only sometimes (%d replies to %d requests)",
 					p.Address, len(p.MACs), where, strings.Join(who, " and "), p.ARPReplies, p.ARPSent)})
 		}
 		if p.OnLink && len(p.MACs) == 0 && p.ARPSent > 0 {
-			a.add(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wNoARP, Source: src,
+			a.add(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wNoARP, Source: arp,
 				Message: fmt.Sprintf("nothing answers ARP for %s on %s (%d requests): the machine is down or not on this segment", p.Address, where, p.ARPSent)})
 		}
-		if len(p.MACs) == 1 && len(p.Known) > 0 && p.Known[p.MACs[0]] == "" {
-			a.add(Evidence{Component: "duplicate address " + p.Address, Node: p.Host, Weight: wNeighMismatch, Source: src,
+		if len(p.MACs) == 1 && p.NeutronAsked && len(p.Known) > 0 && p.Known[p.MACs[0]] == "" {
+			a.add(Evidence{Component: "duplicate address " + p.Address, Node: p.Host, Weight: wNeighMismatch, Source: arp,
 				Message: fmt.Sprintf("%s answers ARP on %s from %s, which is not the MAC Neutron gave it: another machine took the address", p.Address, where, p.MACs[0])})
 		}
 		if p.NeighMAC != "" && len(p.MACs) == 1 && p.NeighMAC != p.MACs[0] {
-			a.add(Evidence{Component: "duplicate address " + p.Address, Node: p.Host, Weight: wNeighMismatch, Source: src,
+			a.add(Evidence{Component: "duplicate address " + p.Address, Node: p.Host, Weight: wNeighMismatch, Source: neigh + "; " + arp,
 				Message: fmt.Sprintf("the neighbour table on %s has %s for %s but ARP answered from %s: the address moved between machines", where, p.NeighMAC, p.Address, p.MACs[0])})
 		}
 		switch {
 		case p.PingSent > 0 && p.PingRecv == 0:
-			a.add(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wNoPing, Source: src,
+			a.add(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wNoPing, Source: ping,
 				Message: fmt.Sprintf("no ping reply from %s on %s (%d sent)", p.Address, where, p.PingSent)})
 		case p.PingSent > 0 && p.PingRecv < p.PingSent:
-			a.add(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wIntermittent, Source: src,
+			a.add(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wIntermittent, Source: ping,
 				Message: fmt.Sprintf("%s answers ping only sometimes from %s: %d of %d", p.Address, where, p.PingRecv, p.PingSent)})
 		case p.PingSent > 0:
-			a.note(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wContext, Source: src,
+			a.note(Evidence{Component: "address " + p.Address, Node: p.Host, Weight: wContext, Source: ping,
 				Message: fmt.Sprintf("%s answers ping from %s: %d of %d", p.Address, where, p.PingRecv, p.PingSent)})
 		}
 		if !p.OnLink && p.Error == "" {
@@ -554,12 +558,13 @@ func (a *analysis) nodes() {
 	_ = dbSvc
 	for _, n := range a.f.Nodes {
 		src := strings.Join(n.Sources, "; ")
+		srcLoad, srcMem, srcIO, srcDF := pick(n.Sources, src, "loadavg", "nproc"), pick(n.Sources, src, "meminfo"), pick(n.Sources, src, "vmstat"), pick(n.Sources, src, "df ")
 		var normal []string
 		if n.CPUs > 0 {
 			per := n.Load1 / float64(n.CPUs)
 			desc := fmt.Sprintf("load %.2f %.2f %.2f on %d CPU(s)", n.Load1, n.Load5, n.Load15, n.CPUs)
 			if per >= 2 {
-				a.add(Evidence{Component: "node", Node: n.Host, Weight: wLoad, Source: src, Message: n.Host + ": " + desc + ": more runnable work than CPUs"})
+				a.add(Evidence{Component: "node", Node: n.Host, Weight: wLoad, Source: srcLoad, Message: n.Host + ": " + desc + ": more runnable work than CPUs"})
 			} else {
 				normal = append(normal, desc)
 			}
@@ -569,14 +574,14 @@ func (a *analysis) nodes() {
 			desc := fmt.Sprintf("%.0f%% of %s memory available", pct, human(n.MemTotal))
 			switch {
 			case pct < 5:
-				a.add(Evidence{Component: "node", Node: n.Host, Weight: wMemLow, Source: src, Message: n.Host + ": only " + desc})
+				a.add(Evidence{Component: "node", Node: n.Host, Weight: wMemLow, Source: srcMem, Message: n.Host + ": only " + desc})
 			case pct < 10:
-				a.add(Evidence{Component: "node", Node: n.Host, Weight: wMemLow - 15, Source: src, Message: n.Host + ": only " + desc})
+				a.add(Evidence{Component: "node", Node: n.Host, Weight: wMemLow - 15, Source: srcMem, Message: n.Host + ": only " + desc})
 			default:
 				normal = append(normal, desc)
 			}
 			if n.SwapTot > 0 && float64(n.SwapTot-n.SwapFree)/float64(n.SwapTot) > 0.5 {
-				a.add(Evidence{Component: "node", Node: n.Host, Weight: wDiskBusy - 5, Source: src,
+				a.add(Evidence{Component: "node", Node: n.Host, Weight: wDiskBusy - 5, Source: srcMem,
 					Message: fmt.Sprintf("%s: %s of %s swap in use", n.Host, human(n.SwapTot-n.SwapFree), human(n.SwapTot))})
 			}
 		}
@@ -587,7 +592,7 @@ func (a *analysis) nodes() {
 			}
 		}
 		if len(busy) > 0 {
-			a.add(Evidence{Component: "node", Node: n.Host, Weight: wDiskBusy, Source: src, Message: n.Host + ": disks busy: " + strings.Join(busy, ", ")})
+			a.add(Evidence{Component: "node", Node: n.Host, Weight: wDiskBusy, Source: srcIO, Message: n.Host + ": disks busy: " + strings.Join(busy, ", ")})
 		} else if len(n.Disks) > 0 {
 			normal = append(normal, fmt.Sprintf("%d disk(s) with no IO queue", len(n.Disks)))
 		}
@@ -606,9 +611,12 @@ func (a *analysis) nodes() {
 				if n.Host == dbNode && a.f.Symptom == DBConnectionErrors {
 					w += 15
 				}
-				a.add(Evidence{Component: "node", Node: n.Host, Weight: w, Source: src,
+				a.add(Evidence{Component: "node", Node: n.Host, Weight: w, Source: srcDF,
 					Message: fmt.Sprintf("%s: %s is %.0f%% full (%s of %s)", n.Host, fs.Mount, pct, human(fs.Used), human(fs.Size))})
 			}
+		}
+		for _, e := range n.FSErrors {
+			a.add(Evidence{Component: "node", Node: n.Host, Weight: wFSFull, Source: srcDF, Message: n.Host + ": df could not read a file system: " + e})
 		}
 		if fullest != "" && maxPct < 90 {
 			normal = append(normal, fmt.Sprintf("fullest file system %s at %.0f%%", fullest, maxPct))
@@ -627,7 +635,7 @@ func (a *analysis) blastRadius() BlastRadius {
 	case InstanceUnreachable:
 		for _, p := range f.Network {
 			if len(p.MACs) >= 2 {
-				return BlastRadius{Scope: ScopeInstance, Instances: 1, Hosts: 1, Source: strings.Join(p.Sources, "; "),
+				return BlastRadius{Scope: ScopeInstance, Instances: 1, Hosts: 1, Source: or(p.ARPSource, strings.Join(p.Sources, "; ")),
 					Detail: fmt.Sprintf("one address, %s, held by %d machines; nothing else shares the symptom from what was probed", p.Address, len(p.MACs))}
 			}
 		}
@@ -828,6 +836,30 @@ func label(name, id string) string {
 		return name
 	}
 	return id
+}
+
+// pick joins the sources that contain one of the words (all of them when none does).
+func pick(sources []string, all string, words ...string) string {
+	var out []string
+	for _, s := range sources {
+		for _, w := range words {
+			if strings.Contains(s, w) {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return all
+	}
+	return strings.Join(out, "; ")
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
 }
 
 func dash(s string) string {

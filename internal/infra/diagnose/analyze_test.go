@@ -36,7 +36,7 @@ func TestDuplicateAddressOutranksLoadAndDisk(t *testing.T) {
 		Processes: []Process{{Host: "compute1", Service: "nova-compute", Running: true, Source: "ssh compute1: systemctl is-active nova-compute"}},
 		Network: []NetProbe{{Host: "controller", Netns: "qdhcp-1", Interface: "tap1", Address: "10.0.0.5", OnLink: true,
 			MACs: []string{"fa:16:3e:00:00:05", "dc:9b:9c:12:34:56"}, ARPSent: 3, ARPReplies: 6, PingSent: 5, PingRecv: 3,
-			Known:   map[string]string{"fa:16:3e:00:00:05": "port p1 of instance web-1"},
+			Known: map[string]string{"fa:16:3e:00:00:05": "port p1 of instance web-1"}, NeutronAsked: true,
 			Sources: []string{"ssh controller: ip netns exec qdhcp-1 arping -b -c 3 -I tap1 10.0.0.5"}}},
 	}
 	rep := Analyze(f)

@@ -136,7 +136,9 @@ type Node struct {
 	SwapFree int64     `json:"swap_free"`
 	Disks    []DiskIO  `json:"disks,omitempty"`
 	FS       []FSUsage `json:"fs,omitempty"`
-	Sources  []string  `json:"sources"`
+	// FSErrors are df's complaints about file systems it could not read (Input/output error).
+	FSErrors []string `json:"fs_errors,omitempty"`
+	Sources  []string `json:"sources"`
 }
 
 // DiskIO is one line of vmstat -d.
@@ -221,9 +223,16 @@ type NetProbe struct {
 	// Holders are the namespaces of this host that hold Address themselves (local routes).
 	Holders []string `json:"holders,omitempty"`
 	// Known maps a MAC to what Neutron says owns it (port, device), for the MACs Neutron knows.
-	Known   map[string]string `json:"known,omitempty"`
-	Sources []string          `json:"sources"`
-	Error   string            `json:"error,omitempty"`
+	Known map[string]string `json:"known,omitempty"`
+	// NeutronAsked: Neutron's ports were looked up (so a MAC missing from Known is unknown to it).
+	NeutronAsked bool `json:"neutron_asked,omitempty"`
+	// Sources are the route lookups that chose this vantage; ARPSource, NeighSource and
+	// PingSource the commands behind MACs, Neigh* and Ping*.
+	Sources     []string `json:"sources"`
+	ARPSource   string   `json:"arp_source,omitempty"`
+	NeighSource string   `json:"neigh_source,omitempty"`
+	PingSource  string   `json:"ping_source,omitempty"`
+	Error       string   `json:"error,omitempty"`
 }
 
 // Capacity is the scheduling picture: Placement's allocatable and used resources and the

@@ -1,17 +1,21 @@
-// Package openstack builds the gophercloud v2 clients Stackrun's activities
-// use, from a clouds.yaml entry or from the OS_* variables of an openrc file,
-// with explicit microversions, and offers a few typed helpers that return
-// small plain structs (no gophercloud type leaks out of the helpers, so
-// callers that must not import gophercloud can use their results).
+// Package openstack is Stackrun's one OpenStack layer: it builds the gophercloud v2 clients the
+// activities use, from a clouds.yaml entry or from the OS_* variables of an openrc file, with
+// explicit microversions, and offers the calls the activities make, in gophercloud's style:
+// methods on Clients, context first, an XxxOpts struct where the call takes filters, every
+// page of a list read and extracted in one place (listAll). Results are small plain structs
+// (no gophercloud type leaks out of a List or Get, so callers that must not import gophercloud
+// can use them). Errors say what was asked ("list servers: ...", "get server X: ...") and wrap
+// gophercloud's: errors.As still finds its ErrUnexpectedResponseCode (a 404, a 409).
 //
 //	clients, err := openstack.NewClients(ctx, openstack.Options{Cloud: "lab"})
 //	if err != nil {
 //		return err
 //	}
-//	services, err := clients.ComputeServices(ctx, "nova-compute")
+//	services, err := clients.ListServices(ctx, openstack.ServiceListOpts{Binary: "nova-compute"})
 //
 // Tests of code that uses Clients build one around gophercloud's testhelper
-// fake server: &openstack.Clients{Compute: sc} with sc.Type = "compute".
+// fake server: &openstack.Clients{Compute: sc} with sc.Type = "compute"
+// (lists_test.go has a fixture per call).
 package openstack
 
 import (

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"time"
 
@@ -33,20 +32,21 @@ const (
 	ServiceStateDown      = "down"
 )
 
-// ComputeServices lists Nova services, only those of binary unless it is ""
-// (all), sorted by host then binary.
-func (c *Clients) ComputeServices(ctx context.Context, binary string) ([]Service, error) {
-	pages, err := services.List(c.Compute, services.ListOpts{Binary: binary}).AllPages(ctx)
+// ServiceListOpts filters ListServices; empty fields do not filter.
+type ServiceListOpts struct {
+	Binary string // nova-compute, nova-conductor...
+	Host   string
+}
+
+// ListServices lists Nova services, sorted by host then binary.
+func (c *Clients) ListServices(ctx context.Context, opts ServiceListOpts) ([]Service, error) {
+	list, err := listAll(ctx, "list compute services",
+		services.List(c.Compute, services.ListOpts{Binary: opts.Binary, Host: opts.Host}), services.ExtractServices)
 	if err != nil {
-		return nil, fmt.Errorf("list compute services: %w", err)
+		return nil, err
 	}
-	list, err := services.ExtractServices(pages)
-	if err != nil {
-		return nil, fmt.Errorf("list compute services: %w", err)
-	}
-	out := make([]Service, 0, len(list))
-	for _, s := range list {
-		out = append(out, Service{
+	out := convert(list, func(s services.Service) Service {
+		return Service{
 			ID:             s.ID,
 			Host:           s.Host,
 			Binary:         s.Binary,
@@ -56,12 +56,18 @@ func (c *Clients) ComputeServices(ctx context.Context, binary string) ([]Service
 			DisabledReason: s.DisabledReason,
 			ForcedDown:     s.ForcedDown,
 			UpdatedAt:      s.UpdatedAt,
-		})
-	}
+		}
+	})
 	slices.SortFunc(out, func(a, b Service) int {
 		return cmp.Or(cmp.Compare(a.Host, b.Host), cmp.Compare(a.Binary, b.Binary))
 	})
 	return out, nil
+}
+
+// ComputeServices lists Nova services, only those of binary unless it is ""
+// (all), sorted by host then binary.
+func (c *Clients) ComputeServices(ctx context.Context, binary string) ([]Service, error) {
+	return c.ListServices(ctx, ServiceListOpts{Binary: binary})
 }
 
 // Server is a Nova server as runbooks need it.
@@ -71,14 +77,35 @@ type Server struct {
 	Status             string // ACTIVE, SHUTOFF, MIGRATING, ERROR...
 	TaskState          string // "" when idle; migrating, rebuilding...
 	VMState            string // active, stopped, error...
+	PowerState         int    // 1 running, 4 shutdown...
 	Host               string // OS-EXT-SRV-ATTR:host
 	HypervisorHostname string
 	ProjectID          string
+	ImageID            string // "" for a server booted from a volume
 	FlavorName         string // original_name of the embedded flavor
 	FlavorVCPUs        int
 	FlavorRAMMB        int
 	FlavorDiskGB       int
 	Fault              string // fault message, "" if none
+	FaultCode          int
+}
+
+// ServerListOpts filters ListServers. Nova honours AllTenants and Host for admins only.
+type ServerListOpts struct {
+	AllTenants bool
+	Host       string
+	// Limit is the page size (0: Nova's default); every page is read.
+	Limit int
+}
+
+// ListServers lists servers (details, every page) in Nova's order.
+func (c *Clients) ListServers(ctx context.Context, opts ServerListOpts) ([]Server, error) {
+	list, err := listAll(ctx, "list servers",
+		servers.List(c.Compute, servers.ListOpts{AllTenants: opts.AllTenants, Host: opts.Host, Limit: opts.Limit}), servers.ExtractServers)
+	if err != nil {
+		return nil, err
+	}
+	return convert(list, serverFrom), nil
 }
 
 // ServersOnHost lists the servers of every project whose compute host is
@@ -89,21 +116,11 @@ func (c *Clients) ServersOnHost(ctx context.Context, host string) ([]Server, err
 	if host == "" {
 		return nil, errors.New("servers on host: empty host name")
 	}
-	pages, err := servers.List(c.Compute, servers.ListOpts{AllTenants: true, Host: host}).AllPages(ctx)
+	list, err := c.ListServers(ctx, ServerListOpts{AllTenants: true, Host: host})
 	if err != nil {
-		return nil, fmt.Errorf("list servers on %s: %w", host, err)
+		return nil, err
 	}
-	list, err := servers.ExtractServers(pages)
-	if err != nil {
-		return nil, fmt.Errorf("list servers on %s: %w", host, err)
-	}
-	out := make([]Server, 0, len(list))
-	for _, s := range list {
-		if s.Host != host {
-			continue
-		}
-		out = append(out, serverFrom(s))
-	}
+	out := slices.DeleteFunc(list, func(s Server) bool { return s.Host != host })
 	slices.SortFunc(out, func(a, b Server) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 	})
@@ -117,11 +134,14 @@ func serverFrom(s servers.Server) Server {
 		Status:             s.Status,
 		TaskState:          s.TaskState,
 		VMState:            s.VmState,
+		PowerState:         int(s.PowerState),
 		Host:               s.Host,
 		HypervisorHostname: s.HypervisorHostname,
 		ProjectID:          s.TenantID,
 		Fault:              s.Fault.Message,
+		FaultCode:          s.Fault.Code,
 	}
+	out.ImageID, _ = s.Image["id"].(string)
 	// Embedded flavor (microversion >= 2.47).
 	if f := s.Flavor; f != nil {
 		out.FlavorName, _ = f["original_name"].(string)

@@ -112,7 +112,7 @@ func TestOptionalServiceMissing(t *testing.T) {
 	c := &openstack.Clients{}
 	_, err := c.ObjectStoreAccountStat(context.Background())
 	assert.ErrorIs(t, err, openstack.ErrServiceUnavailable)
-	_, err = c.ListImages(context.Background())
+	_, err = c.ListImages(context.Background(), openstack.ImageListOpts{})
 	assert.ErrorIs(t, err, openstack.ErrServiceUnavailable)
 }
 
@@ -231,7 +231,7 @@ func checkClients(t *testing.T, c *openstack.Clients) {
 		{ID: "p2", Name: "demo", DomainID: "default", Enabled: true},
 	}, projects)
 
-	images, err := c.ListImages(ctx)
+	images, err := c.ListImages(ctx, openstack.ImageListOpts{})
 	require.NoError(t, err)
 	assert.Equal(t, []openstack.Image{{ID: "i1", Name: "cirros", Status: "active", Visibility: "public", Owner: "p1", SizeBytes: 16338944}}, images)
 

@@ -94,8 +94,8 @@ var defaultCommands = map[string][]string{
 	"mount_ro_xfs":      {"mount", "-t", "xfs", "-o", "ro,norecovery,nouuid,nosuid,nodev,noexec", "{device_path}", "{mountpoint}"},
 	"guest_resolve":     {"realpath", "--canonicalize-missing", "{path...}"},
 	"guest_stat":        {"stat", "--dereference", "--format", "%d|%s|%F|%n", "{path...}"},
-	"proc_cmdline":      {"cat", "/proc/{pid}/cmdline"},
-	"proc_stat":         {"cat", "/proc/{pid}/stat"},
+	"file_heads":        {"head", "--quiet", "--bytes", "{bytes}", "{path...}"},
+	"daemon_list":       {"pgrep", "--list-full", "qemu-storage"}, // exit 1 = none
 	"process_term":      {"kill", "-TERM", "{pid}"},
 	"process_kill":      {"kill", "-KILL", "{pid}"},
 	// swift rings

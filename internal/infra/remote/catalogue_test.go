@@ -150,9 +150,9 @@ func TestInspectDiskCommands(t *testing.T) {
 		_, err := cat.Build("process_term", "", map[string]string{"pid": bad})
 		assert.ErrorIs(t, err, remote.ErrInvalidArgument, bad)
 	}
-	cmd, err = cat.Build("proc_cmdline", "", map[string]string{"pid": "4242"})
+	cmd, err = cat.Build("process_term", "", map[string]string{"pid": "4242"})
 	require.NoError(t, err)
-	assert.Equal(t, []string{"cat", "/proc/4242/cmdline"}, cmd.Argv)
+	assert.Equal(t, []string{"kill", "-TERM", "4242"}, cmd.Argv)
 	cmd, err = cat.Build("guest_resolve", "", nil, "/run/m/etc/fstab", "/run/m/var/log/syslog")
 	require.NoError(t, err)
 	assert.Equal(t, []string{"realpath", "--canonicalize-missing", "/run/m/etc/fstab", "/run/m/var/log/syslog"}, cmd.Argv)

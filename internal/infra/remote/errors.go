@@ -31,6 +31,9 @@ var (
 	ErrConnect = errors.New("connection failed")
 	// ErrClosed: the Pool was closed. Non-retryable.
 	ErrClosed = errors.New("pool closed")
+	// ErrTruncated: a command's output was cut at MaxOutputBytes and someone needed all of
+	// it (Result.Whole). Non-retryable: the same command prints as much again.
+	ErrTruncated = errors.New("output truncated")
 )
 
 // Stable error type names for temporal.NewApplicationError /
@@ -43,6 +46,7 @@ const (
 	TypeTimeout         = "RemoteTimeout"
 	TypeConnect         = "RemoteConnectFailed"
 	TypeClosed          = "RemotePoolClosed"
+	TypeTruncated       = "RemoteOutputTruncated"
 	TypeOther           = "RemoteError"
 )
 
@@ -63,16 +67,19 @@ func ErrorType(err error) string {
 		return TypeConnect
 	case errors.Is(err, ErrClosed):
 		return TypeClosed
+	case errors.Is(err, ErrTruncated):
+		return TypeTruncated
 	}
 	return TypeOther
 }
 
 // Retryable reports whether retrying the same call may succeed: false for host
-// key problems, authentication failures, invalid arguments and a closed pool;
-// true otherwise (connection failures, timeouts, unclassified errors).
+// key problems, authentication failures, invalid arguments, a closed pool and
+// truncated output; true otherwise (connection failures, timeouts, unclassified
+// errors).
 func Retryable(err error) bool {
 	switch ErrorType(err) {
-	case TypeHostKeyUnknown, TypeHostKeyMismatch, TypeAuth, TypeInvalidArgument, TypeClosed:
+	case TypeHostKeyUnknown, TypeHostKeyMismatch, TypeAuth, TypeInvalidArgument, TypeClosed, TypeTruncated:
 		return false
 	}
 	return true

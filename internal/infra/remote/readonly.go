@@ -30,7 +30,7 @@ var readOnlyCommands = []string{
 	"package_status", "package_policy", "version_lt", "db_schema_version", "nova_upgrade_check",
 	"file_size", "file_tail", "file_mode_owner", "dump_count_databases", "dump_count_tables",
 	// inspect-disk: facts about the image, the exports and the guest's files
-	"proc_cmdline", "proc_stat", "image_info_raw", "image_info_qcow2", "loop_list", "partition_table",
+	"daemon_list", "file_heads", "image_info_raw", "image_info_qcow2", "loop_list", "partition_table",
 	"fs_probe", "fs_probe_at", "guest_stat", "guest_resolve", "file_head",
 }
 
@@ -58,6 +58,7 @@ var mutatingCommands = []string{
 // network namespace (Neutron's qdhcp-/qrouter- namespaces are where tenant addresses live).
 var diagnoseCommands = map[string][]string{
 	"loadavg":          {"cat", "/proc/loadavg"},
+	"cpu_count":        {"nproc"},
 	"meminfo":          {"cat", "/proc/meminfo"},
 	"vmstat_disk":      {"vmstat", "-d"},
 	"neigh_show":       {"ip", "-j", "neigh", "show"},

@@ -9,6 +9,19 @@ import (
 	"github.com/stackrun/stackrun/activities"
 )
 
+// RestartService restarts one service of one host: plan, gate approve-restart, a slot among the
+// hosts out of service, stop, start, verify that it runs and (for services on the message queue)
+// that it logged an AMQP connection after the restart. Each side effect checks the world first, so
+// a retried or replayed step does not stop a service twice.
+var RestartService = Define(Def[RestartServiceInput, restartServicePlan]{
+	Name:  "restart-service",
+	Short: "Restart one service on one host behind an approval, then verify it came back",
+	Steps: []string{"describe-host", GateApproveRestart, "acquire-lease", "stop", "start", "verify", "release-lease"},
+	Key:   func(in *RestartServiceInput) string { return in.Host + "/" + in.Service },
+	Plan:  planRestartService,
+	Act:   restartService,
+})
+
 // RestartServiceInput is the input of RestartService.
 type RestartServiceInput struct {
 	Meta
@@ -16,11 +29,6 @@ type RestartServiceInput struct {
 	Service string `json:"service" flag:"service" usage:"service to restart, one of the host's role services (required)"`
 }
 
-func (in *RestartServiceInput) GetMeta() *Meta { return &in.Meta }
-func (in *RestartServiceInput) Target() string { return in.Host + "/" + in.Service }
-func (in *RestartServiceInput) WorkflowID() string {
-	return "restart-service/" + in.Host + "/" + in.Service
-}
 func (in *RestartServiceInput) Validate() error {
 	if err := validateMeta(&in.Meta); err != nil {
 		return err
@@ -34,67 +42,58 @@ func (in *RestartServiceInput) Validate() error {
 // GateApproveRestart is the gate before a service is stopped.
 const GateApproveRestart = "approve-restart"
 
-// RestartService restarts one service of one host: plan, gate approve-restart, a slot among the
-// hosts out of service, stop, start, verify that it runs and (for services on the message queue)
-// that it logged an AMQP connection after the restart. Each side effect checks the world first, so
-// a retried or replayed step does not stop a service twice.
-func RestartService(ctx workflow.Context, in RestartServiceInput) (*Report, error) {
-	r, err := Begin(ctx, "restart-service", in.Target(), in.Meta,
-		"describe-host", GateApproveRestart, "acquire-lease", "stop", "start", "verify", "release-lease")
-	if err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return r.Finish(err, "invalid input")
-	}
+// restartServicePlan is what the restart acts on: the service as the inventory describes it.
+type restartServicePlan struct {
+	svc activities.ServiceFacts
+	req activities.ServiceRequest
+}
+
+func planRestartService(r *Run, in *RestartServiceInput, p *restartServicePlan) (Approval, error) {
 	facts, err := r.DescribeHost(in.Host)
 	if err != nil {
-		return r.Finish(err, "")
+		return Approval{}, err
 	}
-	var svc *activities.ServiceFacts
-	for i := range facts.Services {
-		if facts.Services[i].Name == in.Service {
-			svc = &facts.Services[i]
+	found := false
+	for _, s := range facts.Services {
+		if s.Name == in.Service {
+			p.svc, found = s, true
 		}
 	}
-	if svc == nil {
+	if !found {
 		names := make([]string, len(facts.Services))
 		for i, s := range facts.Services {
 			names[i] = s.Name
 		}
-		return r.Finish(&FieldError{Field: "service", Value: in.Service, Problem: fmt.Sprintf("not a service of %s (its services: %v)", in.Host, names)}, "invalid input")
+		return Approval{}, Summarize("invalid input", &FieldError{Field: "service", Value: in.Service, Problem: fmt.Sprintf("not a service of %s (its services: %v)", in.Host, names)})
 	}
-	req := activities.ServiceRequest{Host: in.Host, Role: svc.Role, Service: svc.Name}
+	p.req = activities.ServiceRequest{Host: in.Host, Role: p.svc.Role, Service: p.svc.Name}
 	r.SetPlan([]string{
-		fmt.Sprintf("stop %s on %s (%s), role %s", svc.Name, in.Host, facts.Address, svc.Role),
-		fmt.Sprintf("start %s and verify it runs", svc.Name),
+		fmt.Sprintf("stop %s on %s (%s), role %s", p.svc.Name, in.Host, facts.Address, p.svc.Role),
+		fmt.Sprintf("start %s and verify it runs", p.svc.Name),
 	})
-	if r.DryRun() {
-		return r.Finish(nil, "")
-	}
-	if err := r.Gate(GateApproveRestart, GateOptions{Summary: fmt.Sprintf("Restart %s on %s. Reason: %s", svc.Name, in.Host, in.Reason)}); err != nil {
-		return r.Finish(err, "")
-	}
-	if err := r.AcquireHostLease(in.Host); err != nil {
-		return r.Finish(err, "")
-	}
-	defer r.ReleaseHostLease(in.Host)
+	return Approval{Gate: GateApproveRestart, Summary: fmt.Sprintf("Restart %s on %s. Reason: %s", p.svc.Name, in.Host, in.Reason)}, nil
+}
 
+func restartService(r *Run, in *RestartServiceInput, p *restartServicePlan) (string, error) {
+	if err := r.AcquireHostLease(in.Host); err != nil {
+		return "", err
+	}
+	svc, req := p.svc, p.req
 	var restartedAt time.Time
-	err = r.Do("stop", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
+	err := r.Do("stop", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
 		restartedAt = workflow.Now(ctx)
 		return r.Exec(ctx, "stop", in.Host, hosts.SetService, nil, activities.ServiceAction{ServiceRequest: req, Action: "stop"})
 	})
 	if err != nil {
 		r.SetLeftState(fmt.Sprintf("%s on %s: state unknown after a failed stop — check it", svc.Name, in.Host))
-		return r.finishReleasing(in.Host, err)
+		return "", err
 	}
 	r.SetLeftState(fmt.Sprintf("%s on %s is STOPPED", svc.Name, in.Host))
 	err = r.Do("start", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
 		return r.Exec(ctx, "start", in.Host, hosts.SetService, nil, activities.ServiceAction{ServiceRequest: req, Action: "start"})
 	})
 	if err != nil {
-		return r.finishReleasing(in.Host, err)
+		return "", err
 	}
 	r.SetLeftState("")
 	err = r.Do("verify", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
@@ -124,14 +123,7 @@ func RestartService(ctx workflow.Context, in RestartServiceInput) (*Report, erro
 		return nil
 	})
 	if err != nil {
-		return r.finishReleasing(in.Host, err)
+		return "", err
 	}
-	r.ReleaseHostLease(in.Host)
-	return r.Finish(nil, fmt.Sprintf("%s on %s restarted and verified", svc.Name, in.Host))
-}
-
-// finishReleasing gives back the host's lease before the report is written.
-func (r *Run) finishReleasing(host string, err error) (*Report, error) {
-	r.ReleaseHostLease(host)
-	return r.Finish(err, "")
+	return fmt.Sprintf("%s on %s restarted and verified", svc.Name, in.Host), nil
 }

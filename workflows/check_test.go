@@ -74,13 +74,13 @@ func TestCheckFailingProbeIsAFindingAndParallelismIsBounded(t *testing.T) {
 		n, _ := calls.LoadOrStore(r.Target, new(atomic.Int32))
 		n.(*atomic.Int32).Add(1)
 		if r.Target == "h4" {
-			return activities.ProbeResult{}, temporal.NewNonRetryableApplicationError("host key mismatch", wf.ErrTypeHostKey, nil)
+			return activities.ProbeResult{}, temporal.NewNonRetryableApplicationError("host key mismatch", activities.ErrTypeHostKey, nil)
 		}
 		return activities.ProbeResult{Summary: "0 pending"}, nil
 	})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "daily"})
+	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "daily"})
 	require.True(t, f.env.IsWorkflowCompleted())
 	require.NoError(t, f.env.GetWorkflowError())
 	var rep wf.Report
@@ -124,7 +124,7 @@ func TestCheckProbeTimeoutIsAFinding(t *testing.T) {
 	f.env.OnActivity(chk.TicketsProbe, mock.Anything, mock.Anything).Return(activities.ProbeResult{Summary: "no tickets source configured"}, nil)
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check, wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "hourly"})
+	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "hourly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
 	assert.Equal(t, checks.Critical, recorded.Findings[0].Severity, "blind to alerts is critical")
@@ -139,7 +139,7 @@ func TestCheckRecordFailureFailsTheRun(t *testing.T) {
 		attempts.Add(1)
 		return activities.RecordResult{}, errors.New("dial tcp 127.0.0.10:3306: connection refused")
 	})
-	f.env.ExecuteWorkflow(wf.Check, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "quarterly"})
+	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "quarterly"})
 	err := f.env.GetWorkflowError()
 	require.Error(t, err, "a check whose report cannot be recorded fails, so that its schedule pauses")
 	assert.Contains(t, err.Error(), "report not recorded")
@@ -150,7 +150,7 @@ func TestCheckHalfYearlyIsAnHonestReminder(t *testing.T) {
 	f := checkFixture(t, activities.CheckPlan{Parallelism: 1})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
+	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
 	assert.Contains(t, recorded.Findings[0].Message, "no staged-upgrade runbook yet, so nothing was started")
@@ -171,5 +171,5 @@ func TestCheckInputValidation(t *testing.T) {
 	}
 	ok := wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "half-yearly"}
 	require.NoError(t, ok.Validate())
-	assert.Equal(t, "check/half-yearly", ok.WorkflowID())
+	assert.Equal(t, "check/half-yearly", wf.Check.WorkflowID(&ok))
 }

@@ -19,14 +19,13 @@ import (
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
-// HistoryEventsForHost runs ComputeEvacuation over n mocked instances on a real dev server (real
+// HistoryEventsForHost runs Evacuate over n mocked instances on a real dev server (real
 // history, real workflow tasks; activities answer at once) and returns the run's history length.
 func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 	srv := devserver.Start(t)
 	tq := "history-test"
 	w := worker.New(srv.Client, tq, worker.Options{})
-	w.RegisterWorkflow(wf.ComputeEvacuation)
-	w.RegisterWorkflow(wf.HostLease)
+	wf.Register(w)
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateApprovePlan}
 	w.RegisterActivity(&activities.Machine{Policy: p, Log: nil})

@@ -11,78 +11,85 @@ import (
 	"github.com/stackrun/stackrun/activities"
 )
 
-// GateConfirmHostDead is the fencing gate of HostFailureRecovery: a person confirms the host is
+// RecoverHost rebuilds the instances of a dead compute host elsewhere (RUNBOOKS.md §2): confirm
+// it is down (service down, no SSH answer), fence (gate confirm-host-dead), force its service
+// down, list its instances and their volumes (API, Nova and Cinder databases), evacuate with at
+// most N in flight, verify each ACTIVE (or SHUTOFF, as it was) elsewhere, report volumes that
+// need attention. It rewrites the database only when asked (--db-rewrite-fallback), only for the
+// instances whose evacuation failed, and only after gate db-rewrite (see dbRewriteFallback).
+var RecoverHost = Define(Def[RecoverHostInput, recoverHostPlan]{
+	Name:     "recover-host",
+	Short:    "A compute host died: confirm down, fence (gate), force down, evacuate its instances, check volumes",
+	StepsFor: recoverHostSteps,
+	Key:      func(in *RecoverHostInput) string { return in.Host },
+	Plan:     planRecoverHost,
+	Act:      recoverHost,
+	Formerly: []string{"HostFailureRecovery"},
+})
+
+// GateConfirmHostDead is the fencing gate of RecoverHost: a person confirms the host is
 // really dead (powered off, fenced) before its instances are rebuilt elsewhere.
 const GateConfirmHostDead = "confirm-host-dead"
 
-// GateDBRewrite guards HostFailureRecovery's database-rewrite fallback: a second person approves
+// GateDBRewrite guards RecoverHost's database-rewrite fallback: a second person approves
 // the exact instance rows that will be rewritten (policy two_person_gates lists it by default).
 const GateDBRewrite = "db-rewrite"
 
-// RecoverHostInput is the input of HostFailureRecovery (RUNBOOKS.md §2).
+// RecoverHostInput is the input of RecoverHost (RUNBOOKS.md §2).
 type RecoverHostInput struct {
 	Meta
 	Host     string   `json:"host" flag:"host" usage:"compute host that died (required)"`
 	Targets  []string `json:"targets,omitempty" flag:"to" usage:"target hosts, comma-separated (default: every enabled, up compute host but the dead one)"`
-	Parallel int      `json:"parallel" flag:"parallel" usage:"evacuations in flight at once (1-32)"`
+	Parallel int      `json:"parallel" flag:"parallel" usage:"evacuations in flight at once (1-32; default policy.default_parallelism)"`
 	// DBRewriteFallback opts in to the guide's manual path for the instances whose evacuation
 	// failed or stalled and was skipped: rewrite instances.host/node, then hard reboot.
 	DBRewriteFallback bool `json:"db_rewrite_fallback,omitempty" flag:"db-rewrite-fallback" usage:"for instances whose evacuation failed (or stalled and was skipped): rewrite instances.host/node in the Nova database after gate db-rewrite (needs databases.nova_rw_dsn), then hard-reboot them and verify them ACTIVE on the new host"`
 }
 
-func (in *RecoverHostInput) GetMeta() *Meta     { return &in.Meta }
-func (in *RecoverHostInput) Target() string     { return in.Host }
-func (in *RecoverHostInput) WorkflowID() string { return "recover-host/" + in.Host }
 func (in *RecoverHostInput) Validate() error {
 	e := EvacuateInput{Meta: in.Meta, Host: in.Host, Targets: in.Targets, Parallel: in.Parallel}
 	e.Reason = "recover"
 	return e.Validate()
 }
 
-// VolumeAttachment is one volume attached to an instance of the host.
-type VolumeAttachment = activities.VolumeAttachment
-
-// HostFailureRecovery rebuilds the instances of a dead compute host elsewhere: confirm it is down
-// (service down, no SSH answer), fence (gate confirm-host-dead), force its service down, list its
-// instances and their volumes (API, Nova and Cinder databases), evacuate with at most N in
-// flight, verify each ACTIVE (or SHUTOFF, as it was) elsewhere, report volumes that need
-// attention. It rewrites the database only when asked (--db-rewrite-fallback), only for the
-// instances whose evacuation failed, and only after gate db-rewrite (see dbRewriteFallback).
-func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, error) {
+func recoverHostSteps(in *RecoverHostInput) []string {
 	steps := []string{"describe-host", "confirm-down", "inventory", "capacity", GateConfirmHostDead,
 		"acquire-lease", "force-down", "evacuate"}
 	if in.DBRewriteFallback {
 		steps = append(steps, "db-rewrite-plan", GateDBRewrite, "db-rewrite")
 	}
-	steps = append(steps, "verify", "volumes", "release-lease")
-	r, err := Begin(ctx, "recover-host", in.Host, in.Meta, steps...)
-	if err != nil {
-		return nil, err
-	}
-	if err := in.Validate(); err != nil {
-		return r.Finish(err, "invalid input")
-	}
+	return append(steps, "verify", "volumes", "release-lease")
+}
+
+// recoverHostPlan is what the recovery acts on: the dead host's service, the targets, its
+// instances and volumes, one evacuation per instance, and the plan's lines.
+type recoverHostPlan struct {
+	targets   []string
+	instances []activities.Instance
+	volumes   []activities.VolumeAttachment
+	moves     []Move
+	lines     []string
+	parallel  int
+}
+
+func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval, error) {
 	var (
-		facts     activities.HostFacts
-		svc       ComputeService
-		targets   []string
-		instances []Instance
-		volumes   []VolumeAttachment
-		moves     []Move
+		svc       activities.ComputeService
 		sshAnswer activities.Reachability
 	)
-	if facts, err = r.DescribeHost(in.Host); err != nil {
-		return r.Finish(err, "refused")
+	facts, err := r.DescribeHost(in.Host)
+	if err != nil {
+		return Approval{}, Summarize("refused", err)
 	}
 	err = r.Do("confirm-down", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
 		if !slices.Contains(facts.Roles, "compute") {
 			return refused("host %s has roles %v, not compute", in.Host, facts.Roles)
 		}
-		var svcs []ComputeService
+		var svcs []activities.ComputeService
 		if err := r.Exec(ctx, "confirm-down", in.Host, compute.ComputeServices, &svcs); err != nil {
 			return err
 		}
-		i := slices.IndexFunc(svcs, func(s ComputeService) bool { return s.Host == in.Host })
+		i := slices.IndexFunc(svcs, func(s activities.ComputeService) bool { return s.Host == in.Host })
 		if i < 0 {
 			return refused("host %s has no nova-compute service", in.Host)
 		}
@@ -94,96 +101,78 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 			return err
 		}
 		if sshAnswer.Reachable {
-			r.AddFinding(SeverityCritical, in.Host, "the host still answers SSH (%s): it may still run its instances; fence it (power it off) before confirming", sshAnswer.Detail)
+			r.AddFinding(activities.SeverityCritical, in.Host, "the host still answers SSH (%s): it may still run its instances; fence it (power it off) before confirming", sshAnswer.Detail)
 		}
 		r.step("confirm-down").Detail = fmt.Sprintf("service %s (forced down %v); SSH answers: %v", svc.State, svc.ForcedDown, sshAnswer.Reachable)
-		if len(in.Targets) == 0 {
-			for _, s := range svcs {
-				if s.Host != in.Host && s.Status == "enabled" && s.State == "up" && !s.ForcedDown {
-					targets = append(targets, s.Host)
-				}
-			}
-		} else {
-			for _, t := range in.Targets {
-				j := slices.IndexFunc(svcs, func(s ComputeService) bool { return s.Host == t })
-				if j < 0 {
-					return refused("target %s has no nova-compute service", t)
-				}
-				if svcs[j].Status != "enabled" || svcs[j].State != "up" || svcs[j].ForcedDown {
-					return refused("target %s is not usable: %s, %s (forced down %v)", t, svcs[j].Status, svcs[j].State, svcs[j].ForcedDown)
-				}
-				targets = append(targets, t)
-			}
-		}
-		if len(targets) == 0 {
-			return refused("no other compute host is enabled and up: nowhere to rebuild the instances of %s", in.Host)
-		}
-		return nil
+		var err error
+		p.targets, err = chooseTargets(svcs, in.Host, in.Targets, "rebuild")
+		return err
 	})
 	if err != nil {
-		return r.Finish(err, "refused")
+		return Approval{}, Summarize("refused", err)
 	}
 
 	err = r.Do("inventory", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
-		if err := r.Exec(ctx, "inventory", in.Host, compute.InstancesOnHost, &instances, in.Host); err != nil {
+		if err := r.Exec(ctx, "inventory", in.Host, compute.InstancesOnHost, &p.instances, in.Host); err != nil {
 			return err
 		}
 		var dbIDs []string
 		if err := r.Exec(ctx, "inventory", in.Host, novadb.DBInstancesOnHost, &dbIDs, in.Host); err != nil {
 			return err
 		}
-		crossCheck(r, in.Host, instances, dbIDs)
-		if err := r.Exec(ctx, "inventory", in.Host, novadb.DBVolumeAttachments, &volumes, in.Host); err != nil {
+		crossCheck(r, in.Host, p.instances, dbIDs)
+		if err := r.Exec(ctx, "inventory", in.Host, novadb.DBVolumeAttachments, &p.volumes, in.Host); err != nil {
 			return err
 		}
-		r.SetDetail("volumes_before", volumes)
-		r.step("inventory").Detail = fmt.Sprintf("%d instance(s) (API), %d (database), %d volume attachment(s)", len(instances), len(dbIDs), len(volumes))
+		r.SetDetail("volumes_before", p.volumes)
+		r.step("inventory").Detail = fmt.Sprintf("%d instance(s) (API), %d (database), %d volume attachment(s)", len(p.instances), len(dbIDs), len(p.volumes))
 		return nil
 	})
 	if err != nil {
-		return r.Finish(err, "")
+		return Approval{}, err
 	}
 
-	err = r.Do("capacity", StepOptions{Target: strings.Join(targets, ","), NoSkip: true}, func(ctx workflow.Context) error {
-		var caps []HostCapacity
-		if err := r.Exec(ctx, "capacity", strings.Join(targets, ","), compute.Capacity, &caps, targets); err != nil {
+	err = r.Do("capacity", StepOptions{Target: strings.Join(p.targets, ","), NoSkip: true}, func(ctx workflow.Context) error {
+		var caps []activities.HostCapacity
+		if err := r.Exec(ctx, "capacity", strings.Join(p.targets, ","), compute.Capacity, &caps, p.targets); err != nil {
 			return err
 		}
 		var perr error
-		moves, perr = PlanMoves(in.Host, instances, caps, true)
+		p.moves, perr = PlanMoves(in.Host, p.instances, caps, true)
 		if perr != nil {
 			return refused("%v", perr)
 		}
 		return nil
 	})
+	p.parallel = r.parallelism(in.Parallel)
 	plan := []string{fmt.Sprintf("host %s: nova-compute %s; SSH answers: %v; %d instance(s), %d volume attachment(s); targets %s; at most %d in flight",
-		in.Host, svc.State, sshAnswer.Reachable, len(instances), len(volumes), strings.Join(targets, ", "), in.Parallel),
+		in.Host, svc.State, sshAnswer.Reachable, len(p.instances), len(p.volumes), strings.Join(p.targets, ", "), p.parallel),
 		fmt.Sprintf("gate %s (fencing), then force nova-compute on %s down and disable it", GateConfirmHostDead, in.Host)}
-	plan = append(plan, planLines(moves)...)
-	for _, v := range volumes {
+	plan = append(plan, planLines(p.moves)...)
+	for _, v := range p.volumes {
 		plan = append(plan, fmt.Sprintf("check volume %s of %s after the rebuild", v.VolumeID, v.InstanceID))
 	}
 	if in.DBRewriteFallback {
 		plan = append(plan, fmt.Sprintf("fallback for instances whose evacuation fails: gate %s listing the rows, then rewrite instances.host/node in the Nova database and hard-reboot each", GateDBRewrite))
 	}
+	p.lines = plan
 	r.SetPlan(plan)
-	r.SetDetail("moves", compactMoves(moves))
+	r.SetDetail("moves", compactMoves(p.moves))
 	if err != nil {
-		return r.Finish(err, "refused: capacity")
+		return Approval{}, Summarize("refused: capacity", err)
 	}
-	if r.DryRun() {
-		return r.Finish(nil, "")
-	}
-	summary := fmt.Sprintf("Confirm that %s is dead and fenced (powered off): %d instance(s) will be rebuilt on %s.", in.Host, len(instances), strings.Join(targets, ", "))
+	summary := fmt.Sprintf("Confirm that %s is dead and fenced (powered off): %d instance(s) will be rebuilt on %s.", in.Host, len(p.instances), strings.Join(p.targets, ", "))
 	if sshAnswer.Reachable {
 		summary += " WARNING: the host still answers SSH."
 	}
-	if err := r.Gate(GateConfirmHostDead, GateOptions{Summary: summary}); err != nil {
-		return r.Finish(err, "")
-	}
+	return Approval{Gate: GateConfirmHostDead, Summary: summary}, nil
+}
+
+func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, error) {
 	if err := r.AcquireHostLease(in.Host); err != nil {
-		return r.Finish(err, "")
+		return "", err
 	}
+	moves, targets, volumes := p.moves, p.targets, p.volumes
 	left := func() {
 		var moved, not []string
 		for _, m := range moves {
@@ -197,14 +186,10 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 			in.Host, in.Host, len(moved), strings.Join(moved, ", "), len(not), strings.Join(not, ", ")))
 		r.SetDetail("moves", compactMoves(moves))
 	}
-	finish := func(err error, summary string) (*Report, error) {
-		left()
-		r.ReleaseHostLease(in.Host)
-		return r.Finish(err, summary)
-	}
-	err = r.Do("force-down", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
+	r.OnExit(left)
+	err := r.Do("force-down", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
 		down := true
-		var s ComputeService
+		var s activities.ComputeService
 		if err := r.Exec(ctx, "force-down", in.Host, compute.SetComputeService, &s, activities.ServiceChange{Host: in.Host, ForcedDown: &down}); err != nil {
 			return err
 		}
@@ -215,20 +200,20 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 		return r.Exec(ctx, "force-down", in.Host, compute.SetComputeService, &s, activities.ServiceChange{Host: in.Host, Disable: true, Reason: reason})
 	})
 	if err != nil {
-		return finish(err, "")
+		return "", err
 	}
 	left()
 	err = r.Do("evacuate", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
-		return r.moveAll("evacuate", moves, in.Parallel, "")
+		return r.moveAll("evacuate", moves, p.parallel, "")
 	})
 	if err != nil {
-		return finish(err, "")
+		return "", err
 	}
 	if in.DBRewriteFallback {
-		err = dbRewriteFallback(r, in, moves, targets, plan)
+		err = dbRewriteFallback(r, in, moves, targets, p.lines)
 		left()
 		if err != nil {
-			return finish(err, "")
+			return "", err
 		}
 	}
 	moved := 0
@@ -238,20 +223,20 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 		}
 	}
 	err = r.Do("verify", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
-		var api []Instance
+		var api []activities.Instance
 		if err := r.Exec(ctx, "verify", in.Host, compute.InstancesOnHost, &api, in.Host); err != nil {
 			return err
 		}
 		for _, m := range moves {
 			if m.Outcome != "moved" {
-				r.AddFinding(SeverityCritical, m.ID, "%s was not rebuilt elsewhere (%s): %s", m.label(), m.Outcome, m.Detail)
+				r.AddFinding(activities.SeverityCritical, m.ID, "%s was not rebuilt elsewhere (%s): %s", m.label(), m.Outcome, m.Detail)
 			}
 		}
 		r.step("verify").Detail = fmt.Sprintf("%d of %d instance(s) rebuilt elsewhere and in their expected state; %d still recorded on %s", moved, len(moves), len(api), in.Host)
 		return nil
 	})
 	if err != nil {
-		return finish(err, "")
+		return "", err
 	}
 	err = r.Do("volumes", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
 		if len(volumes) == 0 {
@@ -264,9 +249,9 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 				newHost[m.ID] = m.To
 			}
 		}
-		var after []VolumeAttachment
+		var after []activities.VolumeAttachment
 		for _, h := range targets {
-			var vs []VolumeAttachment
+			var vs []activities.VolumeAttachment
 			if err := r.Exec(ctx, "volumes", h, novadb.DBVolumeAttachments, &vs, h); err != nil {
 				return err
 			}
@@ -275,26 +260,28 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 		r.SetDetail("volumes_after", after)
 		attention := 0
 		for _, v := range volumes {
-			i := slices.IndexFunc(after, func(a VolumeAttachment) bool { return a.VolumeID == v.VolumeID && a.InstanceID == v.InstanceID })
+			i := slices.IndexFunc(after, func(a activities.VolumeAttachment) bool {
+				return a.VolumeID == v.VolumeID && a.InstanceID == v.InstanceID
+			})
 			switch {
 			case newHost[v.InstanceID] == "":
 				attention++
-				r.AddFinding(SeverityCritical, "volume/"+v.VolumeID, "volume %s of %s: the instance was not rebuilt; the volume stays attached to it on the dead host", v.VolumeID, v.InstanceID)
+				r.AddFinding(activities.SeverityCritical, "volume/"+v.VolumeID, "volume %s of %s: the instance was not rebuilt; the volume stays attached to it on the dead host", v.VolumeID, v.InstanceID)
 			case i < 0:
 				attention++
-				r.AddFinding(SeverityCritical, "volume/"+v.VolumeID, "volume %s is no longer mapped to %s after the rebuild: re-attach it", v.VolumeID, v.InstanceID)
+				r.AddFinding(activities.SeverityCritical, "volume/"+v.VolumeID, "volume %s is no longer mapped to %s after the rebuild: re-attach it", v.VolumeID, v.InstanceID)
 			case after[i].Problem != "":
 				attention++
-				r.AddFinding(SeverityWarning, "volume/"+v.VolumeID, "volume %s of %s on %s: %s (detach and re-attach it if the guest cannot use it)", v.VolumeID, v.InstanceID, newHost[v.InstanceID], after[i].Problem)
+				r.AddFinding(activities.SeverityWarning, "volume/"+v.VolumeID, "volume %s of %s on %s: %s (detach and re-attach it if the guest cannot use it)", v.VolumeID, v.InstanceID, newHost[v.InstanceID], after[i].Problem)
 			}
 		}
 		r.step("volumes").Detail = fmt.Sprintf("%d attachment(s), %d need attention", len(volumes), attention)
 		return nil
 	})
 	if err != nil {
-		return finish(err, "")
+		return "", err
 	}
-	return finish(nil, fmt.Sprintf("%s: %d of %d instance(s) rebuilt elsewhere; %s", in.Host, moved, len(moves), summarize(r.findings, "no findings")))
+	return fmt.Sprintf("%s: %d of %d instance(s) rebuilt elsewhere; %s", in.Host, moved, len(moves), summarize(r.findings, "no findings")), nil
 }
 
 // dbRewriteFallback is the guide's manual path, opt-in and gated (RUNBOOKS.md §2): for each
@@ -304,7 +291,7 @@ func HostFailureRecovery(ctx workflow.Context, in RecoverHostInput) (*Report, er
 // instances.host/node with a guarded UPDATE (writable account, databases.nova_rw_dsn) and hard
 // reboot it through the API, verifying it ACTIVE on the new host. A step that fails stalls and
 // can be retried: the rewrite is idempotent (0 rows affected once done).
-func dbRewriteFallback(r *Run, in RecoverHostInput, moves []Move, targets []string, plan []string) error {
+func dbRewriteFallback(r *Run, in *RecoverHostInput, moves []Move, targets []string, plan []string) error {
 	var failed []int
 	for i, m := range moves {
 		if m.Kind == activities.MoveEvacuate && (m.Outcome == "failed" || m.Outcome == "skipped") {
@@ -319,13 +306,13 @@ func dbRewriteFallback(r *Run, in RecoverHostInput, moves []Move, targets []stri
 	}
 	var rows []activities.InstanceRewrite
 	err := r.Do("db-rewrite-plan", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
-		var svcs []ComputeService
+		var svcs []activities.ComputeService
 		if err := r.Exec(ctx, "db-rewrite-plan", in.Host, compute.ComputeServices, &svcs); err != nil {
 			return err
 		}
 		var usable []string
 		for _, t := range targets {
-			if slices.ContainsFunc(svcs, func(s ComputeService) bool {
+			if slices.ContainsFunc(svcs, func(s activities.ComputeService) bool {
 				return s.Host == t && s.Status == "enabled" && s.State == "up" && !s.ForcedDown
 			}) {
 				usable = append(usable, t)
@@ -408,7 +395,7 @@ func dbRewriteFallback(r *Run, in RecoverHostInput, moves []Move, targets []stri
 		return nil
 	})
 	if done > 0 {
-		r.AddFinding(SeverityWarning, in.Host, "%d instance(s) were moved by rewriting the Nova database: Placement still holds their allocations against %s's resource provider (the rewrite does not touch Placement); move or heal them before %s returns to service", done, in.Host, in.Host)
+		r.AddFinding(activities.SeverityWarning, in.Host, "%d instance(s) were moved by rewriting the Nova database: Placement still holds their allocations against %s's resource provider (the rewrite does not touch Placement); move or heal them before %s returns to service", done, in.Host, in.Host)
 	}
 	return err
 }

@@ -1,0 +1,243 @@
+package activities_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	th "github.com/gophercloud/gophercloud/v2/testhelper"
+	fakeclient "github.com/gophercloud/gophercloud/v2/testhelper/client"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
+)
+
+// The probes and compute activities against one fake cloud (gophercloud's testhelper server):
+// what they conclude from Nova, Placement, Keystone, Glance and Neutron answers.
+
+func fakeCloud(t *testing.T) *openstack.Clients {
+	f := th.SetupHTTP()
+	t.Cleanup(f.Teardown)
+	serve := func(path, body string) {
+		f.Mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, body)
+		})
+	}
+	f.Mux.HandleFunc("/servers/detail", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		all := []string{
+			`{"id": "s1", "name": "web-1", "status": "ACTIVE", "tenant_id": "p1", "OS-EXT-SRV-ATTR:host": "compute1",
+			  "OS-EXT-STS:power_state": 1, "image": {"id": "img-cirros"}, "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 512, "disk": 1}}`,
+			`{"id": "s2", "name": "big-1", "status": "SHUTOFF", "tenant_id": "p2", "OS-EXT-SRV-ATTR:host": "compute1",
+			  "OS-EXT-STS:power_state": 4, "image": "", "flavor": {"original_name": "m1.xlarge", "vcpus": 16, "ram": 65536, "disk": 160}}`,
+			`{"id": "s3", "name": "broken", "status": "ERROR", "tenant_id": "p1", "image": {"id": "img-cirros"},
+			  "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 512, "disk": 1}}`,
+			`{"id": "s4", "name": "elsewhere", "status": "ACTIVE", "tenant_id": "p1", "OS-EXT-SRV-ATTR:host": "compute2",
+			  "OS-EXT-STS:power_state": 1, "image": {"id": "img-cirros"}, "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 512, "disk": 1}}`,
+		}
+		if h := r.URL.Query().Get("host"); h != "" && h != "compute1" {
+			all = nil
+		}
+		fmt.Fprintf(w, `{"servers": [%s]}`, strings.Join(all, ","))
+	})
+	// The list leaves out the fault of s3; the server itself has it.
+	serve("/servers/s3", `{"server": {"id": "s3", "name": "broken", "status": "ERROR", "tenant_id": "p1",
+	  "fault": {"code": 500, "message": "No valid host was found.", "created": "2026-05-01T10:00:00Z"}}}`)
+	serve("/servers/s1", `{"server": {"id": "s1", "name": "web-1", "status": "ACTIVE", "tenant_id": "p1", "OS-EXT-SRV-ATTR:host": "compute1",
+	  "OS-EXT-STS:power_state": 1, "flavor": {"original_name": "m1.small", "vcpus": 1, "ram": 512, "disk": 1}}}`)
+	f.Mux.HandleFunc("/os-services", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		svcs := []string{
+			`{"id": "c2", "binary": "nova-compute", "host": "compute2", "zone": "nova", "status": "disabled", "state": "down",
+			  "disabled_reason": "evacuate/compute2", "forced_down": true, "updated_at": "2026-05-01T10:00:05.000000"}`,
+			`{"id": "c1", "binary": "nova-compute", "host": "compute1", "zone": "nova", "status": "enabled", "state": "up",
+			  "disabled_reason": null, "forced_down": false, "updated_at": "2026-05-01T10:00:00.000000"}`,
+			`{"id": "k1", "binary": "nova-conductor", "host": "control1", "zone": "internal", "status": "disabled", "state": "up",
+			  "disabled_reason": "", "forced_down": false, "updated_at": "2026-05-01T10:00:00.000000"}`,
+		}
+		var out []string
+		for _, s := range svcs {
+			if h := r.URL.Query().Get("host"); h != "" && !strings.Contains(s, `"host": "`+h+`"`) {
+				continue
+			}
+			if b := r.URL.Query().Get("binary"); b != "" && !strings.Contains(s, `"binary": "`+b+`"`) {
+				continue
+			}
+			out = append(out, s)
+		}
+		fmt.Fprintf(w, `{"services": [%s]}`, strings.Join(out, ","))
+	})
+	serve("/os-hypervisors/detail", `{"hypervisors": [
+	  {"id": "rp-1", "hypervisor_hostname": "compute1", "state": "up", "status": "enabled", "hypervisor_version": 8000000, "service": {"host": "compute1", "id": "c1"}},
+	  {"id": "rp-2", "hypervisor_hostname": "compute2", "state": "down", "status": "disabled", "hypervisor_version": 8000000, "service": {"host": "compute2", "id": "c2"}}]}`)
+	serve("/resource_providers", `{"resource_providers": [{"uuid": "rp-1", "name": "compute1"}, {"uuid": "rp-2", "name": "compute2"}]}`)
+	for _, rp := range []string{"rp-1", "rp-2"} {
+		serve("/resource_providers/"+rp+"/inventories", `{"resource_provider_generation": 1, "inventories": {
+		  "VCPU": {"total": 4, "reserved": 0, "allocation_ratio": 4.0, "min_unit": 1, "max_unit": 4, "step_size": 1},
+		  "MEMORY_MB": {"total": 8192, "reserved": 512, "allocation_ratio": 1.5, "min_unit": 1, "max_unit": 8192, "step_size": 1},
+		  "DISK_GB": {"total": 100, "reserved": 0, "allocation_ratio": 1.0, "min_unit": 1, "max_unit": 100, "step_size": 1}}}`)
+	}
+	serve("/resource_providers/rp-1/usages", `{"resource_provider_generation": 1, "usages": {"VCPU": 15, "MEMORY_MB": 11000, "DISK_GB": 10}}`)
+	serve("/resource_providers/rp-2/usages", `{"resource_provider_generation": 1, "usages": {"VCPU": 0, "MEMORY_MB": 0, "DISK_GB": 0}}`)
+	serve("/os-simple-tenant-usage", `{"tenant_usages": [
+	  {"tenant_id": "p2", "total_vcpus_usage": 720, "total_memory_mb_usage": 2949120, "total_local_gb_usage": 7200, "total_hours": 45, "server_usages": [{}]},
+	  {"tenant_id": "p1", "total_vcpus_usage": 48.5, "total_memory_mb_usage": 24832, "total_local_gb_usage": 48.5, "total_hours": 48.5, "server_usages": [{}, {}]}]}`)
+	serve("/projects", `{"projects": [{"id": "p2", "name": "demo", "domain_id": "default", "enabled": true},
+	  {"id": "p1", "name": "admin", "domain_id": "default", "enabled": true}], "links": {"next": null}}`)
+	serve("/users", `{"users": [{"id": "u1", "name": "alice", "enabled": true, "domain_id": "default", "last_active_at": "2025-01-02"},
+	  {"id": "u2", "name": "bob", "enabled": false, "domain_id": "default"},
+	  {"id": "u3", "name": "carol", "enabled": true, "domain_id": "default", "last_active_at": "2026-04-30"}], "links": {"next": null}}`)
+	serve("/images", `{"images": [{"id": "img-old", "name": "old", "status": "deactivated", "visibility": "private", "size": 1048576},
+	  {"id": "img-cirros", "name": "cirros", "status": "active", "visibility": "public", "size": 16338944}]}`)
+	serve("/network-ip-availabilities", `{"network_ip_availabilities": [{"network_id": "n1", "network_name": "public", "total_ips": 10, "used_ips": 10,
+	  "subnet_ip_availability": [{"subnet_id": "sub-1", "subnet_name": "public-v4", "cidr": "203.0.113.0/28", "ip_version": 4, "total_ips": 10, "used_ips": 10}]},
+	  {"network_id": "n2", "network_name": "private", "total_ips": 250, "used_ips": 3,
+	  "subnet_ip_availability": [{"subnet_id": "sub-2", "subnet_name": "private-v4", "cidr": "10.0.0.0/24", "ip_version": 4, "total_ips": 250, "used_ips": 3}]}]}`)
+	serve("/os-migrations", `{"migrations": [
+	  {"id": 3, "uuid": "m-3", "instance_uuid": "s1", "migration_type": "live-migration", "status": "completed", "created_at": "2026-05-01T10:00:00.000000", "updated_at": "2026-05-01T10:01:00.000000"},
+	  {"id": 5, "uuid": "m-5", "instance_uuid": "s1", "migration_type": "evacuation", "status": "done", "created_at": "2026-05-02T10:00:00.000000", "updated_at": "2026-05-02T10:01:00.000000"}]}`)
+
+	sc := func(typ, mv string) *gophercloud.ServiceClient {
+		c := fakeclient.ServiceClient(f)
+		c.Type, c.Microversion = typ, mv
+		return c
+	}
+	return &openstack.Clients{Compute: sc("compute", "2.90"), Identity: sc("identity", ""), Placement: sc("placement", "1.29"),
+		Image: sc("image", ""), Network: sc("network", "")}
+}
+
+func messages(fs []activities.CheckFinding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Severity+" "+f.Subject+": "+f.Message)
+	}
+	sort.Strings(out) // the order of a probe's findings is not part of its answer: Record sorts them
+	return out
+}
+
+func TestCheckProbesOnAFakeCloud(t *testing.T) {
+	cl := fakeCloud(t)
+	now := time.Date(2026, 5, 2, 12, 0, 0, 0, time.UTC)
+	c := &activities.Checks{
+		Clients:  func(context.Context) (*openstack.Clients, error) { return cl, nil },
+		Settings: activities.CheckSettings{LargeVCPUs: 8, LargeRAMMB: 32768, IPFreePercent: 10, AccountMaxInactive: 90 * 24 * time.Hour},
+		Now:      func() time.Time { return now },
+	}
+	ctx := context.Background()
+	probe := func(name string, f func(context.Context, activities.ProbeRequest) (activities.ProbeResult, error), cadence string) activities.ProbeResult {
+		t.Helper()
+		res, err := f(ctx, activities.ProbeRequest{Probe: name, Cadence: cadence, At: now})
+		require.NoError(t, err, name)
+		return res
+	}
+
+	res := probe("error-instances", c.ErrorInstancesProbe, "daily")
+	assert.Equal(t, "4 instance(s), 1 in ERROR", res.Summary)
+	assert.Equal(t, []string{"critical instance/s3: broken (project p1, host -) is in ERROR: No valid host was found. (code 500)"}, messages(res.Findings),
+		"the fault the list left out is read from the server")
+
+	res = probe("compute-services", c.ComputeServicesProbe, "daily")
+	assert.Equal(t, "3 service(s), 1 down", res.Summary)
+	assert.Equal(t, []string{
+		`warning service/compute2/nova-compute: nova-compute on compute2 is down (forced down), disabled: "evacuate/compute2"`,
+		"warning service/control1/nova-conductor/disabled: nova-conductor on control1 is disabled without a reason: say why (openstack compute service set --disable-reason) or enable it",
+	}, messages(res.Findings))
+
+	res = probe("capacity", c.CapacityProbe, "daily")
+	assert.Equal(t, "VCPU 15/32 (46.9%), MEMORY_MB 11000/23040 (47.7%), DISK_GB 10/200 (5.0%)", res.Summary)
+	assert.Empty(t, res.Findings)
+	assert.Len(t, res.Metrics, 6)
+
+	res = probe("large-instances", c.LargeInstancesProbe, "weekly")
+	assert.Equal(t, "1 of 4 instance(s) at or above 8 vCPU or 32768 MiB", res.Summary)
+	assert.Equal(t, []string{"info instance/s2: big-1 (project p2, host compute1): flavor m1.xlarge with 16 vCPU, 65536 MiB RAM"}, messages(res.Findings))
+
+	res = probe("images", c.ImagesProbe, "weekly")
+	assert.Equal(t, "2 image(s), 16.6 MiB in Glance; 1 used by instances; not used by any instance: old", res.Summary)
+	assert.Equal(t, []string{"info images: " + res.Summary, "warning image/img-old: image old is deactivated"}, messages(res.Findings))
+
+	res = probe("network-ips", c.NetworkProbe, "weekly")
+	assert.Equal(t, "2 network(s), 2 subnet(s); floating IP pools are the external networks' subnets", res.Summary)
+	assert.Equal(t, []string{"critical subnet/sub-1: subnet public-v4 (203.0.113.0/28) of network public: 10 of 10 addresses used, 0.0% free"}, messages(res.Findings))
+	assert.Equal(t, []activities.CheckMetric{{Name: "network.subnet.used_ips", Subject: "public/public-v4", Value: 10}, {Name: "network.subnet.used_ips", Subject: "private/private-v4", Value: 3}}, res.Metrics)
+
+	res = probe("usage", c.UsageProbe, "monthly")
+	assert.Equal(t, "2 project(s) used 768.5 vCPU-hours over 2026-04-02..2026-05-02", res.Summary)
+	assert.Equal(t, []string{
+		"info project/admin: admin: 48.5 vCPU-hours, 24.2 GiB-hours of RAM, 48.5 disk GB-hours, 48.5 instance-hours over 2026-04-02..2026-05-02 (2 instance(s))",
+		"info project/demo: demo: 720.0 vCPU-hours, 2880.0 GiB-hours of RAM, 7200.0 disk GB-hours, 45.0 instance-hours over 2026-04-02..2026-05-02 (1 instance(s))",
+	}, messages(res.Findings))
+	require.Len(t, res.Metrics, 6)
+	assert.Equal(t, "admin", res.Metrics[0].Subject, "sorted by project ID, named")
+	assert.Equal(t, 48.5, res.Metrics[0].Value)
+
+	res = probe("accounts", c.AccountsProbe, "monthly")
+	assert.Equal(t, "3 user(s), 0 operator(s) checked", res.Summary)
+	assert.Equal(t, []string{
+		"warning user/alice: user alice last active 2025-01-02, more than 2160h0m0s ago: remove it?",
+		"warning user/bob: user bob (u2) is disabled: remove it, or say why it stays",
+	}, messages(res.Findings))
+}
+
+func TestComputeActivitiesOnAFakeCloud(t *testing.T) {
+	cl := fakeCloud(t)
+	c := &activities.Compute{Clients: func(context.Context) (*openstack.Clients, error) { return cl, nil }}
+	ctx := context.Background()
+
+	ins, err := c.InstancesOnHost(ctx, "compute1")
+	require.NoError(t, err)
+	assert.Equal(t, []activities.Instance{
+		{ID: "s2", Name: "big-1", Status: "SHUTOFF", PowerState: 4, Host: "compute1", ProjectID: "p2", VCPUs: 16, RAMMB: 65536, DiskGB: 160},
+		{ID: "s1", Name: "web-1", Status: "ACTIVE", PowerState: 1, Host: "compute1", ProjectID: "p1", VCPUs: 1, RAMMB: 512, DiskGB: 1},
+	}, ins, "only compute1's, sorted by name")
+
+	in, err := c.GetInstance(ctx, "s1")
+	require.NoError(t, err)
+	assert.Equal(t, activities.Instance{ID: "s1", Name: "web-1", Status: "ACTIVE", PowerState: 1, Host: "compute1", ProjectID: "p1", VCPUs: 1, RAMMB: 512, DiskGB: 1}, in)
+
+	svcs, err := c.ComputeServices(ctx)
+	require.NoError(t, err)
+	require.Len(t, svcs, 2, "nova-compute only")
+	assert.Equal(t, "compute1", svcs[0].Host)
+	assert.True(t, svcs[1].ForcedDown)
+
+	capa, err := c.Capacity(ctx, []string{"compute1", "compute2"})
+	require.NoError(t, err)
+	assert.Equal(t, []activities.HostCapacity{
+		{Host: "compute1", Provider: "rp-1", FreeVCPUs: 1, FreeRAMMB: 520, FreeDiskGB: 90},
+		{Host: "compute2", Provider: "rp-2", FreeVCPUs: 16, FreeRAMMB: 11520, FreeDiskGB: 100},
+	}, capa)
+	_, err = c.Capacity(ctx, []string{"compute9"})
+	assert.ErrorContains(t, err, "host compute9 has no hypervisor in Nova")
+
+	ms, err := activities.InstanceMigrations(ctx, cl, "s1")
+	require.NoError(t, err)
+	require.Len(t, ms, 2)
+	assert.True(t, slices.ContainsFunc(ms, func(m openstack.Migration) bool { return m.MigrationType == "evacuation" && m.Status == "done" }))
+}
+
+func TestAPIProbesOnAFakeCloud(t *testing.T) {
+	cl := fakeCloud(t)
+	c := &activities.Cloud{Clients: func(context.Context) (*openstack.Clients, error) { return cl, nil }}
+	for probe, want := range map[activities.APIProbe]activities.APIProbeResult{
+		{Kind: "servers"}:  {OK: true, Detail: "compute API answers: 4 server(s) listed"},
+		{Kind: "images"}:   {OK: true, Detail: "image API answers: 2 image(s)"},
+		{Kind: "projects"}: {OK: true, Detail: "identity API answers: 2 project(s)"},
+		{Kind: "compute-service", Host: "compute1"}: {OK: true, Detail: "nova-compute on compute1 is up (enabled)"},
+		{Kind: "compute-service", Host: "compute2"}: {OK: false, Detail: "nova-compute on compute2 is down (status disabled, forced down true)"},
+		{Kind: "compute-service", Host: "compute9"}: {OK: false, Detail: "no nova-compute service registered for host compute9"},
+	} {
+		got, err := c.Probe(context.Background(), probe)
+		require.NoError(t, err, probe)
+		assert.Equal(t, want, got, probe)
+	}
+}

@@ -1,0 +1,173 @@
+package workflows_test
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/activities"
+	wf "github.com/stackrun/stackrun/workflows"
+)
+
+func TestSwiftRingRemoveNode(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
+	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, Remove: []string{"storage3"}})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Len(t, rec.ops, 1)
+	var got []string
+	for _, op := range rec.ops[0] {
+		got = append(got, op.Kind+" "+op.Action+" "+op.IP+"/"+op.Device)
+	}
+	assert.ElementsMatch(t, []string{
+		"account remove 10.0.0.23/sdf", "account remove 10.0.0.23/sdg", "container remove 10.0.0.23/sdf",
+		"container remove 10.0.0.23/sdg", "object remove 10.0.0.23/sdf", "object remove 10.0.0.23/sdg"}, got)
+	sort.Strings(rec.pushed)
+	assert.Equal(t, []string{"controller", "storage1", "storage2", "storage3"}, rec.pushed, "rings copied to every storage and proxy node")
+	assert.Contains(t, rec.calls, "Rebalance/object")
+	// exit 1 of rebalance is a warning, not a failure
+	found := false
+	for _, fd := range rep.Findings {
+		found = found || strings.Contains(fd.Message, "exit 1 (warning)")
+	}
+	assert.True(t, found, "rebalance warning recorded: %+v", rep.Findings)
+	assert.NotNil(t, rep.Details["balance_dispersion"])
+	assert.Equal(t, "granted", stepDetail(rep, "acquire-lock"))
+}
+
+func TestSwiftRingRefusedInsideMinPartHours(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(40 * time.Minute) })
+	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}})
+	rep := f.result()
+	require.Equal(t, wf.StatusFailed, rep.Status)
+	assert.Contains(t, rep.Summary, "min_part_hours")
+	assert.Contains(t, rep.Summary, "never forced")
+	assert.Empty(t, rec.ops, "builders untouched")
+	assert.Empty(t, rec.pushed)
+}
+
+func TestSwiftRingWaitsForMinPartHoursDurably(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	start := f.env.Now()
+	f.swiftMocks(rec, func() activities.RingStatus {
+		rem := 40*time.Minute - f.env.Now().Sub(start)
+		return ringStatus(max(rem, 0))
+	})
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
+	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Len(t, rec.ops, 1)
+	assert.GreaterOrEqual(t, f.env.Now().Sub(start), 40*time.Minute, "waited on a timer")
+	assert.Equal(t, 50.0, rec.ops[0][0].Weight)
+}
+
+func TestSwiftRingWeightInSteps(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	var lastApply time.Time
+	_ = lastApply
+	f.swiftMocks(rec, func() activities.RingStatus {
+		// After each change, min_part_hours (1 h) runs from the rebalance.
+		if lastApply.IsZero() {
+			return ringStatus(0)
+		}
+		return ringStatus(max(time.Hour-f.env.Now().Sub(lastApply), 0))
+	})
+	f.env.OnActivity(swift.FollowReplication, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.ReplicationRequest) (activities.ReplicationResult, error) {
+		rec.add("FollowReplication")
+		assert.Equal(t, []string{"storage1", "storage2", "storage3"}, req.Nodes)
+		return activities.ReplicationResult{Settled: true, Detail: "settled"}, nil
+	})
+	rec.onApply = func() { lastApply = f.env.Now() }
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
+	start := f.env.Now()
+	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}, Steps: 4})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Len(t, rec.ops, 4)
+	var weights []float64
+	for _, ops := range rec.ops {
+		require.Len(t, ops, 3)
+		weights = append(weights, ops[0].Weight)
+	}
+	assert.Equal(t, []float64{75, 50, 25, 0}, weights)
+	n := 0
+	for _, c := range rec.calls {
+		if c == "FollowReplication" {
+			n++
+		}
+	}
+	assert.Equal(t, 3, n, "replication settles between steps")
+	assert.GreaterOrEqual(t, f.env.Now().Sub(start), 3*time.Hour, "min_part_hours between steps")
+}
+
+func TestSwiftRingDistributeRepairsStaleNode(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(30 * time.Minute) })
+	sums := 0
+	rec.sums = func(req activities.PushRingsRequest) activities.RingSumsResult {
+		sums++
+		if req.Node == "storage1" && sums <= 4 {
+			return activities.RingSumsResult{Node: req.Node, Mismatch: []string{"object.ring.gz"}}
+		}
+		return activities.RingSumsResult{Node: req.Node}
+	}
+	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, Distribute: true})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Empty(t, rec.ops, "distribute changes no builder (and is allowed inside min_part_hours)")
+	assert.Equal(t, 5, len(rec.pushed), "4 nodes, then storage1 again after the mismatch")
+}
+
+func TestSwiftRingInvalidTargetsNeverConnect(t *testing.T) {
+	for _, in := range []wf.SwiftRingInput{
+		{Remove: []string{"storage9"}},
+		{Remove: []string{"storage1/sdz"}},
+		{Add: []string{"controller"}},
+	} {
+		f := newFixture(t, swiftPolicy())
+		rec := &swiftRec{}
+		f.swiftMocks(rec, func() activities.RingStatus { t.Error("rings read"); return ringStatus(0) })
+		in.Meta = wf.Meta{RequestedBy: "alice"}
+		f.env.ExecuteWorkflow(wf.SwiftRing.Type, in)
+		rep := f.result()
+		assert.Equal(t, wf.StatusFailed, rep.Status, "%+v", in)
+		assert.Contains(t, rep.Summary, "invalid input")
+	}
+}
+
+// The min_part_hours wait re-reads the builders: when min_part_hours ends early on the builder
+// (its operator ran pretend_min_part_hours_passed), the change goes ahead within one recheck.
+func TestSwiftRingWaitRechecksBuilders(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	start := f.env.Now()
+	f.swiftMocks(rec, func() activities.RingStatus {
+		if f.env.Now().Sub(start) >= 20*time.Minute {
+			return ringStatus(0) // pretend_min_part_hours_passed
+		}
+		return ringStatus(50 * time.Minute)
+	})
+	var applied time.Time
+	rec.onApply = func() { applied = f.env.Now() }
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
+	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.GreaterOrEqual(t, applied.Sub(start), 20*time.Minute, "never before the builder allows it")
+	assert.LessOrEqual(t, applied.Sub(start), 26*time.Minute, "noticed within one recheck (5 min by default), not after the 51 min timer")
+}

@@ -1,0 +1,61 @@
+package workflows
+
+import (
+	"fmt"
+	"regexp"
+)
+
+var (
+	hostRE    = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+	serviceRE = regexp.MustCompile(`^[a-z0-9][a-z0-9@._-]{0,63}$`)
+	roleRE    = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+)
+
+// FieldError is a validation error that names the field.
+type FieldError struct {
+	Field, Value, Problem string
+}
+
+func (e *FieldError) Error() string {
+	if e.Value == "" {
+		return fmt.Sprintf("%s: %s", e.Field, e.Problem)
+	}
+	return fmt.Sprintf("%s %q: %s", e.Field, e.Value, e.Problem)
+}
+
+// ValidateHostName checks an inventory host name (RFC 1123, at most 253 characters).
+func ValidateHostName(field, v string) error {
+	if v == "" {
+		return &FieldError{Field: field, Problem: "required"}
+	}
+	if len(v) > 253 || !hostRE.MatchString(v) {
+		return &FieldError{Field: field, Value: v, Problem: "not a valid host name (letters, digits, '-' and '.')"}
+	}
+	return nil
+}
+
+// ValidateServiceName checks a service name as systemd and the lab controller accept it.
+func ValidateServiceName(field, v string) error {
+	if v == "" {
+		return &FieldError{Field: field, Problem: "required"}
+	}
+	if !serviceRE.MatchString(v) {
+		return &FieldError{Field: field, Value: v, Problem: "not a valid service name (lower-case letters, digits, '@._-', at most 64)"}
+	}
+	return nil
+}
+
+func validateMeta(m *Meta) error {
+	if !ValidOperator(m.RequestedBy) {
+		return &FieldError{Field: "requested_by", Value: m.RequestedBy, Problem: "not a valid operator name (letters, digits, '._@-', at most 64)"}
+	}
+	if len(m.Reason) > 500 {
+		return &FieldError{Field: "reason", Problem: "longer than 500 characters"}
+	}
+	for _, c := range m.Reason {
+		if c < 0x20 && c != '\t' {
+			return &FieldError{Field: "reason", Problem: "contains control characters"}
+		}
+	}
+	return nil
+}
