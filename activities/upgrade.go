@@ -33,6 +33,8 @@ type Upgrade struct {
 	// defaults file DatabaseDefaultsFile (credentials never appear in a command line).
 	DatabaseHost         string
 	DatabaseDefaultsFile string
+	// Order is the default order of the services (DefaultUpgradeOrder when empty).
+	Order []string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -122,7 +124,10 @@ func lastLines(s string, n int) string {
 // DescribeUpgrade returns every configured service with the hosts whose roles run one of its
 // processes (in the service's restart order), and where the databases are dumped.
 func (u *Upgrade) DescribeUpgrade(ctx context.Context) (UpgradeFacts, error) {
-	out := UpgradeFacts{Services: map[string]UpgradeServiceFacts{}, DatabaseHost: u.DatabaseHost}
+	out := UpgradeFacts{Services: map[string]UpgradeServiceFacts{}, DatabaseHost: u.DatabaseHost, Order: slices.Clone(u.Order)}
+	if len(out.Order) == 0 {
+		out.Order = slices.Clone(DefaultUpgradeOrder)
+	}
 	hosts := make([]string, 0, len(u.Hosts.Inventory))
 	for h := range u.Hosts.Inventory {
 		hosts = append(hosts, h)
