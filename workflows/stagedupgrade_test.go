@@ -182,9 +182,15 @@ func TestStagedUpgradeRefusesBadInputBeforeAnyChange(t *testing.T) {
 	}{
 		{func(in *wf.StagedUpgradeInput) { in.Services = []string{"glance", "swiftly"} }, `services[1] "swiftly": unknown service`},
 		{func(in *wf.StagedUpgradeInput) { in.Services = []string{"cinder"} }, `no host of the inventory runs it`},
-		{func(in *wf.StagedUpgradeInput) { in.ToCandidate, in.ToVersion = false, []string{"python3-glance=2:99.0-1"} }, "version does not exist on controller"},
-		{func(in *wf.StagedUpgradeInput) { in.ToCandidate, in.ToVersion = false, []string{"python3-keystone=1:1"} }, "not a package of the services upgraded"},
-		{func(in *wf.StagedUpgradeInput) { in.ToCandidate, in.ToVersion = false, []string{"python3-glance=1;reboot"} }, "to_version[0]"},
+		{func(in *wf.StagedUpgradeInput) {
+			in.ToCandidate, in.ToVersion = false, []string{"python3-glance=2:99.0-1"}
+		}, "version does not exist on controller"},
+		{func(in *wf.StagedUpgradeInput) {
+			in.ToCandidate, in.ToVersion = false, []string{"python3-keystone=1:1"}
+		}, "not a package of the services upgraded"},
+		{func(in *wf.StagedUpgradeInput) {
+			in.ToCandidate, in.ToVersion = false, []string{"python3-glance=1;reboot"}
+		}, "to_version[0]"},
 		{func(in *wf.StagedUpgradeInput) { in.Services = []string{"glance$(id)"} }, "services[0]"},
 		{func(in *wf.StagedUpgradeInput) { in.Canary = "compute9" }, `canary "compute9"`},
 		{func(in *wf.StagedUpgradeInput) { in.ToVersion = []string{"python3-glance=" + glanceNew} }, "exactly one of"},

@@ -697,4 +697,3 @@ func (u *upgradeRun) report() {
 		r.AddFinding(activities.SeverityWarning, "nova", "[upgrade_levels] compute = auto is still set on %s: remove it once every nova service runs the new build", strings.Join(u.pinned, ", "))
 	}
 }
-
