@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/placeholder"
@@ -90,6 +91,24 @@ func (u *Upgrade) exec(ctx context.Context, host, name string, args map[string]s
 	cmd, err := u.Hosts.Catalogue.Build(name, u.role(host), args, list...)
 	if err != nil {
 		return remote.Result{}, cmd, RemoteError(err)
+	}
+	// Heartbeat while the command runs (apt, dumps, schema syncs take a while): a worker that
+	// dies is noticed after the heartbeat timeout, not after the whole start-to-close timeout.
+	if activity.IsActivity(ctx) {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					activity.RecordHeartbeat(ctx, name+" on "+host)
+				}
+			}
+		}()
 	}
 	res, err := u.Hosts.Runner.Run(ctx, rh, cmd)
 	if err != nil {

@@ -18,6 +18,10 @@ import (
 // upgradeAct names the Upgrade activities (the worker registers the real struct).
 var upgradeAct *activities.Upgrade
 
+// upgradeHeartbeat: the Upgrade activities heartbeat every 5 s while a command runs, so a worker
+// that dies mid-step is noticed within this, and the step resumes on another worker.
+const upgradeHeartbeat = 30 * time.Second
+
 // upgradeServicePlan is one service: its hosts in order (canary first), the target versions.
 type upgradeServicePlan struct {
 	name          string
@@ -281,13 +285,14 @@ func (u *upgradeRun) upgradeHost(ctx workflow.Context, s *upgradeServicePlan, h 
 	r.SetLeftState(fmt.Sprintf("%s on %s is STOPPED", s.name, h.host))
 	err = r.DoIn(ctx, step("backup"), StepOptions{Target: h.host, NoSkip: true}, func(ctx workflow.Context) error {
 		var cb activities.ConfigBackup
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 10 * time.Minute, Heartbeat: upgradeHeartbeat})
 		if err := r.Exec(ctx, step("backup"), h.host, upgradeAct.BackupConfig, &cb, activities.UpgradeBackupRequest{Host: h.host, Service: s.name}); err != nil {
 			return err
 		}
 		u.configs = append(u.configs, cb)
 		if first && len(s.svc.Databases) > 0 {
 			var db activities.DatabaseBackup
-			ctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute})
+			ctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Heartbeat: upgradeHeartbeat})
 			if err := r.Exec(ctx, step("backup"), u.dbHost, upgradeAct.BackupDatabase, &db, activities.UpgradeBackupRequest{Host: h.host, Service: s.name, Tag: u.tag}); err != nil {
 				return err
 			}
@@ -306,7 +311,7 @@ func (u *upgradeRun) upgradeHost(ctx workflow.Context, s *upgradeServicePlan, h 
 			}
 		}
 		var tx activities.PackageTransaction
-		ctx = r.WithActivity(ctx, ActOpts{Timeout: 15 * time.Minute, Attempts: 3})
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 15 * time.Minute, Attempts: 3, Heartbeat: upgradeHeartbeat})
 		if err := r.Exec(ctx, step("upgrade"), h.host, upgradeAct.InstallPackages, &tx, activities.PackageInstallRequest{Host: h.host, Service: s.name, Targets: targets}); err != nil {
 			return err
 		}
@@ -327,7 +332,7 @@ func (u *upgradeRun) upgradeHost(ctx workflow.Context, s *upgradeServicePlan, h 
 			return nil
 		}
 		var res activities.SchemaSyncResult
-		ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Attempts: 3})
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Attempts: 3, Heartbeat: upgradeHeartbeat})
 		if err := r.Exec(ctx, step("schema"), h.host, upgradeAct.SchemaSync, &res, activities.ServiceHostRequest{Host: h.host, Service: s.name}); err != nil {
 			return err
 		}
@@ -576,7 +581,7 @@ func (u *upgradeRun) rollback(s *upgradeServicePlan) error {
 				continue
 			}
 			var res activities.RestoreResult
-			ctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute})
+			ctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Heartbeat: upgradeHeartbeat})
 			if err := r.Exec(ctx, name, d.Host, upgradeAct.RestoreDatabase, &res, d); err != nil {
 				return err
 			}
@@ -598,7 +603,7 @@ func (u *upgradeRun) rollback(s *upgradeServicePlan) error {
 				continue
 			}
 			var tx activities.PackageTransaction
-			ctx := r.WithActivity(ctx, ActOpts{Timeout: 15 * time.Minute, Attempts: 3})
+			ctx := r.WithActivity(ctx, ActOpts{Timeout: 15 * time.Minute, Attempts: 3, Heartbeat: upgradeHeartbeat})
 			if err := r.Exec(ctx, name, host, upgradeAct.InstallPackages, &tx, activities.PackageInstallRequest{Host: host, Service: s.name, Targets: targets, Downgrade: true}); err != nil {
 				return err
 			}

@@ -93,7 +93,7 @@ commands:
   nova_online_data_migrations: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, online_data_migrations, --max-count, "{count}"]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
