@@ -6,10 +6,12 @@ import (
 	"strings"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/internal/infra/checks"
 )
 
 // The upgrade family: what staged-upgrade does to one service on one host, the Nova roll, and
@@ -701,4 +703,38 @@ func (u *upgradeRun) report() {
 	if len(u.pinned) > 0 {
 		r.AddFinding(activities.SeverityWarning, "nova", "[upgrade_levels] compute = auto is still set on %s: remove it once every nova service runs the new build", strings.Join(u.pinned, ", "))
 	}
+}
+
+// startStagedUpgrade is the half-yearly check's step "staged-upgrade": it starts staged-upgrade
+// --to-candidate as a run of its own (it outlives the check), which plans and then waits at its
+// first gate with the plan: nothing changes until people approve. The finding links the run.
+func (r *Run) startStagedUpgrade(in *CheckInput) checks.Finding {
+	f := checks.Finding{Severity: activities.SeverityWarning, Probe: "staged-upgrade", Subject: "upgrade/staged"}
+	if workflow.GetVersion(r.ctx, "half-yearly-starts-staged-upgrade", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		f.Message = "reminder: plan and start the half-yearly staged upgrade (RUNBOOKS.md §6: one service at a time, all gates apply) and clean up after it; this Stackrun has no staged-upgrade runbook yet, so nothing was started"
+		return f
+	}
+	up := &StagedUpgradeInput{Meta: Meta{RequestedBy: in.RequestedBy, Reason: "half-yearly staged upgrade (started by the half-yearly check " + r.info.WorkflowExecution.ID + ")"}, ToCandidate: true}
+	id := StagedUpgrade.WorkflowID(up)
+	_ = r.Do("staged-upgrade", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
+		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			WorkflowID:        id,
+			ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON, // the upgrade outlives the check
+		})
+		var exec workflow.Execution
+		err := workflow.ExecuteChildWorkflow(cctx, StagedUpgrade.Type, up).GetChildWorkflowExecution().Get(ctx, &exec)
+		switch {
+		case temporal.IsWorkflowExecutionAlreadyStartedError(err):
+			f.Message = fmt.Sprintf("a staged upgrade is running already (%s): not started again; see `stackrun show %s`", id, id)
+		case err != nil:
+			f.Message = fmt.Sprintf("could not start the half-yearly staged upgrade %s: %v", id, err)
+		default:
+			f.Severity = activities.SeverityInfo
+			f.Message = fmt.Sprintf("half-yearly staged upgrade started: %s (run %s) plans --to-candidate and waits at gate %s with its plan; nothing changes until people approve (`stackrun show %s`)",
+				id, exec.RunID, GateReleaseNotesRead, id)
+		}
+		r.step("staged-upgrade").Detail = f.Message
+		return nil
+	})
+	return f
 }
