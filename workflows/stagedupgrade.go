@@ -272,7 +272,7 @@ func stagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (string
 		return "", err
 	}
 	tag := backupTag(r)
-	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel)}
+	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services}
 	r.OnExit(u.report)
 	for _, s := range p.services {
 		if err := u.upgradeService(s); err != nil {

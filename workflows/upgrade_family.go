@@ -190,6 +190,7 @@ type upgradeRun struct {
 	dbHost   string
 	parallel int
 
+	plans        []*upgradeServicePlan
 	done         []string // "glance" when finished
 	transactions []activities.PackageTransaction
 	configs      []activities.ConfigBackup
@@ -590,13 +591,23 @@ func (u *upgradeRun) rollback(s *upgradeServicePlan) error {
 			u.restoredLine(s.name, "databases %s from %s (sha256 %s)%s", strings.Join(d.Databases, ", "), d.File, short(d.SHA256), restoreNote(res))
 		}
 		for _, host := range touched {
+			// The versions the plan found (a transaction retried after a worker died may have
+			// found its packages moved already), then dependencies apt moved along with them.
 			var targets []activities.PackageTarget
+			has := func(pkg string) bool {
+				return slices.ContainsFunc(targets, func(t activities.PackageTarget) bool { return t.Package == pkg })
+			}
+			for _, pkg := range s.svc.Packages {
+				if f, ok := byHost[host].fact(pkg); ok && f.Installed != "" && s.targets[pkg] != f.Installed {
+					targets = append(targets, activities.PackageTarget{Package: pkg, Version: f.Installed})
+				}
+			}
 			for _, tx := range u.transactions {
 				if tx.Service != s.name || tx.Host != host {
 					continue
 				}
 				for _, c := range tx.Changes {
-					if c.From != "" {
+					if c.From != "" && c.From != c.To && !has(c.Package) {
 						targets = append(targets, activities.PackageTarget{Package: c.Package, Version: c.From})
 					}
 				}
@@ -659,9 +670,14 @@ func (u *upgradeRun) restoredLine(svc, format string, args ...any) {
 // summary: what moved, per service.
 func (u *upgradeRun) summary() string {
 	var moved []string
-	for _, tx := range u.transactions {
-		for _, c := range tx.Changes {
-			moved = append(moved, fmt.Sprintf("%s %s → %s on %s", c.Package, cmpOr(c.From, "(none)"), c.To, tx.Host))
+	for _, s := range u.plans {
+		if !slices.Contains(u.done, s.name) {
+			continue
+		}
+		for _, h := range s.hosts {
+			for _, c := range s.changes(h) {
+				moved = append(moved, c+" on "+h.host)
+			}
 		}
 	}
 	s := fmt.Sprintf("upgraded %s", cmpOr(strings.Join(u.done, ", "), "nothing"))
@@ -675,6 +691,15 @@ func (u *upgradeRun) summary() string {
 func (u *upgradeRun) report() {
 	r := u.r
 	var pk []string
+	for _, s := range u.plans {
+		for _, h := range s.hosts {
+			if slices.Contains(u.touched[s.name], h.host) {
+				for _, c := range s.changes(h) {
+					pk = append(pk, fmt.Sprintf("%s on %s: planned %s", s.name, h.host, c))
+				}
+			}
+		}
+	}
 	for _, tx := range u.transactions {
 		if tx.Skipped {
 			pk = append(pk, fmt.Sprintf("%s on %s: %s", tx.Service, tx.Host, tx.Note))
