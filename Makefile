@@ -1,5 +1,5 @@
 # Stackrun — durable runbooks for OpenStack operators.
-#   make run    local Temporal (web UI on 127.0.0.1:8233) + the lab + a worker; Ctrl-C stops Temporal and the worker
+#   make run    local Temporal (web UI on 127.0.0.1:8233) + the lab + a worker (+ the chat gateway with chat:); Ctrl-C stops them
 #   make test   everything the project needs installed, then unit, integration and end-to-end tests
 SHELL := /bin/bash
 GO    ?= go
@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status
+.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status test-cluster
 
 all: build
 
@@ -42,7 +42,7 @@ bin/temporal-sql-tool: tools/temporal/go.mod tools/temporal/go.sum
 bin/temporal-ui-server: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ github.com/temporalio/ui-server/v2/cmd/server
 
-run: build ## start the lab (unless STACKRUN_CONFIG names another target), Temporal with its web UI, and a worker
+run: build ## start the lab (unless STACKRUN_CONFIG names another target), Temporal with its web UI, a worker, and the chat gateway when chat: is configured
 	@scripts/run.sh
 
 deps: ## install the Debian packages the tests need (openssh-server...)
@@ -50,6 +50,7 @@ deps: ## install the Debian packages the tests need (openssh-server...)
 
 vet: ## go vet, gofmt, and Temporal's workflowcheck over workflows/
 	$(GO) vet ./...
+	$(GO) vet -tags cluster ./tests/cluster/
 	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
@@ -59,7 +60,13 @@ test-unit: deps bin/temporal vet ## unit and integration tests (real dev server,
 test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 	$(GO) test -count=1 -timeout 40m -tags e2e -p 1 ./e2e/...
 
-test: test-unit test-e2e ## the whole suite, as CI runs it
+# The production shape (tests/cluster): make cluster's scripts on 127.0.41.0/24 in a temporary
+# folder; mTLS refusals, then one run through killed services. About 6.5 minutes, mostly waiting
+# out the 5-minute timeout of the activity whose worker is killed.
+test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQL with mTLS: a run survives killed history, matching, PostgreSQL, worker, frontend
+	$(GO) test -count=1 -timeout 20m -tags cluster -v -run TestCluster ./tests/cluster/
+
+test: test-unit test-e2e test-cluster ## the whole suite, as CI runs it
 
 bench: deps bin/temporal lab ## benchmarks against the tools users would otherwise use (tables in the test log)
 	@scripts/deps.sh --bench

@@ -11,6 +11,15 @@ import (
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
+// capacity is the cloud's capacity (see capacity), for the probes.
+func (c *Checks) capacity(ctx context.Context) (used, total map[string]float64, err error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return capacity(ctx, cl)
+}
+
 // capacity sums Placement's inventories and usages over every resource provider.
 func capacity(ctx context.Context, cl *openstack.Clients) (used, total map[string]float64, err error) {
 	if cl.Placement == nil {
@@ -49,11 +58,7 @@ var capacityClasses = []string{"VCPU", "MEMORY_MB", "DISK_GB"}
 // CapacityProbe samples the cloud's capacity (Placement: used and allocatable vCPU, RAM, disk)
 // for the projections; a class above 85% used is a warning.
 func (c *Checks) CapacityProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
-	cl, err := c.clients(ctx)
-	if err != nil {
-		return ProbeResult{}, err
-	}
-	used, total, err := capacity(ctx, cl)
+	used, total, err := c.capacity(ctx)
 	if err != nil {
 		return ProbeResult{}, err
 	}
@@ -79,11 +84,7 @@ func (c *Checks) CapacityProbe(ctx context.Context, req ProbeRequest) (ProbeResu
 // ProjectionProbe projects when vCPU, RAM and disk run out at the current trend, from the stored
 // capacity history plus a sample taken now (quarterly).
 func (c *Checks) ProjectionProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
-	cl, err := c.clients(ctx)
-	if err != nil {
-		return ProbeResult{}, err
-	}
-	used, total, err := capacity(ctx, cl)
+	used, total, err := c.capacity(ctx)
 	if err != nil {
 		return ProbeResult{}, err
 	}

@@ -6,9 +6,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/gophercloud/gophercloud/v2"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/quotasets"
-
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
@@ -101,13 +98,13 @@ func (c *Checks) QuotasProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 	limit := float64(c.Settings.QuotaPercent)
 	var res ProbeResult
 	for _, p := range ps {
-		q, err := quotasets.GetDetail(ctx, cl.Compute, p.ID).Extract()
+		q, err := cl.ComputeQuotas(ctx, p.ID)
 		if err != nil {
 			return ProbeResult{}, fmt.Errorf("nova quotas of %s: %w", p.Name, err)
 		}
 		for _, d := range []struct {
 			name string
-			q    quotasets.QuotaDetail
+			q    openstack.Quota
 		}{{"instances", q.Instances}, {"cores", q.Cores}, {"ram", q.RAM}, {"server_groups", q.ServerGroups}, {"key_pairs", q.KeyPairs}} {
 			if d.q.Limit <= 0 {
 				continue // unlimited (-1) or nothing allowed
@@ -123,7 +120,7 @@ func (c *Checks) QuotasProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 			}
 		}
 		if cl.BlockStorage != nil {
-			if err := cinderQuotas(ctx, cl.BlockStorage, p.ID, p.Name, limit, req.Probe, &res); err != nil {
+			if err := cinderQuotas(ctx, cl, p.ID, p.Name, limit, req.Probe, &res); err != nil {
 				return ProbeResult{}, err
 			}
 		}
@@ -137,21 +134,13 @@ func (c *Checks) QuotasProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 	return res, nil
 }
 
-func cinderQuotas(ctx context.Context, sc *gophercloud.ServiceClient, id, name string, limit float64, probe string, res *ProbeResult) error {
-	var body struct {
-		QuotaSet map[string]any `json:"quota_set"`
-	}
-	_, err := sc.Get(ctx, sc.ServiceURL("os-quota-sets", id)+"?usage=true", &body, nil)
+func cinderQuotas(ctx context.Context, cl *openstack.Clients, id, name string, limit float64, probe string, res *ProbeResult) error {
+	qs, err := cl.BlockStorageQuotas(ctx, id)
 	if err != nil {
 		return fmt.Errorf("cinder quotas of %s: %w", name, err)
 	}
-	for k, v := range body.QuotaSet {
-		m, ok := v.(map[string]any)
-		if !ok {
-			continue
-		}
-		lim, _ := m["limit"].(float64)
-		inUse, _ := m["in_use"].(float64)
+	for k, q := range qs {
+		lim, inUse := float64(q.Limit), float64(q.InUse) // Cinder counts no reservations here
 		if lim <= 0 {
 			continue
 		}

@@ -231,42 +231,31 @@ func (c *Compute) SetComputeService(ctx context.Context, ch ServiceChange) (Comp
 	if err != nil {
 		return ComputeService{}, err
 	}
-	body := map[string]any{}
+	var opts openstack.ServiceUpdateOpts
 	switch {
 	case ch.ForcedDown != nil:
 		if s.ForcedDown == *ch.ForcedDown {
 			return s, nil
 		}
-		body["forced_down"] = *ch.ForcedDown
+		opts.ForcedDown = ch.ForcedDown
 	case ch.Disable:
 		if s.Status == openstack.ServiceStatusDisabled && s.DisabledReason == ch.Reason {
 			return s, nil
 		}
-		body["status"] = openstack.ServiceStatusDisabled
-		if ch.Reason != "" {
-			body["disabled_reason"] = ch.Reason
-		}
+		opts.Status, opts.DisabledReason = openstack.ServiceStatusDisabled, ch.Reason
 	case ch.Enable:
 		if s.Status == openstack.ServiceStatusEnabled {
 			return s, nil
 		}
-		body["status"] = openstack.ServiceStatusEnabled
+		opts.Status = openstack.ServiceStatusEnabled
 	default:
 		return s, temporal.NewNonRetryableApplicationError("service change: nothing to change", ErrTypeInvalidInput, nil)
 	}
-	var res struct {
-		Service struct {
-			Status         string `json:"status"`
-			State          string `json:"state"`
-			DisabledReason string `json:"disabled_reason"`
-			ForcedDown     bool   `json:"forced_down"`
-		} `json:"service"`
-	}
-	_, err = cl.Compute.Put(ctx, cl.Compute.ServiceURL("os-services", s.ID), body, &res, &gophercloud.RequestOpts{OkCodes: []int{200}})
+	got, err := cl.UpdateService(ctx, s.ID, opts)
 	if err != nil {
 		return s, novaError("update service of "+ch.Host, err)
 	}
-	s.Status, s.State, s.DisabledReason, s.ForcedDown = res.Service.Status, res.Service.State, res.Service.DisabledReason, res.Service.ForcedDown
+	s.Status, s.State, s.DisabledReason, s.ForcedDown = got.Status, got.State, got.DisabledReason, got.ForcedDown
 	return s, nil
 }
 

@@ -3,7 +3,6 @@ package activities
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -70,8 +69,7 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 		switch {
 		case in.Status == "VERIFY_RESIZE":
 			// A cold migration that finished on the target and waits for confirmation.
-			if _, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", req.ID, "action"), map[string]any{"confirmResize": nil}, nil,
-				&gophercloud.RequestOpts{OkCodes: []int{202, 204}}); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusConflict) {
+			if err := cl.ConfirmResize(ctx, req.ID); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusConflict) {
 				return res, novaError("confirm resize of "+req.ID, err)
 			}
 		case in.Host != req.Source && !busy(in):
@@ -113,7 +111,7 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 		default:
 			// Busy: a move (ours from an earlier attempt, or someone's) is under way; follow it.
 			if time.Now().After(deadline) && req.Kind == MoveLive && !aborted {
-				aborted = abortLiveMigration(ctx, cl, req.ID) == nil
+				aborted = cl.AbortLiveMigration(ctx, req.ID) == nil
 			}
 			if hb.Requested {
 				requestedHere = true
@@ -131,41 +129,17 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 	}
 }
 
-// startMove sends the move request. Bodies are written out because gophercloud's option structs
-// cannot say block_migration "auto", a cold migration's host, or an evacuation without
-// onSharedStorage.
+// startMove sends the move request.
 func startMove(ctx context.Context, cl *openstack.Clients, req MoveRequest) error {
-	var host any
-	if req.Target != "" {
-		host = req.Target
-	}
-	var body map[string]any
-	ok := []int{202}
+	var err error
 	switch req.Kind {
 	case MoveLive:
-		var bm any = "auto"
-		switch req.BlockMigration {
-		case "yes":
-			bm = true
-		case "no":
-			bm = false
-		}
-		body = map[string]any{"os-migrateLive": map[string]any{"host": host, "block_migration": bm}}
+		err = cl.LiveMigrate(ctx, req.ID, openstack.LiveMigrateOpts{Host: req.Target, BlockMigration: req.BlockMigration})
 	case MoveCold:
-		m := map[string]any{}
-		if req.Target != "" {
-			m["host"] = req.Target
-		}
-		body = map[string]any{"migrate": m}
+		err = cl.Migrate(ctx, req.ID, openstack.MigrateOpts{Host: req.Target})
 	case MoveEvacuate:
-		m := map[string]any{}
-		if req.Target != "" {
-			m["host"] = req.Target
-		}
-		body = map[string]any{"evacuate": m}
-		ok = []int{200}
+		err = cl.Evacuate(ctx, req.ID, openstack.EvacuateOpts{Host: req.Target})
 	}
-	_, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", req.ID, "action"), body, nil, &gophercloud.RequestOpts{OkCodes: ok})
 	if err != nil {
 		return novaError(fmt.Sprintf("%s move of %s to %s", req.Kind, req.ID, cmp.Or(req.Target, "(scheduler)")), err)
 	}
@@ -199,22 +173,4 @@ func InstanceMigrations(ctx context.Context, cl *openstack.Clients, id string) (
 		return nil, novaError("list migrations of "+id, err)
 	}
 	return list, nil
-}
-
-// abortLiveMigration aborts the instance's in-progress live migration (DELETE
-// /servers/{id}/migrations/{mid}): Nova's own answer to a migration that never converges.
-func abortLiveMigration(ctx context.Context, cl *openstack.Clients, id string) error {
-	var res struct {
-		Migrations []struct {
-			ID int64 `json:"id"`
-		} `json:"migrations"`
-	}
-	if _, err := cl.Compute.Get(ctx, cl.Compute.ServiceURL("servers", id, "migrations"), &res, nil); err != nil {
-		return err
-	}
-	if len(res.Migrations) == 0 {
-		return errors.New("no live migration in progress")
-	}
-	_, err := cl.Compute.Delete(ctx, cl.Compute.ServiceURL("servers", id, "migrations", fmt.Sprint(res.Migrations[0].ID)), &gophercloud.RequestOpts{OkCodes: []int{202}})
-	return err
 }

@@ -8,9 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
 
 // RecoverInstance brings one instance of a rebooted compute back per policy: a SHUTOFF instance
@@ -35,9 +36,9 @@ func (c *Compute) RecoverInstance(ctx context.Context, id string, wait time.Dura
 	if healthy(in) || busy(in) {
 		return rec, nil
 	}
-	act := func(action string, body map[string]any) (Instance, error) {
+	act := func(action string, do func() error) (Instance, error) {
 		rec.Action = action
-		if _, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", id, "action"), body, nil, &gophercloud.RequestOpts{OkCodes: []int{202}}); err != nil {
+		if err := do(); err != nil {
 			return in, novaError(action+" "+id, err)
 		}
 		end := time.Now().Add(wait)
@@ -60,9 +61,9 @@ func (c *Compute) RecoverInstance(ctx context.Context, id string, wait time.Dura
 	var cur Instance
 	switch in.Status {
 	case "SHUTOFF":
-		cur, err = act("start", map[string]any{"os-start": nil})
+		cur, err = act("start", func() error { return cl.StartServer(ctx, id) })
 	case "ACTIVE":
-		cur, err = act("reboot", map[string]any{"reboot": map[string]any{"type": "SOFT"}})
+		cur, err = act("reboot", func() error { return cl.RebootServer(ctx, id, openstack.RebootOpts{}) })
 	default:
 		cur, err = in, nil
 	}
@@ -70,7 +71,7 @@ func (c *Compute) RecoverInstance(ctx context.Context, id string, wait time.Dura
 		return rec, err
 	}
 	if err != nil || !healthy(cur) {
-		cur, err = act("hard-reboot", map[string]any{"reboot": map[string]any{"type": "HARD"}})
+		cur, err = act("hard-reboot", func() error { return cl.RebootServer(ctx, id, openstack.RebootOpts{Hard: true}) })
 		if err != nil {
 			return rec, err
 		}
@@ -129,8 +130,7 @@ func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (Hard
 		_ = activity.GetHeartbeatDetails(ctx, &asked)
 	}
 	if !asked && !busy(in) {
-		if _, err := cl.Compute.Post(ctx, cl.Compute.ServiceURL("servers", req.ID, "action"), map[string]any{"reboot": map[string]any{"type": "HARD"}}, nil,
-			&gophercloud.RequestOpts{OkCodes: []int{202}}); err != nil {
+		if err := cl.RebootServer(ctx, req.ID, openstack.RebootOpts{Hard: true}); err != nil {
 			return res, novaError("hard reboot of "+req.ID, err)
 		}
 		asked = true

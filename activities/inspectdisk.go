@@ -87,13 +87,15 @@ func refused(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeRefused, nil)
 }
 
-// cmd builds a catalogue command (the host's first role picks role overrides) and runs it. A
-// truncated answer is an error: a parser must never read half an answer.
+// cmd runs a catalogue command through Hosts.run (validated arguments, cut output refused); the
+// host's first role picks role overrides. A heartbeat per command: a dead worker's attempt is
+// retried elsewhere within the heartbeat timeout, and a cancelled run's attempt stops at its next
+// command.
 func (d *DiskInspector) cmd(ctx context.Context, host, name string, args map[string]string, list ...string) (remote.Result, error) {
 	if d.Hosts == nil || d.Hosts.Runner == nil || d.Hosts.Catalogue == nil {
 		return remote.Result{}, temporal.NewNonRetryableApplicationError("SSH is "+errNotConfigured.Error(), ErrTypeRefused, nil)
 	}
-	inv, rh, err := d.Hosts.lookup(host)
+	inv, _, err := d.Hosts.lookup(host)
 	if err != nil {
 		return remote.Result{}, err
 	}
@@ -101,23 +103,10 @@ func (d *DiskInspector) cmd(ctx context.Context, host, name string, args map[str
 	if len(inv.Roles) > 0 {
 		role = inv.Roles[0]
 	}
-	if args == nil {
-		args = map[string]string{}
+	if activity.IsActivity(ctx) {
+		activity.RecordHeartbeat(ctx, name)
 	}
-	args["host"] = host
-	c, err := d.Hosts.Catalogue.Build(name, role, args, list...)
-	if err != nil {
-		return remote.Result{}, RemoteError(err)
-	}
-	res, err := d.Hosts.Runner.Run(ctx, rh, c)
-	if err != nil {
-		return res, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
-	}
-	if res.Truncated {
-		return res, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("%s on %s: output cut at ssh.max_output_bytes; raise it or ask for less", name, host), ErrTypeRefused, nil)
-	}
-	return res, nil
+	return d.Hosts.run(ctx, host, role, name, args, list...)
 }
 
 // must runs a command that has to succeed.
@@ -361,9 +350,9 @@ func (d *DiskInspector) daemon(ctx context.Context, loc DiskLocation) (int, erro
 	return 0, nil
 }
 
-// ExposeDisk makes the disk available as a read-only loop device. Already exposed (a retry):
+// ExposeInstanceDisk makes the disk available as a read-only loop device. Already exposed (a retry):
 // the existing loop device is returned. A stale export (its daemon died) is taken down first.
-func (d *DiskInspector) ExposeDisk(ctx context.Context, loc DiskLocation) (DiskExposure, error) {
+func (d *DiskInspector) ExposeInstanceDisk(ctx context.Context, loc DiskLocation) (DiskExposure, error) {
 	if err := checkLocation(loc); err != nil {
 		return DiskExposure{}, err
 	}
@@ -374,10 +363,10 @@ func (d *DiskInspector) ExposeDisk(ctx context.Context, loc DiskLocation) (DiskE
 	if loc.Method == MethodQSD {
 		if w.Stale || (!w.Exported && w.DaemonPID != 0) {
 			// Half an exposure from an earlier attempt: take it down, then start over.
-			if _, err := d.UnmountDisk(ctx, loc); err != nil {
+			if _, err := d.UnmountGuestFS(ctx, loc); err != nil {
 				return DiskExposure{}, err
 			}
-			if _, err := d.DetachDisk(ctx, loc); err != nil {
+			if _, err := d.DetachInstanceDisk(ctx, loc); err != nil {
 				return DiskExposure{}, err
 			}
 			w = DiskWorld{}
@@ -547,9 +536,9 @@ func (d *DiskInspector) chooseFS(ctx context.Context, loc DiskLocation) (part in
 	return part, off, size, nil
 }
 
-// MountDisk mounts the exposed file system read-only (ext4 without replaying its journal, XFS
+// MountGuestFS mounts the exposed file system read-only (ext4 without replaying its journal, XFS
 // without log recovery; nosuid, nodev, noexec). Already mounted from this exposure: nothing to do.
-func (d *DiskInspector) MountDisk(ctx context.Context, req DiskMountRequest) (DiskMountResult, error) {
+func (d *DiskInspector) MountGuestFS(ctx context.Context, req DiskMountRequest) (DiskMountResult, error) {
 	loc, exp := req.Location, req.Exposure
 	if err := checkLocation(loc); err != nil {
 		return DiskMountResult{}, err
@@ -596,8 +585,8 @@ func (d *DiskInspector) MountDisk(ctx context.Context, req DiskMountRequest) (Di
 
 func hasOption(opts, o string) bool { return slices.Contains(strings.Split(opts, ","), o) }
 
-// UnmountDisk unmounts the guest file system if it is mounted.
-func (d *DiskInspector) UnmountDisk(ctx context.Context, loc DiskLocation) (DiskUnmountResult, error) {
+// UnmountGuestFS unmounts the guest file system if it is mounted.
+func (d *DiskInspector) UnmountGuestFS(ctx context.Context, loc DiskLocation) (DiskUnmountResult, error) {
 	if err := checkLocation(loc); err != nil {
 		return DiskUnmountResult{}, err
 	}
@@ -617,9 +606,9 @@ func (d *DiskInspector) UnmountDisk(ctx context.Context, loc DiskLocation) (Disk
 	return DiskUnmountResult{WasMounted: true}, nil
 }
 
-// DetachDisk detaches the loop devices, stops the daemon (TERM, then KILL) and removes a stale
+// DetachInstanceDisk detaches the loop devices, stops the daemon (TERM, then KILL) and removes a stale
 // FUSE mount. It refuses while the file system is still mounted (the unmount step comes first).
-func (d *DiskInspector) DetachDisk(ctx context.Context, loc DiskLocation) (DiskDetachResult, error) {
+func (d *DiskInspector) DetachInstanceDisk(ctx context.Context, loc DiskLocation) (DiskDetachResult, error) {
 	var out DiskDetachResult
 	if err := checkLocation(loc); err != nil {
 		return out, err
@@ -633,7 +622,7 @@ func (d *DiskInspector) DetachDisk(ctx context.Context, loc DiskLocation) (DiskD
 	}
 	for _, l := range w.Loops {
 		if !l.RO {
-			continue // not ours (see ExposeDisk); reported below if it is all that is left
+			continue // not ours (see ExposeInstanceDisk); reported below if it is all that is left
 		}
 		if _, err := d.must(ctx, loc.Host, "loop_detach", map[string]string{"device_path": l.Name}); err != nil {
 			return out, err

@@ -289,17 +289,17 @@ func (r *inspectRig) locate() activities.DiskLocation {
 }
 
 func (r *inspectRig) exposeAndMount(loc activities.DiskLocation) activities.DiskExposure {
-	exp, err := call[activities.DiskExposure](r, r.d.ExposeDisk, loc)
+	exp, err := call[activities.DiskExposure](r, r.d.ExposeInstanceDisk, loc)
 	require.NoError(r.t, err)
-	_, err = call[activities.DiskMountResult](r, r.d.MountDisk, activities.DiskMountRequest{Location: loc, Exposure: exp})
+	_, err = call[activities.DiskMountResult](r, r.d.MountGuestFS, activities.DiskMountRequest{Location: loc, Exposure: exp})
 	require.NoError(r.t, err)
 	return exp
 }
 
 func (r *inspectRig) takeDown(loc activities.DiskLocation) {
-	_, err := call[activities.DiskUnmountResult](r, r.d.UnmountDisk, loc)
+	_, err := call[activities.DiskUnmountResult](r, r.d.UnmountGuestFS, loc)
 	require.NoError(r.t, err)
-	_, err = call[activities.DiskDetachResult](r, r.d.DetachDisk, loc)
+	_, err = call[activities.DiskDetachResult](r, r.d.DetachInstanceDisk, loc)
 	require.NoError(r.t, err)
 	w := r.world(loc)
 	assert.True(r.t, w.Clean(), "nothing left: %+v", w)
@@ -332,11 +332,11 @@ func TestInspectDiskQcow2(t *testing.T) {
 	assert.Contains(t, strings.Split(w.MountOptions, ","), "nodev")
 
 	// A retry after a crash finds everything in place and does not expose twice.
-	exp2, err := call[activities.DiskExposure](r, r.d.ExposeDisk, loc)
+	exp2, err := call[activities.DiskExposure](r, r.d.ExposeInstanceDisk, loc)
 	require.NoError(t, err)
 	assert.True(t, exp2.Reused)
 	assert.Equal(t, exp.Loop, exp2.Loop)
-	m, err := call[activities.DiskMountResult](r, r.d.MountDisk, activities.DiskMountRequest{Location: loc, Exposure: exp2})
+	m, err := call[activities.DiskMountResult](r, r.d.MountGuestFS, activities.DiskMountRequest{Location: loc, Exposure: exp2})
 	require.NoError(t, err)
 	assert.True(t, m.Reused)
 	assert.Len(t, r.world(loc).Loops, 1)
@@ -407,12 +407,12 @@ func TestInspectDiskDaemonKilled(t *testing.T) {
 	require.NotZero(t, w.DaemonPID)
 	run(t, "kill", "-9", fmt.Sprint(w.DaemonPID))
 	require.Eventually(t, func() bool { return r.world(loc).Stale }, 10*time.Second, 100*time.Millisecond)
-	d, err := call[activities.DiskDetachResult](r, r.d.DetachDisk, loc)
+	d, err := call[activities.DiskDetachResult](r, r.d.DetachInstanceDisk, loc)
 	assert.Equal(t, "StillThere", errType(err), "detach refuses while mounted: %v %+v", err, d)
 	r.takeDown(loc)
 
 	// Half an exposure: the daemon runs, no loop device. Then a stale export without daemon.
-	_, err = call[activities.DiskExposure](r, r.d.ExposeDisk, loc)
+	_, err = call[activities.DiskExposure](r, r.d.ExposeInstanceDisk, loc)
 	require.NoError(t, err)
 	w = r.world(loc)
 	run(t, "losetup", "-d", w.Loops[0].Name)
@@ -441,7 +441,7 @@ func TestInspectDiskInUse(t *testing.T) {
 			time.Sleep(300 * time.Millisecond)
 		}
 	})
-	_, err := call[activities.DiskExposure](r, r.d.ExposeDisk, loc)
+	_, err := call[activities.DiskExposure](r, r.d.ExposeInstanceDisk, loc)
 	require.Error(t, err)
 	assert.Equal(t, "DiskInUse", errType(err), "%v", err)
 	assert.Contains(t, err.Error(), "lock")
@@ -449,7 +449,7 @@ func TestInspectDiskInUse(t *testing.T) {
 	run(t, "kill", strings.TrimSpace(string(b)))
 	require.Eventually(t, func() bool { _, err := os.Stat(pidfile); return os.IsNotExist(err) }, 10*time.Second, 100*time.Millisecond)
 	r.sumDisk = sha256File(t, r.disk) // the writer was the test's, not the inspection's
-	_, err = call[activities.DiskDetachResult](r, r.d.DetachDisk, loc)
+	_, err = call[activities.DiskDetachResult](r, r.d.DetachInstanceDisk, loc)
 	require.NoError(t, err)
 	assert.True(t, r.world(loc).Clean())
 }
@@ -518,6 +518,6 @@ func TestInspectDiskRefusals(t *testing.T) {
 	assert.Equal(t, "InvalidInput", errType(err))
 	bad := loc
 	bad.MountPoint = "/"
-	_, err = call[activities.DiskUnmountResult](r, r.d.UnmountDisk, bad)
+	_, err = call[activities.DiskUnmountResult](r, r.d.UnmountGuestFS, bad)
 	assert.Equal(t, "InvalidInput", errType(err), "a location LocateInstanceDisk did not make")
 }

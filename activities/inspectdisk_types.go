@@ -138,12 +138,12 @@ func (w DiskWorld) Clean() bool {
 	return !w.Exported && w.DaemonPID == 0 && len(w.Loops) == 0 && !w.Mounted
 }
 
-// DiskUnmountResult says whether UnmountDisk found the guest file system mounted.
+// DiskUnmountResult says whether UnmountGuestFS found the guest file system mounted.
 type DiskUnmountResult struct {
 	WasMounted bool `json:"was_mounted"`
 }
 
-// DiskDetachResult is what DetachDisk took down.
+// DiskDetachResult is what DetachInstanceDisk took down.
 type DiskDetachResult struct {
 	Loops         []string `json:"loops,omitempty"`
 	StoppedDaemon int      `json:"stopped_daemon,omitempty"`

@@ -86,6 +86,16 @@ func (s *Swift) remoteHost(name string) (remote.Host, error) {
 	return h, err
 }
 
+// nodeHost returns a Swift node and the host to reach it over SFTP.
+func (s *Swift) nodeHost(name string) (SwiftNodeInfo, remote.Host, error) {
+	n, err := s.node(name)
+	if err != nil {
+		return n, remote.Host{}, err
+	}
+	h, err := s.remoteHost(name)
+	return n, h, err
+}
+
 func (s *Swift) builder(kind string) string { return path.Join(s.Cluster.BuilderDir, kind+".builder") }
 
 func out(res remote.Result) string { return strings.TrimSpace(res.Stdout + "\n" + res.Stderr) }

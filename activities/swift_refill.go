@@ -85,11 +85,7 @@ func (s *Swift) FollowReplication(ctx context.Context, req ReplicationRequest) (
 func (s *Swift) pollReplication(ctx context.Context, req ReplicationRequest, frac float64, res *ReplicationResult) (bool, error) {
 	res.Pending = nil
 	for _, node := range req.Nodes {
-		n, err := s.node(node)
-		if err != nil {
-			return false, err
-		}
-		h, err := s.remoteHost(node)
+		n, h, err := s.nodeHost(node)
 		if err != nil {
 			return false, err
 		}

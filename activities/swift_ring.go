@@ -367,11 +367,7 @@ func (s *Swift) ringBytes(ctx context.Context, f RingFile) ([]byte, error) {
 // rename), skipping those it already has; each copy is checked against the wanted MD5.
 func (s *Swift) PushRings(ctx context.Context, req PushRingsRequest) (PushRingsResult, error) {
 	res := PushRingsResult{Node: req.Node}
-	n, err := s.node(req.Node)
-	if err != nil {
-		return res, err
-	}
-	h, err := s.remoteHost(req.Node)
+	n, h, err := s.nodeHost(req.Node)
 	if err != nil {
 		return res, err
 	}
@@ -406,11 +402,7 @@ func isNotExist(err error) bool {
 // RingSums reads one node's ring checksums and names the files that differ from want.
 func (s *Swift) RingSums(ctx context.Context, req PushRingsRequest) (RingSumsResult, error) {
 	res := RingSumsResult{Node: req.Node, Sums: map[string]string{}}
-	n, err := s.node(req.Node)
-	if err != nil {
-		return res, err
-	}
-	h, err := s.remoteHost(req.Node)
+	n, h, err := s.nodeHost(req.Node)
 	if err != nil {
 		return res, err
 	}

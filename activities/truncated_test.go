@@ -180,6 +180,22 @@ func TestTruncatedOutputIsNeverParsed(t *testing.T) {
 			},
 		},
 		{
+			name: "upgrade package facts (dpkg-query, apt-cache policy)",
+			whole: map[string]remote.Result{
+				"package_status": {Stdout: "Package: nova-compute\nStatus: install ok installed\nVersion: 3:29.0.0-0ubuntu1\n\nPackage: nova-common\nStatus: install ok installed\nVersion: 3:29.0.0-0ubuntu1\n"},
+				"package_policy": {Stdout: "nova-compute:\n  Installed: 3:29.0.0-0ubuntu1\n  Candidate: 3:29.2.0-0ubuntu1\nnova-common:\n  Installed: 3:29.0.0-0ubuntu1\n  Candidate: 3:29.2.0-0ubuntu1\n"},
+			},
+			reads: []string{"package_status", "package_policy"},
+			call: func(t *testing.T, f *fakeHost) error {
+				u := &activities.Upgrade{Hosts: newSwift(t, f).Hosts}
+				facts, err := u.PackageFacts(ctx, activities.PackageFactsRequest{Host: "storage2", Packages: []string{"nova-compute", "nova-common"}})
+				if err == nil && (facts[1].Installed == "" || facts[1].Candidate == "") {
+					return fmt.Errorf("nova-common read as %+v", facts[1])
+				}
+				return err
+			},
+		},
+		{
 			name:  "boot time (/proc/uptime)",
 			whole: map[string]remote.Result{"uptime": {Stdout: "12345.67 23456.78\n"}},
 			reads: []string{"uptime"},

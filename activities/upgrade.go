@@ -114,8 +114,8 @@ func (u *Upgrade) exec(ctx context.Context, host, name string, args map[string]s
 	if err != nil {
 		return res, cmd, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
 	}
-	if res.Truncated {
-		return res, cmd, fmt.Errorf("%s on %s: output truncated at the SSH output limit: not parsed", name, host)
+	if err := res.Whole(); err != nil { // as in Hosts.run: cut output is never parsed
+		return res, cmd, RemoteError(fmt.Errorf("%s on %s: exit %d: %w", name, host, res.ExitCode, err))
 	}
 	return res, cmd, nil
 }

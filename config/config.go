@@ -41,6 +41,7 @@ type Config struct {
 	Worker       Worker                         `mapstructure:"worker" yaml:"worker" json:"worker"`
 	Chat         Chat                           `mapstructure:"chat" yaml:"chat" json:"chat"`
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
+	InspectDisk  InspectDisk                    `mapstructure:"inspect_disk" yaml:"inspect_disk" json:"inspect_disk"`
 	Upgrade      Upgrade                        `mapstructure:"upgrade" yaml:"upgrade" json:"upgrade"`
 	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
@@ -282,10 +283,11 @@ func Default() *Config {
 			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
 			PlanMaxAge:           DefaultPlanMaxAge,
 		},
-		Chat:    defaultChat(),
-		Checks:  defaultChecks(),
-		Upgrade: defaultUpgrade(),
-		Trust:   defaultTrust(),
+		Chat:        defaultChat(),
+		Checks:      defaultChecks(),
+		InspectDisk: defaultInspectDisk(),
+		Upgrade:     defaultUpgrade(),
+		Trust:       defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,

@@ -1,6 +1,8 @@
 package config
 
 import (
+	cryptotls "crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -62,6 +64,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateWorker(&ps, p == ForWorker)
 	c.validateChat(&ps, p == ForChat)
 	c.validateChecks(&ps)
+	c.validateInspectDisk(&ps)
 	c.validateUpgrade(&ps)
 	c.validateTrust(&ps, p)
 	if len(ps) == 0 {
@@ -81,20 +84,54 @@ func (c *Config) validateTemporal(ps *Problems) {
 	if strings.TrimSpace(t.TaskQueue) == "" {
 		ps.add("temporal.task_queue", "required")
 	}
-	tls := t.TLS
+	validateTemporalTLS(ps, t.TLS)
+}
+
+// validateTemporalTLS checks temporal.tls: files that exist and parse, so that a worker or the
+// CLI fails at start naming the key rather than at its first call to a TLS-only frontend.
+func validateTemporalTLS(ps *Problems, tls TemporalTLS) {
 	if !tls.Enabled {
+		// Without enabled the client connects in plaintext, which a TLS frontend refuses with
+		// an obscure transport error: say so here instead.
+		for _, f := range []struct{ key, v string }{
+			{"temporal.tls.ca_file", tls.CAFile}, {"temporal.tls.cert_file", tls.CertFile},
+			{"temporal.tls.key_file", tls.KeyFile}, {"temporal.tls.server_name", tls.ServerName},
+		} {
+			if f.v != "" {
+				ps.add("temporal.tls.enabled", "false, but %s is set: set temporal.tls.enabled: true (or remove the TLS settings)", f.key)
+				return
+			}
+		}
 		return
 	}
 	if (tls.CertFile == "") != (tls.KeyFile == "") {
 		ps.add("temporal.tls.cert_file", "cert_file and key_file must be set together (mTLS)")
 	}
+	ok := true
 	for _, f := range []struct{ key, path string }{
 		{"temporal.tls.ca_file", tls.CAFile},
 		{"temporal.tls.cert_file", tls.CertFile},
 		{"temporal.tls.key_file", tls.KeyFile},
 	} {
 		if f.path != "" {
+			n := len(*ps)
 			checkFile(ps, f.key, f.path)
+			ok = ok && len(*ps) == n
+		}
+	}
+	if !ok {
+		return
+	}
+	if tls.CAFile != "" {
+		if pem, err := os.ReadFile(tls.CAFile); err != nil {
+			ps.add("temporal.tls.ca_file", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			ps.add("temporal.tls.ca_file", "%s holds no PEM certificate", tls.CAFile)
+		}
+	}
+	if tls.CertFile != "" && tls.KeyFile != "" {
+		if _, err := cryptotls.LoadX509KeyPair(tls.CertFile, tls.KeyFile); err != nil {
+			ps.add("temporal.tls.cert_file", "with key_file %s: %v", tls.KeyFile, err)
 		}
 	}
 }

@@ -5,13 +5,21 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 )
 
@@ -29,8 +37,9 @@ func labConfig(t *testing.T) string {
 	return p
 }
 
-// startWorker builds and runs the real worker against the lab's configuration and srv.
-func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) *exec.Cmd {
+// startWorker builds and runs the real worker against the lab's configuration and srv; env adds
+// STACKRUN_* variables (KEY=VALUE) over the configuration file.
+func startWorker(t *testing.T, cfgPath string, srv *devserver.Server, env ...string) *exec.Cmd {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "stackrun-worker")
 	build := exec.Command("go", "build", "-o", bin, "./worker")
@@ -41,9 +50,12 @@ func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) *exec.Cmd 
 	logf, err := os.Create(logPath)
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "--config", cfgPath, "--temporal-address", srv.HostPort, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.log"))
+	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.log"),
+		"STACKRUN_TRUST_KEYS_FILE="+operatorKeysFile(t))
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(t, cmd.Start())
+	recordHistories(t, srv)
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
@@ -53,4 +65,62 @@ func startWorker(t *testing.T, cfgPath string, srv *devserver.Server) *exec.Cmd 
 		}
 	})
 	return cmd
+}
+
+// recordHistories, when STACKRUN_RECORD_HISTORY names a directory, writes the history of every
+// runbook run that finished on srv when the test ends, as <runbook>-<workflow id>.json in the JSON
+// that `temporal workflow show --output json` prints and worker.NewWorkflowReplayer reads. Commit
+// the ones to replay in workflows/testdata/ (docs/adding-a-runbook.md).
+func recordHistories(t *testing.T, srv *devserver.Server) {
+	dir := os.Getenv("STACKRUN_RECORD_HISTORY")
+	if dir == "" {
+		return
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		var token []byte
+		for {
+			resp, err := srv.Client.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+				Query: "ExecutionStatus != 'Running'", NextPageToken: token})
+			if err != nil {
+				t.Errorf("record histories: %v", err)
+				return
+			}
+			for _, e := range resp.Executions {
+				name := control.RunbookName(e.GetType().GetName())
+				if name == "" {
+					continue
+				}
+				ex := e.GetExecution()
+				if err := writeHistory(ctx, srv, dir, name, ex.GetWorkflowId(), ex.GetRunId()); err != nil {
+					t.Errorf("record history of %s: %v", ex.GetWorkflowId(), err)
+				}
+			}
+			if token = resp.NextPageToken; len(token) == 0 {
+				return
+			}
+		}
+	})
+}
+
+func writeHistory(ctx context.Context, srv *devserver.Server, dir, runbook, id, runID string) error {
+	it := srv.Client.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	h := &historypb.History{}
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return err
+		}
+		h.Events = append(h.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(h)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	file := runbook + "-" + strings.NewReplacer("/", "_", ":", "_", " ", "_", "=", "_").Replace(id) + ".json"
+	return os.WriteFile(filepath.Join(dir, file), b, 0o644)
 }

@@ -47,7 +47,7 @@ type novaLab struct {
 // newNovaLab connects to the lab (failing when it is not up), starts a dev server and the real
 // worker, and registers the clean-up that leaves every compute enabled, not forced down, and
 // running nova-compute.
-func newNovaLab(t *testing.T) *novaLab {
+func newNovaLab(t *testing.T, workerEnv ...string) *novaLab {
 	t.Helper()
 	cfgPath := labConfig(t)
 	cfg, err := config.Load(config.LoadOptions{Path: cfgPath})
@@ -81,7 +81,7 @@ func newNovaLab(t *testing.T) *novaLab {
 	require.NotEmpty(t, l.flavor, "the lab has no flavor m1.tiny")
 
 	l.srv = devserver.Start(t)
-	l.worker = startWorker(t, cfgPath, l.srv)
+	l.worker = startWorker(t, cfgPath, l.srv, workerEnv...)
 	return l
 }
 
@@ -274,7 +274,7 @@ func (l *novaLab) start(rb string, in workflows.Input) string {
 	defer cancel()
 	r, err := workflows.FindRunbook(rb)
 	require.NoError(l.t, err)
-	started, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, r, in)
+	started, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, r, in, asRequester(l.t, in))
 	require.NoError(l.t, err)
 	return started.WorkflowID
 }
@@ -311,7 +311,7 @@ func (l *novaLab) approve(id, gate, by string) {
 	l.t.Helper()
 	ctx, cancel := l.ctx()
 	defer cancel()
-	_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: gate, By: by, Comment: "e2e", Via: "cli"})
+	_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: gate, By: by, Comment: "e2e", Via: "cli"}, as(l.t, by))
 	require.NoError(l.t, err)
 }
 

@@ -175,7 +175,8 @@ func TestStatePlacement(t *testing.T) {
 }
 
 // TestUpPlacesStateFirst: up.sh runs the placement after installing the packages (they create the
-// service users) and before it writes anything under $LAB. A cheap guard on the script's order;
+// service users), before it sources the libraries that derive paths from $LAB and before it
+// writes anything under $LAB. A cheap guard on the script's order;
 // that the whole lab then works from the kept state is the manual clone check (lab/README.md).
 func TestUpPlacesStateFirst(t *testing.T) {
 	b, err := os.ReadFile("up.sh")
@@ -189,8 +190,15 @@ func TestUpPlacesStateFirst(t *testing.T) {
 	if apt < 0 || place < 0 || write < 0 || !(apt < place && place < write) {
 		t.Fatalf("up.sh must call apt_install, then lab_place_state, then create $LAB (at %d, %d, %d)", apt, place, write)
 	}
-	if !strings.Contains(up, `source "$LAB_SRC/lib/state.sh"`) {
-		t.Error("up.sh does not source lib/state.sh")
+	// configs.sh (C=...) and the others derive paths from $LAB when sourced: a library sourced
+	// before the placement writes the old, unreachable path into my.cnf (seen on the first run).
+	for _, lib := range []string{"services", "configs", "disks", "check", "alertmanager", "stackrun_yaml"} {
+		if i := strings.Index(up, `source "$LAB_SRC/lib/`+lib+`.sh"`); i >= 0 && i < place {
+			t.Errorf("up.sh sources lib/%s.sh before lab_place_state", lib)
+		}
+	}
+	if i := strings.Index(up, `source "$LAB_SRC/lib/state.sh"`); i < 0 || i > place {
+		t.Error("up.sh does not source lib/state.sh before lab_place_state")
 	}
 }
 

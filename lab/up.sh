@@ -6,16 +6,6 @@
 set -euo pipefail
 # shellcheck source=lib/common.sh
 source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
-# shellcheck source=lib/services.sh
-source "$LAB_SRC/lib/services.sh"
-# shellcheck source=lib/configs.sh
-source "$LAB_SRC/lib/configs.sh"
-# shellcheck source=lib/disks.sh
-source "$LAB_SRC/lib/disks.sh"
-# shellcheck source=lib/check.sh
-source "$LAB_SRC/lib/check.sh"
-# shellcheck source=lib/alertmanager.sh
-source "$LAB_SRC/lib/alertmanager.sh"
 # shellcheck source=lib/state.sh
 source "$LAB_SRC/lib/state.sh"
 
@@ -33,7 +23,18 @@ LABCTL=$LAB_SRC/bin/labctl
 umask 022 # the service users read what root writes here
 
 apt_install "${PACKAGES[@]}"
-lab_place_state # after the packages: they create the service users
+lab_place_state # after the packages (they create the service users); may move $LAB
+# The other libraries derive paths from $LAB when sourced: only now.
+# shellcheck source=lib/services.sh
+source "$LAB_SRC/lib/services.sh"
+# shellcheck source=lib/configs.sh
+source "$LAB_SRC/lib/configs.sh"
+# shellcheck source=lib/disks.sh
+source "$LAB_SRC/lib/disks.sh"
+# shellcheck source=lib/check.sh
+source "$LAB_SRC/lib/check.sh"
+# shellcheck source=lib/alertmanager.sh
+source "$LAB_SRC/lib/alertmanager.sh"
 say "lab state: $LAB"
 mkdir -p "$LAB/log" "$LAB/state" "$LAB/ssh" /run/sshd
 exec > >(tee -a "$LAB/log/up.log") 2>&1

@@ -24,7 +24,8 @@ func main() {
 	os.Exit(code)
 }
 
-// run executes the CLI and returns the exit code: 0, 1 for errors, 2 for usage errors.
+// run executes the CLI and returns the exit code: 0, 1 for errors, 2 for usage errors, and for a
+// run's outcome the codes of exitcodes.go.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
@@ -39,9 +40,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			path = cmd.CommandPath()
 		}
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", path)
-		return 2
+		return exitUsage
 	}
-	return 1
+	return exitCode(err)
 }
 
 // usageError marks a mistake in the command line: exit code 2.

@@ -27,7 +27,10 @@ func newRunCmd(a *app) *cobra.Command {
 derived from its target, so a second run on the same target is refused while the first is open.
 
 --dry-run computes and prints the plan without changing anything. --wait follows the run, printing
-step transitions, and prints its report at the end.`,
+step transitions, and prints its report at the end; its exit code is the run's outcome
+(--wait-timeout bounds the wait).
+
+` + exitCodesHelp,
 		Example: `  stackrun run restart-service --host compute1 --service nova-compute --dry-run
   stackrun run restart-service --host compute1 --service nova-compute --reason "config change" --wait
   stackrun run post-reboot-check --host compute1 --wait --output json`,
@@ -50,9 +53,10 @@ func runbookNames() []string { return workflows.RunbookNames() }
 func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 	in := rb.NewInput()
 	var (
-		reason string
-		dryRun bool
-		wait   bool
+		reason      string
+		dryRun      bool
+		wait        bool
+		waitTimeout time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   rb.Name,
@@ -66,11 +70,16 @@ func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
   stackrun run %[1]s %[2]s --as alice --output json`, rb.Name, req)
 	cmd.Flags().StringVar(&reason, "reason", "", "why you run it (recorded in the report)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "compute and print the plan only; change nothing (implies --wait)")
-	cmd.Flags().BoolVar(&wait, "wait", false, "follow the run and print its report when it ends")
+	cmd.Flags().BoolVar(&wait, "wait", false, "follow the run and print its report when it ends (exit code: the run's outcome, see stackrun run --help)")
+	cmd.Flags().DurationVar(&waitTimeout, "wait-timeout", 0, "with --wait (implied): stop following after this long, exit 5 if the run has not ended (0: no limit)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if bindErr != nil {
 			return bindErr
 		}
+		if waitTimeout < 0 {
+			return usagef("--wait-timeout %s: must not be negative", waitTimeout)
+		}
+		wait = wait || waitTimeout > 0
 		who, err := a.operator()
 		if err != nil {
 			return err
@@ -84,8 +93,13 @@ func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 		if err != nil {
 			return err
 		}
+		s, closeSigner, err := a.signer(cmd, who)
+		if err != nil {
+			return err
+		}
 		ctx, cancel := a.callCtx(cmd)
-		started, err := control.Start(ctx, c, a.cfg.Temporal.TaskQueue, rb, in)
+		started, err := control.Start(ctx, c, a.cfg.Temporal.TaskQueue, rb, in, s)
+		closeSigner()
 		cancel()
 		if err != nil {
 			return err
@@ -101,11 +115,16 @@ func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 		}
 		fmt.Fprintf(a.errOut, "Started %s (run ID %s) as %s; following it (Ctrl-C stops following, not the run).\n",
 			started.WorkflowID, started.RunID, who)
-		rep, err := follow(cmd.Context(), c, started, a.errOut)
+		wctx, wcancel := waitContext(cmd.Context(), waitTimeout)
+		defer wcancel()
+		rep, err := follow(wctx, c, started, a.errOut)
 		if err != nil {
+			return waitErr(wctx, c, started.WorkflowID, waitTimeout, err)
+		}
+		if err := a.printReport(rep, ""); err != nil {
 			return err
 		}
-		return a.printReport(rep, "")
+		return outcome(rep)
 	}
 	return cmd
 }

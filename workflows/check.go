@@ -24,12 +24,13 @@ var Cadences = []string{"hourly", "daily", "weekly", "monthly", "quarterly", "ha
 // fails only when its report cannot be recorded after the activity's retries, so that the
 // schedule pauses on repeated failure.
 var Check = Define(Def[CheckInput, checkPlan]{
-	Name:  "check",
-	Short: "Run one recurring check now (--cadence hourly|daily|weekly|monthly|quarterly|half-yearly): probes, findings, report",
-	Steps: []string{"plan"},
-	Key:   func(in *CheckInput) string { return in.Cadence },
-	Plan:  planCheck,
-	Act:   check,
+	Name:     "check",
+	Short:    "Run one recurring check now (--cadence hourly|daily|weekly|monthly|quarterly|half-yearly): probes, findings, report",
+	ReadOnly: true,
+	Steps:    []string{"plan"},
+	Key:      func(in *CheckInput) string { return in.Cadence },
+	Plan:     planCheck,
+	Act:      check,
 })
 
 // CheckInput is the input of Check: which cadence to run now.

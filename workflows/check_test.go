@@ -81,7 +81,7 @@ func TestCheckFailingProbeIsAFindingAndParallelismIsBounded(t *testing.T) {
 	})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "daily"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "daily"})
 	require.True(t, f.env.IsWorkflowCompleted())
 	require.NoError(t, f.env.GetWorkflowError())
 	var rep wf.Report
@@ -125,7 +125,7 @@ func TestCheckProbeTimeoutIsAFinding(t *testing.T) {
 	f.env.OnActivity(chk.TicketsProbe, mock.Anything, mock.Anything).Return(activities.ProbeResult{Summary: "no tickets source configured"}, nil)
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "hourly"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "hourly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
 	assert.Equal(t, checks.Critical, recorded.Findings[0].Severity, "blind to alerts is critical")
@@ -140,7 +140,7 @@ func TestCheckRecordFailureFailsTheRun(t *testing.T) {
 		attempts.Add(1)
 		return activities.RecordResult{}, errors.New("dial tcp 127.0.0.10:3306: connection refused")
 	})
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "quarterly"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "quarterly"})
 	err := f.env.GetWorkflowError()
 	require.Error(t, err, "a check whose report cannot be recorded fails, so that its schedule pauses")
 	assert.Contains(t, err.Error(), "report not recorded")
@@ -156,7 +156,7 @@ func TestCheckHalfYearlyStartsStagedUpgrade(t *testing.T) {
 		started = &in
 		return &wf.Report{Status: wf.StatusCompleted}, nil
 	})
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
 	assert.Contains(t, recorded.Findings[0].Message, "half-yearly staged upgrade started: staged-upgrade/cloud")

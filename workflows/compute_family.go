@@ -226,6 +226,55 @@ func refused(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), activities.ErrTypeRefused, nil)
 }
 
+// hostService reads every nova-compute service (in step) and returns host's among them; a host
+// without one is refused.
+func hostService(r *Run, ctx workflow.Context, step, host string) (activities.ComputeService, []activities.ComputeService, error) {
+	var svcs []activities.ComputeService
+	if err := r.Exec(ctx, step, host, compute.ComputeServices, &svcs); err != nil {
+		return activities.ComputeService{}, nil, err
+	}
+	i := slices.IndexFunc(svcs, func(s activities.ComputeService) bool { return s.Host == host })
+	if i < 0 {
+		return activities.ComputeService{}, nil, refused("host %s has no nova-compute service", host)
+	}
+	return svcs[i], svcs, nil
+}
+
+// hostInstances lists host's instances from the API and checks them against the Nova database
+// (in step; a mismatch is a finding). It returns both lists.
+func hostInstances(r *Run, ctx workflow.Context, step, host string) ([]activities.Instance, []string, error) {
+	var api []activities.Instance
+	if err := r.Exec(ctx, step, host, compute.InstancesOnHost, &api, host); err != nil {
+		return nil, nil, err
+	}
+	var db []string
+	if err := r.Exec(ctx, step, host, novadb.DBInstancesOnHost, &db, host); err != nil {
+		return nil, nil, err
+	}
+	crossCheck(r, host, api, db)
+	return api, db, nil
+}
+
+// planMoves is the step "capacity": the targets' free capacity from Placement, and the moves
+// packed onto it (PlanMoves). The moves are returned even when some instance fits nowhere (the
+// plan shows them); the error, a refusal, names the shortfall.
+func planMoves(r *Run, host string, instances []activities.Instance, targets []string, evacuate bool) ([]Move, error) {
+	var moves []Move
+	err := r.Do("capacity", StepOptions{Target: strings.Join(targets, ","), NoSkip: true}, func(ctx workflow.Context) error {
+		var caps []activities.HostCapacity
+		if err := r.Exec(ctx, "capacity", strings.Join(targets, ","), compute.Capacity, &caps, targets); err != nil {
+			return err
+		}
+		r.SetDetail("capacity", caps)
+		var err error
+		if moves, err = PlanMoves(host, instances, caps, evacuate); err != nil {
+			return refused("%v", err)
+		}
+		return nil
+	})
+	return moves, err
+}
+
 // chooseTargets picks the hosts instances may go to: the ones named (each must be enabled and
 // up), or every other enabled, up compute host. verb says what would be done there, for the
 // refusal ("move", "rebuild").

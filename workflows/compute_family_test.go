@@ -104,6 +104,14 @@ type evacFixture struct {
 	inflight  int
 	maxFlight int
 	failMove  map[string]bool
+	onHost    []activities.Instance // what the API and the database list on compute1
+}
+
+// vanish deletes an instance from compute1 behind the run's back (a user deleted it).
+func (f *evacFixture) vanish(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onHost = slices.DeleteFunc(f.onHost, func(i activities.Instance) bool { return i.ID == id })
 }
 
 var computeFacts = activities.HostFacts{Name: "compute1", Address: "127.0.0.11", Roles: []string{"compute"},
@@ -123,17 +131,17 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		{Host: "compute3", ID: "s3", Status: "enabled", State: "up"},
 	}
 	f.env.OnActivity(computeAct.ComputeServices, mock.Anything).Return(svcs, nil)
-	onHost := slices.Clone(insts)
+	f.onHost = slices.Clone(insts)
 	f.env.OnActivity(computeAct.InstancesOnHost, mock.Anything, "compute1").Return(func(context.Context, string) ([]activities.Instance, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
-		return slices.Clone(onHost), nil
+		return slices.Clone(f.onHost), nil
 	})
 	f.env.OnActivity(novaDBAct.DBInstancesOnHost, mock.Anything, "compute1").Return(func(context.Context, string) ([]string, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		var ids []string
-		for _, i := range onHost {
+		for _, i := range f.onHost {
 			ids = append(ids, i.ID)
 		}
 		return ids, nil
@@ -166,7 +174,7 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		if fail {
 			return activities.MoveResult{}, temporal.NewApplicationError("move of "+req.ID+" failed: it is ACTIVE on compute1 again", "MoveFailed")
 		}
-		onHost = slices.DeleteFunc(onHost, func(i activities.Instance) bool { return i.ID == req.ID && req.Source == "compute1" })
+		f.onHost = slices.DeleteFunc(f.onHost, func(i activities.Instance) bool { return i.ID == req.ID && req.Source == "compute1" })
 		return activities.MoveResult{ID: req.ID, From: req.Source, To: req.Target, Status: "ACTIVE", Migration: "m-" + req.ID, MigrationStat: "completed", Started: true}, nil
 	})
 	f.env.OnActivity(hosts.ServiceStatus, mock.Anything, mock.Anything).Return(activities.ServiceState{Running: true}, nil)

@@ -46,6 +46,9 @@ type Def[In, P any] struct {
 	// Formerly lists workflow types the runbook had before, registered too, so that runs started
 	// under an old name still find their code.
 	Formerly []string
+	// ReadOnly says the runbook changes nothing in the world (its Act only reads): a run may
+	// then start without a signature, as a Temporal Schedule starts it (trust.go).
+	ReadOnly bool
 }
 
 // Approval is what a plan asks a person to approve before Act.
@@ -77,7 +80,9 @@ func (m *Meta) GetMeta() *Meta { return m }
 type Runbook struct {
 	// Name is the CLI word; Type the workflow type (TypeName(Name)); Short the one-line help.
 	Name, Type, Short string
-	// Workflow is the workflow function, registered under Type (and Formerly).
+	// Workflow is the workflow function, registered under Type (and Formerly) by Register. Start
+	// runs by Type (client.ExecuteWorkflow(ctx, opts, rb.Type, in)): the function's Go name is
+	// not the workflow type.
 	Workflow any
 	// NewInput returns a fresh input with its defaults, to fill from flags.
 	NewInput func() Input
@@ -167,6 +172,7 @@ func (d *Def[In, P]) run(ctx workflow.Context, in *In) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.readOnly = d.ReadOnly
 	summary, err := d.execute(r, in, input)
 	r.runExitHooks()
 	rep, _ := r.finish(err, summary)
@@ -181,7 +187,12 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 	if err := input.Validate(); err != nil {
 		return "invalid input", err
 	}
+	// Who started it is proven before anything is read or done (trust.go).
+	if err := r.verifyStart(*in); err != nil {
+		return "start refused", err
+	}
 	p := new(P)
+	base := len(r.findings)
 	appr, err := d.Plan(r, in, p)
 	if err != nil {
 		return summaryOf(err), err
@@ -190,6 +201,7 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 		return appr.DryRun, nil
 	}
 	r.replan = func() (Approval, error) {
+		r.findings = r.findings[:base] // the plan made again says again what it finds
 		np := new(P)
 		a, err := d.Plan(r, in, np)
 		if err == nil {

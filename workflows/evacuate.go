@@ -114,52 +114,28 @@ func planEvacuate(r *Run, in *EvacuateInput, p *evacuatePlan) (Approval, error) 
 			return refused("host %s has roles %v, not compute", in.Host, p.facts.Roles)
 		}
 		var svcs []activities.ComputeService
-		if err := r.Exec(ctx, "preflight", in.Host, compute.ComputeServices, &svcs); err != nil {
+		var err error
+		if p.svc, svcs, err = hostService(r, ctx, "preflight", in.Host); err != nil {
 			return err
 		}
-		i := slices.IndexFunc(svcs, func(s activities.ComputeService) bool { return s.Host == in.Host })
-		if i < 0 {
-			return refused("host %s has no nova-compute service", in.Host)
-		}
-		p.svc = svcs[i]
 		if p.svc.State != "up" || p.svc.ForcedDown {
 			return refused("nova-compute on %s is %s (forced down %v): an evacuation for maintenance needs it up; for a dead host use recover-host", in.Host, p.svc.State, p.svc.ForcedDown)
 		}
 		if p.svc.Status == "disabled" && p.svc.DisabledReason != in.Reason {
 			r.AddFinding(activities.SeverityWarning, in.Host, "nova-compute was already disabled (reason: %q); it will be re-enabled at the end", p.svc.DisabledReason)
 		}
-		var err error
 		if p.targets, err = chooseTargets(svcs, in.Host, in.Targets, "move"); err != nil {
 			return err
 		}
-		if err := r.Exec(ctx, "preflight", in.Host, compute.InstancesOnHost, &p.instances, in.Host); err != nil {
-			return err
-		}
-		var dbIDs []string
-		if err := r.Exec(ctx, "preflight", in.Host, novadb.DBInstancesOnHost, &dbIDs, in.Host); err != nil {
-			return err
-		}
-		crossCheck(r, in.Host, p.instances, dbIDs)
-		return nil
+		p.instances, _, err = hostInstances(r, ctx, "preflight", in.Host)
+		return err
 	})
 	if err != nil {
 		return Approval{}, Summarize("preflight refused", err)
 	}
 	r.SetDetail("targets", p.targets)
 
-	err = r.Do("capacity", StepOptions{Target: strings.Join(p.targets, ","), NoSkip: true}, func(ctx workflow.Context) error {
-		var caps []activities.HostCapacity
-		if err := r.Exec(ctx, "capacity", strings.Join(p.targets, ","), compute.Capacity, &caps, p.targets); err != nil {
-			return err
-		}
-		r.SetDetail("capacity", caps)
-		moves, err := PlanMoves(in.Host, p.instances, caps, false)
-		p.moves = moves
-		if err != nil {
-			return refused("%v", err)
-		}
-		return nil
-	})
+	p.moves, err = planMoves(r, in.Host, p.instances, p.targets, false)
 	p.parallel = r.parallelism(in.Parallel)
 	r.SetPlan(p.planText(in))
 	r.SetDetail("moves", compactMoves(p.moves))

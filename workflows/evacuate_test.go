@@ -68,7 +68,7 @@ func TestEvacuationMovesActiveAndShutoffLeavesError(t *testing.T) {
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "alice"}, "may not approve the destructive gate")
 	}, time.Minute)
 	f.approveAt(wf.GateApprovePlan, 2*time.Minute)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Empty(t, rep.LeftState)
@@ -106,7 +106,7 @@ func TestEvacuationBoundsMigrationsInFlight(t *testing.T) {
 	f.approveAt(wf.GateApprovePlan, time.Minute)
 	in := evacInput()
 	in.Parallel = 4
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.LessOrEqual(t, f.maxFlight, 4)
@@ -121,7 +121,7 @@ func TestEvacuationCapacityRefusedBeforeAnyChange(t *testing.T) {
 	f := newEvacFixture(t, insts, []activities.HostCapacity{{Host: "compute2", FreeVCPUs: 100, FreeRAMMB: 700000, FreeDiskGB: 100}})
 	in := evacInput()
 	in.Targets = []string{"compute2"}
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "not enough capacity")
@@ -143,7 +143,7 @@ func TestEvacuationStalledMoveSkipped(t *testing.T) {
 		assert.Contains(t, st.Stalled[0].Error, "failed")
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "migrate/id-001", Action: wf.ResolveSkip, By: "bob"}, "")
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Contains(t, rep.Summary, "2 instance(s) moved, 1 left")
@@ -166,7 +166,7 @@ func TestEvacuationAbortSaysWhatItLeft(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "migrate/id-000", Action: wf.ResolveAbort, By: "bob"}, "")
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	assert.Contains(t, rep.LeftState, "DISABLED")
@@ -178,7 +178,7 @@ func TestEvacuationDryRunChangesNothing(t *testing.T) {
 	f := newEvacFixture(t, sampleInstances(3), bigCaps)
 	in := evacInput()
 	in.DryRun = true
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	assert.Len(t, rep.Plan, 2+3+2)
@@ -202,7 +202,7 @@ func TestEvacuationMaintenanceGateAndMigrateBack(t *testing.T) {
 	}, 2*time.Hour)
 	in := evacInput()
 	in.MaintenanceGate, in.MigrateBack = true, true
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	joined := strings.Join(f.calls, " ")
@@ -211,4 +211,92 @@ func TestEvacuationMaintenanceGateAndMigrateBack(t *testing.T) {
 	// Moves back after the enable, to compute1.
 	back := joined[iEnable:]
 	assert.Equal(t, 2, strings.Count(back, "live:compute1"), back)
+}
+
+// An instance deleted while the plan waited for approval longer than policy.plan_max_age: the
+// plan is made again before anything changes, the drift is shown, and the gate asks again with
+// the new plan, which no longer moves the deleted instance.
+func TestEvacuateStalePlanAsksAgain(t *testing.T) {
+	f := newEvacFixture(t, sampleInstances(3), bigCaps)
+	f.env.RegisterDelayedCallback(func() { f.vanish("id-000") }, 90*time.Minute)
+	f.approveAt(wf.GateApprovePlan, 2*time.Hour)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Len(t, st.OpenGates, 1, "the gate asks again")
+		assert.Contains(t, st.OpenGates[0].Summary, "ASKED AGAIN")
+		assert.Contains(t, st.OpenGates[0].Summary, "vm-000")
+		f.mu.Lock()
+		assert.Empty(t, f.calls, "nothing changed on a stale plan")
+		f.mu.Unlock()
+		for _, l := range st.Plan {
+			assert.NotContains(t, l, "id-000", "the new plan")
+		}
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob", Comment: "still fine"}, "")
+	}, 2*time.Hour+10*time.Minute)
+	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	f.mu.Lock()
+	calls := slices.Clone(f.calls)
+	f.mu.Unlock()
+	for _, c := range calls {
+		assert.NotContains(t, c, "id-000", "the deleted instance is not moved")
+	}
+	assert.Contains(t, calls, "move:id-001:live:"+moveTarget(calls, "id-001"))
+	assert.Equal(t, 2, countOf(f.notified, "gate-opened:"+wf.GateApprovePlan))
+	assert.Equal(t, wf.StepDone, stepState(rep, "plan-drift"))
+	assert.Contains(t, stepDetail(rep, "plan-drift"), "vm-000")
+	var approvals int
+	for _, d := range rep.Decisions {
+		if d.Name == wf.GateApprovePlan && d.Outcome == "approved" {
+			approvals++
+		}
+	}
+	assert.Equal(t, 2, approvals)
+	assert.Contains(t, rep.Summary, "2 instance(s) moved")
+}
+
+// An old plan that did not drift is acted on without asking again.
+func TestEvacuateOldPlanWithoutDriftGoesOn(t *testing.T) {
+	f := newEvacFixture(t, sampleInstances(2), bigCaps)
+	f.approveAt(wf.GateApprovePlan, 3*time.Hour)
+	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, 1, countOf(f.notified, "gate-opened:"+wf.GateApprovePlan))
+	assert.Contains(t, rep.Details, "plan_rechecked", "the plan was checked again")
+	assert.Empty(t, stepState(rep, "plan-drift"), "no drift: no such step")
+}
+
+// --parallel 0 (the default) is policy.default_parallelism.
+func TestEvacuateParallelDefaultsToPolicy(t *testing.T) {
+	f := newEvacFixture(t, sampleInstances(8), bigCaps)
+	f.approveAt(wf.GateApprovePlan, time.Minute)
+	in := evacInput()
+	in.Parallel = 0
+	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Equal(t, 2, basePolicy().DefaultParallelism)
+	assert.Contains(t, rep.Plan[0], "at most 2 migration(s) in flight")
+	assert.LessOrEqual(t, f.maxFlight, 2)
+}
+
+func moveTarget(calls []string, id string) string {
+	for _, c := range calls {
+		if p := strings.Split(c, ":"); len(p) == 4 && p[0] == "move" && p[1] == id {
+			return p[3]
+		}
+	}
+	return "?"
+}
+
+func countOf(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
 }

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
@@ -78,8 +77,7 @@ func HostLease(ctx workflow.Context, st activities.LeaseState) error {
 				for i, h := range st.Holders {
 					ids[i] = h.WorkflowID
 				}
-				actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute,
-					RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 3}})
+				actx := workflow.WithActivityOptions(ctx, ActOpts{Timeout: time.Minute, Attempts: 3}.options())
 				var alive []string
 				if err := workflow.ExecuteActivity(actx, lease.StillRunning, ids).Get(ctx, &alive); err != nil {
 					return

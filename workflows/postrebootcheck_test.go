@@ -31,7 +31,7 @@ func TestPostRebootCheckFindings(t *testing.T) {
 	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(activities.AMQPResult{Connected: false}, nil)
 	f.env.OnActivity(cloud.Probe, mock.Anything, activities.APIProbe{Kind: "images", Host: "ctl"}).Return(activities.APIProbeResult{OK: false, Detail: "image API: 503"}, nil)
 	f.env.OnActivity(cloud.Probe, mock.Anything, mock.Anything).Return(activities.APIProbeResult{OK: true}, nil)
-	f.env.ExecuteWorkflow(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "ctl"})
+	f.run(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "ctl"})
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.Equal(t, "2 critical, 1 warning finding(s)", rep.Summary)
@@ -61,7 +61,7 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 			recovered = append(recovered, id)
 			return activities.InstanceRecovery{ID: id, Action: "start", After: "ACTIVE"}, nil
 		})
-		f.env.ExecuteWorkflow(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "compute1", StartInstances: start})
+		f.run(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "compute1", StartInstances: start})
 		rep := f.report()
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		if !start {

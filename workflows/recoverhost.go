@@ -86,14 +86,10 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 			return refused("host %s has roles %v, not compute", in.Host, facts.Roles)
 		}
 		var svcs []activities.ComputeService
-		if err := r.Exec(ctx, "confirm-down", in.Host, compute.ComputeServices, &svcs); err != nil {
+		var err error
+		if svc, svcs, err = hostService(r, ctx, "confirm-down", in.Host); err != nil {
 			return err
 		}
-		i := slices.IndexFunc(svcs, func(s activities.ComputeService) bool { return s.Host == in.Host })
-		if i < 0 {
-			return refused("host %s has no nova-compute service", in.Host)
-		}
-		svc = svcs[i]
 		if svc.State == "up" {
 			return refused("nova-compute on %s reports up (last report %s): the host is not down; for maintenance use evacuate", in.Host, svc.UpdatedAt.Format("15:04:05"))
 		}
@@ -104,7 +100,6 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 			r.AddFinding(activities.SeverityCritical, in.Host, "the host still answers SSH (%s): it may still run its instances; fence it (power it off) before confirming", sshAnswer.Detail)
 		}
 		r.step("confirm-down").Detail = fmt.Sprintf("service %s (forced down %v); SSH answers: %v", svc.State, svc.ForcedDown, sshAnswer.Reachable)
-		var err error
 		p.targets, err = chooseTargets(svcs, in.Host, in.Targets, "rebuild")
 		return err
 	})
@@ -113,14 +108,11 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 	}
 
 	err = r.Do("inventory", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
-		if err := r.Exec(ctx, "inventory", in.Host, compute.InstancesOnHost, &p.instances, in.Host); err != nil {
-			return err
-		}
 		var dbIDs []string
-		if err := r.Exec(ctx, "inventory", in.Host, novadb.DBInstancesOnHost, &dbIDs, in.Host); err != nil {
+		var err error
+		if p.instances, dbIDs, err = hostInstances(r, ctx, "inventory", in.Host); err != nil {
 			return err
 		}
-		crossCheck(r, in.Host, p.instances, dbIDs)
 		if err := r.Exec(ctx, "inventory", in.Host, novadb.DBVolumeAttachments, &p.volumes, in.Host); err != nil {
 			return err
 		}
@@ -132,18 +124,7 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 		return Approval{}, err
 	}
 
-	err = r.Do("capacity", StepOptions{Target: strings.Join(p.targets, ","), NoSkip: true}, func(ctx workflow.Context) error {
-		var caps []activities.HostCapacity
-		if err := r.Exec(ctx, "capacity", strings.Join(p.targets, ","), compute.Capacity, &caps, p.targets); err != nil {
-			return err
-		}
-		var perr error
-		p.moves, perr = PlanMoves(in.Host, p.instances, caps, true)
-		if perr != nil {
-			return refused("%v", perr)
-		}
-		return nil
-	})
+	p.moves, err = planMoves(r, in.Host, p.instances, p.targets, true)
 	p.parallel = r.parallelism(in.Parallel)
 	plan := []string{fmt.Sprintf("host %s: nova-compute %s; SSH answers: %v; %d instance(s), %d volume attachment(s); targets %s; at most %d in flight",
 		in.Host, svc.State, sshAnswer.Reachable, len(p.instances), len(p.volumes), strings.Join(p.targets, ", "), p.parallel),

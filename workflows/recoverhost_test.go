@@ -157,7 +157,7 @@ func TestRecoverHostDBRewriteFallbackGatedAndIdempotent(t *testing.T) {
 		require.Equal(t, "db-rewrite/id-001", st.Stalled[0].Step)
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "db-rewrite/id-001", Action: wf.ResolveRetry, By: "bob"}, "")
 	}, 8*time.Hour)
-	f.env.ExecuteWorkflow(wf.RecoverHost.Type, recoverInput(true))
+	f.run(wf.RecoverHost.Type, recoverInput(true))
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Contains(t, rep.Summary, "3 of 3 instance(s) rebuilt elsewhere")
@@ -195,7 +195,7 @@ func TestRecoverHostNoDBRewriteWithoutFlag(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "evacuate/id-001", Action: wf.ResolveSkip, By: "bob"}, "")
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.RecoverHost.Type, recoverInput(false))
+	f.run(wf.RecoverHost.Type, recoverInput(false))
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Contains(t, rep.Summary, "2 of 3 instance(s) rebuilt elsewhere")
@@ -215,7 +215,7 @@ func TestRecoverHostDBRewriteRejected(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateDBRewrite, By: "bob", Comment: "no"}, "")
 	}, 4*time.Hour)
-	f.env.ExecuteWorkflow(wf.RecoverHost.Type, recoverInput(true))
+	f.run(wf.RecoverHost.Type, recoverInput(true))
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
 	assert.Zero(t, f.rewrites)
@@ -227,7 +227,7 @@ func TestRecoverHostDBRewriteRejected(t *testing.T) {
 func TestRecoverHostDBRewriteNotNeeded(t *testing.T) {
 	f := newRecoverFixture(t, sampleInstances(2))
 	f.approveAt(wf.GateConfirmHostDead, time.Minute)
-	f.env.ExecuteWorkflow(wf.RecoverHost.Type, recoverInput(true))
+	f.run(wf.RecoverHost.Type, recoverInput(true))
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, wf.StepSkipped, stepNamed(rep, wf.GateDBRewrite).State)

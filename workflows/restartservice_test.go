@@ -1,11 +1,14 @@
 package workflows_test
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 
@@ -35,7 +38,7 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 	} {
 		require.Error(t, in.Validate(), "%+v", in)
 		f := newFixture(t, basePolicy())
-		f.env.ExecuteWorkflow(wf.RestartService.Type, in)
+		f.run(wf.RestartService.Type, in)
 		rep := f.report()
 		require.Equal(t, wf.StatusFailed, rep.Status)
 		require.Contains(t, rep.Summary, "invalid input")
@@ -48,7 +51,7 @@ func TestServiceNotOnHostRefused(t *testing.T) {
 	f.hostMocks()
 	in := restartInput()
 	in.Service = "swift-proxy-server"
-	f.env.ExecuteWorkflow(wf.RestartService.Type, in)
+	f.run(wf.RestartService.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	require.Contains(t, rep.Summary, "not a service of compute1")
@@ -60,7 +63,7 @@ func TestDryRunStopsAfterPlan(t *testing.T) {
 	f.hostMocks()
 	in := restartInput()
 	in.DryRun = true
-	f.env.ExecuteWorkflow(wf.RestartService.Type, in)
+	f.run(wf.RestartService.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.True(t, rep.DryRun)
@@ -68,6 +71,44 @@ func TestDryRunStopsAfterPlan(t *testing.T) {
 	require.Contains(t, rep.Summary, "dry run")
 	f.env.AssertNotCalled(t, "SetService", mock.Anything, mock.Anything)
 	f.env.AssertNotCalled(t, "RequestLease", mock.Anything, mock.Anything)
+}
+
+// The service left the host's roles while the restart waited for approval longer than
+// policy.plan_max_age: the plan no longer holds, and the run ends before it stops anything.
+func TestRestartStalePlanNoLongerHolds(t *testing.T) {
+	f := newFixture(t, basePolicy())
+	var gone atomic.Bool
+	f.env.OnActivity(hosts.DescribeHost, mock.Anything, "compute1").Return(func(context.Context, string) (activities.HostFacts, error) {
+		if gone.Load() {
+			return activities.HostFacts{Name: "compute1", Address: "127.0.0.11", Roles: []string{"storage"}}, nil
+		}
+		return restartFacts, nil
+	})
+	f.grantLeases()
+	f.env.RegisterDelayedCallback(func() { gone.Store(true) }, time.Hour)
+	approveAfter(f, 2*time.Hour)
+	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusFailed, rep.Status, rep.Summary)
+	assert.Contains(t, rep.Summary, "checked again after 2h")
+	assert.Contains(t, rep.Summary, "not a service of compute1")
+	f.env.AssertNotCalled(t, "SetService", mock.Anything, mock.Anything)
+}
+
+// A plan younger than policy.plan_max_age is acted on as it is: Plan runs once.
+func TestRestartYoungPlanIsNotMadeAgain(t *testing.T) {
+	p := basePolicy()
+	p.PlanMaxAge = 3 * time.Hour
+	f := newFixture(t, p)
+	f.hostMocks()
+	f.grantLeases()
+	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil).Twice()
+	approveAfter(f, 2*time.Hour)
+	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	f.env.AssertNumberOfCalls(t, "DescribeHost", 1)
+	assert.NotContains(t, rep.Details, "plan_rechecked")
 }
 
 func TestGateApprovedBySecondPerson(t *testing.T) {
@@ -86,7 +127,8 @@ func TestGateApprovedBySecondPerson(t *testing.T) {
 
 		// The requester may not approve a destructive gate; an unknown approver may not either.
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice"}, "may not approve the destructive gate")
-		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "mallory"}, "mallory may not approve")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "dave"}, "dave may not approve")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "mallory"}, `operator "mallory" has no key`)
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: "no-such-gate", By: "bob"}, `gate "no-such-gate" is not open`)
 	}, 10*time.Minute)
 	f.env.RegisterDelayedCallback(func() {
@@ -95,7 +137,7 @@ func TestGateApprovedBySecondPerson(t *testing.T) {
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob", Comment: "go"}, "")
 	}, 11*time.Minute)
 
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Len(t, rep.Decisions, 1)
@@ -121,15 +163,15 @@ func TestSignalsApproveAndInvalidSignalIsRecorded(t *testing.T) {
 	f.grantLeases()
 	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil)
 	f.env.RegisterDelayedCallback(func() {
-		f.env.SignalWorkflow(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice"})
+		f.signal(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice"})
 	}, time.Minute)
 	f.env.RegisterDelayedCallback(func() {
 		st := f.status()
 		require.Equal(t, wf.StatusWaitingApproval, st.Status)
 		require.Len(t, st.Refused, 1)
-		f.env.SignalWorkflow(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob", Via: "web-ui"})
+		f.signal(wf.SignalApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob", Via: "web-ui"})
 	}, 2*time.Minute)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.Len(t, rep.Refused, 1)
@@ -144,7 +186,7 @@ func TestGateRejectedAbortsBeforeAnyChange(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "alice", Comment: "not now"}, "")
 	}, time.Minute)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	require.Contains(t, rep.Summary, "rejected by alice")
@@ -159,7 +201,7 @@ func TestGateTimeoutEscalatesThenAborts(t *testing.T) {
 	p.EscalationRepeats = 2
 	f := newFixture(t, p)
 	f.hostMocks()
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	require.Contains(t, rep.Summary, "timed out after 2 escalation(s)")
@@ -181,7 +223,7 @@ func TestGateTimeoutEscalatesThenKeepsWaiting(t *testing.T) {
 		require.Equal(t, 2, st.OpenGates[0].Escalations)
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob"}, "")
 	}, 30*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.Equal(t, 2, strings.Count(strings.Join(f.notified, ","), "gate-escalated"))
@@ -207,7 +249,7 @@ func TestStalledStepRetrySucceeds(t *testing.T) {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "stop", Action: "reboot", By: "bob"}, "must be retry, skip or abort")
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "stop", Action: wf.ResolveRetry, By: "bob"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Contains(t, f.statuses, "Stalled")
@@ -234,7 +276,7 @@ func TestStalledStepSkipAndNoSkip(t *testing.T) {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "start", Action: wf.ResolveSkip, By: "bob"}, "cannot be skipped")
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "start", Action: wf.ResolveAbort, By: "bob", Comment: "will fix by hand"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	require.Contains(t, rep.LeftState, "STOPPED", "an aborted run says what state it left")
@@ -251,9 +293,9 @@ func TestStalledStepSkipContinues(t *testing.T) {
 	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(activities.AMQPResult{}, errors.New("log unreadable"))
 	f.env.RegisterDelayedCallback(func() {
 		require.Equal(t, "verify", f.status().Stalled[0].Step)
-		f.env.SignalWorkflow(wf.SignalResolve, wf.ResolveRequest{Step: "verify", Action: wf.ResolveSkip, By: "bob"})
+		f.signal(wf.SignalResolve, wf.ResolveRequest{Step: "verify", Action: wf.ResolveSkip, By: "bob"})
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.RestartService.Type, restartInput())
+	f.run(wf.RestartService.Type, restartInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	for _, s := range rep.Steps {

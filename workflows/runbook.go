@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"regexp"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -65,17 +64,11 @@ type Run struct {
 	plannedAt time.Time
 	acting    bool
 	facts     []Fact
-}
 
-type gate struct {
-	GateStatus
-	decided  bool
-	approved bool
-}
-
-type stall struct {
-	StalledStatus
-	action string
+	// trust is the run's verification of signatures (trust.go); readOnly is the runbook's
+	// Def.ReadOnly.
+	trust    runTrust
+	readOnly bool
 }
 
 // AbortError ends a run as Aborted: a gate was rejected or timed out under an abort policy, or an
@@ -126,10 +119,7 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	r.upsert(AttrRequestedBy, meta.RequestedBy)
 	r.setStatus(StatusPlanning)
 
-	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: 10 * time.Second,
-		RetryPolicy:         &temporal.RetryPolicy{MaximumAttempts: 5},
-	})
+	lctx := withLocalActivity(ctx, ActOpts{Timeout: 10 * time.Second, Attempts: 5})
 	if err := workflow.ExecuteLocalActivity(lctx, machine.LoadPolicy).Get(ctx, &r.policy); err != nil {
 		return nil, fmt.Errorf("load policy: %w", err)
 	}
@@ -138,6 +128,9 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	}
 	if r.policy.GateTimeout <= 0 {
 		r.policy.GateTimeout = 4 * time.Hour
+	}
+	if err := r.loadTrust(lctx); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -164,260 +157,6 @@ func (r *Run) DryRun() bool { return r.meta.DryRun }
 
 // Context is the workflow context the run was begun with.
 func (r *Run) Context() workflow.Context { return r.ctx }
-
-func (r *Run) registerHandlers() error {
-	if err := workflow.SetQueryHandler(r.ctx, QueryStatus, func() (Status, error) { return r.Status(), nil }); err != nil {
-		return err
-	}
-	for _, approve := range []bool{true, false} {
-		approve := approve
-		name := UpdateReject
-		if approve {
-			name = UpdateApprove
-		}
-		err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
-			func(ctx workflow.Context, req GateDecisionRequest) (Decision, error) {
-				return r.decideGate(req, approve, "update"), nil
-			},
-			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req GateDecisionRequest) error {
-				return r.validateGate(req, approve)
-			}})
-		if err != nil {
-			return err
-		}
-	}
-	err := workflow.SetUpdateHandlerWithOptions(r.ctx, UpdateResolve,
-		func(ctx workflow.Context, req ResolveRequest) (Decision, error) {
-			return r.decideStall(req, "update"), nil
-		},
-		workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req ResolveRequest) error {
-			return r.validateResolve(req)
-		}})
-	if err != nil {
-		return err
-	}
-
-	// Signals of the same names, for the Temporal web UI and `temporal workflow signal`. An
-	// invalid signal is recorded and ignored.
-	approveCh := workflow.GetSignalChannel(r.ctx, SignalApprove)
-	rejectCh := workflow.GetSignalChannel(r.ctx, SignalReject)
-	resolveCh := workflow.GetSignalChannel(r.ctx, SignalResolve)
-	workflow.Go(r.ctx, func(ctx workflow.Context) {
-		for {
-			sel := workflow.NewSelector(ctx)
-			for _, c := range []struct {
-				ch      workflow.ReceiveChannel
-				approve bool
-				name    string
-			}{{approveCh, true, SignalApprove}, {rejectCh, false, SignalReject}} {
-				c := c
-				sel.AddReceive(c.ch, func(ch workflow.ReceiveChannel, more bool) {
-					var req GateDecisionRequest
-					ch.Receive(ctx, &req)
-					if err := r.validateGate(req, c.approve); err != nil {
-						r.refuse(c.name, req.Gate, req.By, err)
-						return
-					}
-					if req.Via == "" {
-						req.Via = "signal"
-					}
-					r.decideGate(req, c.approve, "signal")
-				})
-			}
-			sel.AddReceive(resolveCh, func(ch workflow.ReceiveChannel, more bool) {
-				var req ResolveRequest
-				ch.Receive(ctx, &req)
-				if err := r.validateResolve(req); err != nil {
-					r.refuse(SignalResolve, req.Step, req.By, err)
-					return
-				}
-				r.decideStall(req, "signal")
-			})
-			sel.Select(ctx)
-		}
-	})
-	return nil
-}
-
-func (r *Run) refuse(signal, target, by string, err error) {
-	r.refused = append(r.refused, RefusedMessage{Signal: signal, Target: target, By: by, Reason: err.Error(), At: workflow.Now(r.ctx)})
-	workflow.GetLogger(r.ctx).Warn("invalid signal ignored", "signal", signal, "target", target, "by", by, "reason", err.Error())
-}
-
-// approversFor lists who may approve the gate; empty means any named operator.
-func (r *Run) approversFor(gateName string) []string {
-	if a, ok := r.policy.GateApprovers[gateName]; ok && len(a) > 0 {
-		return a
-	}
-	if a, ok := r.policy.GateApprovers[gateFamily(gateName)]; ok && len(a) > 0 {
-		return a
-	}
-	return r.policy.Approvers
-}
-
-func (r *Run) destructive(gateName string) bool {
-	return slices.Contains(r.policy.TwoPersonGates, gateName) || slices.Contains(r.policy.TwoPersonGates, gateFamily(gateName))
-}
-
-// gateFamily is the name the policy knows a gate by: a gate opened once per service or host is
-// named <gate>:<instance> (canary-ok:glance, config-updated:nova/compute1).
-func gateFamily(name string) string {
-	f, _, _ := strings.Cut(name, ":")
-	return f
-}
-
-func (r *Run) validateGate(req GateDecisionRequest, approve bool) error {
-	if !ValidOperator(req.By) {
-		return fmt.Errorf("approver %q is not a valid operator name", req.By)
-	}
-	g, ok := r.gates[req.Gate]
-	if !ok || g.decided {
-		open := r.openGates()
-		names := make([]string, len(open))
-		for i, o := range open {
-			names[i] = o.Name
-		}
-		if len(names) == 0 {
-			return fmt.Errorf("gate %q is not open: this run waits at no gate", req.Gate)
-		}
-		return fmt.Errorf("gate %q is not open: open gates are %s", req.Gate, strings.Join(names, ", "))
-	}
-	allowed := r.approversFor(req.Gate)
-	if approve {
-		if len(allowed) > 0 && !slices.Contains(allowed, req.By) {
-			return fmt.Errorf("%s may not approve gate %q (allowed: %s)", req.By, req.Gate, strings.Join(allowed, ", "))
-		}
-		if g.Destructive && req.By == r.meta.RequestedBy {
-			return fmt.Errorf("%s requested this run and may not approve the destructive gate %q: a second person must", req.By, req.Gate)
-		}
-		return nil
-	}
-	// Rejecting is always safe: the requester or any approver may stop the run.
-	if req.By != r.meta.RequestedBy && len(allowed) > 0 && !slices.Contains(allowed, req.By) {
-		return fmt.Errorf("%s may not reject gate %q (allowed: the requester and %s)", req.By, req.Gate, strings.Join(allowed, ", "))
-	}
-	return nil
-}
-
-func (r *Run) decideGate(req GateDecisionRequest, approve bool, channel string) Decision {
-	g := r.gates[req.Gate]
-	g.decided, g.approved = true, approve
-	outcome := "rejected"
-	if approve {
-		outcome = "approved"
-	}
-	via := req.Via
-	if via == "" {
-		via = channel
-	}
-	d := Decision{Kind: "gate", Name: req.Gate, Outcome: outcome, By: req.By, Comment: req.Comment, Via: via, At: workflow.Now(r.ctx)}
-	r.decisions = append(r.decisions, d)
-	return d
-}
-
-func (r *Run) validateResolve(req ResolveRequest) error {
-	if !ValidOperator(req.By) {
-		return fmt.Errorf("operator %q is not a valid operator name", req.By)
-	}
-	if !slices.Contains([]string{ResolveRetry, ResolveSkip, ResolveAbort}, req.Action) {
-		return fmt.Errorf("action %q: must be retry, skip or abort", req.Action)
-	}
-	s, ok := r.stalled[req.Step]
-	if !ok || s.action != "" {
-		names := make([]string, 0, len(r.stalled))
-		for _, st := range r.stalledList() {
-			names = append(names, st.Step)
-		}
-		if len(names) == 0 {
-			return fmt.Errorf("step %q is not stalled: no step of this run is stalled", req.Step)
-		}
-		return fmt.Errorf("step %q is not stalled: stalled steps are %s", req.Step, strings.Join(names, ", "))
-	}
-	if req.Action == ResolveSkip && r.byName[req.Step].noSkip {
-		return fmt.Errorf("step %q cannot be skipped: later steps depend on it (retry or abort)", req.Step)
-	}
-	if len(r.policy.Approvers) > 0 && req.By != r.meta.RequestedBy && !slices.Contains(r.policy.Approvers, req.By) {
-		return fmt.Errorf("%s may not resolve steps of this run (allowed: the requester and %s)", req.By, strings.Join(r.policy.Approvers, ", "))
-	}
-	return nil
-}
-
-func (r *Run) decideStall(req ResolveRequest, channel string) Decision {
-	r.stalled[req.Step].action = req.Action
-	via := req.Via
-	if via == "" {
-		via = channel
-	}
-	d := Decision{Kind: "resolve", Name: req.Step, Outcome: req.Action, By: req.By, Comment: req.Comment, Via: via, At: workflow.Now(r.ctx)}
-	r.decisions = append(r.decisions, d)
-	return d
-}
-
-// GateOptions shape one gate.
-type GateOptions struct {
-	// Summary is shown in the UI, in notifications and in the status query.
-	Summary string
-	// Timeout overrides the policy's gate timeout.
-	Timeout time.Duration
-}
-
-// Gate waits for a person to approve or reject. It returns nil when approved and an *AbortError
-// when rejected or when it timed out under the notify-then-abort policy. Gates named in the
-// policy's two_person_gates are destructive: the requester may not approve them.
-func (r *Run) Gate(name string, opts GateOptions) error {
-	if g, ok := r.gates[name]; ok && g.decided {
-		return fmt.Errorf("gate %q was already decided in this run", name)
-	}
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = r.policy.GateTimeout
-	}
-	now := workflow.Now(r.ctx)
-	g := &gate{GateStatus: GateStatus{
-		Name: name, Destructive: r.destructive(name), Approvers: r.approversFor(name),
-		OpenedAt: now, Deadline: now.Add(timeout), Summary: opts.Summary,
-	}}
-	r.gates[name] = g
-	s := r.step(name)
-	r.setStepState(s, StepWaitingApproval, "waiting for approval")
-	r.notify("gate-opened", name, fmt.Sprintf("Run %s waits for approval at gate %q. %s", r.info.WorkflowExecution.ID, name, opts.Summary),
-		fmt.Sprintf("stackrun approve %s %s   (or signal %q with {\"gate\":%q,\"by\":\"<you>\"})", r.info.WorkflowExecution.ID, name, SignalApprove, name))
-
-	decided := func() bool { return g.decided }
-	for !g.decided {
-		if g.Escalations >= r.policy.EscalationRepeats && r.policy.EscalationRepeats > 0 && r.policy.Escalation != EscalateThenAbort {
-			// Escalated as often as policy says: keep waiting without further timers.
-			if err := workflow.Await(r.ctx, decided); err != nil {
-				return err
-			}
-			break
-		}
-		ok, err := workflow.AwaitWithTimeout(r.ctx, timeout, decided)
-		if err != nil {
-			return err
-		}
-		if ok {
-			break
-		}
-		g.Escalations++
-		g.Deadline = workflow.Now(r.ctx).Add(timeout)
-		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(r.ctx).Sub(g.OpenedAt), name),
-			fmt.Sprintf("stackrun approve %s %s", r.info.WorkflowExecution.ID, name))
-		if r.policy.Escalation == EscalateThenAbort && g.Escalations >= max(1, r.policy.EscalationRepeats) {
-			g.decided = true
-			r.decisions = append(r.decisions, Decision{Kind: "gate", Name: name, Outcome: "timed-out", By: "policy", Comment: "escalation policy notify-then-abort", At: workflow.Now(r.ctx)})
-			r.setStepState(s, StepFailed, "timed out")
-			return &AbortError{Reason: fmt.Sprintf("gate %q timed out after %d escalation(s)", name, g.Escalations)}
-		}
-	}
-	last := r.decisions[len(r.decisions)-1]
-	if !g.approved {
-		r.setStepState(s, StepFailed, fmt.Sprintf("rejected by %s", last.By))
-		return &AbortError{Reason: fmt.Sprintf("gate %q rejected by %s: %s", name, last.By, last.Comment)}
-	}
-	r.setStepState(s, StepDone, fmt.Sprintf("approved by %s", last.By))
-	return nil
-}
 
 // StepOptions shape one step.
 type StepOptions struct {
@@ -540,42 +279,6 @@ func errText(err error) string {
 		return "timeout (" + to.TimeoutType().String() + "): " + err.Error()
 	}
 	return err.Error()
-}
-
-// ActOpts shape the activities of one call site. Zero fields take the machinery's defaults:
-// five minutes to run, no heartbeat, policy.activity_max_attempts attempts from 2 s backing off
-// to a minute, the stable non-retryable error types.
-type ActOpts struct {
-	Timeout, Heartbeat   time.Duration
-	Attempts             int
-	Initial, MaxInterval time.Duration
-	NonRetryable         []string
-}
-
-// nonRetryable are the error types no retry can fix.
-var nonRetryable = []string{activities.ErrTypeInvalidInput, activities.ErrTypeNotFound, activities.ErrTypeRefused, activities.ErrTypeHostKey, activities.ErrTypeAborted}
-
-// WithActivity returns ctx with activity options built from o: the one place they are built.
-func (r *Run) WithActivity(ctx workflow.Context, o ActOpts) workflow.Context {
-	if o.NonRetryable == nil {
-		o.NonRetryable = nonRetryable
-	}
-	return workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: cmp.Or(o.Timeout, 5*time.Minute),
-		HeartbeatTimeout:    o.Heartbeat,
-		RetryPolicy: &temporal.RetryPolicy{
-			InitialInterval:        cmp.Or(o.Initial, 2*time.Second),
-			BackoffCoefficient:     2,
-			MaximumInterval:        cmp.Or(o.MaxInterval, time.Minute),
-			MaximumAttempts:        int32(cmp.Or(o.Attempts, r.policy.ActivityMaxAttempts)),
-			NonRetryableErrorTypes: o.NonRetryable,
-		},
-	})
-}
-
-// ActivityOptions returns ctx with the machinery's activity options and the given timeouts.
-func (r *Run) ActivityOptions(ctx workflow.Context, startToClose, heartbeat time.Duration) workflow.Context {
-	return r.WithActivity(ctx, ActOpts{Timeout: startToClose, Heartbeat: heartbeat})
 }
 
 // Exec runs one activity with the machinery's options (unless ctx already carries others) and
@@ -747,7 +450,7 @@ func (r *Run) Report(summary string) *Report {
 		Runbook: r.runbook, Target: r.target, RequestedBy: r.meta.RequestedBy, Reason: r.meta.Reason,
 		Status: st, DryRun: r.meta.DryRun, Started: r.started, Ended: workflow.Now(r.ctx),
 		Summary: summary, LeftState: r.leftState, Plan: r.plan, Steps: r.stepList(),
-		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Audit: r.audit, Details: r.details,
+		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Start: r.trust.start, Audit: r.audit, Details: r.details,
 	}
 	compactReport(rep)
 	return rep

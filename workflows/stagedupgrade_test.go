@@ -155,7 +155,7 @@ func TestStagedUpgradeCanaryFirstEveryGateTwoPerson(t *testing.T) {
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateReleaseNotesRead, By: "alice"}, "may not approve the destructive gate")
 	}, 30*time.Second)
 	f.approveEverything(&gates)
-	f.env.ExecuteWorkflow(wf.StagedUpgrade.Type, upgradeInput())
+	f.run(wf.StagedUpgrade.Type, upgradeInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, []string{wf.GateReleaseNotesRead, wf.GateTestedOnStaging, "canary-ok:glance", "canary-ok:nova"}, gates)
@@ -200,7 +200,7 @@ func TestStagedUpgradeRefusesBadInputBeforeAnyChange(t *testing.T) {
 		f.upgradeMocks(w)
 		in := upgradeInput()
 		c.mod(&in)
-		f.env.ExecuteWorkflow(wf.StagedUpgrade.Type, in)
+		f.run(wf.StagedUpgrade.Type, in)
 		rep := f.report()
 		require.Equal(t, wf.StatusFailed, rep.Status, c.want)
 		assert.Contains(t, rep.Summary, c.want)
@@ -212,7 +212,7 @@ func TestStagedUpgradeRefusesBadInputBeforeAnyChange(t *testing.T) {
 	f.upgradeMocks(&upgradeWorld{installed: map[string]string{"python3-glance": glanceNew, "python3-nova": novaNew}})
 	in := upgradeInput()
 	in.ToCandidate, in.ToVersion = false, []string{"python3-glance=" + glanceOld}
-	f.env.ExecuteWorkflow(wf.StagedUpgrade.Type, in)
+	f.run(wf.StagedUpgrade.Type, in)
 	rep := f.report()
 	assert.Contains(t, rep.Summary, "does not downgrade")
 }
@@ -241,7 +241,7 @@ func TestStagedUpgradeRollbackAfterAbort(t *testing.T) {
 	f.env.RegisterDelayedCallback(tick, time.Minute)
 	in := upgradeInput()
 	in.Services = []string{"glance"}
-	f.env.ExecuteWorkflow(wf.StagedUpgrade.Type, in)
+	f.run(wf.StagedUpgrade.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
 	assert.Contains(t, gates, "rollback:glance")
@@ -257,7 +257,7 @@ func TestStagedUpgradeDryRunIsThePlan(t *testing.T) {
 	f.upgradeMocks(&upgradeWorld{installed: map[string]string{"python3-glance": glanceOld, "python3-nova": novaOld}})
 	in := upgradeInput()
 	in.DryRun = true
-	f.env.ExecuteWorkflow(wf.StagedUpgrade.Type, in)
+	f.run(wf.StagedUpgrade.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	plan := strings.Join(rep.Plan, "\n")

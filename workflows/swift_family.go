@@ -1,7 +1,7 @@
 package workflows
 
 // The Swift family: what the Swift runbooks (swift-disk, swift-ring) share — device names, a
-// ring change run as a child, and following replication until it settles.
+// ring change run as a child, min_part_hours, and following replication until it settles.
 
 import (
 	"fmt"
@@ -98,5 +98,50 @@ func waitSettledSince(r *Run, name string, cl activities.SwiftCluster, since tim
 		r.step(name).Detail = res.Detail
 		r.SetDetail(strings.ReplaceAll(name, "/", "_"), res)
 		return nil
+	})
+}
+
+func minPartHours(st activities.RingStatus) int {
+	m := 0
+	for _, ri := range st.Rings {
+		m = max(m, ri.MinPartHours)
+	}
+	return m
+}
+
+// recheckInterval is how often a min_part_hours wait re-reads the builders: ten poll intervals,
+// 1-15 minutes (5 by default). A builder whose min_part_hours was ended by its operator
+// (pretend_min_part_hours_passed, never run by a runbook) is noticed within that time.
+func recheckInterval(poll time.Duration) time.Duration {
+	if poll <= 0 {
+		poll = 30 * time.Second
+	}
+	return min(max(10*poll, time.Minute), 15*time.Minute)
+}
+
+// waitMinPartHours re-reads the rings and, while the last rebalance is too recent, waits on a
+// durable timer (wait), re-reading the builders every recheck, or refuses.
+func waitMinPartHours(r *Run, name string, cl activities.SwiftCluster, wait bool, recheck time.Duration) error {
+	return r.Do(name, StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
+		for {
+			var st activities.RingStatus
+			if err := r.Exec(ctx, name, cl.RingBuilderHost, swift.RingStatus, &st); err != nil {
+				return err
+			}
+			rem := st.MaxRemaining()
+			if rem <= 0 {
+				r.step(name).Detail = "min_part_hours passed"
+				return nil
+			}
+			if !wait {
+				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the last rebalance is too recent: %s of min_part_hours remain (never forced)", rem), activities.ErrTypeRefused, nil)
+			}
+			until := workflow.Now(ctx).Add(rem + time.Minute)
+			r.step(name).Detail = fmt.Sprintf("waiting until %s for min_part_hours (%s remaining; the builders are re-read every %s)", until.UTC().Format(time.RFC3339), rem, recheck)
+			r.updateDetails()
+			if err := workflow.Sleep(ctx, min(rem+time.Minute, recheck)); err != nil {
+				return err
+			}
+		}
 	})
 }

@@ -93,7 +93,7 @@ func lastCopyRisk(st activities.RingStatus, ip, dev string, unhealthy []activiti
 func swiftDiskSteps(in *SwiftDiskInput) []string {
 	steps := []string{"describe", "check-rings", "check-replicas"}
 	if in.DrainFirst {
-		steps = append(steps, "drain", "drain-settle")
+		steps = append(steps, GateApproveRingChange, "drain", "drain-settle")
 	}
 	steps = append(steps, "unmount", GateDiskReplaced, "inspect-new-disk", "format", "mount", "restart-services")
 	if in.DrainFirst {
@@ -243,6 +243,7 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 		fmt.Sprintf("device %s of %s: block device %s, mounted at %s, now %s; in the rings at %s with weight %v", in.Device, in.Node, devPath, mountPoint, state, node.RingIP, origWeight),
 	}
 	if in.DrainFirst {
+		plan = append(plan, fmt.Sprintf("gate %s: a person approves the drain (and the restore) before the rings change", GateApproveRingChange))
 		wait := "stalls inside min_part_hours (resolve retry later), or --wait-min-part-hours to wait"
 		if in.WaitMinPartHours {
 			wait = "waits (durably) for min_part_hours"
@@ -266,6 +267,12 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 	r.SetPlan(plan)
 	*p = swiftDiskPlan{cl: cl, devPath: devPath, mountPoint: mountPoint, origWeight: origWeight, weights: weights,
 		restoreTo: restoreTo, differ: differ, restoreCmd: restoreCmd}
+	if in.DrainFirst && r.Verifies() {
+		// The drain changes the rings (weight 0, rebalance, distribution): a person approves it
+		// first; this approval is what the drain's and the restore's child ring changes carry.
+		return Approval{Gate: GateApproveRingChange, Summary: fmt.Sprintf("Drain %s/%s from the rings (weight 0, rebalance, distribution), then replace the disk and restore its weight %s. Reason: %s",
+			in.Node, in.Device, activities.FormatWeight(restoreTo), in.Reason)}, nil
+	}
 	return Approval{}, nil
 }
 

@@ -53,7 +53,8 @@ type SwiftRingInput struct {
 	PollInterval  time.Duration `json:"poll_interval,omitempty" flag:"poll-interval" usage:"how often replication progress is read between steps (default 30s)"`
 	Parallelism   int           `json:"parallelism,omitempty" flag:"parallelism" usage:"nodes receiving rings at once (default swift.parallelism)"`
 	// ParentApproved is the run (a swift-disk run) whose approval covers this change; such a
-	// child opens no gate of its own. Not a CLI flag.
+	// child opens no gate of its own, but only when that run is its real parent (Temporal's
+	// record, trust.go): set by anyone else, it is refused and the gate opens. Not a CLI flag.
 	ParentApproved string `json:"parent_approved,omitempty" flag:"-"`
 }
 
@@ -402,7 +403,7 @@ func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, erro
 	switch {
 	case changes == 0:
 		return Approval{}, nil
-	case in.ParentApproved != "":
+	case r.parentApproved(in.ParentApproved):
 		return Approval{Gate: GateApproveRingChange, Skipped: "approved with run " + in.ParentApproved}, nil
 	}
 	return Approval{Gate: GateApproveRingChange, Summary: fmt.Sprintf("Ring change: %s (%d operation(s), %d step(s)). Reason: %s", in.changeWords("; "), changes, p.steps, in.Reason)}, nil
@@ -495,51 +496,6 @@ func swiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (string, error) {
 		return summarize(r.findings, fmt.Sprintf("rings verified on %d node(s)", len(nodes))), nil
 	}
 	return summarize(r.findings, fmt.Sprintf("%s: rebalanced, validated and distributed to %d node(s)", in.changeWords("; "), len(nodes))), nil
-}
-
-func minPartHours(st activities.RingStatus) int {
-	m := 0
-	for _, ri := range st.Rings {
-		m = max(m, ri.MinPartHours)
-	}
-	return m
-}
-
-// recheckInterval is how often a min_part_hours wait re-reads the builders: ten poll intervals,
-// 1-15 minutes (5 by default). A builder whose min_part_hours was ended by its operator
-// (pretend_min_part_hours_passed, never run by a runbook) is noticed within that time.
-func recheckInterval(poll time.Duration) time.Duration {
-	if poll <= 0 {
-		poll = 30 * time.Second
-	}
-	return min(max(10*poll, time.Minute), 15*time.Minute)
-}
-
-// waitMinPartHours re-reads the rings and, while the last rebalance is too recent, waits on a
-// durable timer (wait), re-reading the builders every recheck, or refuses.
-func waitMinPartHours(r *Run, name string, cl activities.SwiftCluster, wait bool, recheck time.Duration) error {
-	return r.Do(name, StepOptions{Target: cl.RingBuilderHost, NoSkip: true}, func(ctx workflow.Context) error {
-		for {
-			var st activities.RingStatus
-			if err := r.Exec(ctx, name, cl.RingBuilderHost, swift.RingStatus, &st); err != nil {
-				return err
-			}
-			rem := st.MaxRemaining()
-			if rem <= 0 {
-				r.step(name).Detail = "min_part_hours passed"
-				return nil
-			}
-			if !wait {
-				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the last rebalance is too recent: %s of min_part_hours remain (never forced)", rem), activities.ErrTypeRefused, nil)
-			}
-			until := workflow.Now(ctx).Add(rem + time.Minute)
-			r.step(name).Detail = fmt.Sprintf("waiting until %s for min_part_hours (%s remaining; the builders are re-read every %s)", until.UTC().Format(time.RFC3339), rem, recheck)
-			r.updateDetails()
-			if err := workflow.Sleep(ctx, min(rem+time.Minute, recheck)); err != nil {
-				return err
-			}
-		}
-	})
 }
 
 // distributeRings copies the builder host's ring files to every node (bounded parallelism),

@@ -9,8 +9,23 @@ svc_yaml() { # host svc [amqp]
   return 0
 }
 
+# lab_operator_keys: the lab's operators (alice and bob approve, carol may only start and reject)
+# get ed25519 key pairs in $LAB/operators, and their public keys go to $LAB/operators/keys, the
+# trust.keys_file of the lab's stackrun.yaml. Sign as one of them with
+# `stackrun --key $LAB/operators/alice_ed25519 ...` (or ssh-add it).
+lab_operator_keys() {
+  local o
+  mkdir -p "$LAB/operators"
+  chmod 700 "$LAB/operators"
+  for o in alice bob carol; do
+    [[ -f $LAB/operators/${o}_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$o@stackrun-lab" -f "$LAB/operators/${o}_ed25519"
+  done
+  for o in alice bob carol; do printf '%s %s\n' "$o" "$(cat "$LAB/operators/${o}_ed25519.pub")"; done | put "$LAB/operators/keys"
+}
+
 write_stackrun_yaml() {
   local labctl=$LAB_SRC/bin/labctl h roles s
+  lab_operator_keys
   {
     cat <<EOT
 # Stackrun configuration for the lab (written by lab/up.sh; schema: docs/config-schema.md).
@@ -93,7 +108,7 @@ commands:
   nova_online_data_migrations: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, online_data_migrations, --max-count, "{count}"]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
@@ -115,6 +130,15 @@ upgrade:
     placement: {config_dir: "$LAB/hosts/{host}/etc/placement", config_file: "$LAB/hosts/{host}/etc/placement/placement.conf"}
     glance: {config_dir: "$LAB/hosts/{host}/etc/glance", config_file: "$LAB/hosts/{host}/etc/glance/glance-api.conf"}
     nova: {config_dir: "$LAB/hosts/{host}/etc/nova", config_file: "$LAB/hosts/{host}/etc/nova/nova.conf"}
+# Who signed what (docs/chatops.md, "Trust model"): the lab's operators' keys. Sign with
+# stackrun --key $LAB/operators/<alice|bob|carol>_ed25519 ... (or ssh-add the key).
+trust:
+  keys_file: $LAB/operators/keys
+  max_signature_age: 10m
+# inspect-disk: every lab compute keeps its instances under its own host directory (the fake
+# driver writes no disk there; e2e tests put one where Nova's instance directory says it is).
+inspect_disk:
+  instances_path: $LAB/hosts/{host}/data/nova/instances
 swift:
   ring_builder_host: $RING_HOST
   builder_dir: $(hostdir "$RING_HOST")/etc/swift
@@ -136,6 +160,8 @@ EOT
       esac
     done
     stackrun_checks_yaml
+    # A chat: section of your own (docs/chatops.md): make run then starts the chat gateway too.
+    [[ ! -f $LAB/chat.yaml ]] || cat "$LAB/chat.yaml"
   } | put "$LAB/stackrun.yaml"
 
   {
@@ -148,6 +174,7 @@ EOT
     echo "OS_CLOUD=lab"
     echo "LAB_SSH_PORT=$SSH_PORT"
     echo "LAB_SSH_KEY=$LAB/ssh/id_ed25519"
+    echo "LAB_OPERATOR_KEYS=$LAB/operators"
     echo "LAB_KNOWN_HOSTS=$LAB/ssh/known_hosts"
     echo "LAB_RING_HOST=$RING_HOST"
     echo "LAB_RING_DIR=$(hostdir "$RING_HOST")/etc/swift"

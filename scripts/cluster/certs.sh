@@ -8,6 +8,8 @@
 #                     client certificates: the frontend refuses a client without one signed by
 #                     the CA. The subject names the client, for an authorizer (issue 11).
 # Idempotent: existing certificates are kept unless they expire within 30 days.
+# Run directly, `certs.sh DIR` writes the same set for docker-compose.yml into DIR: names only
+# (the containers' addresses are not known in advance), keys readable by the containers' users.
 
 TLS_DIR=$CLUSTER/tls
 FRONTEND_NAME=temporal-frontend
@@ -44,10 +46,26 @@ ensure_certs() {
       -out "$TLS_DIR/ca.pem" 2>/dev/null || die "openssl could not create the CA"
     ISSUED+=(ca)
   fi
-  local ips="" n
-  for n in "$IP_FRONTEND" "$IP_HISTORY1" "$IP_HISTORY2" "$IP_MATCHING" "$IP_IWORKER"; do ips+=",IP:$n"; done
+  local ips="" fip="" n
+  if [[ -z ${COMPOSE:-} ]]; then
+    for n in "$IP_FRONTEND" "$IP_HISTORY1" "$IP_HISTORY2" "$IP_MATCHING" "$IP_IWORKER"; do ips+=",IP:$n"; done
+    fip=",IP:$IP_FRONTEND"
+  fi
   issue internode serverAuth,clientAuth "DNS:$INTERNODE_NAME$ips"
-  issue frontend serverAuth "DNS:$FRONTEND_NAME,IP:$IP_FRONTEND"
+  issue frontend serverAuth "DNS:$FRONTEND_NAME$fip"
   for n in "${CLIENTS[@]}"; do issue "$n" clientAuth ""; done
   [[ ${#ISSUED[@]} -eq 0 ]] || say "TLS: issued ${ISSUED[*]} (CA $TLS_DIR/ca.pem)"
 }
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  set -euo pipefail
+  # shellcheck source=lib.sh
+  source "$(dirname "$(readlink -f "$0")")/lib.sh"
+  [[ $# -eq 1 ]] || die "usage: $0 DIR   (the certificates for docker-compose.yml)"
+  mkdir -p "$1"
+  TLS_DIR=$(cd "$1" && pwd)
+  COMPOSE=1 ensure_certs
+  # The containers run as their own users (temporal: uid 1000): leaf keys readable, the CA's not.
+  for k in "$TLS_DIR"/*.key; do [[ $k == */ca.key ]] || chmod 0644 "$k"; done
+  say "certificates for docker-compose.yml in $TLS_DIR"
+fi

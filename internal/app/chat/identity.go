@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/stackrun/stackrun/config"
+	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/internal/infra/trust/sshsign"
 )
 
 // Chat platforms.
@@ -92,4 +94,23 @@ func (d *Directory) Lookup(platform, userID, userName string) (Identity, error) 
 	}
 	id.UserName = userName
 	return id, nil
+}
+
+// GatewayKey loads the chat gateway's private key (trust.chat_gateway.private_key_file) and
+// checks that it is the key the worker knows (trust.chat_gateway.public_key): a gateway signing
+// with another key would have every decision refused.
+func GatewayKey(cfg *config.Config) (sshsign.Signer, error) {
+	gw := cfg.Trust.ChatGateway
+	k, err := sshsign.FromKeyFile(gw.PrivateKeyFile, nil)
+	if err != nil {
+		return nil, fmt.Errorf("trust.chat_gateway.private_key_file: %w", err)
+	}
+	pub, err := trust.ParseAuthorizedKey(gw.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("trust.chat_gateway.public_key: %w", err)
+	}
+	if k.Key().Fingerprint != pub.Fingerprint {
+		return nil, fmt.Errorf("trust.chat_gateway.private_key_file is the key %s, but trust.chat_gateway.public_key is %s", k.Key().Fingerprint, pub.Fingerprint)
+	}
+	return k, nil
 }

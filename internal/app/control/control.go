@@ -69,9 +69,28 @@ func Dial(cfg *config.Config, opts ...DialOptions) (client.Client, error) {
 	}
 	c, err := client.Dial(copts)
 	if err != nil {
-		return nil, fmt.Errorf("dial temporal at %s (namespace %s): %w", cfg.Temporal.Address, cfg.Temporal.Namespace, err)
+		return nil, fmt.Errorf("dial temporal at %s (namespace %s): %w%s", cfg.Temporal.Address, cfg.Temporal.Namespace, err, dialHint(cfg.Temporal.TLS, err))
 	}
 	return c, nil
+}
+
+// dialHint names the setting a failed dial most likely needs. A TLS frontend that wants a client
+// certificate reports it with a TLS alert that the client may see only as a broken connection,
+// and a plaintext client gets an unexplained EOF: say which key to look at.
+func dialHint(t config.TemporalTLS, err error) string {
+	msg := err.Error()
+	switch {
+	case !t.Enabled && (strings.Contains(msg, "EOF") || strings.Contains(msg, "server preface")):
+		return " (if the frontend uses TLS, set temporal.tls.enabled and temporal.tls.ca_file)"
+	case t.Enabled && strings.Contains(msg, "x509"):
+		return " (the frontend's certificate is not trusted: check temporal.tls.ca_file and temporal.tls.server_name)"
+	case t.Enabled && t.CertFile == "" && (strings.Contains(msg, "certificate required") || strings.Contains(msg, "broken pipe") ||
+		strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF")):
+		return " (the frontend may require a client certificate: set temporal.tls.cert_file and temporal.tls.key_file)"
+	case t.Enabled && (strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate authority")):
+		return " (the frontend refused the client certificate temporal.tls.cert_file: is it signed by the frontend's client CA, for client authentication?)"
+	}
+	return ""
 }
 
 // TLSConfig builds the client TLS configuration from temporal.tls.
@@ -141,10 +160,11 @@ var ErrAlreadyRunning = errors.New("already running")
 // DryRunSuffix is appended to a dry run's workflow ID so that it never blocks a real run.
 func DryRunSuffix(now time.Time) string { return fmt.Sprintf("/dry-run-%d", now.Unix()) }
 
-// Start validates the input and starts the runbook. Nothing is started when the input is
-// invalid. The workflow ID comes from the input (derived from the target); a dry run's gets a
-// suffix. A second run on a target whose run is still open fails with ErrAlreadyRunning.
-func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.Runbook, in workflows.Input) (Started, error) {
+// Start validates the input and starts the runbook, signed by s (the signature travels in the
+// run's memo: workflow ID, input digest, requester, time, nonce). Nothing is started when the
+// input is invalid. The workflow ID comes from the input (derived from the target); a dry run's
+// gets a suffix. A second run on a target whose run is still open fails with ErrAlreadyRunning.
+func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.Runbook, in workflows.Input, s Signer) (Started, error) {
 	if in == nil {
 		return Started{}, errors.New("start: no input")
 	}
@@ -170,6 +190,17 @@ func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.
 			workflows.AttrTarget.ValueSet(rb.Target(in)),
 			workflows.AttrRequestedBy.ValueSet(meta.RequestedBy),
 		),
+	}
+	if s != nil {
+		st, err := StartStatement(id, in)
+		if err != nil {
+			return Started{}, err
+		}
+		sig, err := s.Sign(st)
+		if err != nil {
+			return Started{}, fmt.Errorf("start %s: %w", id, err)
+		}
+		opts.Memo = map[string]any{MemoStartSignature: sig}
 	}
 	// Inputs are pointers (to fill from flags); workflows take them by value.
 	arg := any(in)

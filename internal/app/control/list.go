@@ -20,7 +20,7 @@ import (
 type Filter struct {
 	// Status is a RunbookStatus value (workflows.AllStatuses).
 	Status string
-	// Runbook is a runbook's CLI name (restart-service) or a workflow type (RestartService).
+	// Runbook is a runbook's CLI name or a workflow type (workflows.TypeName of the name, or a former one).
 	Runbook string
 	// Target is the exact RunbookTarget.
 	Target string

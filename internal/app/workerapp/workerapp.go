@@ -126,7 +126,11 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor()},
 	})
 	workflows.Register(w)
-	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
+	keys, err := NewKeys(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: keys.Policy, Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
 	w.RegisterActivity(hosts)
@@ -144,7 +148,9 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	w.RegisterActivity(checksAct)
 	w.RegisterActivity(&activities.Cloud{Clients: cloudClients})
 	w.RegisterActivity(diagnoseActivities(cfg, hosts, cloudClients))
-	w.RegisterActivity(&activities.Compute{Clients: cloudClients})
+	compute := &activities.Compute{Clients: cloudClients}
+	w.RegisterActivity(compute)
+	w.RegisterActivity(&activities.DiskInspector{Hosts: hosts, Compute: compute, Settings: InspectSettings(cfg.InspectDisk)})
 	novaDB, closeDB, err := openNovaDB(cfg)
 	if err != nil {
 		return nil, err
@@ -220,4 +226,10 @@ func jumpHost(cfg *config.Config) (remote.Host, string, error) {
 		}
 	}
 	return remote.Host{Name: host, Address: host, Port: port}, user, nil
+}
+
+// InspectSettings converts the inspect_disk section for the DiskInspector.
+func InspectSettings(c config.InspectDisk) activities.DiskInspectSettings {
+	return activities.DiskInspectSettings{InstancesPath: c.InstancesPath, WorkDir: c.WorkDir, Pause: c.Pause,
+		Method: c.Method, DefaultFormat: c.DefaultFormat}
 }

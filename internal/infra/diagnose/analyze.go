@@ -188,7 +188,7 @@ func Analyze(f Facts) Report {
 }
 
 // group gathers evidence by component and node; a suspect's score is its strongest evidence plus
-// a little for each further piece.
+// a little for each further piece (at most 6: many weak hints never outrank one strong fact).
 func group(ev []Evidence) []Suspect {
 	var out []Suspect
 	for _, e := range ev {
@@ -204,7 +204,7 @@ func group(ev []Evidence) []Suspect {
 		slices.SortStableFunc(s.Evidence, func(a, b Evidence) int {
 			return cmp.Or(cmp.Compare(b.Weight, a.Weight), cmp.Compare(a.Message, b.Message))
 		})
-		s.Score = min(100, s.Evidence[0].Weight+3*(len(s.Evidence)-1))
+		s.Score = min(100, s.Evidence[0].Weight+min(6, 2*(len(s.Evidence)-1)))
 	}
 	slices.SortStableFunc(out, func(a, b Suspect) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(b.Evidence[0].Weight, a.Evidence[0].Weight),
@@ -515,7 +515,7 @@ func (a *analysis) logs() {
 		who := ex.Service + " on " + ex.Host
 		for _, k := range ex.Kinds {
 			span := fmt.Sprintf("%d line(s) between %s and %s", k.Count, stamp(k.First), stamp(k.Last))
-			bonus := min(15, k.Count)
+			bonus := min(10, k.Count/2) // more lines corroborate, a little
 			switch k.Kind {
 			case LogDB:
 				if slices.Contains(dbServices, ex.Service) {
@@ -734,9 +734,15 @@ func (a *analysis) instancesRadius(sameFault bool) BlastRadius {
 	if sameFault && key != "" {
 		like = fmt.Sprintf(" with the same fault (%s)", key)
 	}
-	where := fmt.Sprintf("on %d host(s) %s", len(hosts), strings.Join(hosts, ", "))
-	if noHost > 0 {
-		where += fmt.Sprintf(", %d never placed on a host", noHost)
+	var where string
+	switch {
+	case len(hosts) == 0 && noHost > 0:
+		where = "none placed on a host"
+	default:
+		where = fmt.Sprintf("on %d host(s) (%s)", len(hosts), strings.Join(hosts, ", "))
+		if noHost > 0 {
+			where += fmt.Sprintf(", %d never placed on a host", noHost)
+		}
 	}
 	br.Detail = fmt.Sprintf("%d %s%s since %s, %s, in %d project(s)", len(set), what, like, stamp(f.Since), where, len(projects))
 	switch {

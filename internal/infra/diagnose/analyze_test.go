@@ -195,3 +195,22 @@ func TestFailuresAndDeterminism(t *testing.T) {
 		require.Equal(t, string(b1), string(b2))
 	}
 }
+
+// Many medium hints (database errors logged by four services earlier in the window) do not
+// outrank one decisive fact (no compute can hold the flavor), as seen on the lab.
+func TestManyWeakHintsDoNotOutrankOneStrongFact(t *testing.T) {
+	subj := Resource{Kind: "instance", ID: "i1", Status: "ERROR", Fault: "No valid host was found.", Source: "GET compute /servers/i1"}
+	f := Facts{Symptom: InstanceWontBoot, Resource: &subj,
+		Capacity: &Capacity{Classes: []ClassUsage{{Class: "VCPU", Used: 0, Total: 48000}}, Computes: 3, ComputesUp: 3,
+			FlavorNeeds: "flavor huge (4096 VCPU)", LargestFree: "compute2: 16000 VCPU free (at most 1000 per instance)", Source: "GET placement"}}
+	for _, svc := range []string{"nova-api", "nova-conductor", "nova-scheduler", "placement-api"} {
+		f.Logs = append(f.Logs, LogExcerpt{Host: "controller", Service: svc, Source: "ssh controller: tail " + svc,
+			Kinds: []KindCount{{Kind: LogDB, Count: 40, First: t0, Last: t0, Sample: "DBConnectionError"}}})
+	}
+	rep := Analyze(f)
+	var order []string
+	for _, s := range rep.Suspects {
+		order = append(order, s.Component)
+	}
+	assert.Equal(t, []string{"nova-scheduler", "capacity", "database"}, order[:3])
+}

@@ -1,11 +1,12 @@
 // Package openstack is Stackrun's one OpenStack layer: it builds the gophercloud v2 clients the
 // activities use, from a clouds.yaml entry or from the OS_* variables of an openrc file, with
-// explicit microversions, and offers the calls the activities make, in gophercloud's style:
-// methods on Clients, context first, an XxxOpts struct where the call takes filters, every
-// page of a list read and extracted in one place (listAll). Results are small plain structs
-// (no gophercloud type leaks out of a List or Get, so callers that must not import gophercloud
-// can use them). Errors say what was asked ("list servers: ...", "get server X: ...") and wrap
-// gophercloud's: errors.As still finds its ErrUnexpectedResponseCode (a 404, a 409).
+// explicit microversions, and offers every call the activities make (lists, gets, server
+// actions, service updates, quotas) in gophercloud's style: methods on Clients, context first,
+// an XxxOpts struct where the call takes options, every page of a list read and extracted in
+// one place (listAll). Results are small plain structs (no gophercloud type leaks out, so
+// callers that must not import gophercloud can use them). Errors say what was asked ("list
+// servers: ...", "get server X: ...") and wrap gophercloud's: errors.As still finds its
+// ErrUnexpectedResponseCode (a 404, a 409).
 //
 //	clients, err := openstack.NewClients(ctx, openstack.Options{Cloud: "lab"})
 //	if err != nil {
@@ -15,7 +16,7 @@
 //
 // Tests of code that uses Clients build one around gophercloud's testhelper
 // fake server: &openstack.Clients{Compute: sc} with sc.Type = "compute"
-// (lists_test.go has a fixture per call).
+// (lists_test.go and actions_test.go have a fixture per call).
 package openstack
 
 import (

@@ -3,6 +3,7 @@ package openstack
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"time"
@@ -158,6 +159,12 @@ func intOf(v any) int {
 		return int(x)
 	case int:
 		return x
+	case json.Number:
+		if n, err := x.Int64(); err == nil {
+			return int(n)
+		}
+		f, _ := x.Float64()
+		return int(f)
 	}
 	return 0
 }

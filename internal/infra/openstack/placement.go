@@ -34,6 +34,9 @@ type Inventory struct {
 	Total           int
 	Reserved        int
 	AllocationRatio float64 // as Placement sends it (a float32 there); 0 when unset
+	// MaxUnit is the most one allocation may take (0 when unset): a flavor larger than it
+	// fits nowhere on the provider, however much is free.
+	MaxUnit int
 }
 
 // ProviderInventories returns a provider's inventories by resource class (VCPU, MEMORY_MB, DISK_GB...).
@@ -48,7 +51,7 @@ func (c *Clients) ProviderInventories(ctx context.Context, uuid string) (map[str
 	}
 	out := make(map[string]Inventory, len(inv.Inventories))
 	for rc, i := range inv.Inventories {
-		out[rc] = Inventory{Total: i.Total, Reserved: i.Reserved, AllocationRatio: float64(i.AllocationRatio)}
+		out[rc] = Inventory{Total: i.Total, Reserved: i.Reserved, AllocationRatio: float64(i.AllocationRatio), MaxUnit: i.MaxUnit}
 	}
 	return out, nil
 }
