@@ -70,12 +70,12 @@ func (ul *upgradeLab) start(in *workflows.StagedUpgradeInput) string {
 	defer cancel()
 	rb, err := workflows.FindRunbook("staged-upgrade")
 	require.NoError(ul.t, err)
-	st, err := control.Start(ctx, ul.srv.Client, "stackrun", rb, in)
+	st, err := control.Start(ctx, ul.srv.Client, "stackrun", rb, in, asRequester(ul.t, in))
 	require.NoError(ul.t, err)
 	return st.WorkflowID
 }
 
-// drive approves every open gate as bob (the requester is alice: two persons), answers stalled
+// drive approves every open gate as bob, signed (the requester is alice: two persons), answers stalled
 // steps with onStall, and returns the report when the run ends.
 func (ul *upgradeLab) drive(id string, timeout time.Duration, onStall func(step string) string, each func(st workflows.Status)) *workflows.Report {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -87,7 +87,7 @@ func (ul *upgradeLab) drive(id string, timeout time.Duration, onStall func(step 
 				each(st)
 			}
 			for _, g := range st.OpenGates {
-				_, err := control.Approve(ctx, ul.srv.Client, id, workflows.GateDecisionRequest{Gate: g.Name, By: "bob", Comment: "e2e", Via: "cli"})
+				_, err := control.Approve(ctx, ul.srv.Client, id, workflows.GateDecisionRequest{Gate: g.Name, By: "bob", Comment: "e2e", Via: "cli"}, as(ul.t, "bob"))
 				require.NoError(ul.t, err, g.Name)
 			}
 			for _, s := range st.Stalled {
@@ -95,7 +95,7 @@ func (ul *upgradeLab) drive(id string, timeout time.Duration, onStall func(step 
 				if onStall != nil {
 					action = onStall(s.Step)
 				}
-				_, err := control.Resolve(ctx, ul.srv.Client, id, workflows.ResolveRequest{Step: s.Step, Action: action, By: "alice", Comment: "e2e: " + s.Error, Via: "cli"})
+				_, err := control.Resolve(ctx, ul.srv.Client, id, workflows.ResolveRequest{Step: s.Step, Action: action, By: "alice", Comment: "e2e: " + s.Error, Via: "cli"}, as(ul.t, "alice"))
 				require.NoError(ul.t, err, s.Step)
 			}
 			if st.Status == workflows.StatusCompleted || st.Status == workflows.StatusAborted || st.Status == workflows.StatusFailed {
