@@ -41,6 +41,8 @@ func (r *Run) registerHandlers() error {
 		}
 		err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
 			func(ctx workflow.Context, req GateDecisionRequest) (Decision, error) {
+				unlock := r.lockDecisions(ctx)
+				defer unlock()
 				v, err := r.checkGate(ctx, req, approve)
 				if err != nil {
 					r.refuse(name, req.Gate, req.By, "update", req.Signature, err)
@@ -60,6 +62,8 @@ func (r *Run) registerHandlers() error {
 	}
 	err := workflow.SetUpdateHandlerWithOptions(r.ctx, UpdateResolve,
 		func(ctx workflow.Context, req ResolveRequest) (Decision, error) {
+			unlock := r.lockDecisions(ctx)
+			defer unlock()
 			v, err := r.checkResolve(ctx, req)
 			if err != nil {
 				r.refuse(UpdateResolve, req.Step, req.By, "update", req.Signature, err)
@@ -98,6 +102,8 @@ func (r *Run) registerHandlers() error {
 						r.refuse(c.name, req.Gate, req.By, "signal", req.Signature, fmt.Errorf("approver %q is not a valid operator name", req.By))
 						return
 					}
+					unlock := r.lockDecisions(ctx)
+					defer unlock()
 					v, err := r.checkGate(ctx, req, c.approve)
 					if err != nil {
 						r.refuse(c.name, req.Gate, req.By, "signal", req.Signature, err)
@@ -116,6 +122,8 @@ func (r *Run) registerHandlers() error {
 					r.refuse(SignalResolve, req.Step, req.By, "signal", req.Signature, fmt.Errorf("operator %q is not a valid operator name", req.By))
 					return
 				}
+				unlock := r.lockDecisions(ctx)
+				defer unlock()
 				v, err := r.checkResolve(ctx, req)
 				if err != nil {
 					r.refuse(SignalResolve, req.Step, req.By, "signal", req.Signature, err)
@@ -144,11 +152,21 @@ func (r *Run) approversFor(gateName string) []string {
 	if a, ok := r.policy.GateApprovers[gateName]; ok && len(a) > 0 {
 		return a
 	}
+	if a, ok := r.policy.GateApprovers[gateFamily(gateName)]; ok && len(a) > 0 {
+		return a
+	}
 	return r.policy.Approvers
 }
 
 func (r *Run) destructive(gateName string) bool {
-	return slices.Contains(r.policy.TwoPersonGates, gateName)
+	return slices.Contains(r.policy.TwoPersonGates, gateName) || slices.Contains(r.policy.TwoPersonGates, gateFamily(gateName))
+}
+
+// gateFamily is the name the policy knows a gate by: a gate opened once per service or host is
+// named <gate>:<instance> (canary-ok:glance, config-updated:nova/compute1).
+func gateFamily(name string) string {
+	f, _, _ := strings.Cut(name, ":")
+	return f
 }
 
 // gateOpen refuses a decision for a gate this run does not wait at.
