@@ -670,8 +670,15 @@ func (d *DiskInspector) DetachInstanceDisk(ctx context.Context, loc DiskLocation
 		return out, temporal.NewApplicationError(fmt.Sprintf("after detach on %s: exported=%v daemon=%d loops=%v mounted=%v",
 			loc.Host, w.Exported, w.DaemonPID, left, w.Mounted), ErrTypeStillThere)
 	}
-	// The empty mount point goes; rmdir cannot remove anything else.
+	// The work directory goes: the empty mount point and FUSE mount point, a PID file a killed
+	// daemon left (rmdir and remove_small_file cannot remove anything bigger). Best effort.
 	_, _ = d.cmd(ctx, loc.Host, "rmdir", map[string]string{"path": loc.MountPoint})
+	if loc.Method == MethodQSD {
+		for _, f := range []string{loc.Export, loc.PIDFile} {
+			_, _ = d.cmd(ctx, loc.Host, "remove_small_file", map[string]string{"path": f})
+		}
+		_, _ = d.cmd(ctx, loc.Host, "rmdir", map[string]string{"path": loc.Work})
+	}
 	return out, nil
 }
 

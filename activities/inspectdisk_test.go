@@ -304,6 +304,12 @@ func (r *inspectRig) takeDown(loc activities.DiskLocation) {
 	w := r.world(loc)
 	assert.True(r.t, w.Clean(), "nothing left: %+v", w)
 	assert.Equal(r.t, r.sumDisk, sha256File(r.t, r.disk), "the disk was not written")
+	if loc.Method == activities.MethodQSD {
+		_, err = os.Stat(loc.Work)
+		assert.True(r.t, os.IsNotExist(err), "the work directory is gone: %v", err)
+	}
+	_, err = os.Stat(r.disk)
+	assert.NoError(r.t, err, "the disk is still there")
 }
 
 func TestInspectDiskQcow2(t *testing.T) {

@@ -157,6 +157,8 @@ func (l *inspectLab) givenBack(rep *workflows.Report) {
 	t := l.t
 	t.Helper()
 	assert.Empty(t, l.leftovers(), "nothing left mounted, attached or exported")
+	_, err := os.Stat(l.work)
+	assert.True(t, os.IsNotExist(err), "the work directory %s is gone: %v", l.work, err)
 	s := l.waitServer(l.id, func(s *servers.Server) bool { return s.Status == "ACTIVE" && s.TaskState == "" }, time.Minute, "ACTIVE")
 	assert.Equal(t, "ACTIVE", s.Status)
 	assert.Contains(t, rep.LeftState, "is ACTIVE; nothing of its disk is mounted, attached or exported")

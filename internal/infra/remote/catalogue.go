@@ -72,11 +72,14 @@ var defaultCommands = map[string][]string{
 	"sha256sum":               {"sha256sum", "{path...}"},
 	// inspect-disk (docs/disk-inspection.md): expose an instance's disk read-only, mount it
 	// read-only, read capped files, and take it all down again. Nothing here writes the disk.
-	"file_head":        {"head", "--bytes", "{bytes}", "{path}"},
-	"file_touch":       {"touch", "{path}"},
-	"rmdir":            {"rmdir", "{path}"},
-	"image_info_qcow2": {"qemu-img", "info", "--output=json", "--force-share", "--backing-chain", "-f", "qcow2", "{image}"},
-	"image_info_raw":   {"qemu-img", "info", "--output=json", "--force-share", "-f", "raw", "{image}"},
+	"file_head":  {"head", "--bytes", "{bytes}", "{path}"},
+	"file_touch": {"touch", "{path}"},
+	"rmdir":      {"rmdir", "{path}"},
+	// remove_small_file deletes a regular file under 64 bytes (an empty FUSE mount point, a PID
+	// file) and nothing else: never a disk image.
+	"remove_small_file": {"find", "{path}", "-maxdepth", "0", "-type", "f", "-size", "-64c", "-delete"},
+	"image_info_qcow2":  {"qemu-img", "info", "--output=json", "--force-share", "--backing-chain", "-f", "qcow2", "{image}"},
+	"image_info_raw":    {"qemu-img", "info", "--output=json", "--force-share", "-f", "raw", "{image}"},
 	"inspect_export_qcow2": {"qemu-storage-daemon",
 		"--blockdev", "driver=file,node-name=img,filename={image},read-only=on,locking=on",
 		"--blockdev", "driver=qcow2,node-name=disk,file=img,read-only=on",

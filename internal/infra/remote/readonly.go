@@ -50,7 +50,7 @@ var mutatingCommands = []string{
 	"schema_sync_nova", "schema_sync_cinder", "nova_online_data_migrations",
 	// inspect-disk: read-only exports and mounts still change the host's state
 	"inspect_export_raw", "inspect_export_qcow2", "loop_attach_ro", "loop_attach_ro_at", "loop_detach",
-	"mount_ro_ext4", "mount_ro_xfs", "process_term", "process_kill", "rmdir", "file_touch",
+	"mount_ro_ext4", "mount_ro_xfs", "process_term", "process_kill", "rmdir", "file_touch", "remove_small_file",
 }
 
 // diagnoseCommands are read-only commands for the Diagnose runbook (RUNBOOKS.md §9): node
