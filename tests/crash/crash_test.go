@@ -54,6 +54,9 @@ var matrix = []runbookCase{
 	{workflows.RestartService, func(host string) workflows.Input {
 		return &workflows.RestartServiceInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "crash matrix"}, Host: host, Service: "nova-compute"}
 	}},
+	{workflows.Evacuate, func(host string) workflows.Input {
+		return &workflows.EvacuateInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "crash matrix"}, Host: host, Parallel: 2}
+	}},
 }
 
 // outcome is what one run left: its report, the world's effects, the boundaries it crossed, and
@@ -105,10 +108,10 @@ func newRig(t *testing.T) *rig {
 }
 
 // worker starts one worker process; crashAt "" never crashes.
-func (r *rig) worker(store, tq, crashAt, when string) *exec.Cmd {
+func (r *rig) worker(host, store, tq, crashAt, when string) *exec.Cmd {
 	cmd := exec.Command(r.bin)
 	cmd.Env = append(os.Environ(), "CRASH_HOSTPORT="+r.srv.HostPort, "CRASH_TASK_QUEUE="+tq, "CRASH_LEASE_QUEUE="+leaseQueue,
-		"CRASH_STORE="+store, "CRASH_CONFIG="+r.config, "CRASH_AT="+crashAt, "CRASH_WHEN="+when)
+		"CRASH_HOSTS="+host+","+host+"-t1,"+host+"-t2", "CRASH_STORE="+store, "CRASH_CONFIG="+r.config, "CRASH_AT="+crashAt, "CRASH_WHEN="+when)
 	log, err := os.Create(filepath.Join(store, "worker-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log"))
 	if err != nil {
 		r.t.Fatal(err)
@@ -127,7 +130,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 	tq := "crash-" + host
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	first := r.worker(store, tq, crashAt, when)
+	first := r.worker(host, store, tq, crashAt, when)
 	procs := []*exec.Cmd{first}
 	defer func() {
 		for _, p := range procs {
@@ -151,7 +154,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 			return outcome{err: fmt.Errorf("the worker was never killed at %s/%s", crashAt, when)}
 		}
 		procs = procs[:0]
-		procs = append(procs, r.worker(store, tq, "", ""))
+		procs = append(procs, r.worker(host, store, tq, "", ""))
 	}
 	var o outcome
 	o.err = r.srv.Client.GetWorkflow(ctx, started.WorkflowID, "").Get(ctx, &o.report)

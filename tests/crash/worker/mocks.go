@@ -58,3 +58,104 @@ func (h *mockHosts) CheckAMQP(ctx context.Context, req activities.AMQPRequest) (
 	time.Sleep(work)
 	return activities.AMQPResult{Connected: h.st.Get(serviceKey(req.ServiceRequest)) == "running"}, nil
 }
+
+// mockCompute stands for activities.Compute and NovaDB: the hosts of CRASH_HOSTS (the first is
+// the one emptied) run nova-compute; instances vm-1 and vm-2 start on the first host. The
+// world holds each host's service status and each instance's host.
+type mockCompute struct {
+	st    *Store
+	hosts []string
+}
+
+var instances = []string{"vm-1", "vm-2"}
+
+func registerCompute(w worker.Worker, st *Store, hosts []string) {
+	c := &mockCompute{st: st, hosts: hosts}
+	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
+	reg("ComputeServices", c.ComputeServices)
+	reg("SetComputeService", c.SetComputeService)
+	reg("InstancesOnHost", c.InstancesOnHost)
+	reg("DBInstancesOnHost", c.DBInstancesOnHost)
+	reg("Capacity", c.Capacity)
+	reg("MoveInstance", c.MoveInstance)
+}
+
+func (c *mockCompute) service(h string) activities.ComputeService {
+	s := activities.ComputeService{Host: h, ID: "svc-" + h, Status: "enabled", State: "up"}
+	if c.st.Get("compute/"+h) == "disabled" {
+		s.Status, s.DisabledReason = "disabled", "crash matrix"
+	}
+	return s
+}
+
+func (c *mockCompute) ComputeServices(ctx context.Context) ([]activities.ComputeService, error) {
+	time.Sleep(work)
+	var out []activities.ComputeService
+	for _, h := range c.hosts {
+		out = append(out, c.service(h))
+	}
+	return out, nil
+}
+
+// SetComputeService disables or enables unless the service already is so (Nova's API answers
+// the same; the real activity reads the service first).
+func (c *mockCompute) SetComputeService(ctx context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
+	time.Sleep(work)
+	switch {
+	case ch.Disable:
+		c.st.Act("compute/"+ch.Host, "disabled", "disable "+ch.Host)
+	case ch.Enable:
+		c.st.Act("compute/"+ch.Host, "enabled", "enable "+ch.Host)
+	}
+	return c.service(ch.Host), nil
+}
+
+func (c *mockCompute) where(id string) string {
+	if h := c.st.Get("instance/" + id); h != "" {
+		return h
+	}
+	return c.hosts[0]
+}
+
+func (c *mockCompute) InstancesOnHost(ctx context.Context, host string) ([]activities.Instance, error) {
+	time.Sleep(work)
+	var out []activities.Instance
+	for _, id := range instances {
+		if c.where(id) == host {
+			out = append(out, activities.Instance{ID: id, Name: id, Status: "ACTIVE", PowerState: 1, Host: host, VCPUs: 1, RAMMB: 512, DiskGB: 1})
+		}
+	}
+	return out, nil
+}
+
+func (c *mockCompute) DBInstancesOnHost(ctx context.Context, host string) ([]string, error) {
+	var ids []string
+	list, _ := c.InstancesOnHost(ctx, host)
+	for _, i := range list {
+		ids = append(ids, i.ID)
+	}
+	return ids, nil
+}
+
+func (c *mockCompute) Capacity(ctx context.Context, targets []string) ([]activities.HostCapacity, error) {
+	time.Sleep(work)
+	var out []activities.HostCapacity
+	for _, h := range targets {
+		out = append(out, activities.HostCapacity{Host: h, Provider: "rp-" + h, FreeVCPUs: 16, FreeRAMMB: 16384, FreeDiskGB: 100})
+	}
+	return out, nil
+}
+
+// MoveInstance migrates unless the instance already left its source (the real one reads the
+// server and its migration records first).
+func (c *mockCompute) MoveInstance(ctx context.Context, req activities.MoveRequest) (activities.MoveResult, error) {
+	time.Sleep(4 * work)
+	to := req.Target
+	res := activities.MoveResult{ID: req.ID, From: req.Source, To: to, Status: "ACTIVE", Migration: "mig-" + req.ID, MigrationStat: "completed"}
+	if c.where(req.ID) != req.Source {
+		res.To, res.AlreadyMoved = c.where(req.ID), true
+		return res, nil
+	}
+	res.Started = c.st.Act("instance/"+req.ID, to, fmt.Sprintf("migrate %s %s->%s", req.ID, req.Source, to))
+	return res, nil
+}
