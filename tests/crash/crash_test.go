@@ -240,74 +240,96 @@ func TestCrashMatrix(t *testing.T) {
 		boundaries, crashes int
 		correct, repeated   int
 		worst               time.Duration
+		worstAt             string
 	}
-	var rows []row
-	for _, rc := range matrix {
-		base := r.run(rc, rc.rb.Name+"-base", "", "")
-		if base.err != nil {
-			t.Fatalf("%s uncrashed: %v", rc.rb.Name, base.err)
-		}
-		if len(base.boundaries) == 0 || len(base.effects) == 0 {
-			t.Fatalf("%s uncrashed: %d boundaries, %d effects: the mocks are not in use", rc.rb.Name, len(base.boundaries), len(base.effects))
-		}
-		t.Logf("%s uncrashed: %s; boundaries %v; effects %v", rc.rb.Name, base.report.Status, base.boundaries, base.effects)
-		rw := row{runbook: rc.rb.Name, boundaries: len(base.boundaries)}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, when := range []string{"start", "end"} {
-			for k, b := range base.boundaries {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					host := fmt.Sprintf("%s-%s-%d", rc.rb.Name, when, k)
-					o := r.run(rc, host, b, when)
-					mu.Lock()
-					defer mu.Unlock()
-					rw.crashes++
-					what := fmt.Sprintf("%s crashed at %s (%s)", rc.rb.Name, b, when)
-					switch {
-					case o.err != nil:
-						t.Errorf("%s: %v", what, o.err)
-						return
-					case !o.crashed:
-						t.Errorf("%s: the worker did not crash", what)
-						return
-					}
-					ok := true
-					if o.report.Status != base.report.Status || o.report.Summary != base.report.Summary || steps(o.report) != steps(base.report) {
-						t.Errorf("%s: ended %s %q [%s], uncrashed %s %q [%s]", what, o.report.Status, o.report.Summary, steps(o.report),
-							base.report.Status, base.report.Summary, steps(base.report))
-						ok = false
-					}
-					if extra := repeated(o.effects, base.effects); extra > 0 || !slices.Equal(dedup(o.effects), dedup(base.effects)) {
-						t.Errorf("%s: effects %v, uncrashed %v", what, o.effects, base.effects)
-						rw.repeated += extra
-						ok = false
-					}
-					if o.recovered == 0 && !strings.HasPrefix(b, "Notify#") {
-						// A notification is fire and forget: the run may end before its retry.
-						t.Errorf("%s: the killed activity was never retried: %v", what, o.starts)
-						ok = false
-					}
-					if o.recovered > 35*time.Second {
-						t.Errorf("%s: %s from the crash to the retry, want about 30 s at most", what, o.recovered)
-						ok = false
-					}
-					rw.worst = max(rw.worst, o.recovered)
-					if ok {
-						rw.correct++
-					}
-				}()
+	rows := make([]row, len(matrix))
+	// The runbooks go at once too: each run has its own host, task queue, store and workers.
+	var all sync.WaitGroup
+	for i, rc := range matrix {
+		all.Add(1)
+		go func() {
+			defer all.Done()
+			rows[i] = row{runbook: rc.rb.Name}
+			base := r.run(rc, rc.rb.Name+"-base", "", "")
+			if base.err != nil {
+				t.Errorf("%s uncrashed: %v", rc.rb.Name, base.err)
+				return
 			}
-		}
-		wg.Wait()
-		rows = append(rows, rw)
+			if len(base.boundaries) == 0 || len(base.effects) == 0 {
+				t.Errorf("%s uncrashed: %d boundaries, %d effects: the mocks are not in use", rc.rb.Name, len(base.boundaries), len(base.effects))
+				return
+			}
+			t.Logf("%s uncrashed: %s; boundaries %v; effects %v", rc.rb.Name, base.report.Status, base.boundaries, base.effects)
+			rw := row{runbook: rc.rb.Name, boundaries: len(base.boundaries)}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for _, when := range []string{"start", "end"} {
+				for k, b := range base.boundaries {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						host := fmt.Sprintf("%s-%s-%d", rc.rb.Name, when, k)
+						o := r.run(rc, host, b, when)
+						mu.Lock()
+						defer mu.Unlock()
+						rw.crashes++
+						what := fmt.Sprintf("%s crashed at %s (%s)", rc.rb.Name, b, when)
+						switch {
+						case o.err != nil:
+							t.Errorf("%s: %v", what, o.err)
+							return
+						case !o.crashed:
+							t.Errorf("%s: the worker did not crash", what)
+							return
+						}
+						ok := true
+						if o.report.Status != base.report.Status || o.report.Summary != base.report.Summary || steps(o.report) != steps(base.report) {
+							t.Errorf("%s: ended %s %q [%s], uncrashed %s %q [%s]", what, o.report.Status, o.report.Summary, steps(o.report),
+								base.report.Status, base.report.Summary, steps(base.report))
+							ok = false
+						}
+						if extra := repeated(o.effects, base.effects); extra > 0 || !slices.Equal(dedup(o.effects), dedup(base.effects)) {
+							t.Errorf("%s: effects %v, uncrashed %v", what, o.effects, base.effects)
+							rw.repeated += extra
+							ok = false
+						}
+						if o.recovered == 0 && !strings.HasPrefix(b, "Notify#") {
+							// A notification is fire and forget: the run may end before its retry.
+							t.Errorf("%s: the killed activity was never retried: %v", what, o.starts)
+							ok = false
+						}
+						if o.recovered > 35*time.Second {
+							t.Errorf("%s: %s from the crash to the retry, want about 30 s at most", what, o.recovered)
+							ok = false
+						}
+						if o.recovered > rw.worst {
+							rw.worst, rw.worstAt = o.recovered, b+" "+when
+						}
+						if ok {
+							rw.correct++
+						}
+					}()
+				}
+			}
+			wg.Wait()
+			rows[i] = rw
+		}()
 	}
+	all.Wait()
 	var b strings.Builder
-	fmt.Fprintf(&b, "\ncrash matrix, %s (worst recover: from the SIGKILL to the killed activity's retry)\n%-16s %10s %8s %8s %9s %14s\n", time.Now().UTC().Format(time.DateOnly), "runbook", "boundaries", "crashes", "correct", "repeated", "worst recover")
+	fmt.Fprintf(&b, "\ncrash matrix, %s (worst recover: from the SIGKILL to the killed activity's retry)\n%-16s %10s %8s %8s %9s %14s  %s\n", time.Now().UTC().Format(time.DateOnly), "runbook", "boundaries", "crashes", "correct", "repeated", "worst recover", "at")
 	for _, rw := range rows {
-		fmt.Fprintf(&b, "%-16s %10d %8d %8d %9d %14s\n", rw.runbook, rw.boundaries, rw.crashes, rw.correct, rw.repeated, rw.worst.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "%-16s %10d %8d %8d %9d %14s  %s\n", rw.runbook, rw.boundaries, rw.crashes, rw.correct, rw.repeated, rw.worst.Round(100*time.Millisecond), rw.worstAt)
 	}
+	var tot row
+	for _, rw := range rows {
+		tot.boundaries += rw.boundaries
+		tot.crashes += rw.crashes
+		tot.correct += rw.correct
+		tot.repeated += rw.repeated
+		tot.worst = max(tot.worst, rw.worst)
+	}
+	fmt.Fprintf(&b, "%-16s %10d %8d %8d %9d %14s\n", "total", tot.boundaries, tot.crashes, tot.correct, tot.repeated, tot.worst.Round(100*time.Millisecond))
 	t.Log(b.String())
 }
 
