@@ -13,9 +13,9 @@ import (
 // ActOpts shape the activities of one call site. Zero fields take the machinery's defaults:
 // five minutes to run, policy.activity_max_attempts attempts (5 before the policy is loaded) from
 // 2 s backing off to a minute, the stable non-retryable error types. Every activity allowed more
-// than RecoverWithin to run gets a heartbeat timeout of at most ActivityHeartbeat (the worker's
-// keepalive heartbeats each one, internal/infra/keepalive), so that a killed worker costs a run
-// about RecoverWithin before the retry, not the activity's whole timeout.
+// than ActivityHeartbeat to run gets a heartbeat timeout of at most ActivityHeartbeat (the
+// worker's keepalive heartbeats each one, internal/infra/keepalive), so that a killed worker
+// costs a run less than RecoverWithin before the retry, not the activity's whole timeout.
 type ActOpts struct {
 	Timeout, Heartbeat   time.Duration
 	Attempts             int
@@ -41,7 +41,7 @@ func (o ActOpts) options() workflow.ActivityOptions {
 	}
 	timeout := cmp.Or(o.Timeout, 5*time.Minute)
 	hb := o.Heartbeat
-	if timeout > RecoverWithin && (hb <= 0 || hb > ActivityHeartbeat) {
+	if timeout > ActivityHeartbeat && (hb <= 0 || hb > ActivityHeartbeat) {
 		hb = ActivityHeartbeat
 	}
 	return workflow.ActivityOptions{

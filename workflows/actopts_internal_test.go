@@ -12,6 +12,7 @@ func TestActivityOptionsRecoverWithin30s(t *testing.T) {
 	for _, o := range []ActOpts{
 		{}, // the default: 5 minutes to run
 		{Timeout: 10 * time.Second},
+		{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second}, // notifications
 		{Timeout: time.Minute},
 		{Timeout: 2 * time.Minute, Attempts: 2},
 		{Timeout: 10 * time.Minute, Heartbeat: time.Minute},     // postrebootcheck's
@@ -24,7 +25,8 @@ func TestActivityOptionsRecoverWithin30s(t *testing.T) {
 		if ao.HeartbeatTimeout > 0 {
 			lost = min(lost, ao.HeartbeatTimeout)
 		}
-		if lost > RecoverWithin {
+		// The first retry follows after its initial interval.
+		if lost+ao.RetryPolicy.InitialInterval > RecoverWithin {
 			t.Errorf("%+v: a crash costs %s before the retry (start-to-close %s, heartbeat %s), want <= %s",
 				o, lost, ao.StartToCloseTimeout, ao.HeartbeatTimeout, RecoverWithin)
 		}

@@ -298,8 +298,8 @@ func TestCrashMatrix(t *testing.T) {
 							t.Errorf("%s: the killed activity was never retried: %v", what, o.starts)
 							ok = false
 						}
-						if o.recovered > 35*time.Second {
-							t.Errorf("%s: %s from the crash to the retry, want about 30 s at most", what, o.recovered)
+						if o.recovered > workflows.RecoverWithin {
+							t.Errorf("%s: %s from the crash to the retry, want under 30 s", what, o.recovered)
 							ok = false
 						}
 						if o.recovered > rw.worst {
