@@ -48,15 +48,20 @@ type rig struct {
 type runbookCase struct {
 	rb    workflows.Runbook
 	input func(host string) workflows.Input
+	// env is the mocked world's settings for this runbook.
+	env []string
 }
 
 var matrix = []runbookCase{
 	{workflows.RestartService, func(host string) workflows.Input {
 		return &workflows.RestartServiceInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "crash matrix"}, Host: host, Service: "nova-compute"}
-	}},
+	}, nil},
 	{workflows.Evacuate, func(host string) workflows.Input {
 		return &workflows.EvacuateInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "crash matrix"}, Host: host, Parallel: 2}
-	}},
+	}, nil},
+	{workflows.PostRebootCheck, func(host string) workflows.Input {
+		return &workflows.PostRebootCheckInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "crash matrix"}, Host: host, StartInstances: true}
+	}, []string{"CRASH_INSTANCE_STATUS=SHUTOFF"}},
 }
 
 // outcome is what one run left: its report, the world's effects, the boundaries it crossed, and
@@ -108,10 +113,11 @@ func newRig(t *testing.T) *rig {
 }
 
 // worker starts one worker process; crashAt "" never crashes.
-func (r *rig) worker(host, store, tq, crashAt, when string) *exec.Cmd {
+func (r *rig) worker(rc runbookCase, host, store, tq, crashAt, when string) *exec.Cmd {
 	cmd := exec.Command(r.bin)
 	cmd.Env = append(os.Environ(), "CRASH_HOSTPORT="+r.srv.HostPort, "CRASH_TASK_QUEUE="+tq, "CRASH_LEASE_QUEUE="+leaseQueue,
 		"CRASH_HOSTS="+host+","+host+"-t1,"+host+"-t2", "CRASH_STORE="+store, "CRASH_CONFIG="+r.config, "CRASH_AT="+crashAt, "CRASH_WHEN="+when)
+	cmd.Env = append(cmd.Env, rc.env...)
 	log, err := os.Create(filepath.Join(store, "worker-"+strconv.FormatInt(time.Now().UnixNano(), 10)+".log"))
 	if err != nil {
 		r.t.Fatal(err)
@@ -130,7 +136,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 	tq := "crash-" + host
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	first := r.worker(host, store, tq, crashAt, when)
+	first := r.worker(rc, host, store, tq, crashAt, when)
 	procs := []*exec.Cmd{first}
 	defer func() {
 		for _, p := range procs {
@@ -154,7 +160,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 			return outcome{err: fmt.Errorf("the worker was never killed at %s/%s", crashAt, when)}
 		}
 		procs = procs[:0]
-		procs = append(procs, r.worker(host, store, tq, "", ""))
+		procs = append(procs, r.worker(rc, host, store, tq, "", ""))
 	}
 	var o outcome
 	o.err = r.srv.Client.GetWorkflow(ctx, started.WorkflowID, "").Get(ctx, &o.report)
@@ -245,7 +251,11 @@ func TestCrashMatrix(t *testing.T) {
 	rows := make([]row, len(matrix))
 	// The runbooks go at once too: each run has its own host, task queue, store and workers.
 	var all sync.WaitGroup
+	only := os.Getenv("STACKRUN_CRASH_RUNBOOKS") // comma-separated runbook names; "" = all
 	for i, rc := range matrix {
+		if only != "" && !slices.Contains(strings.Split(only, ","), rc.rb.Name) {
+			continue
+		}
 		all.Add(1)
 		go func() {
 			defer all.Done()
@@ -259,7 +269,7 @@ func TestCrashMatrix(t *testing.T) {
 				t.Errorf("%s uncrashed: %d boundaries, %d effects: the mocks are not in use", rc.rb.Name, len(base.boundaries), len(base.effects))
 				return
 			}
-			t.Logf("%s uncrashed: %s; boundaries %v; effects %v", rc.rb.Name, base.report.Status, base.boundaries, base.effects)
+			t.Logf("%s uncrashed: %s [%s]; boundaries %v; effects %v", rc.rb.Name, base.report.Status, steps(base.report), base.boundaries, base.effects)
 			rw := row{runbook: rc.rb.Name, boundaries: len(base.boundaries)}
 			var mu sync.Mutex
 			var wg sync.WaitGroup

@@ -4,7 +4,8 @@
 // process, and check it before they act, as the real activities check the real world.
 //
 // Environment: CRASH_HOSTPORT, CRASH_TASK_QUEUE, CRASH_LEASE_QUEUE, CRASH_STORE (a directory),
-// CRASH_CONFIG (JSON: policy and key policy), CRASH_HOSTS (the compute hosts, the first emptied), CRASH_AT ("Activity#n", the n-th first attempt of
+// CRASH_CONFIG (JSON: policy and key policy), CRASH_HOSTS (the compute hosts, the first emptied),
+// CRASH_INSTANCE_STATUS (the instances' status until started, default ACTIVE), CRASH_AT ("Activity#n", the n-th first attempt of
 // that activity in this process) and CRASH_WHEN (start: before the activity acts; end: after it
 // acted, before its result is reported).
 package main
@@ -66,7 +67,7 @@ func main() {
 	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: func() (trust.Policy, error) { return cfg.Keys, nil }})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")})
 	registerMocks(w, st)
-	registerCompute(w, st, strings.Split(os.Getenv("CRASH_HOSTS"), ","))
+	registerCompute(w, st, strings.Split(os.Getenv("CRASH_HOSTS"), ","), os.Getenv("CRASH_INSTANCE_STATUS"))
 	if err := w.Run(worker.InterruptCh()); err != nil {
 		log.Fatal(err)
 	}

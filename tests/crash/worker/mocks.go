@@ -26,6 +26,8 @@ func registerMocks(w worker.Worker, st *Store) {
 	reg("ServiceStatus", h.ServiceStatus)
 	reg("SetService", h.SetService)
 	reg("CheckAMQP", h.CheckAMQP)
+	reg("BootTime", h.BootTime)
+	reg("Probe", h.Probe)
 }
 
 func (h *mockHosts) DescribeHost(ctx context.Context, name string) (activities.HostFacts, error) {
@@ -63,14 +65,18 @@ func (h *mockHosts) CheckAMQP(ctx context.Context, req activities.AMQPRequest) (
 // the one emptied) run nova-compute; instances vm-1 and vm-2 start on the first host. The
 // world holds each host's service status and each instance's host.
 type mockCompute struct {
-	st    *Store
-	hosts []string
+	st     *Store
+	hosts  []string
+	status string
 }
 
 var instances = []string{"vm-1", "vm-2"}
 
-func registerCompute(w worker.Worker, st *Store, hosts []string) {
-	c := &mockCompute{st: st, hosts: hosts}
+func registerCompute(w worker.Worker, st *Store, hosts []string, status string) {
+	c := &mockCompute{st: st, hosts: hosts, status: status}
+	if c.status == "" {
+		c.status = "ACTIVE"
+	}
 	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
 	reg("ComputeServices", c.ComputeServices)
 	reg("SetComputeService", c.SetComputeService)
@@ -78,6 +84,7 @@ func registerCompute(w worker.Worker, st *Store, hosts []string) {
 	reg("DBInstancesOnHost", c.DBInstancesOnHost)
 	reg("Capacity", c.Capacity)
 	reg("MoveInstance", c.MoveInstance)
+	reg("RecoverInstance", c.RecoverInstance)
 }
 
 func (c *mockCompute) service(h string) activities.ComputeService {
@@ -122,7 +129,11 @@ func (c *mockCompute) InstancesOnHost(ctx context.Context, host string) ([]activ
 	var out []activities.Instance
 	for _, id := range instances {
 		if c.where(id) == host {
-			out = append(out, activities.Instance{ID: id, Name: id, Status: "ACTIVE", PowerState: 1, Host: host, VCPUs: 1, RAMMB: 512, DiskGB: 1})
+			st, power := c.power(id), 1
+			if st != "ACTIVE" {
+				power = 4 // shut down
+			}
+			out = append(out, activities.Instance{ID: id, Name: id, Status: st, PowerState: power, Host: host, VCPUs: 1, RAMMB: 512, DiskGB: 1})
 		}
 	}
 	return out, nil
@@ -158,4 +169,34 @@ func (c *mockCompute) MoveInstance(ctx context.Context, req activities.MoveReque
 	}
 	res.Started = c.st.Act("instance/"+req.ID, to, fmt.Sprintf("migrate %s %s->%s", req.ID, req.Source, to))
 	return res, nil
+}
+
+// power is an instance's status: ACTIVE, or CRASH_INSTANCE_STATUS before anything started it.
+func (c *mockCompute) power(id string) string {
+	if s := c.st.Get("status/" + id); s != "" {
+		return s
+	}
+	return c.status
+}
+
+// RecoverInstance starts an instance unless it already runs (the real one reads it first).
+func (c *mockCompute) RecoverInstance(ctx context.Context, id string, wait time.Duration) (activities.InstanceRecovery, error) {
+	time.Sleep(work)
+	rec := activities.InstanceRecovery{ID: id, Name: id, Before: c.power(id), Action: "none", After: "ACTIVE"}
+	if c.st.Act("status/"+id, "ACTIVE", "start "+id) {
+		rec.Action = "start"
+	}
+	return rec, nil
+}
+
+// BootTime: the host booted an hour ago.
+func (h *mockHosts) BootTime(ctx context.Context, host string) (time.Time, error) {
+	time.Sleep(work)
+	return time.Now().Add(-time.Hour).Truncate(time.Hour), nil
+}
+
+// Probe: every API answers.
+func (h *mockHosts) Probe(ctx context.Context, p activities.APIProbe) (activities.APIProbeResult, error) {
+	time.Sleep(work)
+	return activities.APIProbeResult{OK: true, Detail: p.Kind + " answers"}, nil
 }
