@@ -175,7 +175,7 @@ func planCheck(r *Run, in *CheckInput, p *checkPlan) (Approval, error) {
 		}
 	}
 	if in.Cadence == "half-yearly" {
-		lines = append(lines, "staged upgrade: start it if the runbook exists, else a reminder")
+		lines = append(lines, "staged upgrade: start staged-upgrade --to-candidate; it waits at its first gate with its plan, so nothing changes until people approve")
 	}
 	lines = append(lines, "record the report (new since last time, trends) and post it to chat")
 	lines = append(lines, p.Notes...)
@@ -192,13 +192,7 @@ func check(r *Run, in *CheckInput, p *checkPlan) (string, error) {
 	findings, runs, metrics := r.runProbes(p.CheckPlan, in.Cadence, since, p.at)
 
 	if in.Cadence == "half-yearly" {
-		// There is no staged-upgrade runbook yet (RUNBOOKS.md §6 is not built): remind, honestly.
-		_ = r.Do("staged-upgrade", StepOptions{ReadOnly: true}, func(workflow.Context) error {
-			findings = append(findings, checks.Finding{Severity: activities.SeverityWarning, Probe: "staged-upgrade", Subject: "upgrade/staged",
-				Message: "reminder: plan and start the half-yearly staged upgrade (RUNBOOKS.md §6: one service at a time, all gates apply) and clean up after it; this Stackrun has no staged-upgrade runbook yet, so nothing was started"})
-			r.step("staged-upgrade").Detail = "reminder (no staged-upgrade runbook)"
-			return nil
-		})
+		findings = append(findings, r.startStagedUpgrade(in))
 	}
 
 	rep := checks.Report{Cadence: in.Cadence, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/internal/infra/checks"
@@ -146,14 +147,23 @@ func TestCheckRecordFailureFailsTheRun(t *testing.T) {
 	assert.Equal(t, int32(basePolicy().ActivityMaxAttempts), attempts.Load(), "recording is retried first")
 }
 
-func TestCheckHalfYearlyIsAnHonestReminder(t *testing.T) {
+func TestCheckHalfYearlyStartsStagedUpgrade(t *testing.T) {
 	f := checkFixture(t, activities.CheckPlan{Parallelism: 1})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
+	var started *wf.StagedUpgradeInput
+	f.env.OnWorkflow(wf.StagedUpgrade.Type, mock.Anything, mock.Anything).Return(func(_ workflow.Context, in wf.StagedUpgradeInput) (*wf.Report, error) {
+		started = &in
+		return &wf.Report{Status: wf.StatusCompleted}, nil
+	})
 	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
-	assert.Contains(t, recorded.Findings[0].Message, "no staged-upgrade runbook yet, so nothing was started")
+	assert.Contains(t, recorded.Findings[0].Message, "half-yearly staged upgrade started: staged-upgrade/cloud")
+	assert.Contains(t, recorded.Findings[0].Message, "waits at gate release-notes-read")
+	require.NotNil(t, started, "the staged upgrade was started")
+	assert.True(t, started.ToCandidate)
+	assert.Equal(t, "schedule", started.RequestedBy)
 }
 
 func TestCheckInputValidation(t *testing.T) {

@@ -152,11 +152,21 @@ func (r *Run) approversFor(gateName string) []string {
 	if a, ok := r.policy.GateApprovers[gateName]; ok && len(a) > 0 {
 		return a
 	}
+	if a, ok := r.policy.GateApprovers[gateFamily(gateName)]; ok && len(a) > 0 {
+		return a
+	}
 	return r.policy.Approvers
 }
 
 func (r *Run) destructive(gateName string) bool {
-	return slices.Contains(r.policy.TwoPersonGates, gateName)
+	return slices.Contains(r.policy.TwoPersonGates, gateName) || slices.Contains(r.policy.TwoPersonGates, gateFamily(gateName))
+}
+
+// gateFamily is the name the policy knows a gate by: a gate opened once per service or host is
+// named <gate>:<instance> (canary-ok:glance, config-updated:nova/compute1).
+func gateFamily(name string) string {
+	f, _, _ := strings.Cut(name, ":")
+	return f
 }
 
 // gateOpen refuses a decision for a gate this run does not wait at.

@@ -109,9 +109,18 @@ commands:
   log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
   service_pid: [$labctl, pid, "{host}", "{service}"]
   uptime: [cat, /proc/uptime]
+  # the staged upgrade: the lab has the python3-* packages only, so the tools of nova-common,
+  # glance-common and cinder-common run through labmanage; keystone-manage and placement-manage
+  # are the packaged ones (the catalogue's defaults)
+  schema_sync_glance: [$LAB_SRC/bin/labmanage, glance-manage, --config-file, "{config_file}", db_sync]
+  schema_sync_nova_api: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", api_db, sync]
+  schema_sync_nova: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, sync]
+  schema_sync_cinder: [$LAB_SRC/bin/labmanage, cinder-manage, --config-file, "{config_file}", db, sync]
+  nova_upgrade_check: [$LAB_SRC/bin/labmanage, nova-status, --config-file, "{config_file}", upgrade, check]
+  nova_online_data_migrations: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, online_data_migrations, --max-count, "{count}"]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
@@ -120,6 +129,19 @@ policy:
   activity_max_attempts: 5
 worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
+# The staged upgrade (lab/bin/labpkg older|newer switches the builds). Which hosts run a service
+# follows from roles: keystone, placement-api, glance-api and the nova control plane on the
+# controller, nova-compute on compute1..3. Cinder is not part of the lab.
+upgrade:
+  backup_dir: $LAB/hosts/{host}/backups
+  database_host: controller
+  database_defaults_file: $C/etc/my.cnf
+  order: [keystone, placement, glance, nova]
+  services:
+    keystone: {config_dir: "$LAB/hosts/{host}/etc/keystone", config_file: "$LAB/hosts/{host}/etc/keystone/keystone.conf"}
+    placement: {config_dir: "$LAB/hosts/{host}/etc/placement", config_file: "$LAB/hosts/{host}/etc/placement/placement.conf"}
+    glance: {config_dir: "$LAB/hosts/{host}/etc/glance", config_file: "$LAB/hosts/{host}/etc/glance/glance-api.conf"}
+    nova: {config_dir: "$LAB/hosts/{host}/etc/nova", config_file: "$LAB/hosts/{host}/etc/nova/nova.conf"}
 # Who signed what (docs/chatops.md, "Trust model"): the lab's operators' keys. Sign with
 # stackrun --key $LAB/operators/<alice|bob|carol>_ed25519 ... (or ssh-add the key).
 trust:

@@ -115,7 +115,11 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		clients = cl
+		// A service that did not answer now (one a staged upgrade restarts, say) must not stay
+		// unavailable for the worker's life: keep such clients for this call only.
+		if len(cl.Transient()) == 0 {
+			clients = cl
+		}
 		return cl, nil
 	}
 
