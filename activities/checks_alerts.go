@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/stackrun/stackrun/internal/infra/checks"
+	"github.com/stackrun/stackrun/internal/infra/redact"
 )
 
 // AlertingTestName is the alertname of the weekly alerting test's alert. Alertmanager must route
@@ -29,13 +30,15 @@ func (c *Checks) alertmanagerURL(path string) (string, error) {
 	return strings.TrimRight(c.Settings.AlertmanagerURL, "/") + path, nil
 }
 
-// unreachable words a transport error the way an operator needs it.
+// unreachable words a transport error the way an operator needs it, with the URL's credentials
+// (a password, a token in the query) masked wherever they appear: the error reaches the
+// workflow's history, the report and the chat.
 func unreachable(what, url string, err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) || strings.Contains(err.Error(), "connection refused") {
-		return fmt.Errorf("%s at %s is unreachable: %w", what, url, err)
+		return fmt.Errorf("%s at %s is unreachable: %w", what, redact.URL(url), redact.Error(err, url))
 	}
-	return fmt.Errorf("%s at %s: %w", what, url, err)
+	return fmt.Errorf("%s at %s: %w", what, redact.URL(url), redact.Error(err, url))
 }
 
 // AlertsProbe reads the firing alerts from Alertmanager's v2 API (not silenced, not inhibited)
@@ -57,7 +60,7 @@ func (c *Checks) AlertsProbe(ctx context.Context, req ProbeRequest) (ProbeResult
 	}
 	var alerts []checks.Alert
 	if err := json.Unmarshal(body, &alerts); err != nil {
-		return ProbeResult{}, fmt.Errorf("Alertmanager %s: not an alert list: %w", u, err)
+		return ProbeResult{}, fmt.Errorf("Alertmanager %s: not an alert list: %w", redact.URL(u), err)
 	}
 	// The alerting test's own alert is not an incident.
 	kept := alerts[:0]
@@ -242,7 +245,7 @@ func (c *Checks) AlertingTestProbe(ctx context.Context, req ProbeRequest) (Probe
 		case <-deadline:
 			_ = post(time.Now())
 			return fail("the test alert was accepted by Alertmanager (%s) but not delivered to the receiver on %s within %s: check the route for alertname=%s and the receivers",
-				c.Settings.AlertmanagerURL, c.Settings.ReceiverAddress, timeout, AlertingTestName)
+				redact.URL(c.Settings.AlertmanagerURL), c.Settings.ReceiverAddress, timeout, AlertingTestName)
 		case <-ctx.Done():
 			_ = post(time.Now())
 			return ProbeResult{}, ctx.Err()

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/diagnose"
@@ -420,84 +418,64 @@ func (d *Diagnose) resolve(ctx context.Context, req DiagnoseRequest) (*diagnose.
 			return nil, fmt.Sprintf("no Cinder in the catalog: volume %s cannot be looked up", subj.Value), nil
 		}
 		if subj.Kind == diagnose.SubjectUUID {
-			v, err := volumes.Get(ctx, cl.BlockStorage, subj.Value).Extract()
+			src := "GET block-storage /volumes/" + subj.Value
+			v, err := cl.GetVolume(ctx, subj.Value)
+			if openstack.IsNotFound(err) {
+				return nil, "Cinder has no volume " + subj.Value, nil
+			}
 			if err != nil {
-				return nil, "GET block-storage /volumes/" + subj.Value, err
+				return nil, src, err
 			}
-			return volumeResource(*v, "GET block-storage /volumes/"+subj.Value), "", nil
+			return volumeResource(v, src), "", nil
 		}
-		pages, err := volumes.List(cl.BlockStorage, volumes.ListOpts{AllTenants: true, Name: subj.Value}).AllPages(ctx)
+		src := "GET block-storage /volumes/detail?all_tenants=1&name=" + subj.Value
+		vs, err := cl.ListVolumes(ctx, subj.Value, "")
 		if err != nil {
-			return nil, "GET block-storage /volumes/detail?name=" + subj.Value, err
+			return nil, src, err
 		}
-		vs, _ := volumes.ExtractVolumes(pages)
 		if len(vs) == 0 {
-			return nil, fmt.Sprintf("no volume named %s", subj.Value), nil
+			return nil, fmt.Sprintf("Cinder has no volume named %s (%s)", subj.Value, src), nil
 		}
-		return volumeResource(vs[0], "GET block-storage /volumes/detail?all_tenants=1&name="+subj.Value), "", nil
+		return volumeResource(vs[0], src), "", nil
 	}
-	var opts servers.ListOpts
-	src := ""
-	switch subj.Kind {
-	case diagnose.SubjectUUID:
-		s, err := servers.Get(ctx, cl.Compute, subj.Value).Extract()
+	if subj.Kind == diagnose.SubjectUUID {
+		src := "GET compute /servers/" + subj.Value
+		s, err := cl.GetServerDetail(ctx, subj.Value)
+		if openstack.IsNotFound(err) {
+			return nil, fmt.Sprintf("Nova has no instance %s", subj.Value), nil
+		}
 		if err != nil {
-			if isNotFound(err) {
-				return nil, fmt.Sprintf("Nova has no instance %s", subj.Value), nil
-			}
-			return nil, "GET compute /servers/" + subj.Value, err
+			return nil, src, err
 		}
-		return instanceResource(*s, "GET compute /servers/"+subj.Value), "", nil
-	case diagnose.SubjectIP:
-		opts = servers.ListOpts{AllTenants: true, IP: "^" + regexp.QuoteMeta(subj.Value) + "$"}
-		src = "GET compute /servers/detail?all_tenants=1&ip=" + opts.IP
-	default:
-		opts = servers.ListOpts{AllTenants: true, Name: "^" + regexp.QuoteMeta(subj.Value) + "$"}
-		src = "GET compute /servers/detail?all_tenants=1&name=" + opts.Name
+		return instanceResource(s, src), "", nil
 	}
-	pages, err := servers.List(cl.Compute, opts).AllPages(ctx)
-	if err != nil {
-		return nil, src, err
+	q := openstack.ServerQuery{AllTenants: true, Name: subj.Value}
+	what := "named"
+	if subj.Kind == diagnose.SubjectIP {
+		q = openstack.ServerQuery{AllTenants: true, IP: subj.Value}
+		what = "with address"
 	}
-	all, err := servers.ExtractServers(pages)
+	all, err := cl.FindServers(ctx, q)
 	if err != nil {
-		return nil, src, err
+		return nil, q.URL(), err
 	}
 	if len(all) == 0 {
-		return nil, fmt.Sprintf("Nova knows no instance %s %s (%s)", map[bool]string{true: "with address", false: "named"}[subj.Kind == diagnose.SubjectIP], subj.Value, src), nil
+		return nil, fmt.Sprintf("Nova knows no instance %s %s (%s)", what, subj.Value, q.URL()), nil
 	}
-	r := instanceResource(all[0], src)
-	return r, "", nil
+	return instanceResource(all[0], q.URL()), "", nil
 }
 
-func isNotFound(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "404") || strings.Contains(strings.ToLower(err.Error()), "not found"))
-}
-
-func instanceResource(s servers.Server, src string) *diagnose.Resource {
-	r := &diagnose.Resource{Kind: "instance", ID: s.ID, Name: s.Name, Status: s.Status, TaskState: s.TaskState, VMState: s.VmState,
-		Host: s.Host, Project: s.TenantID, Fault: s.Fault.Message, FaultCode: s.Fault.Code, FaultAt: s.Fault.Created,
+func instanceResource(s openstack.ServerDetail, src string) *diagnose.Resource {
+	r := &diagnose.Resource{Kind: "instance", ID: s.ID, Name: s.Name, Status: s.Status, TaskState: s.TaskState, VMState: s.VMState,
+		Host: s.Host, Project: s.ProjectID, Fault: s.Fault, FaultCode: s.FaultCode, FaultAt: s.FaultAt,
 		Created: s.Created, Updated: s.Updated, Source: src}
-	nets := make([]string, 0, len(s.Addresses))
-	for n := range s.Addresses {
-		nets = append(nets, n)
-	}
-	slices.Sort(nets)
-	for _, n := range nets {
-		list, _ := s.Addresses[n].([]any)
-		for _, a := range list {
-			m, _ := a.(map[string]any)
-			ip, _ := m["addr"].(string)
-			mac, _ := m["OS-EXT-IPS-MAC:mac_addr"].(string)
-			if ip != "" {
-				r.Addresses = append(r.Addresses, diagnose.Address{IP: ip, MAC: strings.ToLower(mac), Network: n})
-			}
-		}
+	for _, a := range s.Addresses {
+		r.Addresses = append(r.Addresses, diagnose.Address{IP: a.IP, MAC: a.MAC, Network: a.Network})
 	}
 	return r
 }
 
-func volumeResource(v volumes.Volume, src string) *diagnose.Resource {
-	return &diagnose.Resource{Kind: "volume", ID: v.ID, Name: v.Name, Status: v.Status, Host: v.Host, Project: v.TenantID,
-		Created: v.CreatedAt, Updated: v.UpdatedAt, Source: src}
+func volumeResource(v openstack.Volume, src string) *diagnose.Resource {
+	return &diagnose.Resource{Kind: "volume", ID: v.ID, Name: v.Name, Status: v.Status, Host: v.Host, Project: v.ProjectID,
+		Created: v.Created, Updated: v.Updated, Source: src}
 }

@@ -12,14 +12,9 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
-	"github.com/gophercloud/gophercloud/v2"
-	cinderservices "github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/services"
-	"github.com/gophercloud/gophercloud/v2/openstack/blockstorage/v3/volumes"
-	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/agents"
-	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/ports"
 
 	"github.com/stackrun/stackrun/internal/infra/diagnose"
+	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
@@ -28,7 +23,7 @@ import (
 // could not run at all, and the workflow then records it as a failure too.
 
 // cmd runs one read-only catalogue command on a host and returns its output and a source line
-// ("ssh compute1: vmstat -d"). A non-zero exit is returned as an error with the output's last line.
+// ("ssh compute1: vmstat -d"); callers decide what a non-zero exit means.
 func (d *Diagnose) cmd(ctx context.Context, host, role, name string, args map[string]string) (remote.Result, string, error) {
 	src := "ssh " + host + ": " + name
 	if d.hosts.Catalogue != nil {
@@ -40,14 +35,10 @@ func (d *Diagnose) cmd(ctx context.Context, host, role, name string, args map[st
 			src = "ssh " + host + ": " + strings.Join(c.Argv, " ")
 		}
 	}
+	// Hosts.run refuses output cut at the SSH layer's limit (RemoteOutputTruncated): a partial
+	// table is never parsed as evidence.
 	res, err := d.hosts.run(ctx, host, role, name, args)
-	if err != nil {
-		return res, src, err
-	}
-	if res.Truncated {
-		return res, src, fmt.Errorf("%s: %w", src, diagnose.ErrTruncated)
-	}
-	return res, src, nil
+	return res, src, err
 }
 
 func roleOf(inv InventoryHost) string {
@@ -279,19 +270,14 @@ func (d *Diagnose) knownMACs(ctx context.Context, addr string, f *diagnose.Facts
 		return nil, false
 	}
 	src := "GET network /v2.0/ports?fixed_ips=ip_address=" + addr
-	pages, err := ports.List(cl.Network, ports.ListOpts{FixedIPs: []ports.FixedIPOpts{{IPAddress: addr}}}).AllPages(ctx)
-	if err != nil {
-		fail(f, "neutron-ports", src, err)
-		return nil, false
-	}
-	ps, err := ports.ExtractPorts(pages)
+	ps, err := cl.PortsWithIP(ctx, addr)
 	if err != nil {
 		fail(f, "neutron-ports", src, err)
 		return nil, false
 	}
 	out := map[string]string{}
 	for _, p := range ps {
-		out[strings.ToLower(p.MACAddress)] = fmt.Sprintf("Neutron port %s, %s %s", p.ID, dashIf(p.DeviceOwner), dashIf(p.DeviceID))
+		out[p.MAC] = fmt.Sprintf("Neutron port %s, %s %s", p.ID, dashIf(p.DeviceOwner), dashIf(p.DeviceID))
 	}
 	if len(out) == 0 {
 		f.Notes = append(f.Notes, diagnose.Note{Message: fmt.Sprintf("Neutron has no port with address %s", addr), Source: src})
@@ -395,9 +381,7 @@ func (d *Diagnose) DiagnoseComponents(ctx context.Context, req CollectRequest) (
 	}
 	if cl.Network != nil {
 		src := "GET network /v2.0/agents"
-		if pages, err := agents.List(cl.Network, agents.ListOpts{}).AllPages(ctx); err != nil {
-			fail(&f, "components/neutron", src, err)
-		} else if as, err := agents.ExtractAgents(pages); err != nil {
+		if as, err := cl.NetworkAgents(ctx); err != nil {
 			fail(&f, "components/neutron", src, err)
 		} else {
 			for _, a := range as {
@@ -405,10 +389,10 @@ func (d *Diagnose) DiagnoseComponents(ctx context.Context, req CollectRequest) (
 				if a.Alive {
 					st = "up"
 				}
-				if a.AdminStateUp {
+				if a.AdminUp {
 					status = "enabled"
 				}
-				f.Services = append(f.Services, diagnose.Service{Component: "neutron", Binary: a.Binary, Host: a.Host, State: st, Status: status, Updated: a.HeartbeatTimestamp, Source: src})
+				f.Services = append(f.Services, diagnose.Service{Component: "neutron", Binary: a.Binary, Host: a.Host, State: st, Status: status, Updated: a.Heartbeat, Source: src})
 			}
 			if len(as) == 0 {
 				f.Notes = append(f.Notes, diagnose.Note{Message: "Neutron reports no agents", Source: src})
@@ -417,9 +401,7 @@ func (d *Diagnose) DiagnoseComponents(ctx context.Context, req CollectRequest) (
 	}
 	if cl.BlockStorage != nil {
 		src := "GET block-storage /os-services"
-		if pages, err := cinderservices.List(cl.BlockStorage, cinderservices.ListOpts{}).AllPages(ctx); err != nil {
-			fail(&f, "components/cinder", src, err)
-		} else if ss, err := cinderservices.ExtractServices(pages); err != nil {
+		if ss, err := cl.VolumeServices(ctx); err != nil {
 			fail(&f, "components/cinder", src, err)
 		} else {
 			for _, s := range ss {
@@ -448,14 +430,13 @@ func (d *Diagnose) DiagnoseRelated(ctx context.Context, req CollectRequest) (dia
 		}
 		for _, st := range []string{"error", "creating"} {
 			src := "GET block-storage /volumes/detail?all_tenants=1&status=" + st
-			pages, err := volumes.List(cl.BlockStorage, volumes.ListOpts{AllTenants: true, Status: st}).AllPages(ctx)
+			vs, err := cl.ListVolumes(ctx, "", st)
 			if err != nil {
 				fail(&f, "related/volumes", src, err)
 				continue
 			}
-			vs, _ := volumes.ExtractVolumes(pages)
 			for _, v := range vs {
-				if v.UpdatedAt.Before(req.Since) && v.CreatedAt.Before(req.Since) {
+				if v.Updated.Before(req.Since) && v.Created.Before(req.Since) {
 					continue
 				}
 				f.Related = append(f.Related, *volumeResource(v, src))
@@ -476,24 +457,19 @@ func (d *Diagnose) DiagnoseRelated(ctx context.Context, req CollectRequest) (dia
 		}
 		return f, nil
 	}
-	since := req.Since.UTC().Format(time.RFC3339)
-	src := "GET compute /servers/detail?all_tenants=1&status=ERROR&changes-since=" + since
-	pages, err := servers.List(cl.Compute, servers.ListOpts{AllTenants: true, Status: "ERROR", ChangesSince: since}).AllPages(ctx)
+	q := openstack.ServerQuery{AllTenants: true, Status: "ERROR", ChangesSince: req.Since}
+	all, err := cl.FindServers(ctx, q)
 	if err != nil {
-		return f, fmt.Errorf("%s: %w", src, err)
-	}
-	all, err := servers.ExtractServers(pages)
-	if err != nil {
-		return f, fmt.Errorf("%s: %w", src, err)
+		return f, fmt.Errorf("%s: %w", q.URL(), err)
 	}
 	for i, s := range all {
-		if s.Fault.Message == "" && i < 50 {
+		if s.Fault == "" && i < 50 {
 			// The list may leave out the fault (instances that never left cell0): ask for it.
-			if full, err := servers.Get(ctx, cl.Compute, s.ID).Extract(); err == nil {
-				s.Fault = full.Fault
+			if full, err := cl.GetServerDetail(ctx, s.ID); err == nil {
+				s = full
 			}
 		}
-		f.Related = append(f.Related, *instanceResource(s, src))
+		f.Related = append(f.Related, *instanceResource(s, q.URL()))
 	}
 	return f, nil
 }
@@ -527,11 +503,9 @@ func (d *Diagnose) DiagnoseCapacity(ctx context.Context, req CollectRequest) (di
 	}
 	var need struct{ vcpus, ram, disk int }
 	if r := req.Resource; r != nil && r.Kind == "instance" {
-		if s, err := servers.Get(ctx, cl.Compute, r.ID).Extract(); err == nil && s.Flavor != nil {
-			num := func(k string) int { v, _ := s.Flavor[k].(float64); return int(v) }
-			need.vcpus, need.ram, need.disk = num("vcpus"), num("ram"), num("disk")
-			name, _ := s.Flavor["original_name"].(string)
-			c.FlavorNeeds = fmt.Sprintf("flavor %s (%d VCPU, %d MB RAM, %d GB disk)", name, need.vcpus, need.ram, need.disk)
+		if s, err := cl.GetServer(ctx, r.ID); err == nil && s.FlavorVCPUs > 0 {
+			need.vcpus, need.ram, need.disk = s.FlavorVCPUs, s.FlavorRAMMB, s.FlavorDiskGB
+			c.FlavorNeeds = fmt.Sprintf("flavor %s (%d VCPU, %d MB RAM, %d GB disk)", s.FlavorName, need.vcpus, need.ram, need.disk)
 		}
 	}
 	// Per provider: what is free, and the most one allocation may take (max_unit): a flavor
@@ -590,48 +564,15 @@ func (d *Diagnose) DiagnoseAPIs(ctx context.Context, req CollectRequest) (diagno
 	}
 	var f diagnose.Facts
 	for _, api := range req.Spec.APIs {
-		var sc *gophercloud.ServiceClient
-		path := ""
-		switch api {
-		case "identity":
-			sc, path = cl.Identity, "projects?limit=1"
-		case "compute":
-			sc, path = cl.Compute, "servers?limit=1"
-		case "placement":
-			sc, path = cl.Placement, "resource_providers?limit=1"
-		case "image":
-			sc, path = cl.Image, "images?limit=1"
-		case "network":
-			sc, path = cl.Network, "networks?limit=1"
-		case "block-storage":
-			sc, path = cl.BlockStorage, "volumes?limit=1"
-		case "object-store":
-			sc, path = cl.ObjectStore, "?format=json&limit=1"
-		default:
-			return f, fmt.Errorf("unknown API %q", api)
-		}
-		if sc == nil {
+		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		tm, err := cl.TimeAPI(tctx, api)
+		cancel()
+		if errors.Is(err, openstack.ErrServiceUnavailable) {
 			f.Notes = append(f.Notes, diagnose.Note{Message: fmt.Sprintf("%s is not in the service catalog: not timed", api)})
 			continue
 		}
-		url := sc.ServiceURL(path)
-		if api == "object-store" {
-			url = strings.TrimRight(sc.Endpoint, "/") + "?format=json&limit=1"
-		}
-		t := diagnose.APITiming{API: api, URL: url, Source: "GET " + api + " " + url}
-		tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		start := time.Now()
-		resp, err := sc.Get(tctx, url, nil, &gophercloud.RequestOpts{OkCodes: []int{200, 204}, KeepResponseBody: false})
-		t.Took = time.Since(start)
-		cancel()
-		if resp != nil {
-			t.Status = resp.StatusCode
-		}
+		t := diagnose.APITiming{API: api, URL: tm.URL, Status: tm.Status, Took: tm.Took, Source: "GET " + api + " " + tm.URL}
 		if err != nil {
-			var code gophercloud.ErrUnexpectedResponseCode
-			if errors.As(err, &code) {
-				t.Status = code.Actual
-			}
 			t.Error = shortText(err.Error(), 300)
 		}
 		f.APIs = append(f.APIs, t)

@@ -66,7 +66,7 @@ func (h *Hosts) lookup(name string) (InventoryHost, remote.Host, error) {
 }
 
 // run builds a catalogue command and runs it, mapping errors to Temporal's retry semantics.
-func (h *Hosts) run(ctx context.Context, host, role, name string, args map[string]string) (remote.Result, error) {
+func (h *Hosts) run(ctx context.Context, host, role, name string, args map[string]string, list ...string) (remote.Result, error) {
 	_, rh, err := h.lookup(host)
 	if err != nil {
 		return remote.Result{}, err
@@ -75,7 +75,7 @@ func (h *Hosts) run(ctx context.Context, host, role, name string, args map[strin
 		args = map[string]string{}
 	}
 	args["host"] = host
-	cmd, err := h.Catalogue.Build(name, role, args)
+	cmd, err := h.Catalogue.Build(name, role, args, list...)
 	if err != nil {
 		return remote.Result{}, RemoteError(err)
 	}

@@ -87,13 +87,15 @@ func refused(format string, args ...any) error {
 	return temporal.NewNonRetryableApplicationError(fmt.Sprintf(format, args...), ErrTypeRefused, nil)
 }
 
-// cmd builds a catalogue command (the host's first role picks role overrides) and runs it. A
-// truncated answer is an error: a parser must never read half an answer.
+// cmd runs a catalogue command through Hosts.run (validated arguments, cut output refused); the
+// host's first role picks role overrides. A heartbeat per command: a dead worker's attempt is
+// retried elsewhere within the heartbeat timeout, and a cancelled run's attempt stops at its next
+// command.
 func (d *DiskInspector) cmd(ctx context.Context, host, name string, args map[string]string, list ...string) (remote.Result, error) {
 	if d.Hosts == nil || d.Hosts.Runner == nil || d.Hosts.Catalogue == nil {
 		return remote.Result{}, temporal.NewNonRetryableApplicationError("SSH is "+errNotConfigured.Error(), ErrTypeRefused, nil)
 	}
-	inv, rh, err := d.Hosts.lookup(host)
+	inv, _, err := d.Hosts.lookup(host)
 	if err != nil {
 		return remote.Result{}, err
 	}
@@ -101,28 +103,10 @@ func (d *DiskInspector) cmd(ctx context.Context, host, name string, args map[str
 	if len(inv.Roles) > 0 {
 		role = inv.Roles[0]
 	}
-	if args == nil {
-		args = map[string]string{}
-	}
-	args["host"] = host
-	c, err := d.Hosts.Catalogue.Build(name, role, args, list...)
-	if err != nil {
-		return remote.Result{}, RemoteError(err)
-	}
-	// A heartbeat per command: a dead worker's attempt is retried elsewhere within the
-	// heartbeat timeout, and a cancelled run's attempt stops at its next command.
 	if activity.IsActivity(ctx) {
 		activity.RecordHeartbeat(ctx, name)
 	}
-	res, err := d.Hosts.Runner.Run(ctx, rh, c)
-	if err != nil {
-		return res, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
-	}
-	if res.Truncated {
-		return res, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("%s on %s: output cut at ssh.max_output_bytes; raise it or ask for less", name, host), ErrTypeRefused, nil)
-	}
-	return res, nil
+	return d.Hosts.run(ctx, host, role, name, args, list...)
 }
 
 // must runs a command that has to succeed.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/placeholder"
@@ -33,6 +34,8 @@ type Upgrade struct {
 	// defaults file DatabaseDefaultsFile (credentials never appear in a command line).
 	DatabaseHost         string
 	DatabaseDefaultsFile string
+	// Order is the default order of the services (DefaultUpgradeOrder when empty).
+	Order []string
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 }
@@ -89,6 +92,24 @@ func (u *Upgrade) exec(ctx context.Context, host, name string, args map[string]s
 	if err != nil {
 		return remote.Result{}, cmd, RemoteError(err)
 	}
+	// Heartbeat while the command runs (apt, dumps, schema syncs take a while): a worker that
+	// dies is noticed after the heartbeat timeout, not after the whole start-to-close timeout.
+	if activity.IsActivity(ctx) {
+		done := make(chan struct{})
+		defer close(done)
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					activity.RecordHeartbeat(ctx, name+" on "+host)
+				}
+			}
+		}()
+	}
 	res, err := u.Hosts.Runner.Run(ctx, rh, cmd)
 	if err != nil {
 		return res, cmd, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
@@ -122,7 +143,10 @@ func lastLines(s string, n int) string {
 // DescribeUpgrade returns every configured service with the hosts whose roles run one of its
 // processes (in the service's restart order), and where the databases are dumped.
 func (u *Upgrade) DescribeUpgrade(ctx context.Context) (UpgradeFacts, error) {
-	out := UpgradeFacts{Services: map[string]UpgradeServiceFacts{}, DatabaseHost: u.DatabaseHost}
+	out := UpgradeFacts{Services: map[string]UpgradeServiceFacts{}, DatabaseHost: u.DatabaseHost, Order: slices.Clone(u.Order)}
+	if len(out.Order) == 0 {
+		out.Order = slices.Clone(DefaultUpgradeOrder)
+	}
 	hosts := make([]string, 0, len(u.Hosts.Inventory))
 	for h := range u.Hosts.Inventory {
 		hosts = append(hosts, h)

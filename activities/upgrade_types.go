@@ -52,6 +52,8 @@ type UpgradeFacts struct {
 	Services map[string]UpgradeServiceFacts `json:"services"`
 	// DatabaseHost is where dumps and restores run.
 	DatabaseHost string `json:"database_host"`
+	// Order is the configured order of the services (upgrade.order).
+	Order []string `json:"order"`
 }
 
 // UpgradeServiceFacts is one service and its hosts (sorted by name).

@@ -1,12 +1,17 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/url"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/stackrun/stackrun/internal/infra/redact"
 )
 
 // Chat configures the chat gateway (stackrun chat serve) and where the worker posts
@@ -46,10 +51,14 @@ type ChatSlack struct {
 // ChatMattermost is the Mattermost integration: Token verifies slash commands (and signs the
 // buttons' context); notifications go to an incoming webhook.
 type ChatMattermost struct {
-	Token          string `mapstructure:"token" yaml:"token" json:"token"`
-	TokenFile      string `mapstructure:"token_file" yaml:"token_file,omitempty" json:"token_file,omitempty"`
-	WebhookURL     string `mapstructure:"webhook_url" yaml:"webhook_url" json:"webhook_url"`
-	WebhookURLFile string `mapstructure:"webhook_url_file" yaml:"webhook_url_file,omitempty" json:"webhook_url_file,omitempty"`
+	Token     string `mapstructure:"token" yaml:"token" json:"token"`
+	TokenFile string `mapstructure:"token_file" yaml:"token_file,omitempty" json:"token_file,omitempty"`
+	// SigningPublicKey is Mattermost's AsymmetricSigningPublicKey (GET
+	// /api/v4/config/client?format=old): with it the gateway verifies Mattermost's signature on
+	// the trigger ID of every command and button press, so the user a request names is proven.
+	SigningPublicKey string `mapstructure:"signing_public_key" yaml:"signing_public_key,omitempty" json:"signing_public_key,omitempty"`
+	WebhookURL       string `mapstructure:"webhook_url" yaml:"webhook_url" json:"webhook_url"`
+	WebhookURLFile   string `mapstructure:"webhook_url_file" yaml:"webhook_url_file,omitempty" json:"webhook_url_file,omitempty"`
 }
 
 // ChatUser is one person: their chat user IDs and the operator name runs record.
@@ -100,6 +109,11 @@ func (c *Config) validateChat(ps *Problems, forChat bool) {
 		}
 		if err := checkHTTPURL(u.v); err != nil {
 			ps.add(u.key, "%v", err)
+		}
+	}
+	if k := ch.Mattermost.SigningPublicKey; k != "" {
+		if err := checkMattermostKey(k); err != nil {
+			ps.add("chat.mattermost.signing_public_key", "%v", err)
 		}
 	}
 	if ch.Slack.BotToken != "" && ch.Slack.WebhookURL != "" {
@@ -175,6 +189,22 @@ func (c *Config) validateChat(ps *Problems, forChat bool) {
 	}
 }
 
+// checkMattermostKey accepts base64 of a DER (PKIX) ECDSA public key, as Mattermost publishes it.
+func checkMattermostKey(b64 string) error {
+	der, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
+	if err != nil {
+		return fmt.Errorf("not base64: %v", err)
+	}
+	k, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return fmt.Errorf("not a public key: %v", err)
+	}
+	if _, ok := k.(*ecdsa.PublicKey); !ok {
+		return fmt.Errorf("%T is not the ECDSA key Mattermost signs with", k)
+	}
+	return nil
+}
+
 // checkHTTPURL accepts absolute http(s) URLs with a host.
 func checkHTTPURL(s string) error {
 	u, err := url.Parse(s)
@@ -204,6 +234,7 @@ func (ch Chat) redacted() Chat {
 		}
 		return u.Scheme + "://" + u.Host + "/*****"
 	}
+	r.PublicURL, r.WebUIURL = redact.URL(ch.PublicURL), redact.URL(ch.WebUIURL)
 	r.Slack.SigningSecret = mask(ch.Slack.SigningSecret)
 	r.Slack.BotToken = mask(ch.Slack.BotToken)
 	r.Mattermost.Token = mask(ch.Mattermost.Token)

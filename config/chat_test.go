@@ -62,7 +62,7 @@ func TestChatDefaultsAndPurpose(t *testing.T) {
 	assert.Equal(t, config.DefaultChatListenAddress, cfg.Chat.ListenAddress)
 	require.NoError(t, cfg.Validate(), "no chat section is fine for the CLI")
 	err = cfg.ValidateFor(config.ForChat)
-	assert.Equal(t, []string{"chat.slack.signing_secret", "chat.users"}, problemKeys(t, err))
+	assert.Equal(t, []string{"chat.slack.signing_secret", "chat.users", "trust.chat_gateway.private_key_file"}, problemKeys(t, err))
 }
 
 func TestChatValidation(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/stackrun/stackrun/internal/infra/redact"
 )
 
 // Redacted returns a deep copy of the configuration safe to print (for
@@ -36,6 +38,9 @@ func (c *Config) Redacted() Config {
 	r.Policy.GateApprovers = cloneArgvMap(c.Policy.GateApprovers)
 	r.Chat = c.Chat.redacted()
 	r.Checks.ReportsDSN = RedactDSN(c.Checks.ReportsDSN)
+	// URLs may carry credentials (user:password@, a token in the query).
+	r.Checks.TicketsURL = redact.URL(c.Checks.TicketsURL)
+	r.Checks.Alertmanager.URL = redact.URL(c.Checks.Alertmanager.URL)
 	r.Checks.FailureDomains = slices.Clone(c.Checks.FailureDomains)
 	return r
 }

@@ -127,8 +127,7 @@ trust:
 	assert.NotContains(t, keys, "policy.approvers[0]", "alice has a key")
 	_ = gw
 
-	// The gateway needs its private key, and the one that matches the public key.
-	other := operators.New(t, "other")
+	// The gateway needs its private key file (chat.GatewayKey checks it matches the public key).
 	p = write(t, home, "chat.yaml", fmt.Sprintf(`
 trust:
   chat_gateway: {public_key: %q, private_key_file: %s}
@@ -136,9 +135,31 @@ chat:
   mattermost: {token: t}
   users: [{operator: alice, mattermost: u1, roles: [all]}]
   roles: {all: {gates: ["*"]}}
-`, gw.AuthorizedKey(), other.WriteKeyFile(t, home)))
+`, gw.AuthorizedKey(), home+"/no-such-key"))
 	cfg, err = config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
 	require.NoError(t, err)
 	require.NoError(t, cfg.Validate(), "the CLI does not read the gateway's private key")
 	assert.Equal(t, []string{"trust.chat_gateway.private_key_file"}, problemKeys(t, cfg.ValidateFor(config.ForChat)))
+}
+
+// `stackrun config show` prints Redacted(): URLs with credentials are masked there too.
+func TestRedactedMasksURLCredentials(t *testing.T) {
+	home := isolate(t)
+	p := write(t, home, "stackrun.yaml", `
+checks:
+  tickets_url: https://ops:hunter22@tickets.example/api/open?token=s3cr3tvalue
+  alertmanager: {url: "https://am:pw1234@alerts.example:9093"}
+chat:
+  web_ui_url: https://ui.example/?auth=uitoken99
+`)
+	cfg, err := config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
+	require.NoError(t, err)
+	r := cfg.Redacted()
+	out := fmt.Sprintf("%+v", r)
+	for _, secret := range []string{"hunter22", "s3cr3tvalue", "pw1234", "uitoken99"} {
+		assert.NotContains(t, out, secret)
+	}
+	assert.Equal(t, "https://ops:*****@tickets.example/api/open?token=*****", r.Checks.TicketsURL)
+	assert.Equal(t, "https://am:*****@alerts.example:9093", r.Checks.Alertmanager.URL)
+	assert.Contains(t, cfg.Checks.TicketsURL, "hunter22", "redaction copies")
 }

@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,6 +31,7 @@ import (
 	"github.com/stackrun/stackrun/internal/app/chat/chattest"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -56,7 +58,17 @@ chat:
   roles:
     oncall: {runbooks: [restart-service, post-reboot-check], gates: [approve-restart]}
 `
-	require.NoError(t, os.WriteFile(cfgPath, append(base, []byte(chatYAML)...), 0o600))
+	// The gateway signs with a key of its own; the worker accepts it for the chat users' operators
+	// on the gates and runbooks their roles allow (trust.chat_gateway, under the lab's trust:).
+	gw := operators.New(t, "chat")
+	gwYAML := fmt.Sprintf("trust:\n  chat_gateway:\n    public_key: %q\n    private_key_file: %s\n    vouch:\n"+
+		"      - {operators: [alice, bob], gates: [approve-restart], runbooks: [restart-service, post-reboot-check]}\n",
+		gw.AuthorizedKey(), gw.WriteKeyFile(t, dir))
+	withGateway := string(base) + gwYAML // a lab from before lab/up.sh wrote trust:
+	if regexp.MustCompile(`(?m)^trust:$`).MatchString(string(base)) {
+		withGateway = regexp.MustCompile(`(?m)^trust:\n`).ReplaceAllLiteralString(string(base), gwYAML)
+	}
+	require.NoError(t, os.WriteFile(cfgPath, append([]byte(withGateway), []byte(chatYAML)...), 0o600))
 
 	srv := devserver.Start(t)
 	startWorker(t, cfgPath, srv)
@@ -102,6 +114,8 @@ chat:
 	require.NoError(t, err)
 	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 	require.Equal(t, "slack:UBOB", rep.Decisions[0].Via)
+	require.Equal(t, gw.Fingerprint(), rep.Decisions[0].Key, "signed by the gateway's key")
+	require.Equal(t, gw.Fingerprint(), rep.Start.Key, "the start too")
 	require.Equal(t, "alice", rep.RequestedBy)
 	var acts []string
 	for _, a := range rep.Audit {

@@ -102,7 +102,7 @@ func (l *checksLab) run(cadence string) *workflows.Report {
 	defer cancel()
 	rb, err := workflows.FindRunbook("check")
 	require.NoError(l.t, err)
-	st, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, &workflows.CheckInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Cadence: cadence})
+	st, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, &workflows.CheckInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Cadence: cadence}, nil)
 	require.NoError(l.t, err)
 	var rep workflows.Report
 	require.NoError(l.t, l.srv.Client.GetWorkflow(ctx, st.WorkflowID, st.RunID).Get(ctx, &rep), "the %s check ends", cadence)

@@ -227,7 +227,7 @@ func TestInspectDiskOnLab(t *testing.T) {
 		id := l.atGate(l.input(0, "/etc/fstab", "/etc/hostname"))
 		// The requester may not approve a two-person gate.
 		ctx, cancel := l.ctx()
-		_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "alice", Via: "cli"})
+		_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "alice", Via: "cli"}, as(t, "alice"))
 		cancel()
 		require.ErrorContains(t, err, "may not approve")
 		l.approve(id, workflows.GateDataAccess, "bob")
@@ -271,21 +271,28 @@ func TestInspectDiskOnLab(t *testing.T) {
 		} {
 			ctx, cancel := l.ctx()
 			rb, _ := workflows.FindRunbook("inspect-disk")
-			_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, l.input(0, paths...))
+			_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, l.input(0, paths...), as(t, "alice"))
 			cancel()
 			require.ErrorIs(t, err, control.ErrInvalidInput, field)
 			assert.True(t, strings.Contains(err.Error(), field+" ") || strings.Contains(err.Error(), field+":"), "%s: %v", field, err)
 		}
-		// Sent to the workflow directly (as the web UI could): the run ends as invalid input
-		// before it looks at anything.
+		// Sent to the workflow directly, signed (as a client other than the CLI could): the run
+		// ends as invalid input before it looks at anything.
+		hostile := l.input(0, many...)
+		wid := "inspect-disk/hostile-" + l.id
+		st, err := control.StartStatement(wid, hostile)
+		require.NoError(t, err)
+		sig, err := as(t, "alice").Sign(st)
+		require.NoError(t, err)
 		ctx, cancel := l.ctx()
-		run, err := l.srv.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "inspect-disk/hostile-" + l.id, TaskQueue: l.cfg.Temporal.TaskQueue},
-			workflows.InspectDisk.Type, *l.input(0, many...))
+		run, err := l.srv.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: wid, TaskQueue: l.cfg.Temporal.TaskQueue,
+			Memo: map[string]any{control.MemoStartSignature: sig}}, workflows.InspectDisk.Type, *hostile)
 		cancel()
 		require.NoError(t, err)
 		rep := l.report(run.GetID(), time.Minute)
 		assert.Equal(t, workflows.StatusFailed, rep.Status)
 		assert.Contains(t, rep.Summary, "invalid input")
+		assert.Contains(t, rep.Summary, "path:")
 		assert.Empty(t, rep.Audit, "no activity ran")
 
 		// Symlinks in the image that point outside it are contained.
@@ -312,7 +319,7 @@ func TestInspectDiskOnLab(t *testing.T) {
 		since := time.Now()
 		id := l.atGate(l.input(0, "/etc/fstab"))
 		ctx, cancel := l.ctx()
-		_, err := control.Reject(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "bob", Comment: "no ticket", Via: "cli"})
+		_, err := control.Reject(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDataAccess, By: "bob", Comment: "no ticket", Via: "cli"}, as(t, "bob"))
 		cancel()
 		require.NoError(t, err)
 		rep := l.report(id, time.Minute)

@@ -218,7 +218,7 @@ func TestNovaEvacuateStalledMigrationSkip(t *testing.T) {
 }
 
 func resolve(ctx context.Context, l *novaLab, id, step, action string) (workflows.Decision, error) {
-	return control.Resolve(ctx, l.srv.Client, id, workflows.ResolveRequest{Step: step, Action: action, By: "bob", Comment: "e2e", Via: "cli"})
+	return control.Resolve(ctx, l.srv.Client, id, workflows.ResolveRequest{Step: step, Action: action, By: "bob", Comment: "e2e", Via: "cli"}, as(l.t, "bob"))
 }
 
 // Test 4: targets restricted so that the instances cannot fit: refused before any change.
@@ -277,7 +277,7 @@ func TestNovaEvacuateBadInput(t *testing.T) {
 	bad["control characters"] = in
 	for want, in := range bad {
 		ctx, cancel := l.ctx()
-		_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, in)
+		_, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, rb, in, asRequester(t, in))
 		cancel()
 		require.Error(t, err, want)
 		assert.ErrorIs(t, err, control.ErrInvalidInput)

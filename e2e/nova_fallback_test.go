@@ -105,7 +105,7 @@ func TestNovaRecoverDBRewriteFallback(t *testing.T) {
 		assert.Regexp(t, sid+`: compute2/\S+ → compute3/\S+`, g.Summary)
 	}
 	ctx, cancel := l.ctx()
-	_, err = control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDBRewrite, By: "alice", Via: "cli"})
+	_, err = control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDBRewrite, By: "alice", Via: "cli"}, as(t, "alice"))
 	cancel()
 	require.Error(t, err, "the requester may not approve the rewrite")
 	assert.Contains(t, err.Error(), "may not approve")

@@ -274,7 +274,7 @@ func (l *novaLab) start(rb string, in workflows.Input) string {
 	defer cancel()
 	r, err := workflows.FindRunbook(rb)
 	require.NoError(l.t, err)
-	started, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, r, in)
+	started, err := control.Start(ctx, l.srv.Client, l.cfg.Temporal.TaskQueue, r, in, asRequester(l.t, in))
 	require.NoError(l.t, err)
 	return started.WorkflowID
 }
@@ -311,7 +311,7 @@ func (l *novaLab) approve(id, gate, by string) {
 	l.t.Helper()
 	ctx, cancel := l.ctx()
 	defer cancel()
-	_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: gate, By: by, Comment: "e2e", Via: "cli"})
+	_, err := control.Approve(ctx, l.srv.Client, id, workflows.GateDecisionRequest{Gate: gate, By: by, Comment: "e2e", Via: "cli"}, as(l.t, by))
 	require.NoError(l.t, err)
 }
 

@@ -32,8 +32,8 @@ func TestPostRebootCheckOnLab(t *testing.T) {
 		defer cancel()
 		rb, err := workflows.FindRunbook("post-reboot-check")
 		require.NoError(t, err)
-		in := &workflows.PostRebootCheckInput{Meta: workflows.Meta{RequestedBy: "e2e"}, Host: host}
-		started, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb, in)
+		in := &workflows.PostRebootCheckInput{Meta: workflows.Meta{RequestedBy: "carol"}, Host: host}
+		started, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb, in, asRequester(t, in))
 		require.NoError(t, err)
 		rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
 		require.NoError(t, err)

@@ -49,7 +49,7 @@ func timeDistribute(t *testing.T, srv *devserver.Server, cfg *config.Config, par
 	defer cancel()
 	t0 := time.Now()
 	st, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb,
-		&workflows.SwiftRingInput{Meta: workflows.Meta{RequestedBy: "bench"}, Distribute: true, Parallelism: parallel})
+		&workflows.SwiftRingInput{Meta: workflows.Meta{RequestedBy: "alice"}, Distribute: true, Parallelism: parallel}, as(t, "alice"))
 	require.NoError(t, err)
 	rep, err := control.Report(ctx, srv.Client, st.WorkflowID, true)
 	require.NoError(t, err)
@@ -227,6 +227,7 @@ func TestRingDistributionVersusParallelScp(t *testing.T) {
 		}
 		require.NoError(t, cfg.ValidateFor(config.ForWorker))
 		srv := devserver.Start(t)
+		cfg.Trust.KeysFile = operatorKeysFile(t)
 		app, err := workerapp.New(srv.Client, cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 		require.NoError(t, err)
 		require.NoError(t, app.Worker.Start())

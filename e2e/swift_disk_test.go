@@ -166,7 +166,7 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 
 	// The requester may not approve the destructive gate alone.
 	ctxA, cancel := context.WithTimeout(ctx, 30*time.Second)
-	_, err = control.Approve(ctxA, srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDiskReplaced, By: "alice"})
+	_, err = control.Approve(ctxA, srv.Client, id, workflows.GateDecisionRequest{Gate: workflows.GateDiskReplaced, By: "alice"}, as(t, "alice"))
 	cancel()
 	require.True(t, control.IsRefused(err), "two-person rule: %v", err)
 

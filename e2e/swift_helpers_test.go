@@ -135,7 +135,7 @@ func (r runner) start(name string, in workflows.Input) (string, error) {
 	require.NoError(r.t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := control.Start(ctx, r.srv.Client, r.cfg.Temporal.TaskQueue, rb, in)
+	st, err := control.Start(ctx, r.srv.Client, r.cfg.Temporal.TaskQueue, rb, in, asRequester(r.t, in))
 	return st.WorkflowID, err
 }
 
@@ -181,7 +181,7 @@ func (r runner) approve(id, gate, by string) {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err := control.Approve(ctx, r.srv.Client, id, workflows.GateDecisionRequest{Gate: gate, By: by, Comment: "e2e", Via: "e2e"})
+	_, err := control.Approve(ctx, r.srv.Client, id, workflows.GateDecisionRequest{Gate: gate, By: by, Comment: "e2e", Via: "e2e"}, as(r.t, by))
 	require.NoError(r.t, err)
 }
 

@@ -9,6 +9,13 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib/common.sh"
 # shellcheck source=lib/state.sh
 source "$LAB_SRC/lib/state.sh"
 
+older=0
+for a in "$@"; do
+  case $a in
+    --older-packages) older=1 ;;
+    *) die "usage: $0 [--older-packages]" ;;
+  esac
+done
 T0=$(date +%s)
 elapsed() { echo "$(($(date +%s) - T0)) s"; }
 [[ $EUID -eq 0 ]] || die "run as root (mounts, loop devices, sshd)"
@@ -282,6 +289,12 @@ done
 cat "$LAB/log/check.out"
 check_ssh || ok=0
 [[ $ok -eq 1 ]] || die "the lab is not healthy (see above and $LAB/log)"
+
+if [[ $older -eq 1 ]]; then
+  say "older package builds ($(elapsed))"
+  "$LAB_SRC/bin/labpkg" older
+fi
+"$LAB_SRC/bin/labpkg" status
 
 cat <<EOT
 

@@ -42,7 +42,11 @@ func newChatServeCmd(a *app) *cobra.Command {
   GET  /healthz
 
 Every Slack request is verified with chat.slack.signing_secret (v0 HMAC-SHA256 of timestamp and
-body, 5-minute window, replays refused); every Mattermost command with chat.mattermost.token.
+body, 5-minute window, replays refused); every Mattermost command with chat.mattermost.token and
+its trigger ID (user, 5-minute window, once; Mattermost's signature with
+chat.mattermost.signing_public_key). Every start and decision the gateway makes is signed with
+trust.chat_gateway.private_key_file, naming the chat user; the worker accepts it only as far as
+trust.chat_gateway.vouch allows.
 Chat users map to operators and roles through chat.users and chat.roles; anyone else is refused.
 Commands: /stackrun <runbook> [flags] [reason], approve|reject <run> <gate>, resolve <run> <step>
 retry|skip|abort, status <run>, list [waiting|stalled|running|all]. The worker posts the gate,
@@ -71,11 +75,24 @@ chat.webhook_url). See docs/chatops.md.`,
 				return err
 			}
 			a.client = c
+			key, err := chat.GatewayKey(cfg)
+			if err != nil {
+				return err
+			}
+			triggers := &chat.TriggerVerifier{}
+			if k := cfg.Chat.Mattermost.SigningPublicKey; k != "" {
+				if triggers.PublicKey, err = chat.ParseMattermostKey(k); err != nil {
+					return fmt.Errorf("chat.mattermost.signing_public_key: %w", err)
+				}
+			} else if cfg.Chat.Mattermost.Token != "" {
+				log.Warn("chat.mattermost.signing_public_key is not set: the user a Mattermost request names is not proven by Mattermost's signature (trigger IDs still bound replays)")
+			}
 			h := &chat.Handler{
 				Service: &chat.Service{Client: c, TaskQueue: cfg.Temporal.TaskQueue, Namespace: cfg.Temporal.Namespace,
-					WebUIURL: cfg.Chat.WebUIURL, Log: log},
+					WebUIURL: cfg.Chat.WebUIURL, Log: log, Key: key},
 				Dir:             chat.NewDirectory(cfg.Chat),
 				MattermostToken: cfg.Chat.Mattermost.Token,
+				Triggers:        triggers,
 				Log:             log,
 			}
 			if cfg.Chat.Slack.SigningSecret != "" {

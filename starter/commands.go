@@ -167,9 +167,9 @@ func (a *app) printStatus(v statusView) error {
 		fmt.Fprintln(w, "\nDecisions:")
 		rows := make([][]string, len(v.Decisions))
 		for i, d := range v.Decisions {
-			rows[i] = []string{report.Time(d.At), d.Kind, d.Name, d.Outcome, d.By, d.Via, d.Comment}
+			rows[i] = []string{report.Time(d.At), d.Kind, d.Name, d.Outcome, d.By, d.Via, d.Comment, report.Signer(d)}
 		}
-		if err := report.Table(w, []string{"WHEN", "KIND", "NAME", "OUTCOME", "BY", "VIA", "COMMENT"}, rows); err != nil {
+		if err := report.Table(w, []string{"WHEN", "KIND", "NAME", "OUTCOME", "BY", "VIA", "COMMENT", "SIGNED"}, rows); err != nil {
 			return err
 		}
 	}
@@ -189,7 +189,10 @@ func (a *app) printStatus(v statusView) error {
 }
 
 func newDecideCmd(a *app, approve bool) *cobra.Command {
-	var comment string
+	var (
+		comment     string
+		printSignal bool
+	)
 	verb, past := "reject", "rejected"
 	short := "Reject an open gate: the run aborts"
 	if approve {
@@ -201,11 +204,18 @@ func newDecideCmd(a *app, approve bool) *cobra.Command {
 		Short: short,
 		Long: short + `.
 
-The workflow checks the decision at once: the gate must be open, you must be one of its
-approvers, and on a destructive (two-person) gate the requester may not approve their own run.
-A refused decision changes nothing. You are --as, or your login name.`,
+The decision is signed (ssh-agent, or --key) over the run's workflow ID and run ID, the gate, the
+outcome, you, the time and a one-time nonce. The workflow checks it at once: the signature must
+be made by one of your keys in the worker's policy and be fresh, the gate must be open, you must
+be one of its approvers, and on a destructive (two-person) gate the requester may not approve
+their own run. A refused decision changes nothing. You are --as, or your login name.
+
+--print-signal sends nothing: it prints the signed JSON to paste into the Temporal web UI
+("More Actions" > "Send a Signal", signal ` + "`" + verb + "`" + `) or to give to
+` + "`temporal workflow signal`" + `. It is valid for this run only and for trust.max_signature_age.`,
 		Example: fmt.Sprintf(`  stackrun %[1]s restart-service/compute1/nova-compute approve-restart --comment "checked the plan"
-  stackrun %[1]s restart-service/compute1/nova-compute approve-restart --as bob --output json`, verb),
+  stackrun %[1]s restart-service/compute1/nova-compute approve-restart --as bob --key ~/.ssh/id_ed25519 --output json
+  stackrun %[1]s restart-service/compute1/nova-compute approve-restart --print-signal`, verb),
 		Args: exactArgs("run-id", "gate"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			who, err := a.operator()
@@ -216,15 +226,25 @@ A refused decision changes nothing. You are --as, or your login name.`,
 			if err != nil {
 				return err
 			}
+			s, closeSigner, err := a.signer(cmd, who)
+			if err != nil {
+				return err
+			}
+			defer closeSigner()
 			ctx, cancel := a.callCtx(cmd)
 			defer cancel()
 			req := workflows.GateDecisionRequest{Gate: args[1], By: who, Comment: comment, Via: "cli"}
-			var d workflows.Decision
-			if approve {
-				d, err = control.Approve(ctx, c, args[0], req)
-			} else {
-				d, err = control.Reject(ctx, c, args[0], req)
+			if printSignal {
+				req.Via = "web-ui"
+				runID, sig, err := control.PrintSignal(ctx, c, args[0], req, approve, s)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.errOut, "Signed for run %s of %s (valid %s). In the web UI: More Actions > Send a Signal, signal name %q, input:\n",
+					runID, args[0], a.cfg.Trust.MaxSignatureAge, verb)
+				return a.printJSON(sig)
 			}
+			d, err := control.DecideGate(ctx, c, args[0], "", req, approve, s)
 			if err != nil {
 				return err
 			}
@@ -236,6 +256,7 @@ A refused decision changes nothing. You are --as, or your login name.`,
 		},
 	}
 	cmd.Flags().StringVar(&comment, "comment", "", "why (recorded with the decision)")
+	cmd.Flags().BoolVar(&printSignal, "print-signal", false, "print the signed JSON for the web UI's \"Send a Signal\" instead of sending")
 	return cmd
 }
 
@@ -263,9 +284,14 @@ steps depend on), abort ends the run as Aborted.`,
 			if err != nil {
 				return err
 			}
+			s, closeSigner, err := a.signer(cmd, who)
+			if err != nil {
+				return err
+			}
+			defer closeSigner()
 			ctx, cancel := a.callCtx(cmd)
 			defer cancel()
-			d, err := control.Resolve(ctx, c, args[0], workflows.ResolveRequest{Step: args[1], Action: args[2], By: who, Comment: comment, Via: "cli"})
+			d, err := control.Resolve(ctx, c, args[0], workflows.ResolveRequest{Step: args[1], Action: args[2], By: who, Comment: comment, Via: "cli"}, s)
 			if err != nil {
 				return err
 			}

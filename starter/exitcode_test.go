@@ -92,7 +92,7 @@ func TestExitCodes(t *testing.T) {
 
 	// run --wait that ends Aborted while it follows: 4.
 	follow := func(service string) (*exec.Cmd, *syncBuffer, *syncBuffer) {
-		args := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq}, run(service, "--wait")...)
+		args := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq}, e.withKey(run(service, "--wait"))...)
 		cmd := exec.Command(stackrunBin, args...)
 		cmd.Dir, cmd.Env = e.dir, []string{"HOME=" + e.dir, "XDG_CONFIG_HOME=" + e.dir}
 		var out, errOut syncBuffer
@@ -116,7 +116,7 @@ func TestExitCodes(t *testing.T) {
 		return 0
 	}
 	cmd, out, _ := follow("svc-gate2")
-	if _, err := control.Reject(e.ctx(), e.c, "restart-service/compute1/svc-gate2", workflows.GateDecisionRequest{Gate: testGate, By: "bob", Via: "cli"}); err != nil {
+	if _, err := control.Reject(e.ctx(), e.c, "restart-service/compute1/svc-gate2", workflows.GateDecisionRequest{Gate: testGate, By: "bob", Via: "cli"}, e.signer("bob")); err != nil {
 		t.Fatal(err)
 	}
 	if code := codeOf(cmd); code != exitAborted || !strings.Contains(out.String(), "- **Status:** Aborted") {

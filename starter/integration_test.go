@@ -29,7 +29,9 @@ import (
 	"github.com/stackrun/stackrun/config/policy"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/report"
+	"github.com/stackrun/stackrun/internal/infra/trust"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -145,13 +147,48 @@ type env struct {
 	c   client.Client
 	tq  string
 	dir string
+	// ops are the operators with keys; cli signs as the --as operator with their key file.
+	ops map[string]operators.Operator
+}
+
+// signer signs as the named operator (one without a key signs with a fresh key nobody knows).
+func (e *env) signer(name string) control.Signer {
+	o, ok := e.ops[name]
+	if !ok {
+		o = operators.New(e.t, name)
+	}
+	return control.KeySigner{Key: o.Signer}
+}
+
+// withKey adds "--key <file>" for the operator --as names: the CLI signs as them.
+func (e *env) withKey(args []string) []string {
+	for i, a := range args {
+		if a == "--as" && i+1 < len(args) {
+			if _, ok := e.ops[args[i+1]]; ok {
+				return append(append([]string(nil), args...), "--key", e.keyFile(args[i+1]))
+			}
+		}
+	}
+	return args
+}
+
+// keyFile is the private key file of an operator (made on first use).
+func (e *env) keyFile(name string) string {
+	if _, ok := e.ops[name]; !ok {
+		e.ops[name] = operators.New(e.t, name)
+	}
+	return filepath.Join(e.dir, name+"_ed25519")
 }
 
 // setup starts a dev server and a worker with the test workflows, plus what reg registers.
 func setup(t *testing.T, reg ...func(worker.Worker)) *env {
 	t.Helper()
 	srv := devserver.Start(t)
-	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir()}
+	e := &env{t: t, srv: srv, c: srv.Client, tq: "stackrun-cli-test", dir: t.TempDir(), ops: map[string]operators.Operator{}}
+	for _, name := range []string{"alice", "bob", "mallory"} {
+		e.ops[name] = operators.New(t, name)
+		e.ops[name].WriteKeyFile(t, e.dir)
+	}
 	w := worker.New(e.c, e.tq, worker.Options{})
 	for _, rb := range []workflows.Runbook{gatedRunbook, stallRunbook} {
 		w.RegisterWorkflowWithOptions(rb.Workflow, workflow.RegisterOptions{Name: rb.Type})
@@ -165,7 +202,7 @@ func setup(t *testing.T, reg ...func(worker.Worker)) *env {
 		Escalation:          workflows.EscalateThenWait,
 		EscalationRepeats:   1,
 		ActivityMaxAttempts: 3,
-	}})
+	}, Keys: func() (trust.Policy, error) { return operators.Policy(e.ops["alice"], e.ops["bob"]), nil }})
 	for _, f := range reg {
 		f(w)
 	}
@@ -185,7 +222,7 @@ func (e *env) ctx() context.Context {
 func (e *env) start(name, by string) control.Started {
 	e.t.Helper()
 	in := &GatedTestInput{Meta: workflows.Meta{RequestedBy: by, Reason: "integration test"}, Name: name}
-	s, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, in)
+	s, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, in, e.signer(by))
 	if err != nil {
 		e.t.Fatalf("start %s: %v", name, err)
 	}
@@ -237,7 +274,7 @@ type result struct {
 // cli runs the stackrun binary against the dev server, isolated from any local configuration.
 func (e *env) cli(args ...string) result {
 	e.t.Helper()
-	full := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq, "--timeout", "20s"}, args...)
+	full := append([]string{"--temporal-address", e.srv.HostPort, "--task-queue", e.tq, "--timeout", "20s"}, e.withKey(args)...)
 	cmd := exec.Command(stackrunBin, full...)
 	cmd.Dir = e.dir
 	cmd.Env = []string{"HOME=" + e.dir, "XDG_CONFIG_HOME=" + e.dir, "PATH=" + os.Getenv("PATH")}
@@ -267,7 +304,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		// Invalid input: a clear error naming the field, nothing started.
-		_, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice"}})
+		_, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice"}}, e.signer("alice"))
 		if err == nil || !strings.Contains(err.Error(), "name: required") || !errors.Is(err, control.ErrInvalidInput) {
 			t.Fatalf("invalid input: %v", err)
 		}
@@ -280,7 +317,7 @@ func TestIntegration(t *testing.T) {
 			t.Fatalf("started %+v", s)
 		}
 		// A second run on the same target is refused.
-		_, err = control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "bob"}, Name: "one"})
+		_, err = control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "bob"}, Name: "one"}, e.signer("bob"))
 		if !errors.Is(err, control.ErrAlreadyRunning) || !strings.Contains(err.Error(), "already running: gated-test/one") {
 			t.Fatalf("second start: %v", err)
 		}
@@ -299,27 +336,29 @@ func TestIntegration(t *testing.T) {
 		}
 
 		// Self-approval of the destructive gate is refused, verbatim, and changes nothing.
-		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "alice", Via: "cli"})
+		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "alice", Via: "cli"}, e.signer("alice"))
 		if !control.IsRefused(err) || err.Error() != selfApproval {
 			t.Fatalf("self-approval: %v", err)
 		}
-		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "mallory", Via: "cli"})
-		if !control.IsRefused(err) || !strings.Contains(err.Error(), "mallory may not approve gate") {
+		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "mallory", Via: "cli"}, e.signer("mallory"))
+		if !control.IsRefused(err) || !strings.Contains(err.Error(), `operator "mallory" has no key in the policy`) {
 			t.Fatalf("stranger's approval: %v", err)
 		}
-		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: "nope", By: "bob", Via: "cli"})
+		_, err = control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: "nope", By: "bob", Via: "cli"}, e.signer("bob"))
 		if !control.IsRefused(err) || !strings.Contains(err.Error(), `gate "nope" is not open: open gates are approve-plan`) {
 			t.Fatalf("unknown gate: %v", err)
 		}
 		st := e.waitGate(s.WorkflowID)
-		if st.Status != workflows.StatusWaitingApproval || len(st.Decisions) != 0 || len(st.Refused) != 0 {
+		// The two refusals about who decides are recorded; the one for a gate that is not open
+		// is answered at once by the validator (there was nothing to decide).
+		if st.Status != workflows.StatusWaitingApproval || len(st.Decisions) != 0 || len(st.Refused) != 2 || st.Refused[1].Via != "update" {
 			t.Fatalf("refused updates changed the run: %+v", st)
 		}
 		if g := st.OpenGates[0]; g.Name != testGate || !g.Destructive || g.Deadline.Before(time.Now()) {
 			t.Errorf("gate %+v", g)
 		}
 
-		d, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob", Comment: "looks right", Via: "cli"})
+		d, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob", Comment: "looks right", Via: "cli"}, e.signer("bob"))
 		if err != nil || d.Outcome != "approved" || d.By != "bob" {
 			t.Fatalf("approve as bob: %+v %v", d, err)
 		}
@@ -436,43 +475,107 @@ func TestIntegration(t *testing.T) {
 		if p := os.Getenv("STACKRUN_TEMPORAL_BIN"); p != "" {
 			temporal = p
 		}
-		signal := func(by string) {
+		signal := func(input string) {
 			t.Helper()
 			out, err := exec.Command(temporal, "workflow", "signal", "--workflow-id", s.WorkflowID, "--name", workflows.SignalApprove,
-				"--input", fmt.Sprintf(`{"gate":%q,"by":%q}`, testGate, by), "--address", e.srv.HostPort, "--namespace", "default").CombinedOutput()
+				"--input", input, "--address", e.srv.HostPort, "--namespace", "default").CombinedOutput()
 			if err != nil {
 				t.Fatalf("temporal workflow signal: %v\n%s", err, out)
 			}
 		}
-		signal("alice") // refused: recorded, ignored
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			st, err := control.Status(e.ctx(), e.c, s.WorkflowID)
-			if err == nil && len(st.Refused) == 1 {
-				if st.Status != workflows.StatusWaitingApproval || st.Refused[0].Reason != selfApproval {
-					t.Fatalf("after refused signal: %+v", st)
+		waitRefused := func(n int) workflows.Status {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				st, err := control.Status(e.ctx(), e.c, s.WorkflowID)
+				if err == nil && len(st.Refused) == n {
+					return st
 				}
-				break
+				if time.Now().After(deadline) {
+					t.Fatalf("%d refused signal(s) not recorded: %+v %v", n, st, err)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("refused signal not recorded: %+v %v", st, err)
-			}
-			time.Sleep(100 * time.Millisecond)
 		}
-		signal("bob")
+		// What the web UI sends when someone types a name: unsigned, refused on a two-person gate.
+		signal(fmt.Sprintf(`{"gate":%q,"by":"bob"}`, testGate))
+		st := waitRefused(1)
+		if st.Status != workflows.StatusWaitingApproval || !strings.Contains(st.Refused[0].Reason, "(unsigned)") || st.Refused[0].Via != "signal" {
+			t.Fatalf("after the unsigned signal: %+v", st.Refused)
+		}
+		// Signed, but by the requester on a two-person gate: refused, recorded.
+		_, self, err := control.PrintSignal(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "alice"}, true, e.signer("alice"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(self)
+		signal(string(b))
+		st = waitRefused(2)
+		if st.Refused[1].Reason != selfApproval || st.Refused[1].Key != e.ops["alice"].Fingerprint() {
+			t.Fatalf("after alice's own signal: %+v", st.Refused[1])
+		}
+		_, bob, err := control.PrintSignal(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob"}, true, e.signer("bob"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ = json.Marshal(bob)
+		signal(string(b))
 		rep, err := control.Report(e.ctx(), e.c, s.WorkflowID, true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rep.Status != workflows.StatusCompleted || len(rep.Decisions) != 1 || rep.Decisions[0].By != "bob" || rep.Decisions[0].Via != "signal" {
+		if rep.Status != workflows.StatusCompleted || len(rep.Decisions) != 1 || rep.Decisions[0].By != "bob" || rep.Decisions[0].Key != e.ops["bob"].Fingerprint() {
 			t.Fatalf("report after signal: %+v", rep)
 		}
-		if len(rep.Refused) != 1 || rep.Refused[0].By != "alice" {
-			t.Errorf("refused signal not in report: %+v", rep.Refused)
+		if len(rep.Refused) != 2 {
+			t.Errorf("refused signals not in report: %+v", rep.Refused)
 		}
 		md := report.Markdown(rep)
-		if !strings.Contains(md, "## Refused signals") || !strings.Contains(md, "| approved | bob | signal |") {
+		if !strings.Contains(md, "## Refused signals") || !strings.Contains(md, "| approved | bob | web-ui |") || !strings.Contains(md, "bob ("+e.ops["bob"].Fingerprint()+")") {
 			t.Errorf("markdown:\n%s", md)
+		}
+		if !strings.Contains(md, "signed with "+e.ops["alice"].Fingerprint()) {
+			t.Errorf("the report does not say how the start was signed:\n%s", md)
+		}
+	})
+
+	t.Run("print-signal", func(t *testing.T) {
+		e := *e
+		e.t = t
+		s := e.start("print", "alice")
+		e.waitGate(s.WorkflowID)
+		r := e.cli("approve", s.WorkflowID, testGate, "--as", "bob", "--comment", "from the UI", "--print-signal")
+		if r.code != 0 || !strings.Contains(r.stderr, "Send a Signal") {
+			t.Fatalf("print-signal: %+v", r)
+		}
+		var sig workflows.GateDecisionRequest
+		if err := json.Unmarshal([]byte(r.stdout), &sig); err != nil || sig.Signature == nil {
+			t.Fatalf("print-signal output is not a signed decision: %v\n%s", err, r.stdout)
+		}
+		// Signed for this run, this gate, bob, approve: it verifies with bob's key and no other.
+		st := control.GateStatement(s.WorkflowID, s.RunID, sig, true)
+		pol := operators.Policy(e.ops["alice"], e.ops["bob"])
+		if _, err := pol.Verify(trust.Check{Statement: st, Signature: sig.Signature, Now: time.Now()}); err != nil {
+			t.Fatalf("printed signature does not verify: %v", err)
+		}
+		other := control.GateStatement(s.WorkflowID, "another-run", sig, true)
+		if _, err := pol.Verify(trust.Check{Statement: other, Signature: sig.Signature, Now: time.Now()}); err == nil {
+			t.Fatal("the printed signature verifies for another run")
+		}
+		// Printing decides nothing.
+		if st, err := control.Status(e.ctx(), e.c, s.WorkflowID); err != nil || len(st.Decisions) != 0 || len(st.OpenGates) != 1 {
+			t.Fatalf("print-signal changed the run: %+v %v", st, err)
+		}
+		// The printed JSON is a valid signal input (what the web UI sends).
+		temporal := filepath.Join(devserver.RepoRoot(t), "bin", "temporal")
+		out, err := exec.Command(temporal, "workflow", "signal", "--workflow-id", s.WorkflowID, "--name", workflows.SignalApprove,
+			"--input", r.stdout, "--address", e.srv.HostPort, "--namespace", "default").CombinedOutput()
+		if err != nil {
+			t.Fatalf("temporal workflow signal: %v\n%s", err, out)
+		}
+		rep, err := control.Report(e.ctx(), e.c, s.WorkflowID, true)
+		if err != nil || rep.Status != workflows.StatusCompleted || rep.Decisions[0].By != "bob" || rep.Decisions[0].Via != "web-ui" {
+			t.Fatalf("after the pasted signal: %+v %v", rep, err)
 		}
 	})
 
@@ -500,7 +603,7 @@ func TestIntegration(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if _, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob"}); err != nil {
+		if _, err := control.Approve(e.ctx(), e.c, s.WorkflowID, workflows.GateDecisionRequest{Gate: testGate, By: "bob"}, e.signer("bob")); err != nil {
 			t.Fatal(err)
 		}
 		r := <-done
@@ -518,7 +621,7 @@ func TestIntegration(t *testing.T) {
 	t.Run("resolve", func(t *testing.T) {
 		e := *e
 		e.t = t
-		s, err := control.Start(e.ctx(), e.c, e.tq, stallRunbook, &StallTestInput{GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice"}, Name: "five"}})
+		s, err := control.Start(e.ctx(), e.c, e.tq, stallRunbook, &StallTestInput{GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice"}, Name: "five"}}, e.signer("alice"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -562,7 +665,7 @@ func TestIntegration(t *testing.T) {
 		e := *e
 		e.t = t
 		real := e.start("six", "alice") // open at its gate: a dry run must not be blocked by it
-		dry, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice", DryRun: true}, Name: "six"})
+		dry, err := control.Start(e.ctx(), e.c, e.tq, gatedRunbook, &GatedTestInput{Meta: workflows.Meta{RequestedBy: "alice", DryRun: true}, Name: "six"}, e.signer("alice"))
 		if err != nil || !strings.HasPrefix(dry.WorkflowID, "gated-test/six/dry-run-") {
 			t.Fatalf("dry run: %+v %v", dry, err)
 		}
@@ -588,7 +691,7 @@ func TestIntegration(t *testing.T) {
 			t.Fatalf("run: %v %+v", err, r)
 		}
 		t.Cleanup(func() { _ = e.c.TerminateWorkflow(context.Background(), started.WorkflowID, "", "test cleanup") })
-		r = e.cli("run", "restart-service", "--host", "compute1", "--service", "nova-compute")
+		r = e.cli("run", "restart-service", "--host", "compute1", "--service", "nova-compute", "--as", "bob")
 		if r.code != 1 || !strings.Contains(r.stderr, "already running: restart-service/compute1/nova-compute") {
 			t.Errorf("second run: %+v", r)
 		}

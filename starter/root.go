@@ -20,6 +20,7 @@ import (
 type app struct {
 	out, errOut io.Writer
 	as          string
+	keyFile     string
 	output      string
 	timeout     time.Duration
 
@@ -71,7 +72,8 @@ Configuration comes from --config, $STACKRUN_CONFIG, ./stackrun.yaml or
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return &usageError{err} })
 	pf := root.PersistentFlags()
 	config.BindFlags(pf)
-	pf.StringVar(&a.as, "as", "", "operator name recorded on runs and decisions (default: your login name)")
+	pf.StringVar(&a.as, "as", "", "operator name recorded on runs and decisions (default: your login name); you sign as them")
+	pf.StringVar(&a.keyFile, "key", "", "private key (OpenSSH ed25519) to sign starts and decisions with (default: trust.signing_key_file, else ssh-agent)")
 	pf.StringVarP(&a.output, "output", "o", outputTable, "output format: table or json")
 	pf.DurationVar(&a.timeout, "timeout", 60*time.Second, "how long to wait for Temporal and the worker to answer (not for --wait)")
 

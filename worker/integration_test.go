@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 	"github.com/stackrun/stackrun/workflows"
 )
@@ -33,6 +34,8 @@ type rig struct {
 	temporal string
 	address  string
 	worker   *exec.Cmd
+	// team are the operators with keys (trust.operators); cli signs as the --as operator.
+	team *operators.Team
 }
 
 func buildBinaries(t *testing.T, dir string) {
@@ -50,7 +53,8 @@ func newRig(t *testing.T) *rig {
 	host := sshd.Start(t, sshd.WithLoopback("127.0.0.31"))
 	dir := t.TempDir()
 	r := &rig{t: t, dir: dir, state: filepath.Join(dir, "state"), bin: filepath.Join(dir, "bin"),
-		temporal: filepath.Join(devserver.RepoRoot(t), "bin", "temporal"), address: srv.HostPort}
+		temporal: filepath.Join(devserver.RepoRoot(t), "bin", "temporal"), address: srv.HostPort,
+		team: operators.NewTeam(t, dir, "alice", "bob", "carol")}
 	require.NoError(t, os.MkdirAll(r.state, 0o755))
 	require.NoError(t, os.MkdirAll(r.bin, 0o755))
 	buildBinaries(t, r.bin)
@@ -90,7 +94,8 @@ policy:
   activity_max_attempts: 2
 worker:
   audit_log: %[9]s/audit.log
-`, srv.HostPort, host.User, host.UserKeyFile, host.KnownHostsFile, host.IP, host.Port, r.state, ctl, dir)
+trust:
+%[10]s`, srv.HostPort, host.User, host.UserKeyFile, host.KnownHostsFile, host.IP, host.Port, r.state, ctl, dir, r.team.OperatorsYAML())
 	r.config = filepath.Join(dir, "stackrun.yaml")
 	require.NoError(t, os.WriteFile(r.config, []byte(cfg), 0o644))
 	r.startWorker()
@@ -118,7 +123,7 @@ func (r *rig) killWorker(sig syscall.Signal) {
 
 // cli runs the stackrun CLI against the rig and returns stdout, stderr and the exit code.
 func (r *rig) cli(args ...string) (string, string, int) {
-	cmd := exec.Command(filepath.Join(r.bin, "stackrun"), append([]string{"--config", r.config}, args...)...)
+	cmd := exec.Command(filepath.Join(r.bin, "stackrun"), append([]string{"--config", r.config}, r.team.WithKey(args)...)...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -238,12 +243,21 @@ func TestIntegration(t *testing.T) {
 		id := "restart-service/node1/svc-c"
 		r.mustCLI("run", "restart-service", "--host", "node1", "--service", "svc-c", "--as", "alice")
 		r.waitFor(id, "WaitingApproval", waiting)
+		// A name typed into the signal's input proves nothing: refused, recorded.
 		out, err := exec.Command(r.temporal, "workflow", "signal", "--address", r.address, "--workflow-id", id,
 			"--name", workflows.SignalApprove, "--input", `{"gate":"approve-restart","by":"bob","via":"temporal-cli"}`).CombinedOutput()
 		require.NoError(t, err, string(out))
+		st := r.waitFor(id, "the unsigned signal refused", func(s workflows.Status) bool { return len(s.Refused) == 1 })
+		require.Contains(t, st.Refused[0].Reason, "(unsigned)")
+		// The signed JSON of --print-signal, as pasted into the web UI.
+		signed := r.mustCLI("approve", id, workflows.GateApproveRestart, "--as", "bob", "--print-signal")
+		out, err = exec.Command(r.temporal, "workflow", "signal", "--address", r.address, "--workflow-id", id,
+			"--name", workflows.SignalApprove, "--input", signed).CombinedOutput()
+		require.NoError(t, err, string(out))
 		rep := r.report(id)
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
-		require.Equal(t, "temporal-cli", rep.Decisions[0].Via)
+		require.Equal(t, "web-ui", rep.Decisions[0].Via)
+		require.Equal(t, r.team.Ops["bob"].Fingerprint(), rep.Decisions[0].Key)
 	})
 
 	t.Run("stalled step resolved with retry", func(t *testing.T) {

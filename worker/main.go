@@ -17,6 +17,7 @@ import (
 
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/app/runmetrics"
 	"github.com/stackrun/stackrun/internal/app/workerapp"
 )
 
@@ -78,7 +79,8 @@ Flags:
 
 	if cfg.Worker.MetricsAddress != "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", app.Audit)
+		mux.Handle("/metrics", runmetrics.New(runmetrics.Options{Client: c, TaskQueue: cfg.Temporal.TaskQueue,
+			Audit: app.Audit, Pool: app.Pool.Stats}))
 		srv := &http.Server{Addr: cfg.Worker.MetricsAddress, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -24,12 +24,13 @@ var Cadences = []string{"hourly", "daily", "weekly", "monthly", "quarterly", "ha
 // fails only when its report cannot be recorded after the activity's retries, so that the
 // schedule pauses on repeated failure.
 var Check = Define(Def[CheckInput, checkPlan]{
-	Name:  "check",
-	Short: "Run one recurring check now (--cadence hourly|daily|weekly|monthly|quarterly|half-yearly): probes, findings, report",
-	Steps: []string{"plan"},
-	Key:   func(in *CheckInput) string { return in.Cadence },
-	Plan:  planCheck,
-	Act:   check,
+	Name:     "check",
+	Short:    "Run one recurring check now (--cadence hourly|daily|weekly|monthly|quarterly|half-yearly): probes, findings, report",
+	ReadOnly: true,
+	Steps:    []string{"plan"},
+	Key:      func(in *CheckInput) string { return in.Cadence },
+	Plan:     planCheck,
+	Act:      check,
 })
 
 // CheckInput is the input of Check: which cadence to run now.
@@ -174,7 +175,7 @@ func planCheck(r *Run, in *CheckInput, p *checkPlan) (Approval, error) {
 		}
 	}
 	if in.Cadence == "half-yearly" {
-		lines = append(lines, "staged upgrade: start it if the runbook exists, else a reminder")
+		lines = append(lines, "staged upgrade: start staged-upgrade --to-candidate; it waits at its first gate with its plan, so nothing changes until people approve")
 	}
 	lines = append(lines, "record the report (new since last time, trends) and post it to chat")
 	lines = append(lines, p.Notes...)
@@ -191,13 +192,7 @@ func check(r *Run, in *CheckInput, p *checkPlan) (string, error) {
 	findings, runs, metrics := r.runProbes(p.CheckPlan, in.Cadence, since, p.at)
 
 	if in.Cadence == "half-yearly" {
-		// There is no staged-upgrade runbook yet (RUNBOOKS.md §6 is not built): remind, honestly.
-		_ = r.Do("staged-upgrade", StepOptions{ReadOnly: true}, func(workflow.Context) error {
-			findings = append(findings, checks.Finding{Severity: activities.SeverityWarning, Probe: "staged-upgrade", Subject: "upgrade/staged",
-				Message: "reminder: plan and start the half-yearly staged upgrade (RUNBOOKS.md §6: one service at a time, all gates apply) and clean up after it; this Stackrun has no staged-upgrade runbook yet, so nothing was started"})
-			r.step("staged-upgrade").Detail = "reminder (no staged-upgrade runbook)"
-			return nil
-		})
+		findings = append(findings, r.startStagedUpgrade(in))
 	}
 
 	rep := checks.Report{Cadence: in.Cadence, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID,

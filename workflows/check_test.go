@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/internal/infra/checks"
@@ -80,7 +81,7 @@ func TestCheckFailingProbeIsAFindingAndParallelismIsBounded(t *testing.T) {
 	})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "daily"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "daily"})
 	require.True(t, f.env.IsWorkflowCompleted())
 	require.NoError(t, f.env.GetWorkflowError())
 	var rep wf.Report
@@ -124,7 +125,7 @@ func TestCheckProbeTimeoutIsAFinding(t *testing.T) {
 	f.env.OnActivity(chk.TicketsProbe, mock.Anything, mock.Anything).Return(activities.ProbeResult{Summary: "no tickets source configured"}, nil)
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "hourly"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "alice"}, Cadence: "hourly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
 	assert.Equal(t, checks.Critical, recorded.Findings[0].Severity, "blind to alerts is critical")
@@ -139,21 +140,30 @@ func TestCheckRecordFailureFailsTheRun(t *testing.T) {
 		attempts.Add(1)
 		return activities.RecordResult{}, errors.New("dial tcp 127.0.0.10:3306: connection refused")
 	})
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "quarterly"})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "quarterly"})
 	err := f.env.GetWorkflowError()
 	require.Error(t, err, "a check whose report cannot be recorded fails, so that its schedule pauses")
 	assert.Contains(t, err.Error(), "report not recorded")
 	assert.Equal(t, int32(basePolicy().ActivityMaxAttempts), attempts.Load(), "recording is retried first")
 }
 
-func TestCheckHalfYearlyIsAnHonestReminder(t *testing.T) {
+func TestCheckHalfYearlyStartsStagedUpgrade(t *testing.T) {
 	f := checkFixture(t, activities.CheckPlan{Parallelism: 1})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
-	f.env.ExecuteWorkflow(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
+	var started *wf.StagedUpgradeInput
+	f.env.OnWorkflow(wf.StagedUpgrade.Type, mock.Anything, mock.Anything).Return(func(_ workflow.Context, in wf.StagedUpgradeInput) (*wf.Report, error) {
+		started = &in
+		return &wf.Report{Status: wf.StatusCompleted}, nil
+	})
+	f.run(wf.Check.Type, wf.CheckInput{Meta: wf.Meta{RequestedBy: "schedule"}, Cadence: "half-yearly"})
 	require.NoError(t, f.env.GetWorkflowError())
 	require.Len(t, recorded.Findings, 1)
-	assert.Contains(t, recorded.Findings[0].Message, "no staged-upgrade runbook yet, so nothing was started")
+	assert.Contains(t, recorded.Findings[0].Message, "half-yearly staged upgrade started: staged-upgrade/cloud")
+	assert.Contains(t, recorded.Findings[0].Message, "waits at gate release-notes-read")
+	require.NotNil(t, started, "the staged upgrade was started")
+	assert.True(t, started.ToCandidate)
+	assert.Equal(t, "schedule", started.RequestedBy)
 }
 
 func TestCheckInputValidation(t *testing.T) {

@@ -46,6 +46,9 @@ type Def[In, P any] struct {
 	// Formerly lists workflow types the runbook had before, registered too, so that runs started
 	// under an old name still find their code.
 	Formerly []string
+	// ReadOnly says the runbook changes nothing in the world (its Act only reads): a run may
+	// then start without a signature, as a Temporal Schedule starts it (trust.go).
+	ReadOnly bool
 }
 
 // Approval is what a plan asks a person to approve before Act.
@@ -87,6 +90,8 @@ type Runbook struct {
 	Steps []string
 	// Formerly lists the workflow types the runbook had before.
 	Formerly []string
+	// ReadOnly: the runbook changes nothing (Def.ReadOnly); it may start unsigned.
+	ReadOnly bool
 
 	key, target func(Input) string
 }
@@ -139,7 +144,7 @@ func (d Def[In, P]) Build() Runbook {
 		steps = d.StepsFor(in)
 	}
 	return Runbook{
-		Name: d.Name, Type: typ, Short: d.Short, Steps: steps, Formerly: d.Formerly,
+		Name: d.Name, Type: typ, Short: d.Short, Steps: steps, Formerly: d.Formerly, ReadOnly: d.ReadOnly,
 		Workflow: func(ctx workflow.Context, in In) (*Report, error) { return dd.run(ctx, &in) },
 		NewInput: func() Input {
 			in := new(In)
@@ -169,6 +174,7 @@ func (d *Def[In, P]) run(ctx workflow.Context, in *In) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.readOnly = d.ReadOnly
 	summary, err := d.execute(r, in, input)
 	r.runExitHooks()
 	rep, _ := r.finish(err, summary)
@@ -182,6 +188,10 @@ func (d *Def[In, P]) run(ctx workflow.Context, in *In) (*Report, error) {
 func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
 	if err := input.Validate(); err != nil {
 		return "invalid input", err
+	}
+	// Who started it is proven before anything is read or done (trust.go).
+	if err := r.verifyStart(*in); err != nil {
+		return "start refused", err
 	}
 	p := new(P)
 	base := len(r.findings)

@@ -23,12 +23,13 @@ var diag *activities.Diagnose
 // naming the command or API call that produced it. It changes nothing: every activity it can
 // call is one of Diagnose's, which hold only the catalogue's read-only view.
 var Diagnose = Define(Def[DiagnoseInput, diagnosePlan]{
-	Name:  "diagnose",
-	Short: "Triage a symptom read-only, macro first: blast radius, then suspected component and node with the evidence (--symptom, --subject, --since)",
-	Steps: []string{"plan", "collect", "analyze"},
-	Key:   func(in *DiagnoseInput) string { return in.Symptom + "/" + in.Subject },
-	Plan:  planDiagnose,
-	Act:   runDiagnose,
+	Name:     "diagnose",
+	Short:    "Triage a symptom read-only, macro first: blast radius, then suspected component and node with the evidence (--symptom, --subject, --since)",
+	ReadOnly: true,
+	Steps:    []string{"plan", "collect", "analyze"},
+	Key:      func(in *DiagnoseInput) string { return in.Symptom + "/" + in.Subject },
+	Plan:     planDiagnose,
+	Act:      runDiagnose,
 })
 
 // DiagnoseInput is the input of Diagnose.

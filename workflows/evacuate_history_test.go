@@ -15,6 +15,7 @@ import (
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/internal/app/control"
+	"github.com/stackrun/stackrun/internal/infra/trust"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	wf "github.com/stackrun/stackrun/workflows"
 )
@@ -28,7 +29,8 @@ func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 	wf.Register(w)
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateApprovePlan}
-	w.RegisterActivity(&activities.Machine{Policy: p, Log: nil})
+	keys := testKeys()
+	w.RegisterActivity(&activities.Machine{Policy: p, Log: nil, Keys: func() (trust.Policy, error) { return keys, nil }})
 	w.RegisterActivity(&activities.Lease{Client: srv.Client, TaskQueue: tq})
 	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
 	insts := sampleInstances(n)
@@ -75,7 +77,7 @@ func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 	in.Parallel = parallel
 	rb, err := wf.FindRunbook("evacuate")
 	require.NoError(t, err)
-	started, err := control.Start(ctx, srv.Client, tq, rb, &in)
+	started, err := control.Start(ctx, srv.Client, tq, rb, &in, control.KeySigner{Key: testOps[in.RequestedBy].Signer})
 	require.NoError(t, err)
 	for {
 		st, err := control.Status(ctx, srv.Client, started.WorkflowID)
@@ -85,7 +87,7 @@ func historyEventsForHost(t *testing.T, n, parallel int) (int, *wf.Report) {
 		require.NoError(t, ctx.Err())
 		time.Sleep(100 * time.Millisecond)
 	}
-	_, err = control.Approve(ctx, srv.Client, started.WorkflowID, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob"})
+	_, err = control.Approve(ctx, srv.Client, started.WorkflowID, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob"}, control.KeySigner{Key: testOps["bob"].Signer})
 	require.NoError(t, err)
 	rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
 	require.NoError(t, err)

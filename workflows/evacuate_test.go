@@ -68,7 +68,7 @@ func TestEvacuationMovesActiveAndShutoffLeavesError(t *testing.T) {
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "alice"}, "may not approve the destructive gate")
 	}, time.Minute)
 	f.approveAt(wf.GateApprovePlan, 2*time.Minute)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Empty(t, rep.LeftState)
@@ -106,7 +106,7 @@ func TestEvacuationBoundsMigrationsInFlight(t *testing.T) {
 	f.approveAt(wf.GateApprovePlan, time.Minute)
 	in := evacInput()
 	in.Parallel = 4
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.LessOrEqual(t, f.maxFlight, 4)
@@ -121,7 +121,7 @@ func TestEvacuationCapacityRefusedBeforeAnyChange(t *testing.T) {
 	f := newEvacFixture(t, insts, []activities.HostCapacity{{Host: "compute2", FreeVCPUs: 100, FreeRAMMB: 700000, FreeDiskGB: 100}})
 	in := evacInput()
 	in.Targets = []string{"compute2"}
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "not enough capacity")
@@ -143,7 +143,7 @@ func TestEvacuationStalledMoveSkipped(t *testing.T) {
 		assert.Contains(t, st.Stalled[0].Error, "failed")
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "migrate/id-001", Action: wf.ResolveSkip, By: "bob"}, "")
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Contains(t, rep.Summary, "2 instance(s) moved, 1 left")
@@ -166,7 +166,7 @@ func TestEvacuationAbortSaysWhatItLeft(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "migrate/id-000", Action: wf.ResolveAbort, By: "bob"}, "")
 	}, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	assert.Contains(t, rep.LeftState, "DISABLED")
@@ -178,7 +178,7 @@ func TestEvacuationDryRunChangesNothing(t *testing.T) {
 	f := newEvacFixture(t, sampleInstances(3), bigCaps)
 	in := evacInput()
 	in.DryRun = true
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	assert.Len(t, rep.Plan, 2+3+2)
@@ -202,7 +202,7 @@ func TestEvacuationMaintenanceGateAndMigrateBack(t *testing.T) {
 	}, 2*time.Hour)
 	in := evacInput()
 	in.MaintenanceGate, in.MigrateBack = true, true
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	joined := strings.Join(f.calls, " ")
@@ -233,7 +233,7 @@ func TestEvacuateStalePlanAsksAgain(t *testing.T) {
 		}
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob", Comment: "still fine"}, "")
 	}, 2*time.Hour+10*time.Minute)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	f.mu.Lock()
@@ -260,7 +260,7 @@ func TestEvacuateStalePlanAsksAgain(t *testing.T) {
 func TestEvacuateOldPlanWithoutDriftGoesOn(t *testing.T) {
 	f := newEvacFixture(t, sampleInstances(2), bigCaps)
 	f.approveAt(wf.GateApprovePlan, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, 1, countOf(f.notified, "gate-opened:"+wf.GateApprovePlan))
@@ -274,7 +274,7 @@ func TestEvacuateParallelDefaultsToPolicy(t *testing.T) {
 	f.approveAt(wf.GateApprovePlan, time.Minute)
 	in := evacInput()
 	in.Parallel = 0
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Equal(t, 2, basePolicy().DefaultParallelism)

@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"os"
 	"sync"
@@ -11,12 +12,15 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config/policy"
+	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
@@ -26,6 +30,32 @@ var (
 	lease *activities.Lease
 	cloud *activities.Cloud
 )
+
+// The operators of the unit tests and their keys: the key policy every fixture loads.
+var testOps = map[string]operators.Operator{}
+
+func init() {
+	for _, n := range []string{"alice", "bob", "carol", "dave", "erin", "mallory"} {
+		testOps[n] = operators.Must(n)
+	}
+}
+
+func testKeys() trust.Policy {
+	var ops []operators.Operator
+	for _, n := range []string{"alice", "bob", "carol", "dave", "erin"} {
+		ops = append(ops, testOps[n])
+	}
+	return operators.Policy(ops...)
+}
+
+// The test environment's run: what signatures must name.
+const (
+	testWorkflowID = "default-test-workflow-id"
+	testRunID      = "default-test-run-id"
+)
+
+// unsigned wraps a request the fixture must send as is (no signature added).
+type unsigned struct{ req any }
 
 // fixture is a test environment with the machinery's activities mocked and every search
 // attribute upsert recorded.
@@ -39,6 +69,71 @@ type fixture struct {
 	notified []string
 	sent     int
 	answered int
+	// keys is what LoadKeys answers (a test may revoke a key mid-run).
+	keys trust.Policy
+	// granted are the lease grants the mocked lease workflow gave.
+	granted map[activities.LeaseHolder]bool
+}
+
+// run starts the workflow as the operator named in its input would: signed with their key at the
+// test environment's clock (a "schedule" requester is started as a Schedule starts it).
+func (f *fixture) run(workflowType string, in any) {
+	f.t.Helper()
+	opts := f.startOptions(in)
+	f.env.SetStartWorkflowOptions(opts)
+	if opts.Memo != nil {
+		require.NoError(f.t, f.env.SetMemoOnStart(opts.Memo))
+	}
+	if opts.TypedSearchAttributes.Size() > 0 {
+		require.NoError(f.t, f.env.SetTypedSearchAttributesOnStart(opts.TypedSearchAttributes))
+	}
+	f.env.ExecuteWorkflow(workflowType, in)
+}
+
+func (f *fixture) startOptions(in any) client.StartWorkflowOptions {
+	f.t.Helper()
+	b, err := json.Marshal(in)
+	require.NoError(f.t, err)
+	var m struct {
+		RequestedBy string `json:"requested_by"`
+	}
+	require.NoError(f.t, json.Unmarshal(b, &m))
+	opts := client.StartWorkflowOptions{}
+	if o, ok := testOps[m.RequestedBy]; ok {
+		st := trust.Statement{Kind: trust.KindStart, WorkflowID: testWorkflowID, InputDigest: trust.Digest(b), Operator: m.RequestedBy}
+		opts.Memo = map[string]any{trust.MemoStartSignature: o.SignAt(f.t, st, f.env.Now())}
+	} else if m.RequestedBy == "schedule" {
+		opts.TypedSearchAttributes = temporal.NewSearchAttributes(temporal.NewSearchAttributeKeyKeyword("TemporalScheduledById").ValueSet("stackrun-daily"))
+	}
+	return opts
+}
+
+// sign signs a decision request as its By operator, now (test clock), for the test run.
+func (f *fixture) sign(name string, arg any) any {
+	switch req := arg.(type) {
+	case unsigned:
+		return req.req
+	case wf.GateDecisionRequest:
+		if o, ok := testOps[req.By]; ok && req.Signature == nil {
+			st := trust.Statement{Kind: trust.KindGate, WorkflowID: testWorkflowID, RunID: testRunID, Name: req.Gate,
+				Outcome: map[bool]string{true: "approve", false: "reject"}[name == wf.UpdateApprove], Operator: req.By, Comment: req.Comment}
+			req.Signature = o.SignAt(f.t, st, f.env.Now())
+		}
+		return req
+	case wf.ResolveRequest:
+		if o, ok := testOps[req.By]; ok && req.Signature == nil {
+			st := trust.Statement{Kind: trust.KindResolve, WorkflowID: testWorkflowID, RunID: testRunID, Name: req.Step,
+				Outcome: req.Action, Operator: req.By, Comment: req.Comment}
+			req.Signature = o.SignAt(f.t, st, f.env.Now())
+		}
+		return req
+	}
+	return arg
+}
+
+// signal sends a decision signal, signed like an update (wrap it in unsigned{} to send it as is).
+func (f *fixture) signal(name string, arg any) {
+	f.env.SignalWorkflow(name, f.sign(name, arg))
 }
 
 func quietLogger() tlog.Logger {
@@ -74,6 +169,12 @@ func newFixtureWith(t *testing.T, p policy.Policy, setup func(env *testsuite.Tes
 	f.env.RegisterActivity(lease)
 	f.env.RegisterActivity(cloud)
 	f.env.OnActivity(mach.LoadPolicy, mock.Anything).Return(p, nil)
+	f.keys = testKeys()
+	f.env.OnActivity(mach.LoadKeys, mock.Anything).Return(func(context.Context) (trust.Policy, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.keys, nil
+	})
 	f.env.OnActivity(mach.Notify, mock.Anything, mock.Anything).Return(func(_ context.Context, n activities.Notification) error {
 		f.mu.Lock()
 		f.notified = append(f.notified, n.Kind+":"+n.Name)
@@ -94,15 +195,37 @@ func newFixtureWith(t *testing.T, p policy.Policy, setup func(env *testsuite.Tes
 	return f
 }
 
-// grantLeases answers every lease request with a grant, as the lease workflow would.
+// grantLeases answers every lease request with a grant, as the lease workflow would, and the
+// runs' checks of their grants (Holds) with what it granted.
 func (f *fixture) grantLeases() {
 	f.env.OnActivity(lease.RequestLease, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.LeaseRequest) error {
+		f.grant(req)
 		f.env.RegisterDelayedCallback(func() {
-			f.env.SignalWorkflow(wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, Host: req.Host})
+			f.env.SignalWorkflow(wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host})
 		}, time.Second)
 		return nil
 	})
 	f.env.OnActivity(lease.ReleaseLease, mock.Anything, mock.Anything).Return(nil)
+	f.answerHolds()
+}
+
+// grant records a grant of the (mocked) lease workflow.
+func (f *fixture) grant(req activities.LeaseRequest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.granted == nil {
+		f.granted = map[activities.LeaseHolder]bool{}
+	}
+	f.granted[activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host}] = true
+}
+
+// answerHolds answers Holds with the grants recorded.
+func (f *fixture) answerHolds() {
+	f.env.OnActivity(lease.Holds, mock.Anything, mock.Anything).Return(func(_ context.Context, c activities.LeaseCheck) (bool, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.granted[c.Holder], nil
+	})
 }
 
 func (f *fixture) status() wf.Status {
@@ -134,7 +257,7 @@ func (f *fixture) update(name string, arg any, wantErr string) {
 		OnAccept:   func() {},
 		OnReject:   check,
 		OnComplete: func(_ interface{}, err error) { check(err) },
-	}, arg)
+	}, f.sign(name, arg))
 }
 
 func (f *fixture) report() *wf.Report {
@@ -157,7 +280,7 @@ func approveAfter(f *fixture, d time.Duration) {
 
 func (f *fixture) approveAt(gate, by string, after time.Duration) {
 	f.env.RegisterDelayedCallback(func() {
-		f.env.UpdateWorkflow(wf.UpdateApprove, "", &updateCB{t: f.t}, wf.GateDecisionRequest{Gate: gate, By: by})
+		f.env.UpdateWorkflow(wf.UpdateApprove, "", &updateCB{t: f.t}, f.sign(wf.UpdateApprove, wf.GateDecisionRequest{Gate: gate, By: by}))
 	}, after)
 }
 
@@ -167,7 +290,11 @@ func (u *updateCB) Accept() {}
 
 func (u *updateCB) Reject(err error) { u.t.Errorf("update rejected: %v", err) }
 
-func (u *updateCB) Complete(any, error) {}
+func (u *updateCB) Complete(_ any, err error) {
+	if err != nil {
+		u.t.Errorf("update refused: %v", err)
+	}
+}
 
 func (f *fixture) result() *wf.Report {
 	f.t.Helper()
@@ -187,13 +314,18 @@ func stepDetail(rep *wf.Report, name string) string {
 	return "<no step " + name + ">"
 }
 
+// refusedCB expects a refusal: by the validator, or by the handler (which records it).
 type refusedCB struct{ t *testing.T }
 
-func (u *refusedCB) Accept() { u.t.Error("the requester's approval of a two-person gate was accepted") }
+func (u *refusedCB) Accept() {}
 
 func (u *refusedCB) Reject(err error) {}
 
-func (u *refusedCB) Complete(any, error) {}
+func (u *refusedCB) Complete(_ any, err error) {
+	if err == nil {
+		u.t.Error("the requester's approval of a two-person gate was accepted")
+	}
+}
 
 func filter(in []string, drop string) []string {
 	var out []string

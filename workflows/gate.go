@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/internal/infra/trust"
 )
 
 type gate struct {
@@ -27,6 +29,10 @@ func (r *Run) registerHandlers() error {
 	if err := workflow.SetQueryHandler(r.ctx, QueryStatus, func() (Status, error) { return r.Status(), nil }); err != nil {
 		return err
 	}
+	// Updates (the CLI, the chat gateway) and signals (the web UI, temporal workflow signal) of
+	// the same names go through one check, in the handler (trust.go): what the validator cannot
+	// record, the handler does. The validator only answers at once when there is nothing to
+	// decide (the gate is not open, the step not stalled).
 	for _, approve := range []bool{true, false} {
 		approve := approve
 		name := UpdateReject
@@ -35,10 +41,20 @@ func (r *Run) registerHandlers() error {
 		}
 		err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
 			func(ctx workflow.Context, req GateDecisionRequest) (Decision, error) {
-				return r.decideGate(req, approve, "update"), nil
+				unlock := r.lockDecisions(ctx)
+				defer unlock()
+				v, err := r.checkGate(ctx, req, approve)
+				if err != nil {
+					r.refuse(name, req.Gate, req.By, "update", req.Signature, err)
+					return Decision{}, refusedError(err)
+				}
+				return r.decideGate(req, approve, "update", v), nil
 			},
 			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req GateDecisionRequest) error {
-				return r.validateGate(req, approve)
+				if !ValidOperator(req.By) {
+					return fmt.Errorf("approver %q is not a valid operator name", req.By)
+				}
+				return r.gateOpen(req)
 			}})
 		if err != nil {
 			return err
@@ -46,17 +62,27 @@ func (r *Run) registerHandlers() error {
 	}
 	err := workflow.SetUpdateHandlerWithOptions(r.ctx, UpdateResolve,
 		func(ctx workflow.Context, req ResolveRequest) (Decision, error) {
-			return r.decideStall(req, "update"), nil
+			unlock := r.lockDecisions(ctx)
+			defer unlock()
+			v, err := r.checkResolve(ctx, req)
+			if err != nil {
+				r.refuse(UpdateResolve, req.Step, req.By, "update", req.Signature, err)
+				return Decision{}, refusedError(err)
+			}
+			return r.decideStall(req, "update", v), nil
 		},
 		workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, req ResolveRequest) error {
-			return r.validateResolve(req)
+			if !ValidOperator(req.By) {
+				return fmt.Errorf("operator %q is not a valid operator name", req.By)
+			}
+			return r.stepStalled(req)
 		}})
 	if err != nil {
 		return err
 	}
 
-	// Signals of the same names, for the Temporal web UI and `temporal workflow signal`. An
-	// invalid signal is recorded and ignored.
+	// Signals of the same names, for the Temporal web UI and `temporal workflow signal`. A
+	// refused signal is recorded and ignored.
 	approveCh := workflow.GetSignalChannel(r.ctx, SignalApprove)
 	rejectCh := workflow.GetSignalChannel(r.ctx, SignalReject)
 	resolveCh := workflow.GetSignalChannel(r.ctx, SignalResolve)
@@ -72,24 +98,38 @@ func (r *Run) registerHandlers() error {
 				sel.AddReceive(c.ch, func(ch workflow.ReceiveChannel, more bool) {
 					var req GateDecisionRequest
 					ch.Receive(ctx, &req)
-					if err := r.validateGate(req, c.approve); err != nil {
-						r.refuse(c.name, req.Gate, req.By, err)
+					if !ValidOperator(req.By) {
+						r.refuse(c.name, req.Gate, req.By, "signal", req.Signature, fmt.Errorf("approver %q is not a valid operator name", req.By))
+						return
+					}
+					unlock := r.lockDecisions(ctx)
+					defer unlock()
+					v, err := r.checkGate(ctx, req, c.approve)
+					if err != nil {
+						r.refuse(c.name, req.Gate, req.By, "signal", req.Signature, err)
 						return
 					}
 					if req.Via == "" {
 						req.Via = "signal"
 					}
-					r.decideGate(req, c.approve, "signal")
+					r.decideGate(req, c.approve, "signal", v)
 				})
 			}
 			sel.AddReceive(resolveCh, func(ch workflow.ReceiveChannel, more bool) {
 				var req ResolveRequest
 				ch.Receive(ctx, &req)
-				if err := r.validateResolve(req); err != nil {
-					r.refuse(SignalResolve, req.Step, req.By, err)
+				if !ValidOperator(req.By) {
+					r.refuse(SignalResolve, req.Step, req.By, "signal", req.Signature, fmt.Errorf("operator %q is not a valid operator name", req.By))
 					return
 				}
-				r.decideStall(req, "signal")
+				unlock := r.lockDecisions(ctx)
+				defer unlock()
+				v, err := r.checkResolve(ctx, req)
+				if err != nil {
+					r.refuse(SignalResolve, req.Step, req.By, "signal", req.Signature, err)
+					return
+				}
+				r.decideStall(req, "signal", v)
 			})
 			sel.Select(ctx)
 		}
@@ -97,57 +137,79 @@ func (r *Run) registerHandlers() error {
 	return nil
 }
 
-func (r *Run) refuse(signal, target, by string, err error) {
-	r.refused = append(r.refused, RefusedMessage{Signal: signal, Target: target, By: by, Reason: err.Error(), At: workflow.Now(r.ctx)})
-	workflow.GetLogger(r.ctx).Warn("invalid signal ignored", "signal", signal, "target", target, "by", by, "reason", err.Error())
+func (r *Run) refuse(signal, target, by, via string, sig *trust.Signature, err error) {
+	key := ""
+	if sig != nil {
+		key = sig.Key
+	}
+	r.refused = append(r.refused, RefusedMessage{Signal: signal, Target: target, By: by, Reason: err.Error(), At: workflow.Now(r.ctx), Via: via, Key: key})
+	workflow.GetLogger(r.ctx).Warn("decision refused", "signal", signal, "via", via, "target", target, "by", by, "key", key, "reason", err.Error())
 }
 
-// approversFor lists who may approve the gate; empty means any named operator.
+// approversFor lists who may approve the gate; empty means nobody (an empty policy.approvers
+// refuses every approval).
 func (r *Run) approversFor(gateName string) []string {
 	if a, ok := r.policy.GateApprovers[gateName]; ok && len(a) > 0 {
+		return a
+	}
+	if a, ok := r.policy.GateApprovers[gateFamily(gateName)]; ok && len(a) > 0 {
 		return a
 	}
 	return r.policy.Approvers
 }
 
 func (r *Run) destructive(gateName string) bool {
-	return slices.Contains(r.policy.TwoPersonGates, gateName)
+	return slices.Contains(r.policy.TwoPersonGates, gateName) || slices.Contains(r.policy.TwoPersonGates, gateFamily(gateName))
 }
 
-func (r *Run) validateGate(req GateDecisionRequest, approve bool) error {
-	if !ValidOperator(req.By) {
-		return fmt.Errorf("approver %q is not a valid operator name", req.By)
-	}
+// gateFamily is the name the policy knows a gate by: a gate opened once per service or host is
+// named <gate>:<instance> (canary-ok:glance, config-updated:nova/compute1).
+func gateFamily(name string) string {
+	f, _, _ := strings.Cut(name, ":")
+	return f
+}
+
+// gateOpen refuses a decision for a gate this run does not wait at.
+func (r *Run) gateOpen(req GateDecisionRequest) error {
 	g, ok := r.gates[req.Gate]
-	if !ok || g.decided {
-		open := r.openGates()
-		names := make([]string, len(open))
-		for i, o := range open {
-			names[i] = o.Name
-		}
-		if len(names) == 0 {
-			return fmt.Errorf("gate %q is not open: this run waits at no gate", req.Gate)
-		}
-		return fmt.Errorf("gate %q is not open: open gates are %s", req.Gate, strings.Join(names, ", "))
+	if ok && !g.decided {
+		return nil
 	}
+	open := r.openGates()
+	names := make([]string, len(open))
+	for i, o := range open {
+		names[i] = o.Name
+	}
+	if len(names) == 0 {
+		return fmt.Errorf("gate %q is not open: this run waits at no gate", req.Gate)
+	}
+	return fmt.Errorf("gate %q is not open: open gates are %s", req.Gate, strings.Join(names, ", "))
+}
+
+// mayDecideGate applies the approver list and the two-person rule to the (verified) name.
+func (r *Run) mayDecideGate(req GateDecisionRequest, approve bool) error {
 	allowed := r.approversFor(req.Gate)
 	if approve {
-		if len(allowed) > 0 && !slices.Contains(allowed, req.By) {
+		if len(allowed) == 0 {
+			return fmt.Errorf("nobody may approve gate %q: policy.approvers is empty", req.Gate)
+		}
+		if !slices.Contains(allowed, req.By) {
 			return fmt.Errorf("%s may not approve gate %q (allowed: %s)", req.By, req.Gate, strings.Join(allowed, ", "))
 		}
-		if g.Destructive && req.By == r.meta.RequestedBy {
+		if r.destructive(req.Gate) && req.By == r.meta.RequestedBy {
 			return fmt.Errorf("%s requested this run and may not approve the destructive gate %q: a second person must", req.By, req.Gate)
 		}
 		return nil
 	}
 	// Rejecting is always safe: the requester or any approver may stop the run.
-	if req.By != r.meta.RequestedBy && len(allowed) > 0 && !slices.Contains(allowed, req.By) {
+	if req.By != r.meta.RequestedBy && !slices.Contains(allowed, req.By) {
 		return fmt.Errorf("%s may not reject gate %q (allowed: the requester and %s)", req.By, req.Gate, strings.Join(allowed, ", "))
 	}
 	return nil
 }
 
-func (r *Run) decideGate(req GateDecisionRequest, approve bool, channel string) Decision {
+func (r *Run) decideGate(req GateDecisionRequest, approve bool, channel string, v verified) Decision {
+	r.use(req.Signature)
 	g := r.gates[req.Gate]
 	g.decided, g.approved = true, approve
 	outcome := "rejected"
@@ -159,14 +221,13 @@ func (r *Run) decideGate(req GateDecisionRequest, approve bool, channel string) 
 		via = channel
 	}
 	d := Decision{Kind: "gate", Name: req.Gate, Outcome: outcome, By: req.By, Comment: req.Comment, Via: via, At: workflow.Now(r.ctx)}
+	d.record(v)
 	r.decisions = append(r.decisions, d)
 	return d
 }
 
-func (r *Run) validateResolve(req ResolveRequest) error {
-	if !ValidOperator(req.By) {
-		return fmt.Errorf("operator %q is not a valid operator name", req.By)
-	}
+// stepStalled refuses a resolve for a step that does not wait for one.
+func (r *Run) stepStalled(req ResolveRequest) error {
 	if !slices.Contains([]string{ResolveRetry, ResolveSkip, ResolveAbort}, req.Action) {
 		return fmt.Errorf("action %q: must be retry, skip or abort", req.Action)
 	}
@@ -184,19 +245,26 @@ func (r *Run) validateResolve(req ResolveRequest) error {
 	if req.Action == ResolveSkip && r.byName[req.Step].noSkip {
 		return fmt.Errorf("step %q cannot be skipped: later steps depend on it (retry or abort)", req.Step)
 	}
-	if len(r.policy.Approvers) > 0 && req.By != r.meta.RequestedBy && !slices.Contains(r.policy.Approvers, req.By) {
+	return nil
+}
+
+// mayResolve: the requester or an approver (verified).
+func (r *Run) mayResolve(req ResolveRequest) error {
+	if req.By != r.meta.RequestedBy && !slices.Contains(r.policy.Approvers, req.By) {
 		return fmt.Errorf("%s may not resolve steps of this run (allowed: the requester and %s)", req.By, strings.Join(r.policy.Approvers, ", "))
 	}
 	return nil
 }
 
-func (r *Run) decideStall(req ResolveRequest, channel string) Decision {
+func (r *Run) decideStall(req ResolveRequest, channel string, v verified) Decision {
+	r.use(req.Signature)
 	r.stalled[req.Step].action = req.Action
 	via := req.Via
 	if via == "" {
 		via = channel
 	}
 	d := Decision{Kind: "resolve", Name: req.Step, Outcome: req.Action, By: req.By, Comment: req.Comment, Via: via, At: workflow.Now(r.ctx)}
+	d.record(v)
 	r.decisions = append(r.decisions, d)
 	return d
 }
@@ -229,7 +297,7 @@ func (r *Run) Gate(name string, opts GateOptions) error {
 	s := r.step(name)
 	r.setStepState(s, StepWaitingApproval, "waiting for approval")
 	r.notify("gate-opened", name, fmt.Sprintf("Run %s waits for approval at gate %q. %s", r.info.WorkflowExecution.ID, name, opts.Summary),
-		fmt.Sprintf("stackrun approve %s %s   (or signal %q with {\"gate\":%q,\"by\":\"<you>\"})", r.info.WorkflowExecution.ID, name, SignalApprove, name))
+		fmt.Sprintf("stackrun approve %s %s   (web UI: paste the JSON of `stackrun approve %s %s --print-signal` into \"Send a Signal\" %q)", r.info.WorkflowExecution.ID, name, r.info.WorkflowExecution.ID, name, SignalApprove))
 
 	decided := func() bool { return g.decided }
 	for !g.decided {

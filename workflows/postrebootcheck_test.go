@@ -31,7 +31,7 @@ func TestPostRebootCheckFindings(t *testing.T) {
 	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(activities.AMQPResult{Connected: false}, nil)
 	f.env.OnActivity(cloud.Probe, mock.Anything, activities.APIProbe{Kind: "images", Host: "ctl"}).Return(activities.APIProbeResult{OK: false, Detail: "image API: 503"}, nil)
 	f.env.OnActivity(cloud.Probe, mock.Anything, mock.Anything).Return(activities.APIProbeResult{OK: true}, nil)
-	f.env.ExecuteWorkflow(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "ctl"})
+	f.run(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "ctl"})
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status)
 	require.Equal(t, "2 critical, 1 warning finding(s)", rep.Summary)
@@ -61,7 +61,23 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 			recovered = append(recovered, id)
 			return activities.InstanceRecovery{ID: id, Action: "start", After: "ACTIVE"}, nil
 		})
-		f.env.ExecuteWorkflow(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "compute1", StartInstances: start})
+		if start {
+			// Nothing is started before a person approved the list; the requester may not alone.
+			f.env.RegisterDelayedCallback(func() {
+				st := f.status()
+				require.Equal(t, wf.StatusWaitingApproval, st.Status)
+				require.Equal(t, wf.GateStartInstances, st.OpenGates[0].Name)
+				assert.Contains(t, st.OpenGates[0].Summary, "id-001")
+				assert.Contains(t, st.OpenGates[0].Summary, "id-002")
+				assert.NotContains(t, st.OpenGates[0].Summary, "id-000", "running instances are not touched")
+				f.mu.Lock()
+				assert.Empty(t, recovered)
+				f.mu.Unlock()
+				f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateStartInstances, By: "carol"}, "carol may not approve")
+				f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateStartInstances, By: "bob"}, "")
+			}, time.Hour)
+		}
+		f.run(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "compute1", StartInstances: start})
 		rep := f.report()
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		if !start {
@@ -71,5 +87,6 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 		}
 		assert.Equal(t, []string{"id-001", "id-002"}, recovered)
 		assert.Empty(t, rep.Findings)
+		assert.Equal(t, "bob", rep.Decisions[0].By)
 	}
 }

@@ -64,6 +64,13 @@ type Run struct {
 	plannedAt time.Time
 	acting    bool
 	facts     []Fact
+
+	// trust is the run's verification of signatures (trust.go); readOnly is the runbook's
+	// Def.ReadOnly.
+	trust    runTrust
+	readOnly bool
+	// wanted are the lease keys this run waits for (lease.go).
+	wanted []string
 }
 
 // AbortError ends a run as Aborted: a gate was rejected or timed out under an abort policy, or an
@@ -109,6 +116,9 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	if err := r.registerHandlers(); err != nil {
 		return nil, err
 	}
+	if err := r.registerLeaseQuery(); err != nil {
+		return nil, err
+	}
 	r.AddSteps(steps...)
 	r.upsert(AttrTarget, target)
 	r.upsert(AttrRequestedBy, meta.RequestedBy)
@@ -123,6 +133,9 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	}
 	if r.policy.GateTimeout <= 0 {
 		r.policy.GateTimeout = 4 * time.Hour
+	}
+	if err := r.loadTrust(lctx); err != nil {
+		return nil, err
 	}
 	return r, nil
 }
@@ -442,7 +455,7 @@ func (r *Run) Report(summary string) *Report {
 		Runbook: r.runbook, Target: r.target, RequestedBy: r.meta.RequestedBy, Reason: r.meta.Reason,
 		Status: st, DryRun: r.meta.DryRun, Started: r.started, Ended: workflow.Now(r.ctx),
 		Summary: summary, LeftState: r.leftState, Plan: r.plan, Steps: r.stepList(),
-		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Audit: r.audit, Details: r.details,
+		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Start: r.trust.start, Audit: r.audit, Details: r.details,
 	}
 	compactReport(rep)
 	return rep

@@ -93,6 +93,10 @@ func lastCopyRisk(st activities.RingStatus, ip, dev string, unhealthy []activiti
 func swiftDiskSteps(in *SwiftDiskInput) []string {
 	steps := []string{"describe", "check-rings", "check-replicas"}
 	if in.DrainFirst {
+		steps = append(steps, GateApproveRingChange)
+	}
+	steps = append(steps, "acquire-lease")
+	if in.DrainFirst {
 		steps = append(steps, "drain", "drain-settle")
 	}
 	steps = append(steps, "unmount", GateDiskReplaced, "inspect-new-disk", "format", "mount", "restart-services")
@@ -243,6 +247,10 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 		fmt.Sprintf("device %s of %s: block device %s, mounted at %s, now %s; in the rings at %s with weight %v", in.Device, in.Node, devPath, mountPoint, state, node.RingIP, origWeight),
 	}
 	if in.DrainFirst {
+		plan = append(plan, fmt.Sprintf("gate %s: a person approves the drain (and the restore) before the rings change", GateApproveRingChange))
+	}
+	plan = append(plan, fmt.Sprintf("take the lease of %s (hosts out of service; no other runbook on it meanwhile)", in.Node))
+	if in.DrainFirst {
 		wait := "stalls inside min_part_hours (resolve retry later), or --wait-min-part-hours to wait"
 		if in.WaitMinPartHours {
 			wait = "waits (durably) for min_part_hours"
@@ -266,6 +274,12 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 	r.SetPlan(plan)
 	*p = swiftDiskPlan{cl: cl, devPath: devPath, mountPoint: mountPoint, origWeight: origWeight, weights: weights,
 		restoreTo: restoreTo, differ: differ, restoreCmd: restoreCmd}
+	if in.DrainFirst && r.Verifies() {
+		// The drain changes the rings (weight 0, rebalance, distribution): a person approves it
+		// first; this approval is what the drain's and the restore's child ring changes carry.
+		return Approval{Gate: GateApproveRingChange, Summary: fmt.Sprintf("Drain %s/%s from the rings (weight 0, rebalance, distribution), then replace the disk and restore its weight %s. Reason: %s",
+			in.Node, in.Device, activities.FormatWeight(restoreTo), in.Reason)}, nil
+	}
 	return Approval{}, nil
 }
 
@@ -273,6 +287,13 @@ func swiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (string, error) {
 	cl, devPath, mountPoint, weights := p.cl, p.devPath, p.mountPoint, p.weights
 	origWeight, restoreTo, differ, restoreCmd := p.origWeight, p.restoreTo, p.differ, p.restoreCmd
 
+	if r.Verifies() {
+		// The host's lease: a slot among the hosts out of service, and the lock that keeps any
+		// other runbook off this node meanwhile.
+		if err := r.AcquireHostLease(in.Node); err != nil {
+			return "", err
+		}
+	}
 	drained := ""
 	if in.DrainFirst {
 		if differ {

@@ -53,7 +53,8 @@ type SwiftRingInput struct {
 	PollInterval  time.Duration `json:"poll_interval,omitempty" flag:"poll-interval" usage:"how often replication progress is read between steps (default 30s)"`
 	Parallelism   int           `json:"parallelism,omitempty" flag:"parallelism" usage:"nodes receiving rings at once (default swift.parallelism)"`
 	// ParentApproved is the run (a swift-disk run) whose approval covers this change; such a
-	// child opens no gate of its own. Not a CLI flag.
+	// child opens no gate of its own, but only when that run is its real parent (Temporal's
+	// record, trust.go): set by anyone else, it is refused and the gate opens. Not a CLI flag.
 	ParentApproved string `json:"parent_approved,omitempty" flag:"-"`
 }
 
@@ -301,6 +302,8 @@ type swiftRingPlan struct {
 
 func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, error) {
 	p.steps = max(in.Steps, 1)
+	// Checked (and a forged claim recorded) before anything is read.
+	byParent := r.parentApproved(in.ParentApproved)
 	err := r.Do("describe", StepOptions{Target: "swift", NoSkip: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, "describe", "swift", swift.SwiftTopology, &p.cluster); err != nil {
 			return err
@@ -402,7 +405,7 @@ func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, erro
 	switch {
 	case changes == 0:
 		return Approval{}, nil
-	case in.ParentApproved != "":
+	case byParent:
 		return Approval{Gate: GateApproveRingChange, Skipped: "approved with run " + in.ParentApproved}, nil
 	}
 	return Approval{Gate: GateApproveRingChange, Summary: fmt.Sprintf("Ring change: %s (%d operation(s), %d step(s)). Reason: %s", in.changeWords("; "), changes, p.steps, in.Reason)}, nil

@@ -20,7 +20,7 @@ func TestSwiftRingRemoveNode(t *testing.T) {
 	rec := &swiftRec{}
 	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
 	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
-	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, Remove: []string{"storage3"}})
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, Remove: []string{"storage3"}})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Len(t, rec.ops, 1)
@@ -48,7 +48,7 @@ func TestSwiftRingRefusedInsideMinPartHours(t *testing.T) {
 	f := newFixture(t, swiftPolicy())
 	rec := &swiftRec{}
 	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(40 * time.Minute) })
-	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}})
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}})
 	rep := f.result()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "min_part_hours")
@@ -66,7 +66,7 @@ func TestSwiftRingWaitsForMinPartHoursDurably(t *testing.T) {
 		return ringStatus(max(rem, 0))
 	})
 	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
-	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Len(t, rec.ops, 1)
@@ -94,7 +94,7 @@ func TestSwiftRingWeightInSteps(t *testing.T) {
 	rec.onApply = func() { lastApply = f.env.Now() }
 	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
 	start := f.env.Now()
-	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}, Steps: 4})
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}, Steps: 4})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Len(t, rec.ops, 4)
@@ -126,7 +126,7 @@ func TestSwiftRingDistributeRepairsStaleNode(t *testing.T) {
 		}
 		return activities.RingSumsResult{Node: req.Node}
 	}
-	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, Distribute: true})
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, Distribute: true})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Empty(t, rec.ops, "distribute changes no builder (and is allowed inside min_part_hours)")
@@ -143,7 +143,7 @@ func TestSwiftRingInvalidTargetsNeverConnect(t *testing.T) {
 		rec := &swiftRec{}
 		f.swiftMocks(rec, func() activities.RingStatus { t.Error("rings read"); return ringStatus(0) })
 		in.Meta = wf.Meta{RequestedBy: "alice"}
-		f.env.ExecuteWorkflow(wf.SwiftRing.Type, in)
+		f.run(wf.SwiftRing.Type, in)
 		rep := f.result()
 		assert.Equal(t, wf.StatusFailed, rep.Status, "%+v", in)
 		assert.Contains(t, rep.Summary, "invalid input")
@@ -165,9 +165,31 @@ func TestSwiftRingWaitRechecksBuilders(t *testing.T) {
 	var applied time.Time
 	rec.onApply = func() { applied = f.env.Now() }
 	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
-	f.env.ExecuteWorkflow(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=50"}, Wait: true})
 	rep := f.result()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.GreaterOrEqual(t, applied.Sub(start), 20*time.Minute, "never before the builder allows it")
 	assert.LessOrEqual(t, applied.Sub(start), 26*time.Minute, "noticed within one recheck (5 min by default), not after the 51 min timer")
+}
+
+// parent_approved is anyone's to set in an input: a ring change that names a swift-disk run it is
+// not the child of opens its own gate (and records the forged claim) instead of skipping it.
+func TestSwiftRingForgedParentApprovedOpensTheGate(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StatusWaitingApproval, st.Status, "the forged claim skipped the gate")
+		require.Equal(t, wf.GateApproveRingChange, st.OpenGates[0].Name)
+		require.Len(t, st.Refused, 1)
+		assert.Equal(t, "parent_approved", st.Refused[0].Signal)
+		assert.Contains(t, st.Refused[0].Reason, "this run's parent is none")
+		assert.Empty(t, rec.ops)
+		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateApproveRingChange, By: "alice"}, "")
+	}, time.Hour)
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}, ParentApproved: "swift-disk/storage2/sdd"})
+	rep := f.result()
+	require.Equal(t, wf.StatusAborted, rep.Status)
+	assert.Empty(t, rec.ops, "builders untouched")
 }

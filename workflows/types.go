@@ -4,29 +4,36 @@ import (
 	"time"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/internal/infra/trust"
 )
 
-// GateDecisionRequest is the input of the approve and reject updates and signals. Signals sent
-// from the Temporal web UI carry no caller identity, so the approver's name is part of the input
-// and is checked against policy like any other.
+// GateDecisionRequest is the input of the approve and reject updates and signals. Neither an
+// update nor a signal tells the workflow who sent it (the web UI sends no identity), so the
+// approver's name is part of the input and Signature proves it: an ed25519 signature over this
+// run (workflow ID and run ID), the gate, the outcome, the name, the comment, the time and a
+// single-use nonce (internal/infra/trust; `stackrun approve --print-signal` makes one for the
+// web UI). The workflow verifies it against the keys of its policy before anything else.
 type GateDecisionRequest struct {
 	Gate    string `json:"gate"`
 	By      string `json:"by"`
 	Comment string `json:"comment,omitempty"`
-	// Via says where the decision came from (cli, chat, web-ui...); informational.
-	Via string `json:"via,omitempty"`
+	// Via says where the decision came from (cli, chat, web-ui...); informational (a chat
+	// gateway's signature names the chat user, and that is what is recorded).
+	Via       string           `json:"via,omitempty"`
+	Signature *trust.Signature `json:"signature,omitempty"`
 }
 
-// ResolveRequest is the input of the resolve update and signal.
+// ResolveRequest is the input of the resolve update and signal, signed like a gate decision.
 type ResolveRequest struct {
-	Step    string `json:"step"`
-	Action  string `json:"action"` // retry | skip | abort
-	By      string `json:"by"`
-	Comment string `json:"comment,omitempty"`
-	Via     string `json:"via,omitempty"`
+	Step      string           `json:"step"`
+	Action    string           `json:"action"` // retry | skip | abort
+	By        string           `json:"by"`
+	Comment   string           `json:"comment,omitempty"`
+	Via       string           `json:"via,omitempty"`
+	Signature *trust.Signature `json:"signature,omitempty"`
 }
 
-// Decision is a recorded human decision on a gate or a stalled step.
+// Decision is a recorded human decision on a gate or a stalled step, and who signed it.
 type Decision struct {
 	Kind    string    `json:"kind"` // gate | resolve
 	Name    string    `json:"name"` // gate or step name
@@ -35,15 +42,39 @@ type Decision struct {
 	Comment string    `json:"comment,omitempty"`
 	Via     string    `json:"via,omitempty"`
 	At      time.Time `json:"at"`
+	// Key is the fingerprint of the key that signed (SHA256:...); empty for an unsigned
+	// decision (Unsigned, on a gate the policy allows unsigned) or a policy's own (a timeout).
+	Key string `json:"key,omitempty"`
+	// ChatUser and Gateway: the chat gateway signed, vouching that this chat user is By.
+	ChatUser string `json:"chat_user,omitempty"`
+	Gateway  string `json:"gateway,omitempty"`
+	Unsigned bool   `json:"unsigned,omitempty"`
 }
 
-// RefusedMessage records a signal that was invalid and therefore ignored.
+// RefusedMessage records a decision (or a start, or a lease grant) that was refused: nothing
+// changed in the run. Key is the fingerprint the refused message claimed, if any.
 type RefusedMessage struct {
 	Signal string    `json:"signal"`
 	Target string    `json:"target"`
 	By     string    `json:"by"`
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
+	Via    string    `json:"via,omitempty"` // update | signal | start | lease
+	Key    string    `json:"key,omitempty"`
+}
+
+// StartRecord says who started the run and how that was proven: the signing key, or the schedule
+// or parent run that started it.
+type StartRecord struct {
+	By       string `json:"by"`
+	Key      string `json:"key,omitempty"`
+	ChatUser string `json:"chat_user,omitempty"`
+	Gateway  string `json:"gateway,omitempty"`
+	// Parent started the run. Unsigned: a run that changes nothing (read-only runbook, dry run)
+	// started without signature; Schedule is the schedule it says started it (not proof).
+	Parent   string `json:"parent,omitempty"`
+	Unsigned bool   `json:"unsigned,omitempty"`
+	Schedule string `json:"schedule,omitempty"`
 }
 
 // StepStatus is one step's state as the status query and the report show it.
@@ -127,6 +158,7 @@ type Report struct {
 	Findings    []activities.Finding `json:"findings,omitempty"`
 	Decisions   []Decision           `json:"decisions,omitempty"`
 	Refused     []RefusedMessage     `json:"refused,omitempty"`
+	Start       *StartRecord         `json:"start,omitempty"`
 	Audit       []AuditEntry         `json:"audit,omitempty"`
 	Details     map[string]any       `json:"details,omitempty"`
 }

@@ -209,8 +209,6 @@ workers = 1
 discover_hosts_in_cells_interval = 15
 [oslo_concurrency]
 lock_path = $d/data/lock
-[upgrade_levels]
-compute = auto
 [glance]
 region_name = RegionOne
 [cinder]
@@ -219,7 +217,7 @@ $(authtoken nova)
 $(svc_auth placement nova)
 $(svc_auth neutron nova)
 $(svc_auth service_user nova)
-send_service_user_token = false
+send_service_user_token = true
 EOT
 }
 

@@ -9,8 +9,35 @@ svc_yaml() { # host svc [amqp]
   return 0
 }
 
+# lab_operator_keys: the lab's operators (alice and bob approve, carol may only start and reject)
+# get ed25519 key pairs in $LAB/operators, and their public keys go to $LAB/operators/keys, the
+# trust.keys_file of the lab's stackrun.yaml. Sign as one of them with
+# `stackrun --key $LAB/operators/alice_ed25519 ...` (or ssh-add it).
+lab_operator_keys() {
+  local o
+  mkdir -p "$LAB/operators"
+  chmod 700 "$LAB/operators"
+  for o in alice bob carol; do
+    [[ -f $LAB/operators/${o}_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$o@stackrun-lab" -f "$LAB/operators/${o}_ed25519"
+  done
+  for o in alice bob carol; do printf '%s %s\n' "$o" "$(cat "$LAB/operators/${o}_ed25519.pub")"; done | put "$LAB/operators/keys"
+}
+
+# lab_chat_gateway_yaml: with a chat: section of your own in $LAB/chat.yaml (docs/chatops.md),
+# appended to stackrun.yaml below, the chat gateway gets a key pair of its own in $LAB/operators
+# and trust.chat_gateway, vouching for every lab operator (chat.users and chat.roles, the policy
+# and the two-person rule still decide); make run then starts the gateway. Nothing without it.
+lab_chat_gateway_yaml() {
+  local k=$LAB/operators/chat_gateway_ed25519
+  [[ -f $LAB/chat.yaml ]] || return 0
+  [[ -f $k ]] || ssh-keygen -q -t ed25519 -N '' -C stackrun-chat@stackrun-lab -f "$k"
+  printf '  chat_gateway:\n    public_key: "%s"\n    private_key_file: %s\n' "$(cut -d' ' -f1,2 "$k.pub")" "$k"
+  printf '    vouch:\n      - operators: ["*"]\n        gates: ["*"]\n        runbooks: ["*"]\n'
+}
+
 write_stackrun_yaml() {
   local labctl=$LAB_SRC/bin/labctl h roles s
+  lab_operator_keys
   {
     cat <<EOT
 # Stackrun configuration for the lab (written by lab/up.sh; schema: docs/config-schema.md).
@@ -82,9 +109,18 @@ commands:
   log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
   service_pid: [$labctl, pid, "{host}", "{service}"]
   uptime: [cat, /proc/uptime]
+  # the staged upgrade: the lab has the python3-* packages only, so the tools of nova-common,
+  # glance-common and cinder-common run through labmanage; keystone-manage and placement-manage
+  # are the packaged ones (the catalogue's defaults)
+  schema_sync_glance: [$LAB_SRC/bin/labmanage, glance-manage, --config-file, "{config_file}", db_sync]
+  schema_sync_nova_api: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", api_db, sync]
+  schema_sync_nova: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, sync]
+  schema_sync_cinder: [$LAB_SRC/bin/labmanage, cinder-manage, --config-file, "{config_file}", db, sync]
+  nova_upgrade_check: [$LAB_SRC/bin/labmanage, nova-status, --config-file, "{config_file}", upgrade, check]
+  nova_online_data_migrations: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, online_data_migrations, --max-count, "{count}"]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access]
+  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
@@ -93,6 +129,27 @@ policy:
   activity_max_attempts: 5
 worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
+# The staged upgrade (lab/bin/labpkg older|newer switches the builds). Which hosts run a service
+# follows from roles: keystone, placement-api, glance-api and the nova control plane on the
+# controller, nova-compute on compute1..3. Cinder is not part of the lab.
+upgrade:
+  backup_dir: $LAB/hosts/{host}/backups
+  database_host: controller
+  database_defaults_file: $C/etc/my.cnf
+  order: [keystone, placement, glance, nova]
+  services:
+    keystone: {config_dir: "$LAB/hosts/{host}/etc/keystone", config_file: "$LAB/hosts/{host}/etc/keystone/keystone.conf"}
+    placement: {config_dir: "$LAB/hosts/{host}/etc/placement", config_file: "$LAB/hosts/{host}/etc/placement/placement.conf"}
+    glance: {config_dir: "$LAB/hosts/{host}/etc/glance", config_file: "$LAB/hosts/{host}/etc/glance/glance-api.conf"}
+    nova: {config_dir: "$LAB/hosts/{host}/etc/nova", config_file: "$LAB/hosts/{host}/etc/nova/nova.conf"}
+# Who signed what (docs/chatops.md, "Trust model"): the lab's operators' keys. Sign with
+# stackrun --key $LAB/operators/<alice|bob|carol>_ed25519 ... (or ssh-add the key).
+trust:
+  keys_file: $LAB/operators/keys
+  max_signature_age: 10m
+EOT
+    lab_chat_gateway_yaml
+    cat <<EOT
 # inspect-disk: every lab compute keeps its instances under its own host directory (the fake
 # driver writes no disk there; e2e tests put one where Nova's instance directory says it is).
 inspect_disk:
@@ -118,7 +175,7 @@ EOT
       esac
     done
     stackrun_checks_yaml
-    # A chat: section of your own (docs/chatops.md): make run then starts the chat gateway too.
+    # A chat: section of your own (lab_chat_gateway_yaml above).
     [[ ! -f $LAB/chat.yaml ]] || cat "$LAB/chat.yaml"
   } | put "$LAB/stackrun.yaml"
 
@@ -132,6 +189,7 @@ EOT
     echo "OS_CLOUD=lab"
     echo "LAB_SSH_PORT=$SSH_PORT"
     echo "LAB_SSH_KEY=$LAB/ssh/id_ed25519"
+    echo "LAB_OPERATOR_KEYS=$LAB/operators"
     echo "LAB_KNOWN_HOSTS=$LAB/ssh/known_hosts"
     echo "LAB_RING_HOST=$RING_HOST"
     echo "LAB_RING_DIR=$(hostdir "$RING_HOST")/etc/swift"

@@ -231,3 +231,48 @@ EOF
     fi
   } | put "$CLUSTER/stackrun.yaml"
 }
+
+# write_monitoring_config: Prometheus scraping every process of the cluster (job temporal: the
+# five services; job stackrun-worker: the two workers), with Stackrun's alert rules
+# (deploy/prometheus/stackrun-rules.yml), alerting into the cluster's Alertmanager.
+write_monitoring_config() {
+  mkdir -p "$CLUSTER/etc/prometheus" "$CLUSTER/etc/alertmanager"
+  sed "s/(stackrun_step_stalled_seconds) > 900/(stackrun_step_stalled_seconds) > $STALL_ALERT_SECONDS/" \
+    "$REPO/deploy/prometheus/stackrun-rules.yml" | put "$CLUSTER/etc/prometheus/stackrun-rules.yml" 644
+  {
+    cat <<EOF
+# Written by scripts/cluster/up.sh.
+global:
+  scrape_interval: ${STACKRUN_CLUSTER_SCRAPE_INTERVAL:-15s}
+  evaluation_interval: ${STACKRUN_CLUSTER_SCRAPE_INTERVAL:-15s}
+rule_files:
+  - $CLUSTER/etc/prometheus/stackrun-rules.yml
+alerting:
+  alertmanagers:
+    - static_configs:
+        - targets: ["$IP_AM:$P_AM"]
+scrape_configs:
+  - job_name: temporal
+    static_configs:
+EOF
+    local name
+    for name in frontend history-1 history-2 matching internal-worker; do
+      printf '      - targets: ["%s:%s"]\n        labels: {service: %s}\n' "${SVC_IP[$name]}" "$P_METRICS" "$name"
+    done
+    cat <<EOF
+  - job_name: stackrun-worker
+    static_configs:
+      - targets: ["$IP_WORKER1:$P_METRICS", "$IP_WORKER2:$P_METRICS"]
+EOF
+  } | put "$CLUSTER/etc/prometheus/prometheus.yml" 644
+  put "$CLUSTER/etc/alertmanager/alertmanager.yml" 644 <<EOF
+# Written by scripts/cluster/up.sh: alerts are kept (GET /api/v2/alerts); route them to your
+# pager or chat in production.
+route:
+  receiver: keep
+  group_by: [alertname, workflow_id]
+  group_wait: 1s
+receivers:
+  - name: keep
+EOF
+}

@@ -19,7 +19,7 @@ if [[ ! -d $CLUSTER/run ]]; then
   exit 0
 fi
 say "stopping the cluster at $CLUSTER"
-for name in chat stackrun-worker-1 stackrun-worker-2 ui; do stop_proc "$name" & done
+for name in prometheus alertmanager chat stackrun-worker-1 stackrun-worker-2 ui; do stop_proc "$name" & done
 wait
 for name in internal-worker frontend matching history-1 history-2; do stop_proc "$name" & done
 wait

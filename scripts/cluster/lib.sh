@@ -13,13 +13,16 @@ BIN=${STACKRUN_CLUSTER_BIN:-$REPO/bin}
 NET=${STACKRUN_CLUSTER_NET:-127.0.40}
 IP_PG=$NET.1 IP_FRONTEND=$NET.2 IP_HISTORY1=$NET.3 IP_HISTORY2=$NET.4 IP_MATCHING=$NET.5
 IP_IWORKER=$NET.6 IP_UI=$NET.7 IP_WORKER1=$NET.8 IP_WORKER2=$NET.9 IP_CHAT=$NET.10
+IP_PROM=$NET.11 IP_AM=$NET.12
 # Ports. PostgreSQL has its own port so it can never be taken for the lab's MariaDB (3306) or a
 # system PostgreSQL (5432). Temporal's are its defaults; every process also serves Prometheus
 # metrics on <its address>:9090.
 P_PG=5433
 P_FRONTEND=7233 P_FRONTEND_HTTP=7243 P_HISTORY=7234 P_MATCHING=7235 P_IWORKER=7239
 M_FRONTEND=6933 M_HISTORY=6934 M_MATCHING=6935 M_IWORKER=6939
-P_METRICS=9090 P_UI=8233 P_CHAT=8090
+P_METRICS=9090 P_UI=8233 P_CHAT=8090 P_PROM=9090 P_AM=9093
+# The StackrunStepStalled alert fires after a step has been stalled this long (seconds).
+STALL_ALERT_SECONDS=${STACKRUN_CLUSTER_STALL_ALERT_SECONDS:-900}
 # History shards are fixed when the cluster is created (docs/production.md, "Sizing").
 SHARDS=${STACKRUN_CLUSTER_SHARDS:-16}
 NAMESPACE=default
@@ -136,4 +139,5 @@ pollers() {
 }
 
 # Every process of the cluster, in start order.
-PROCS=(postgresql history-1 history-2 matching frontend internal-worker ui stackrun-worker-1 stackrun-worker-2 chat)
+PROCS=(postgresql history-1 history-2 matching frontend internal-worker ui stackrun-worker-1 stackrun-worker-2 chat
+  alertmanager prometheus)

@@ -10,7 +10,8 @@ source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lib.sh"
 [[ -d $CLUSTER/run ]] || { echo "no cluster at $CLUSTER (make cluster)"; exit 1; }
 declare -A ADDR=([postgresql]=$IP_PG:$P_PG [frontend]=$IP_FRONTEND:$P_FRONTEND [history-1]=$IP_HISTORY1:$P_HISTORY
   [history-2]=$IP_HISTORY2:$P_HISTORY [matching]=$IP_MATCHING:$P_MATCHING [internal-worker]=$IP_IWORKER:$M_IWORKER
-  [ui]=$IP_UI:$P_UI [stackrun-worker-1]=$IP_WORKER1:$P_METRICS [stackrun-worker-2]=$IP_WORKER2:$P_METRICS [chat]=$IP_CHAT:$P_CHAT)
+  [ui]=$IP_UI:$P_UI [stackrun-worker-1]=$IP_WORKER1:$P_METRICS [stackrun-worker-2]=$IP_WORKER2:$P_METRICS [chat]=$IP_CHAT:$P_CHAT
+  [alertmanager]=$IP_AM:$P_AM [prometheus]=$IP_PROM:$P_PROM)
 rc=0 total=0
 printf '  %-18s %-8s %-20s %s\n' PROCESS PID ADDRESS PSS
 for name in "${PROCS[@]}"; do

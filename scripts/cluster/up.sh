@@ -135,6 +135,21 @@ for i in 1 2; do
   WAIT_LOG=$CLUSTER/log/stackrun-worker-$i.log wait_for 30 "stackrun-worker-$i" curl -sf -o /dev/null "http://${!ip_var}:$P_METRICS/metrics"
 done
 WAIT_LOG=$CLUSTER/log/chat.log wait_for 30 "the chat gateway" curl -sf -o /dev/null "http://$IP_CHAT:$P_CHAT/healthz"
+
+# --- monitoring: Debian's Prometheus and Alertmanager -----------------------------------------
+if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+  say "installing Prometheus and Alertmanager (Debian's packages)"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+    prometheus prometheus-alertmanager >/dev/null
+fi
+write_monitoring_config
+mkdir -p "$CLUSTER/data/prometheus" "$CLUSTER/data/alertmanager"
+start_proc alertmanager prometheus-alertmanager --config.file="$CLUSTER/etc/alertmanager/alertmanager.yml" \
+  --storage.path="$CLUSTER/data/alertmanager" --web.listen-address="$IP_AM:$P_AM" --cluster.listen-address=
+start_proc prometheus prometheus --config.file="$CLUSTER/etc/prometheus/prometheus.yml" \
+  --storage.tsdb.path="$CLUSTER/data/prometheus" --storage.tsdb.retention.time=2d --web.listen-address="$IP_PROM:$P_PROM"
+WAIT_LOG=$CLUSTER/log/alertmanager.log wait_for 30 Alertmanager curl -sf -o /dev/null "http://$IP_AM:$P_AM/-/ready"
+WAIT_LOG=$CLUSTER/log/prometheus.log wait_for 30 Prometheus curl -sf -o /dev/null "http://$IP_PROM:$P_PROM/-/ready"
 two_pollers() { [[ $(pollers) -ge 2 ]]; }
 wait_for 30 "two Stackrun workers polling" two_pollers
 
@@ -151,6 +166,7 @@ cat <<MSG
   Temporal frontend  $IP_FRONTEND:$P_FRONTEND       web UI  http://$IP_UI:$P_UI
   Stackrun           STACKRUN_CONFIG=$CLUSTER/stackrun.yaml bin/stackrun list
   Chat gateway       http://$IP_CHAT:$P_CHAT          (Mattermost token in $CLUSTER/secrets/mattermost-token)
+  Prometheus         http://$IP_PROM:$P_PROM          Alertmanager  http://$IP_AM:$P_AM
   Stop               make cluster-down
 
 MSG

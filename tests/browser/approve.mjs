@@ -2,7 +2,7 @@
 // never a downloaded browser), as an operator would:
 //   1. open the workflow list filtered with RunbookStatus="WaitingApproval" and find the run;
 //   2. open it and check its current details name the gate and the signal to send;
-//   3. More Actions -> Send a Signal -> "approve" with {"gate":..., "by":...};
+//   3. More Actions -> Send a Signal -> "approve" with the signed JSON of --print-signal (INPUT);
 //   4. wait until the UI shows the run Completed; keep screenshots.
 // Environment: UI_URL, WORKFLOW_ID, GATE, BY, ARTIFACTS (folder), PROFILE (fresh folder),
 // CHROMIUM (default /usr/bin/chromium). Exit code 0 on success; the Go test checks the run too.
@@ -92,7 +92,10 @@ try {
   await editor.click();
   await page.keyboard.press('Control+A');
   await page.keyboard.press('Delete');
-  await page.keyboard.insertText(JSON.stringify({ gate, by, comment: 'approved from the Temporal web UI' }));
+  // INPUT is the signed JSON of `stackrun approve ... --print-signal` (a bare {gate, by} is
+  // refused as unsigned on a two-person gate).
+  const input = process.env.INPUT || JSON.stringify({ gate, by, comment: 'approved from the Temporal web UI' });
+  await page.keyboard.insertText(input);
   // The editor reformats on blur and moves the submit button: blur first, then click.
   await editor.evaluate((e) => e.blur());
   await page.waitForTimeout(300);

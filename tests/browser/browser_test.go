@@ -6,6 +6,7 @@ package browser
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +44,7 @@ func TestApproveFromWebUI(t *testing.T) {
 	rb, err := workflows.FindRunbook("restart-service")
 	require.NoError(t, err)
 	in := &workflows.RestartServiceInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "browser test"}, Host: "node1", Service: "svc-a"}
-	started, err := control.Start(ctx, rig.Server.Client, "stackrun", rb, in)
+	started, err := control.Start(ctx, rig.Server.Client, "stackrun", rb, in, control.KeySigner{Key: chattest.Alice.Signer})
 	require.NoError(t, err)
 	for {
 		st, err := control.Status(ctx, rig.Server.Client, started.WorkflowID)
@@ -59,11 +60,18 @@ func TestApproveFromWebUI(t *testing.T) {
 	for _, old := range []string{"failure.png", "1-waiting-list.png", "2-run-waiting.png", "3-signal-dialog.png", "4-run-completed.png"} {
 		_ = os.Remove(filepath.Join(artifacts, old)) // only this run's screenshots count
 	}
+	// What `stackrun approve ... --as bob --print-signal` prints: bob's signature for this run.
+	_, signed, err := control.PrintSignal(ctx, rig.Server.Client, started.WorkflowID,
+		workflows.GateDecisionRequest{Gate: workflows.GateApproveRestart, By: "bob", Comment: "approved from the Temporal web UI"}, true,
+		control.KeySigner{Key: chattest.Bob.Signer})
+	require.NoError(t, err)
+	input, err := json.Marshal(signed)
+	require.NoError(t, err)
 	cmd := exec.CommandContext(ctx, node, "approve.mjs")
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(),
 		"UI_URL="+rig.Server.UIURL, "WORKFLOW_ID="+started.WorkflowID, "GATE="+workflows.GateApproveRestart,
-		"BY=bob", "ARTIFACTS="+artifacts, "PROFILE="+t.TempDir(), "CHROMIUM="+chromium)
+		"BY=bob", "INPUT="+string(input), "ARTIFACTS="+artifacts, "PROFILE="+t.TempDir(), "CHROMIUM="+chromium)
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	t.Logf("browser (%s):\n%s", time.Since(start).Round(time.Second), out)
@@ -74,7 +82,8 @@ func TestApproveFromWebUI(t *testing.T) {
 	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 	require.Len(t, rep.Decisions, 1)
 	require.Equal(t, "bob", rep.Decisions[0].By)
-	require.Equal(t, "signal", rep.Decisions[0].Via, "decided by the UI's signal")
+	require.Equal(t, "web-ui", rep.Decisions[0].Via, "decided by the UI's signal")
+	require.Equal(t, chattest.Bob.Fingerprint(), rep.Decisions[0].Key, "signed by bob's key")
 	require.Equal(t, "stop\nstart", rig.Actions("svc-a"))
 	for _, f := range []string{"1-waiting-list.png", "2-run-waiting.png", "3-signal-dialog.png", "4-run-completed.png"} {
 		st, err := os.Stat(filepath.Join(artifacts, f))

@@ -34,6 +34,8 @@ const (
 	clusterNet = "127.0.41"
 	frontend   = clusterNet + ".2:7233"
 	uiURL      = "http://" + clusterNet + ".7:8233"
+	promURL    = "http://" + clusterNet + ".11:9090"
+	amURL      = "http://" + clusterNet + ".12:9093"
 	hostIP     = clusterNet + ".31" // the sshd "host" the runbook acts on
 )
 
@@ -93,7 +95,9 @@ func newRig(t *testing.T) *rig {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "svcctl-real"), []byte(svcctl.Script), 0o755))
 	ctl := filepath.Join(dir, "svcctl")
 	require.NoError(t, os.WriteFile(ctl, []byte(svcHold), 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(r.state, "svc-a.running"), nil, 0o644))
+	for _, svc := range []string{"svc-a", "svc-b"} {
+		require.NoError(t, os.WriteFile(filepath.Join(r.state, svc+".running"), nil, 0o644))
+	}
 	base := filepath.Join(dir, "base.yaml")
 	require.NoError(t, os.WriteFile(base, fmt.Appendf(nil, `ssh:
   user: %[1]s
@@ -108,6 +112,7 @@ roles:
   testrole:
     services:
       - {name: svc-a}
+      - {name: svc-b}
 commands:
   service_start: [%[6]s, start, "{service}"]
   service_stop: [%[6]s, stop, "{service}"]
@@ -125,7 +130,9 @@ policy:
 		}
 	}
 	r.env = append(r.env, "STACKRUN_CLUSTER_DIR="+r.cluster, "STACKRUN_CLUSTER_NET="+clusterNet,
-		"STACKRUN_CLUSTER_BIN="+bin, "STACKRUN_CLUSTER_SHARDS=8", "STACKRUN_CONFIG="+base)
+		"STACKRUN_CLUSTER_BIN="+bin, "STACKRUN_CLUSTER_SHARDS=8", "STACKRUN_CONFIG="+base,
+		// Prometheus every 2 s, and the stalled-step alert after 5 s, so that the test sees it.
+		"STACKRUN_CLUSTER_SCRAPE_INTERVAL=2s", "STACKRUN_CLUSTER_STALL_ALERT_SECONDS=5")
 	r.config = filepath.Join(r.cluster, "stackrun.yaml")
 
 	start := time.Now()

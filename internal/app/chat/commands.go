@@ -18,6 +18,7 @@ import (
 
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/inputflags"
+	"github.com/stackrun/stackrun/internal/infra/trust/sshsign"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -50,6 +51,18 @@ type Service struct {
 	// Timeout bounds the Temporal calls of one command (default 30s).
 	Timeout time.Duration
 	Log     *slog.Logger
+	// Key is the gateway's own key (trust.chat_gateway): every start and decision it makes is
+	// signed with it, naming the chat user it verified. The worker accepts that only for the
+	// operators, gates and runbooks trust.chat_gateway.vouch lists. nil: sent unsigned.
+	Key sshsign.Signer
+}
+
+// signer is what signs for a verified chat user (nil without a gateway key).
+func (s *Service) signer(id Identity) control.Signer {
+	if s.Key == nil {
+		return nil
+	}
+	return control.KeySigner{Key: s.Key, ChatUser: id.Via()}
 }
 
 func (s *Service) cmd() string {
@@ -97,12 +110,12 @@ func (s *Service) Run(ctx context.Context, id Identity, text string) Reply {
 		if len(rest) < 2 {
 			return Reply{Text: fmt.Sprintf("usage: `%s %s <run> <gate> [comment...]`", s.cmd(), verb)}
 		}
-		return s.Decide(ctx, id, verb, rest[0], rest[1], strings.Join(rest[2:], " "))
+		return s.Decide(ctx, id, verb, rest[0], "", rest[1], strings.Join(rest[2:], " "))
 	case "resolve":
 		if len(rest) < 3 {
 			return Reply{Text: fmt.Sprintf("usage: `%s resolve <run> <step> retry|skip|abort [comment...]`", s.cmd())}
 		}
-		return s.Decide(ctx, id, "resolve:"+strings.ToLower(rest[2]), rest[0], rest[1], strings.Join(rest[3:], " "))
+		return s.Decide(ctx, id, "resolve:"+strings.ToLower(rest[2]), rest[0], "", rest[1], strings.Join(rest[3:], " "))
 	case "run":
 		if len(rest) == 0 {
 			return Reply{Text: s.usage()}
@@ -185,17 +198,21 @@ func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, 
 		}
 		reason = strings.Join(pos, " ")
 	}
+	if pr, ok := in.(*workflows.PostRebootCheckInput); ok && pr.StartInstances && !id.CanDecide(workflows.GateStartInstances) {
+		return refused("%s may not use --start-instances from chat: it needs a chat role that names gate %s (roles: %s)", id.Operator, workflows.GateStartInstances, strings.Join(id.Roles, ", "))
+	}
 	m := in.GetMeta()
 	m.RequestedBy, m.Reason, m.DryRun = id.Operator, reason, dryRun
 	if err := in.Validate(); err != nil {
 		return Reply{Text: fmt.Sprintf("invalid input for %s: %v\n%s", rb.Name, err, runUsage)}
 	}
-	started, err := control.Start(ctx, s.Client, s.TaskQueue, rb, in)
+	mk := markupFor(id.Platform)
+	started, err := control.Start(ctx, s.Client, s.TaskQueue, rb, in, s.signer(id))
 	if err != nil {
 		if errors.Is(err, control.ErrAlreadyRunning) {
-			return refused("%v", err)
+			return refused("%s", mk.text(err.Error()))
 		}
-		return Reply{Text: "Could not start: " + err.Error()}
+		return Reply{Text: "Could not start: " + mk.text(err.Error())}
 	}
 	s.log().Info("chat started run", "workflow_id", started.WorkflowID, "operator", id.Operator, "via", id.Via())
 	if dryRun {
@@ -204,15 +221,15 @@ func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, 
 			return Reply{Text: fmt.Sprintf("Dry run `%s` started; its plan is not ready yet (%v): `%s status %s`", started.WorkflowID, err, s.cmd(), started.WorkflowID)}
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "Dry run of %s on `%s` (nothing changed): %s\n", rb.Name, rb.Target(in), rep.Summary)
-		writePlan(&b, rep.Plan)
+		fmt.Fprintf(&b, "Dry run of %s on %s (nothing changed): %s\n", rb.Name, mk.code(rb.Target(in)), mk.text(oneLine(rep.Summary, 2000)))
+		writePlan(&b, mk, rep.Plan)
 		return Reply{Text: b.String()}
 	}
-	text := fmt.Sprintf(":arrow_forward: %s started `%s` (%s on `%s`)", id.Operator, started.WorkflowID, rb.Name, rb.Target(in))
+	text := fmt.Sprintf(":arrow_forward: %s started %s (%s on %s)", mk.text(id.Operator), mk.code(started.WorkflowID), rb.Name, mk.code(rb.Target(in)))
 	if reason != "" {
-		text += ": " + reason
+		text += ": " + mk.text(oneLine(reason, 500))
 	}
-	text += fmt.Sprintf(".\nFollow it: `%s status %s`", s.cmd(), started.WorkflowID)
+	text += fmt.Sprintf(".\nFollow it: %s", mk.code(s.cmd()+" status "+started.WorkflowID))
 	if link := RunLink(s.WebUIURL, s.Namespace, started.WorkflowID); link != "" {
 		text += " · " + mdLink(id.Platform, link, "Temporal web UI")
 	}
@@ -220,37 +237,44 @@ func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, 
 }
 
 // Decide approves or rejects a gate, or resolves a stalled step ("resolve:retry|skip|abort"),
-// as the verified user. The gateway checks the user's chat roles; the workflow's update
-// validator checks the approver against the worker's policy and the two-person rule, and its
-// refusal is reported as is. Nothing changes in a run when either refuses.
-func (s *Service) Decide(ctx context.Context, id Identity, action, run, name, comment string) Reply {
+// as the verified user, signed with the gateway's key. runID is the run a button was posted for
+// ("" for a slash command: the run open now); a button of an earlier run on the same target is
+// refused. The gateway checks the user's chat roles; the workflow's update validator checks the
+// signature, the approver against the worker's policy and the two-person rule, and its refusal
+// is reported as is. Nothing changes in a run when either refuses.
+func (s *Service) Decide(ctx context.Context, id Identity, action, run, runID, name, comment string) Reply {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 	}
-	s.log().Info("chat decision", "action", action, "workflow_id", run, "name", name, "operator", id.Operator, "via", id.Via())
+	s.log().Info("chat decision", "action", action, "workflow_id", run, "run_id", runID, "name", name, "operator", id.Operator, "via", id.Via())
+	m := markupFor(id.Platform)
+	if runID != "" {
+		cur, err := control.CurrentRunID(ctx, s.Client, run)
+		if err != nil {
+			return Reply{Text: m.text(err.Error())}
+		}
+		if cur != runID {
+			return refused("this button is for an earlier run of %s (run ID %s); the run open now (%s) was not decided: use its own message or %s",
+				m.code(run), m.code(runID), m.code(cur), m.code(s.cmd()+" status "+run))
+		}
+	}
 	switch action {
 	case "approve", "reject":
 		if !id.CanDecide(name) {
-			return refused("%s may not %s gate `%s` from chat (roles: %s)", id.Operator, action, name, strings.Join(id.Roles, ", "))
+			return refused("%s may not %s gate %s from chat (roles: %s)", m.text(id.Operator), action, m.code(name), m.text(strings.Join(id.Roles, ", ")))
 		}
 		req := workflows.GateDecisionRequest{Gate: name, By: id.Operator, Comment: comment, Via: id.Via()}
-		var d workflows.Decision
-		var err error
-		if action == "approve" {
-			d, err = control.Approve(ctx, s.Client, run, req)
-		} else {
-			d, err = control.Reject(ctx, s.Client, run, req)
-		}
+		d, err := control.DecideGate(ctx, s.Client, run, runID, req, action == "approve", s.signer(id))
 		if err != nil {
-			return s.decisionError(ctx, run, err)
+			return s.decisionError(ctx, run, m, err)
 		}
 		icon := ":white_check_mark:"
 		if action == "reject" {
 			icon = ":x:"
 		}
-		return Reply{Text: fmt.Sprintf("%s Gate `%s` of `%s` %s by %s%s.", icon, d.Name, run, d.Outcome, d.By, commentText(d.Comment)), Public: true, Done: true}
+		return Reply{Text: fmt.Sprintf("%s Gate %s of %s %s by %s%s.", icon, m.code(d.Name), m.code(run), d.Outcome, m.text(d.By), commentText(m, d.Comment)), Public: true, Done: true}
 	}
 	act, ok := strings.CutPrefix(action, "resolve:")
 	if !ok || !slices.Contains([]string{workflows.ResolveRetry, workflows.ResolveSkip, workflows.ResolveAbort}, act) {
@@ -258,45 +282,46 @@ func (s *Service) Decide(ctx context.Context, id Identity, action, run, name, co
 	}
 	st, err := control.Status(ctx, s.Client, run)
 	if err != nil {
-		return Reply{Text: err.Error()}
+		return Reply{Text: m.text(err.Error())}
 	}
 	if !id.CanStart(st.Runbook) {
-		return refused("%s may not resolve steps of %s runs from chat (roles: %s)", id.Operator, st.Runbook, strings.Join(id.Roles, ", "))
+		return refused("%s may not resolve steps of %s runs from chat (roles: %s)", m.text(id.Operator), st.Runbook, m.text(strings.Join(id.Roles, ", ")))
 	}
-	d, err := control.Resolve(ctx, s.Client, run, workflows.ResolveRequest{Step: name, Action: act, By: id.Operator, Comment: comment, Via: id.Via()})
+	d, err := control.ResolveRun(ctx, s.Client, run, runID, workflows.ResolveRequest{Step: name, Action: act, By: id.Operator, Comment: comment, Via: id.Via()}, s.signer(id))
 	if err != nil {
-		return s.decisionError(ctx, run, err)
+		return s.decisionError(ctx, run, m, err)
 	}
-	return Reply{Text: fmt.Sprintf(":wrench: Step `%s` of `%s`: %s by %s%s.", d.Name, run, d.Outcome, d.By, commentText(d.Comment)), Public: true, Done: true}
+	return Reply{Text: fmt.Sprintf(":wrench: Step %s of %s: %s by %s%s.", m.code(d.Name), m.code(run), d.Outcome, m.text(d.By), commentText(m, d.Comment)), Public: true, Done: true}
 }
 
-func commentText(c string) string {
+func commentText(m markup, c string) string {
 	if c == "" {
 		return ""
 	}
-	return " (" + c + ")"
+	return " (" + m.text(oneLine(c, 500)) + ")"
 }
 
-func (s *Service) decisionError(ctx context.Context, run string, err error) Reply {
+func (s *Service) decisionError(ctx context.Context, run string, m markup, err error) Reply {
 	if control.IsRefused(err) {
-		return refused("%s", err.Error())
+		return refused("%s", m.text(err.Error()))
 	}
 	// A run that has ended takes no decision: say so rather than "not found".
 	if d, derr := s.Client.DescribeWorkflowExecution(ctx, run, ""); derr == nil {
 		if st := d.GetWorkflowExecutionInfo().GetStatus(); st != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
-			return refused("run `%s` has already ended (%s): nothing to decide", run, strings.TrimPrefix(st.String(), "WorkflowExecutionStatus"))
+			return refused("run %s has already ended (%s): nothing to decide", m.code(run), strings.TrimPrefix(st.String(), "WorkflowExecutionStatus"))
 		}
 	}
-	return Reply{Text: "Could not decide: " + err.Error()}
+	return Reply{Text: "Could not decide: " + m.text(err.Error())}
 }
 
 func (s *Service) status(ctx context.Context, id Identity, run string) Reply {
+	m := markupFor(id.Platform)
 	st, err := control.Status(ctx, s.Client, run)
 	if err != nil {
-		return Reply{Text: err.Error()}
+		return Reply{Text: m.text(err.Error())}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "`%s`: %s — %s on `%s`, requested by %s", run, st.Status, st.Runbook, st.Target, st.RequestedBy)
+	fmt.Fprintf(&b, "%s: %s — %s on %s, requested by %s", m.code(run), st.Status, st.Runbook, m.code(st.Target), m.text(st.RequestedBy))
 	if st.CurrentStep != "" {
 		fmt.Fprintf(&b, ", step `%s`", st.CurrentStep)
 	}
@@ -309,7 +334,7 @@ func (s *Service) status(ctx context.Context, id Identity, run string) Reply {
 		fmt.Fprintf(&b, " — `%s approve %s %s`\n", s.cmd(), run, g.Name)
 	}
 	for _, x := range st.Stalled {
-		fmt.Fprintf(&b, ":warning: step `%s` is stalled: %s — `%s resolve %s %s retry|skip|abort`\n", x.Step, x.Error, s.cmd(), run, x.Step)
+		fmt.Fprintf(&b, ":warning: step %s is stalled: %s — %s\n", m.code(x.Step), m.code(x.Error), m.code(s.cmd()+" resolve "+run+" "+x.Step+" retry|skip|abort"))
 	}
 	var steps []string
 	for _, x := range st.Steps {
@@ -318,14 +343,14 @@ func (s *Service) status(ctx context.Context, id Identity, run string) Reply {
 	if len(steps) > 0 {
 		fmt.Fprintf(&b, "Steps: %s\n", strings.Join(steps, " · "))
 	}
-	writePlan(&b, st.Plan)
+	writePlan(&b, m, st.Plan)
 	if link := RunLink(s.WebUIURL, s.Namespace, run); link != "" {
 		fmt.Fprintf(&b, "%s\n", mdLink(id.Platform, link, "Temporal web UI"))
 	}
 	return Reply{Text: strings.TrimRight(b.String(), "\n")}
 }
 
-func writePlan(b *strings.Builder, plan []string) {
+func writePlan(b *strings.Builder, m markup, plan []string) {
 	if len(plan) == 0 {
 		return
 	}
@@ -335,7 +360,7 @@ func writePlan(b *strings.Builder, plan []string) {
 			fmt.Fprintf(b, "• … and %d more\n", len(plan)-20)
 			break
 		}
-		fmt.Fprintf(b, "• %s\n", p)
+		fmt.Fprintf(b, "• %s\n", m.text(oneLine(p, 300)))
 	}
 }
 
@@ -375,7 +400,7 @@ func (s *Service) list(ctx context.Context, args []string) Reply {
 		if r.Step != "" {
 			fmt.Fprintf(&b, " at `%s`", r.Step)
 		}
-		fmt.Fprintf(&b, " — %s, requested by %s\n", r.Runbook, r.RequestedBy)
+		fmt.Fprintf(&b, " — %s, requested by %s\n", r.Runbook, codeSpan(r.RequestedBy))
 	}
 	return Reply{Text: strings.TrimRight(b.String(), "\n")}
 }
@@ -394,9 +419,9 @@ func RunLink(base, namespace, workflowID string) string {
 // mdLink renders a link for the platform: Slack's <url|text>, Markdown's [text](url) elsewhere.
 func mdLink(platform, u, text string) string {
 	if platform == Slack {
-		return "<" + u + "|" + text + ">"
+		return "<" + slackURL(u) + "|" + text + ">"
 	}
-	return "[" + text + "](" + u + ")"
+	return "[" + text + "](" + markdownURL(u) + ")"
 }
 
 // Tokenize splits a command line on white space, honouring "double", 'single' and the curly

@@ -35,6 +35,9 @@ type Handler struct {
 	// MattermostToken verifies Mattermost slash commands and signs buttons; "" disables the
 	// Mattermost endpoints.
 	MattermostToken string
+	// Triggers bounds Mattermost replays (trigger IDs: user, time, single use, and Mattermost's
+	// own signature when its public key is configured). nil: a verifier without the key.
+	Triggers *TriggerVerifier
 	// HTTP posts answers to response URLs.
 	HTTP *http.Client
 	Log  *slog.Logger
@@ -54,6 +57,9 @@ func (h *Handler) init() {
 		}
 		if h.HTTP == nil {
 			h.HTTP = &http.Client{Timeout: 10 * time.Second}
+		}
+		if h.Triggers == nil {
+			h.Triggers = &TriggerVerifier{}
 		}
 		h.mux = http.NewServeMux()
 		h.mux.HandleFunc("POST /slack/commands", h.slackCommand)
@@ -181,6 +187,11 @@ func (h *Handler) slackAction(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, Slack, http.StatusBadRequest, errors.New("button value is not Stackrun's"))
 		return
 	}
+	if v.RunID == "" {
+		// A button from before buttons named their run: it could decide a newer run.
+		h.reject(w, r, Slack, http.StatusBadRequest, errors.New("this button names no run ID (an older message): use the slash command"))
+		return
+	}
 	id, lookupErr := h.Dir.Lookup(Slack, cb.User.ID, cb.User.Name)
 	w.WriteHeader(http.StatusOK)
 	h.later(func(ctx context.Context) {
@@ -189,7 +200,7 @@ func (h *Handler) slackAction(w http.ResponseWriter, r *http.Request) {
 			h.slackRespond(ctx, cb.ResponseURL, &slack.WebhookMessage{ResponseType: slack.ResponseTypeEphemeral, Text: refused("%v", lookupErr).Text})
 			return
 		}
-		reply := h.Service.Decide(ctx, id, act.ActionID, v.Run, v.Name, "")
+		reply := h.Service.Decide(ctx, id, act.ActionID, v.Run, v.RunID, v.Name, "")
 		if !reply.Done {
 			h.slackRespond(ctx, cb.ResponseURL, &slack.WebhookMessage{ResponseType: slack.ResponseTypeEphemeral, Text: reply.Text})
 			return
@@ -231,6 +242,11 @@ func (h *Handler) mattermostCommand(w http.ResponseWriter, r *http.Request) {
 		h.reject(w, r, Mattermost, http.StatusUnauthorized, ErrBadToken)
 		return
 	}
+	// The token is static: the trigger ID (user, time, once) is what bounds a replay.
+	if err := h.Triggers.Verify(form.Get("trigger_id"), form.Get("user_id")); err != nil {
+		h.reject(w, r, Mattermost, http.StatusUnauthorized, err)
+		return
+	}
 	text, responseURL := form.Get("text"), form.Get("response_url")
 	id, err := h.Dir.Lookup(Mattermost, form.Get("user_id"), form.Get("user_name"))
 	if err != nil {
@@ -258,6 +274,7 @@ type MattermostActionRequest struct {
 	UserName  string            `json:"user_name"`
 	ChannelID string            `json:"channel_id"`
 	PostID    string            `json:"post_id"`
+	TriggerID string            `json:"trigger_id"`
 	Context   MattermostContext `json:"context"`
 }
 
@@ -284,8 +301,14 @@ func (h *Handler) mattermostAction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := req.Context
-	if !(ActionSigner{Key: h.MattermostToken}).Verify(c.Sig, c.Action, c.Run, c.Name) {
-		h.reject(w, r, Mattermost, http.StatusUnauthorized, ErrBadSignature)
+	// The context proves the button is ours, for this action, run, gate, time and user; the
+	// trigger ID that the press is fresh, once, and by the user it names.
+	if err := (ActionSigner{Key: h.MattermostToken}).VerifyContext(c, req.UserID, time.Now()); err != nil {
+		h.reject(w, r, Mattermost, http.StatusUnauthorized, err)
+		return
+	}
+	if err := h.Triggers.Verify(req.TriggerID, req.UserID); err != nil {
+		h.reject(w, r, Mattermost, http.StatusUnauthorized, err)
 		return
 	}
 	id, err := h.Dir.Lookup(Mattermost, req.UserID, req.UserName)
@@ -296,7 +319,7 @@ func (h *Handler) mattermostAction(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
 	defer cancel()
-	reply := h.Service.Decide(ctx, id, c.Action, c.Run, c.Name, "")
+	reply := h.Service.Decide(ctx, id, c.Action, c.Run, c.RunID, c.Name, "")
 	if !reply.Done {
 		writeJSON(w, MattermostActionResponse{EphemeralText: reply.Text})
 		return

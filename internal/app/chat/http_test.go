@@ -7,6 +7,9 @@ package chat_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -40,6 +43,8 @@ type gw struct {
 	resp  *chattest.Receiver // response_url receiver
 	n     atomic.Int64
 	slack *chat.SlackVerifier
+	// mm stands for Mattermost's asymmetric signing key: it signs the trigger IDs.
+	mm *ecdsa.PrivateKey
 }
 
 func newGateway(t *testing.T) *gw {
@@ -54,12 +59,15 @@ func newGateway(t *testing.T) *gw {
 	require.NoError(t, err)
 	require.NoError(t, cfg.ValidateFor(config.ForChat))
 	g.slack = &chat.SlackVerifier{Secret: cfg.Chat.Slack.SigningSecret}
+	g.mm, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
 	handler := &chat.Handler{
 		Service: &chat.Service{Client: g.rig.Server.Client, TaskQueue: cfg.Temporal.TaskQueue,
-			Namespace: cfg.Temporal.Namespace, WebUIURL: "http://ui.example"},
+			Namespace: cfg.Temporal.Namespace, WebUIURL: "http://ui.example", Key: chattest.Gateway.Signer},
 		Dir:             chat.NewDirectory(cfg.Chat),
 		Slack:           g.slack,
 		MattermostToken: cfg.Chat.Mattermost.Token,
+		Triggers:        &chat.TriggerVerifier{PublicKey: &g.mm.PublicKey},
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -109,6 +117,18 @@ func (g *gw) command(user, text string, ts int64, secret string) (*http.Response
 // press sends a signed block_actions payload for a button of a message the worker posted.
 func (g *gw) press(user string, msgBlocks json.RawMessage, actionID, value string) string {
 	ru, rp := g.responseURL()
+	code := g.pressTo(ru, user, msgBlocks, actionID, value)
+	require.Equal(g.t, http.StatusOK, code)
+	return rp
+}
+
+// pressRaw presses and returns the HTTP status only.
+func (g *gw) pressRaw(user string, msgBlocks json.RawMessage, actionID, value string) int {
+	ru, _ := g.responseURL()
+	return g.pressTo(ru, user, msgBlocks, actionID, value)
+}
+
+func (g *gw) pressTo(ru, user string, msgBlocks json.RawMessage, actionID, value string) int {
 	payload := map[string]any{
 		"type": "block_actions", "user": map[string]any{"id": user, "username": strings.ToLower(user), "name": strings.ToLower(user)},
 		"api_app_id": "A1", "team": map[string]any{"id": "T1"}, "response_url": ru, "trigger_id": "1.2.3",
@@ -118,9 +138,8 @@ func (g *gw) press(user string, msgBlocks json.RawMessage, actionID, value strin
 	}
 	b, err := json.Marshal(payload)
 	require.NoError(g.t, err)
-	resp, body, _ := g.slackPost("/slack/actions", url.Values{"payload": {string(b)}}, time.Now().Unix(), chattest.SlackSecret)
-	require.Equal(g.t, http.StatusOK, resp.StatusCode, body)
-	return rp
+	resp, _, _ := g.slackPost("/slack/actions", url.Values{"payload": {string(b)}}, time.Now().Unix(), chattest.SlackSecret)
+	return resp.StatusCode
 }
 
 func (g *gw) reply(path, what string) string {
@@ -176,6 +195,9 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	// A user whose roles do not allow the runbook.
 	_, _, rp := g.command("UERIN", start, now, chattest.SlackSecret)
 	require.Contains(t, g.reply(rp, "erin's start"), "erin may not start restart-service")
+	// erin may run post-reboot-check, but not have it start tenants' instances.
+	_, _, rp = g.command("UERIN", "post-reboot-check node1 --start-instances", now, chattest.SlackSecret)
+	require.Contains(t, g.reply(rp, "erin's --start-instances"), "may not use --start-instances from chat")
 	g.noRun()
 
 	// Valid: alice starts the run; the answer comes through the response URL.
@@ -226,23 +248,52 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	g.unchanged()
 
 	// Mattermost: a forged token, a forged button signature, an unknown user: refused.
-	mmResp := g.mattermostCommand("wrong-token", "bobmm", "status "+runID)
+	mmResp := g.mattermostCommand("wrong-token", "bobmm", "status "+runID, g.trigger("bobmm", time.Now()))
 	require.Equal(t, http.StatusUnauthorized, mmResp.StatusCode)
 	mmMsg := g.rig.Received.WaitFor(t, "/mattermost", 30*time.Second, "mattermost gate message", func(b []byte) bool {
 		return strings.Contains(string(b), "Approval needed")
 	})
 	mctx := mattermostContext(t, mmMsg, "approve")
+	require.NotEmpty(t, mctx.RunID, "buttons name their run")
 	forged := mctx
 	forged.Run = "restart-service/node1/svc-b"
-	code, _ := g.mattermostAction("bobmm", forged)
+	code, _ := g.mattermostAction("bobmm", forged, g.trigger("bobmm", time.Now()))
 	require.Equal(t, http.StatusUnauthorized, code)
-	code, ans := g.mattermostAction("mallorymm", mctx)
+	forged = mctx
+	forged.Exp = time.Now().Add(240 * time.Hour).Unix() // stretched expiry: the signature breaks
+	code, _ = g.mattermostAction("bobmm", forged, g.trigger("bobmm", time.Now()))
+	require.Equal(t, http.StatusUnauthorized, code)
+	expired := (chat.ActionSigner{Key: chattest.MattermostToken}).SignContext(chat.MattermostContext{
+		Action: mctx.Action, Run: mctx.Run, RunID: mctx.RunID, Name: mctx.Name, Exp: time.Now().Add(-time.Minute).Unix()})
+	code, _ = g.mattermostAction("bobmm", expired, g.trigger("bobmm", time.Now()))
+	require.Equal(t, http.StatusUnauthorized, code, "an expired button")
+	// A press whose trigger names another user, an old one, an unsigned one: refused.
+	for what, tr := range map[string]string{
+		"trigger of another user": g.trigger("alicemm", time.Now()),
+		"old trigger":             g.trigger("bobmm", time.Now().Add(-10*time.Minute)),
+		"no trigger":              "",
+		"unsigned trigger":        unsignedTrigger(t, "bobmm"),
+	} {
+		code, _ = g.mattermostAction("bobmm", mctx, tr)
+		require.Equal(t, http.StatusUnauthorized, code, what)
+	}
+	tr := g.trigger("mallorymm", time.Now())
+	code, ans := g.mattermostAction("mallorymm", mctx, tr)
 	require.Equal(t, http.StatusOK, code)
 	require.Contains(t, ans.EphemeralText, "not a Stackrun operator")
+	// The same press again (a replayed request): refused before anything.
+	code, _ = g.mattermostAction("mallorymm", mctx, tr)
+	require.Equal(t, http.StatusUnauthorized, code, "a replayed Mattermost button")
 	g.unchanged()
-	// A valid Mattermost command: status through the response URL.
-	mmResp = g.mattermostCommand(chattest.MattermostToken, "bobmm", "status "+runID)
+	// A valid Mattermost command: status through the response URL; the same request again is a
+	// replay, and one without a trigger ID cannot be bounded: both refused.
+	tr = g.trigger("bobmm", time.Now())
+	mmResp = g.mattermostCommand(chattest.MattermostToken, "bobmm", "status "+runID, tr)
 	require.Equal(t, http.StatusOK, mmResp.StatusCode)
+	mmResp = g.mattermostCommand(chattest.MattermostToken, "bobmm", "status "+runID, tr)
+	require.Equal(t, http.StatusUnauthorized, mmResp.StatusCode, "a replayed slash command")
+	mmResp = g.mattermostCommand(chattest.MattermostToken, "bobmm", "status "+runID, "")
+	require.Equal(t, http.StatusUnauthorized, mmResp.StatusCode, "a slash command without trigger ID")
 
 	// bob approves with the Slack button: the run proceeds and completes.
 	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, value)
@@ -276,6 +327,36 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, value)
 	require.Contains(t, g.reply(rp, "late press"), "Refused")
 
+	// The next run on the same target has the same workflow ID and the same gate. The old
+	// messages' buttons (Slack and Mattermost) must not decide it.
+	ru, rp = g.responseURL()
+	form = url.Values{"command": {"/stackrun"}, "text": {start + " again"}, "user_id": {"UALICE"}, "user_name": {"alice"}, "response_url": {ru}}
+	resp, body, _ = g.slackPost("/slack/commands", form, time.Now().Unix(), chattest.SlackSecret)
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	require.Contains(t, g.reply(rp, "second run"), "alice started `"+runID+"`")
+	g.rig.Received.WaitFor(t, "/slack", 60*time.Second, "second gate message", func(b []byte) bool {
+		return strings.Contains(string(b), "Approval needed") && strings.Contains(string(b), "again")
+	})
+	rp = g.press("UBOB", msg.Blocks, chat.ActionApprove, value)
+	require.Contains(t, g.reply(rp, "old Slack button on the new run"), "this button is for an earlier run")
+	code, ans = g.mattermostAction("bobmm", mctx, g.trigger("bobmm", time.Now()))
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, ans.EphemeralText, "this button is for an earlier run")
+	// A button value without a run ID (an older message) is refused outright.
+	var old chat.ButtonValue
+	require.NoError(t, json.Unmarshal([]byte(value), &old))
+	old.RunID = ""
+	ob, _ := json.Marshal(old)
+	resp2 := g.pressRaw("UBOB", msg.Blocks, chat.ActionApprove, string(ob))
+	require.Equal(t, http.StatusBadRequest, resp2)
+	st2 := g.status()
+	require.Equal(t, workflows.StatusWaitingApproval, st2.Status)
+	require.Empty(t, st2.Decisions, "the new run was decided by an old button")
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	_, err = control.Reject(ctx2, g.rig.Server.Client, runID, workflows.GateDecisionRequest{Gate: workflows.GateApproveRestart, By: "bob"}, control.KeySigner{Key: chattest.Bob.Signer})
+	require.NoError(t, err)
+
 	// A stalled step, resolved with its Retry button by the requester.
 	stalled(t, g)
 
@@ -284,18 +365,31 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	require.Contains(t, g.reply(rp, "list"), runID)
 }
 
-func (g *gw) mattermostCommand(token, user, text string) *http.Response {
+// trigger is a trigger ID as Mattermost makes it, signed with the rig's stand-in for its key.
+func (g *gw) trigger(user string, at time.Time) string {
+	tr, err := chat.MattermostTrigger(user, at, g.mm)
+	require.NoError(g.t, err)
+	return tr
+}
+
+func unsignedTrigger(t *testing.T, user string) string {
+	tr, err := chat.MattermostTrigger(user, time.Now(), nil)
+	require.NoError(t, err)
+	return tr
+}
+
+func (g *gw) mattermostCommand(token, user, text, trigger string) *http.Response {
 	ru, _ := g.responseURL()
-	form := url.Values{"token": {token}, "user_id": {user}, "user_name": {user}, "command": {"/stackrun"}, "text": {text}, "response_url": {ru}}
+	form := url.Values{"token": {token}, "user_id": {user}, "user_name": {user}, "command": {"/stackrun"}, "text": {text}, "response_url": {ru}, "trigger_id": {trigger}}
 	req, _ := http.NewRequest(http.MethodPost, g.url+"/mattermost/commands", strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, _, _ := g.do(req, "")
 	return resp
 }
 
-func (g *gw) mattermostAction(user string, c chat.MattermostContext) (int, chat.MattermostActionResponse) {
+func (g *gw) mattermostAction(user string, c chat.MattermostContext, trigger string) (int, chat.MattermostActionResponse) {
 	b, _ := json.Marshal(map[string]any{"user_id": user, "user_name": user, "channel_id": "c1", "post_id": "p1",
-		"context": map[string]any{"action": c.Action, "run": c.Run, "name": c.Name, "sig": c.Sig}})
+		"trigger_id": trigger, "context": c.ContextMap()})
 	req, _ := http.NewRequest(http.MethodPost, g.url+"/mattermost/actions", strings.NewReader(string(b)))
 	req.Header.Set("Content-Type", "application/json")
 	resp, body, _ := g.do(req, "")
@@ -331,8 +425,11 @@ func mattermostContext(t *testing.T, msg []byte, id string) chat.MattermostConte
 	for _, a := range m.Attachments {
 		for _, act := range a.Actions {
 			if act.ID == id {
-				c := act.Integration.Context
-				return chat.MattermostContext{Action: c["action"].(string), Run: c["run"].(string), Name: c["name"].(string), Sig: c["sig"].(string)}
+				b, err := json.Marshal(act.Integration.Context)
+				require.NoError(t, err)
+				var c chat.MattermostContext
+				require.NoError(t, json.Unmarshal(b, &c))
+				return c
 			}
 		}
 	}

@@ -14,6 +14,9 @@ import (
 	"strings"
 
 	"github.com/stackrun/stackrun/config"
+	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/internal/infra/trust/sshsign"
+	"github.com/stackrun/stackrun/workflows"
 )
 
 // Chat platforms.
@@ -41,8 +44,19 @@ func (id Identity) Via() string { return id.Platform + ":" + id.UserID }
 func (id Identity) CanStart(runbook string) bool { return config.Allows(id.runbooks, runbook) }
 
 // CanDecide reports whether the user's roles allow approving or rejecting the gate. The workflow
-// checks policy.approvers and the two-person rule on top.
-func (id Identity) CanDecide(gate string) bool { return config.Allows(id.gates, gate) }
+// checks policy.approvers and the two-person rule on top. A gate of ExplicitGates needs a role
+// that names it: "*" does not cover it.
+func (id Identity) CanDecide(gate string) bool {
+	if slices.Contains(ExplicitGates, gate) {
+		return slices.Contains(id.gates, gate)
+	}
+	return config.Allows(id.gates, gate)
+}
+
+// ExplicitGates are the gates a chat role must name to allow them (and, for the runbook flag
+// that opens them, to start a run with it): starting and rebooting tenants' instances is not
+// part of "every gate".
+var ExplicitGates = []string{workflows.GateStartInstances}
 
 // Directory maps chat users to operators and roles (chat.users, chat.roles).
 type Directory struct {
@@ -92,4 +106,23 @@ func (d *Directory) Lookup(platform, userID, userName string) (Identity, error) 
 	}
 	id.UserName = userName
 	return id, nil
+}
+
+// GatewayKey loads the chat gateway's private key (trust.chat_gateway.private_key_file) and
+// checks that it is the key the worker knows (trust.chat_gateway.public_key): a gateway signing
+// with another key would have every decision refused.
+func GatewayKey(cfg *config.Config) (sshsign.Signer, error) {
+	gw := cfg.Trust.ChatGateway
+	k, err := sshsign.FromKeyFile(gw.PrivateKeyFile, nil)
+	if err != nil {
+		return nil, fmt.Errorf("trust.chat_gateway.private_key_file: %w", err)
+	}
+	pub, err := trust.ParseAuthorizedKey(gw.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("trust.chat_gateway.public_key: %w", err)
+	}
+	if k.Key().Fingerprint != pub.Fingerprint {
+		return nil, fmt.Errorf("trust.chat_gateway.private_key_file is the key %s, but trust.chat_gateway.public_key is %s", k.Key().Fingerprint, pub.Fingerprint)
+	}
+	return k, nil
 }

@@ -62,6 +62,8 @@ type MattermostSink struct {
 	Signer     ActionSigner
 	Links      Links
 	HTTP       *http.Client
+	// ButtonTTL is how long the buttons work (0: DefaultButtonTTL).
+	ButtonTTL time.Duration
 }
 
 // Name implements activities.NotifySink.
@@ -69,7 +71,11 @@ func (s *MattermostSink) Name() string { return "mattermost" }
 
 // Send implements activities.NotifySink.
 func (s *MattermostSink) Send(ctx context.Context, n activities.Notification) error {
-	msg := MattermostNotification(n, s.Links, s.PublicURL, s.Signer)
+	ttl := s.ButtonTTL
+	if ttl <= 0 {
+		ttl = DefaultButtonTTL
+	}
+	msg := MattermostNotification(n, s.Links, s.PublicURL, s.Signer, time.Now().Add(ttl))
 	return postJSON(ctx, httpClient(s.HTTP), "mattermost webhook", s.WebhookURL, msg)
 }
 

@@ -2,6 +2,11 @@ package chat_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -19,6 +24,7 @@ import (
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/chat"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 )
 
 func signedRequest(secret string, ts int64, body string) *http.Request {
@@ -123,6 +129,13 @@ func TestDirectory(t *testing.T) {
 	require.Equal(t, "mattermost:ma", m.Via())
 	b, _ := d.Lookup(chat.Slack, "UB", "")
 	require.True(t, b.CanStart("anything") && b.CanDecide("anything"))
+	require.False(t, b.CanDecide("start-instances"), "\"*\" does not cover starting tenants' instances")
+	e := chat.NewDirectory(config.Chat{
+		Users: []config.ChatUser{{Operator: "erin", Slack: "UE", Roles: []string{"reboots"}}},
+		Roles: map[string]config.ChatRole{"reboots": {Runbooks: []string{"post-reboot-check"}, Gates: []string{"start-instances"}}},
+	})
+	erin, _ := e.Lookup(chat.Slack, "UE", "")
+	require.True(t, erin.CanDecide("start-instances"), "a role that names it")
 	_, err = d.Lookup(chat.Slack, "ua", "") // IDs are case-sensitive
 	require.ErrorContains(t, err, "not a Stackrun operator")
 	_, err = d.Lookup(chat.Mattermost, "UA", "")
@@ -131,7 +144,7 @@ func TestDirectory(t *testing.T) {
 	require.Error(t, err)
 }
 
-var gateNote = activities.Notification{Kind: chat.KindGateOpened, WorkflowID: "restart-service/c1/nova-compute", Runbook: "restart-service",
+var gateNote = activities.Notification{Kind: chat.KindGateOpened, WorkflowID: "restart-service/c1/nova-compute", RunID: "run-1", Runbook: "restart-service",
 	Target: "c1/nova-compute", Name: "approve-restart", RequestedBy: "alice", Summary: "Restart nova-compute on c1.",
 	Plan: []string{"stop nova-compute on c1", "start it"}, Destructive: true, Approvers: []string{"alice", "bob"}}
 
@@ -147,7 +160,7 @@ func TestSlackBlocks(t *testing.T) {
 		`"style":"danger"`, "/stackrun approve restart-service/c1/nova-compute approve-restart"} {
 		require.Contains(t, s, want)
 	}
-	v := chat.ButtonValue{Run: gateNote.WorkflowID, Name: "approve-restart"}
+	v := chat.ButtonValue{Run: gateNote.WorkflowID, RunID: "run-1", Name: "approve-restart"}
 	vb, _ := json.Marshal(v)
 	require.Contains(t, s, strings.ReplaceAll(strings.ReplaceAll(string(vb), `"`, `\"`), "/", "/"))
 
@@ -169,19 +182,30 @@ func TestSlackBlocks(t *testing.T) {
 	require.NotContains(t, string(b), `"type":"actions"`)
 }
 
+// contextOf reads a button's context back as Mattermost posts it (JSON).
+func contextOf(t *testing.T, m map[string]any) chat.MattermostContext {
+	t.Helper()
+	b, err := json.Marshal(m)
+	require.NoError(t, err)
+	var c chat.MattermostContext
+	require.NoError(t, json.Unmarshal(b, &c))
+	return c
+}
+
 func TestMattermostNotificationButtonsAreSigned(t *testing.T) {
 	signer := chat.ActionSigner{Key: "tok"}
-	m := chat.MattermostNotification(gateNote, chat.Links{}, "https://gw.example/", signer)
+	exp := time.Now().Add(time.Hour)
+	m := chat.MattermostNotification(gateNote, chat.Links{}, "https://gw.example/", signer, exp)
 	require.Len(t, m.Attachments, 1)
 	acts := m.Attachments[0].Actions
 	require.Len(t, acts, 2)
 	require.Equal(t, "https://gw.example/mattermost/actions", acts[0].Integration.URL)
-	c := acts[0].Integration.Context
-	require.Equal(t, "approve", c["action"])
-	require.True(t, signer.Verify(c["sig"].(string), "approve", gateNote.WorkflowID, "approve-restart"))
+	c := contextOf(t, acts[0].Integration.Context)
+	require.Equal(t, chat.MattermostContext{Action: "approve", Run: gateNote.WorkflowID, RunID: "run-1", Name: "approve-restart", Exp: exp.Unix(), Sig: c.Sig}, c)
+	require.NoError(t, signer.VerifyContext(c, "anyone", time.Now()))
 	require.Contains(t, m.Attachments[0].Text, "**Plan**")
 	// Without the gateway's public URL: no buttons, the command is still there.
-	m = chat.MattermostNotification(gateNote, chat.Links{}, "", signer)
+	m = chat.MattermostNotification(gateNote, chat.Links{}, "", signer, exp)
 	require.Empty(t, m.Attachments[0].Actions)
 	require.Contains(t, m.Attachments[0].Text, "/stackrun approve")
 }
@@ -249,4 +273,125 @@ func TestSinksFromConfig(t *testing.T) {
 		names = append(names, x.Name())
 	}
 	require.Equal(t, []string{"slack", "mattermost", "webhook"}, names)
+}
+
+// A button's context signs every field: another run (same workflow ID), gate, action, expiry or
+// user does not verify; an expired one or one for another user is refused.
+func TestButtonContextCoversRunGateUserExpiry(t *testing.T) {
+	s := chat.ActionSigner{Key: "tok"}
+	now := time.Now()
+	c := s.SignContext(chat.MattermostContext{Action: "approve", Run: "swift-disk/s1/sdb", RunID: "r1", Name: "overwrite-disk", Exp: now.Add(time.Hour).Unix()})
+	require.NoError(t, s.VerifyContext(c, "u1", now))
+	for name, mutate := range map[string]func(*chat.MattermostContext){
+		"run id": func(c *chat.MattermostContext) { c.RunID = "r2" },
+		"run":    func(c *chat.MattermostContext) { c.Run = "swift-disk/s1/sdc" },
+		"gate":   func(c *chat.MattermostContext) { c.Name = "disk-replaced" },
+		"action": func(c *chat.MattermostContext) { c.Action = "reject" },
+		"expiry": func(c *chat.MattermostContext) { c.Exp += 3600 },
+		"user":   func(c *chat.MattermostContext) { c.User = "u1" },
+	} {
+		forged := c
+		mutate(&forged)
+		require.ErrorIs(t, s.VerifyContext(forged, "u1", now), chat.ErrBadSignature, name)
+	}
+	require.ErrorIs(t, s.VerifyContext(c, "u1", now.Add(2*time.Hour)), chat.ErrButtonExpired)
+	mine := s.SignContext(chat.MattermostContext{Action: "approve", Run: "x", RunID: "r", Name: "g", Exp: now.Add(time.Hour).Unix(), User: "u1"})
+	require.NoError(t, s.VerifyContext(mine, "u1", now))
+	require.ErrorIs(t, s.VerifyContext(mine, "u2", now), chat.ErrButtonUser)
+	require.ErrorIs(t, chat.ActionSigner{Key: "other"}.VerifyContext(c, "u1", now), chat.ErrBadSignature)
+}
+
+// Mattermost trigger IDs, built as Mattermost builds them: the user they name, their age, their
+// single use, and (with Mattermost's public key) its signature.
+func TestTriggerVerifier(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	require.NoError(t, err)
+	pub, err := chat.ParseMattermostKey(base64.StdEncoding.EncodeToString(der))
+	require.NoError(t, err)
+	v := &chat.TriggerVerifier{PublicKey: pub}
+	now := time.Now()
+	tr, err := chat.MattermostTrigger("u1", now, key)
+	require.NoError(t, err)
+	require.NoError(t, v.Verify(tr, "u1"))
+	require.ErrorIs(t, v.Verify(tr, "u1"), chat.ErrReplayed, "the same trigger twice")
+	tr2, _ := chat.MattermostTrigger("u1", now, key)
+	require.ErrorIs(t, v.Verify(tr2, "u2"), chat.ErrBadTrigger, "a trigger for another user")
+	old, _ := chat.MattermostTrigger("u1", now.Add(-10*time.Minute), key)
+	require.ErrorIs(t, v.Verify(old, "u1"), chat.ErrExpired)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	forged, _ := chat.MattermostTrigger("u1", now, other)
+	require.ErrorIs(t, v.Verify(forged, "u1"), chat.ErrBadTrigger, "signed by another key")
+	unsigned, _ := chat.MattermostTrigger("u1", now, nil)
+	require.ErrorIs(t, v.Verify(unsigned, "u1"), chat.ErrBadTrigger, "no signature with the key configured")
+	require.ErrorIs(t, v.Verify("", "u1"), chat.ErrNoTrigger)
+	require.ErrorIs(t, v.Verify("not base64!", "u1"), chat.ErrBadTrigger)
+	// Without Mattermost's key the user, the age and the single use are still checked.
+	nokey := &chat.TriggerVerifier{}
+	require.NoError(t, nokey.Verify(unsigned, "u1"))
+	require.ErrorIs(t, nokey.Verify(unsigned, "u1"), chat.ErrReplayed)
+	_, err = chat.ParseMattermostKey("bm90IGEga2V5")
+	require.Error(t, err)
+}
+
+// Text from operators and tenants stays text: no channel-wide pings, no disguised links, no
+// mentions, no fake lines, on both platforms.
+func TestOperatorTextIsEscaped(t *testing.T) {
+	evil := "reboot <!channel> <https://evil.example|the runbook> [the runbook](https://evil.example) ![x](https://evil.example/p.png) @all @here *bold* `code`\nApproved by bob"
+	n := gateNote
+	n.Summary = evil
+	n.Plan = []string{"live-migrate instance " + evil}
+	n.RequestedBy = "mallory"
+	blocks, fallback := chat.SlackBlocks(n, chat.Links{})
+	b := rawJSON(t, blocks)
+	for _, out := range []string{string(b), fallback} {
+		for _, bad := range []string{"<!channel>", "<https://evil.example|", "@all", "@here"} {
+			require.NotContains(t, out, bad)
+		}
+	}
+	require.Contains(t, string(b), "&lt;!channel&gt;", "shown as text")
+	require.NotContains(t, string(b), `\nApproved by bob`, "a line break in a reason does not start a line")
+
+	m := chat.MattermostNotification(n, chat.Links{}, "", chat.ActionSigner{}, time.Now())
+	text := m.Text + m.Attachments[0].Text
+	for _, bad := range []string{"](https://evil", "![x]", "@all", "@here", "*bold*", "`code`"} {
+		require.NotContains(t, text, bad)
+	}
+	require.Contains(t, text, `\[the runbook\]\(https://evil.example\)`)
+
+	// Replies of the gateway escape too: a stalled step's error in code keeps Slack's <...> inert.
+	st := activities.Notification{Kind: chat.KindStepStalled, WorkflowID: "r", RunID: "1", Name: "start", Error: "failed: <!channel> `x`", RequestedBy: "a"}
+	blocks, _ = chat.SlackBlocks(st, chat.Links{})
+	require.NotContains(t, string(rawJSON(t, blocks)), "<!channel>")
+	// A workflow ID cannot break out of the Markdown link to the web UI.
+	n = gateNote
+	n.WorkflowID = "x)[evil](https://evil.example"
+	m = chat.MattermostNotification(n, chat.Links{WebUIURL: "http://ui"}, "", chat.ActionSigner{}, time.Now())
+	require.Contains(t, m.Attachments[0].Text, "[Open in the Temporal web UI](http://ui/namespaces/default/workflows/x%29%5Bevil%5D%28https:%2F%2Fevil.example)")
+	require.Contains(t, m.Text, `x\)\[evil\]\(https`, "the headline escapes it")
+}
+
+// rawJSON marshals without HTML escaping, so that "<" in the output is a real "<".
+func rawJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	var buf strings.Builder
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	require.NoError(t, enc.Encode(v))
+	return []byte(buf.String())
+}
+
+func TestGatewayKeyMatchesThePolicy(t *testing.T) {
+	dir := t.TempDir()
+	gw, other := operators.New(t, "chat"), operators.New(t, "other")
+	cfg := config.Default()
+	cfg.Trust.ChatGateway.PublicKey = gw.AuthorizedKey()
+	cfg.Trust.ChatGateway.PrivateKeyFile = gw.WriteKeyFile(t, dir)
+	k, err := chat.GatewayKey(cfg)
+	require.NoError(t, err)
+	require.Equal(t, gw.Fingerprint(), k.Key().Fingerprint)
+	cfg.Trust.ChatGateway.PrivateKeyFile = other.WriteKeyFile(t, dir)
+	_, err = chat.GatewayKey(cfg)
+	require.ErrorContains(t, err, "but trust.chat_gateway.public_key is "+gw.Fingerprint())
 }

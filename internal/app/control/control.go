@@ -160,10 +160,11 @@ var ErrAlreadyRunning = errors.New("already running")
 // DryRunSuffix is appended to a dry run's workflow ID so that it never blocks a real run.
 func DryRunSuffix(now time.Time) string { return fmt.Sprintf("/dry-run-%d", now.Unix()) }
 
-// Start validates the input and starts the runbook. Nothing is started when the input is
-// invalid. The workflow ID comes from the input (derived from the target); a dry run's gets a
-// suffix. A second run on a target whose run is still open fails with ErrAlreadyRunning.
-func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.Runbook, in workflows.Input) (Started, error) {
+// Start validates the input and starts the runbook, signed by s (the signature travels in the
+// run's memo: workflow ID, input digest, requester, time, nonce). Nothing is started when the
+// input is invalid. The workflow ID comes from the input (derived from the target); a dry run's
+// gets a suffix. A second run on a target whose run is still open fails with ErrAlreadyRunning.
+func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.Runbook, in workflows.Input, s Signer) (Started, error) {
 	if in == nil {
 		return Started{}, errors.New("start: no input")
 	}
@@ -189,6 +190,17 @@ func Start(ctx context.Context, c client.Client, taskQueue string, rb workflows.
 			workflows.AttrTarget.ValueSet(rb.Target(in)),
 			workflows.AttrRequestedBy.ValueSet(meta.RequestedBy),
 		),
+	}
+	if s != nil {
+		st, err := StartStatement(id, in)
+		if err != nil {
+			return Started{}, err
+		}
+		sig, err := s.Sign(st)
+		if err != nil {
+			return Started{}, fmt.Errorf("start %s: %w", id, err)
+		}
+		opts.Memo = map[string]any{MemoStartSignature: sig}
 	}
 	// Inputs are pointers (to fill from flags); workflows take them by value.
 	arg := any(in)

@@ -58,26 +58,66 @@ func Status(ctx context.Context, c client.Client, id string) (workflows.Status, 
 	return st, nil
 }
 
-// Approve decides an open gate in favour, through the approve update. The workflow's validator
-// answers at once; a refusal comes back as a *RefusedError and changes nothing.
-func Approve(ctx context.Context, c client.Client, id string, req workflows.GateDecisionRequest) (workflows.Decision, error) {
-	return decide(ctx, c, id, workflows.UpdateApprove, req.Gate, req)
+// Approve decides an open gate in favour, through the approve update, signed by s for the run
+// open now. The workflow's validator answers at once; a refusal comes back as a *RefusedError
+// and changes nothing.
+func Approve(ctx context.Context, c client.Client, id string, req workflows.GateDecisionRequest, s Signer) (workflows.Decision, error) {
+	return DecideGate(ctx, c, id, "", req, true, s)
 }
 
 // Reject decides an open gate against, through the reject update; the run then aborts.
-func Reject(ctx context.Context, c client.Client, id string, req workflows.GateDecisionRequest) (workflows.Decision, error) {
-	return decide(ctx, c, id, workflows.UpdateReject, req.Gate, req)
+func Reject(ctx context.Context, c client.Client, id string, req workflows.GateDecisionRequest, s Signer) (workflows.Decision, error) {
+	return DecideGate(ctx, c, id, "", req, false, s)
 }
 
-// Resolve decides a stalled step (retry, skip or abort), through the resolve update.
-func Resolve(ctx context.Context, c client.Client, id string, req workflows.ResolveRequest) (workflows.Decision, error) {
+// DecideGate approves or rejects a gate of the run runID of workflow id ("" = the run open now).
+// A chat button names the run it was posted for: pressed after that run ended, it decides
+// nothing, even when a newer run on the same target waits at a gate of the same name.
+func DecideGate(ctx context.Context, c client.Client, id, runID string, req workflows.GateDecisionRequest, approve bool, s Signer) (workflows.Decision, error) {
+	update := workflows.UpdateReject
+	if approve {
+		update = workflows.UpdateApprove
+	}
+	return decide(ctx, c, id, runID, update, req.Gate, s, func(runID string) (any, error) {
+		if s == nil {
+			return req, nil
+		}
+		sig, err := s.Sign(GateStatement(id, runID, req, approve))
+		if err != nil {
+			return nil, err
+		}
+		req.Signature = &sig
+		return req, nil
+	})
+}
+
+// Resolve decides a stalled step (retry, skip or abort), through the resolve update, signed by s.
+func Resolve(ctx context.Context, c client.Client, id string, req workflows.ResolveRequest, s Signer) (workflows.Decision, error) {
+	return ResolveRun(ctx, c, id, "", req, s)
+}
+
+// ResolveRun decides a stalled step of the run runID of workflow id ("" = the run open now).
+func ResolveRun(ctx context.Context, c client.Client, id, runID string, req workflows.ResolveRequest, s Signer) (workflows.Decision, error) {
 	if !slices.Contains([]string{workflows.ResolveRetry, workflows.ResolveSkip, workflows.ResolveAbort}, req.Action) {
 		return workflows.Decision{}, fmt.Errorf("action %q: must be retry, skip or abort", req.Action)
 	}
-	return decide(ctx, c, id, workflows.UpdateResolve, req.Step, req)
+	return decide(ctx, c, id, runID, workflows.UpdateResolve, req.Step, s, func(runID string) (any, error) {
+		if s == nil {
+			return req, nil
+		}
+		sig, err := s.Sign(ResolveStatement(id, runID, req))
+		if err != nil {
+			return nil, err
+		}
+		req.Signature = &sig
+		return req, nil
+	})
 }
 
-func decide(ctx context.Context, c client.Client, id, update, name string, arg any) (workflows.Decision, error) {
+// decide sends the update to the run runID, or (signed, runID "") to the run open now, whose run ID
+// it signs. It goes to that run only: if another run took the workflow ID meanwhile, the update
+// fails instead of deciding the newer run.
+func decide(ctx context.Context, c client.Client, id, runID, update, name string, s Signer, arg func(runID string) (any, error)) (workflows.Decision, error) {
 	var d workflows.Decision
 	if id == "" {
 		return d, fmt.Errorf("%s: no run ID", update)
@@ -85,10 +125,21 @@ func decide(ctx context.Context, c client.Client, id, update, name string, arg a
 	if name == "" {
 		return d, fmt.Errorf("%s: no gate or step named", update)
 	}
+	if runID == "" && s != nil {
+		var err error
+		if runID, err = CurrentRunID(ctx, c, id); err != nil {
+			return d, err
+		}
+	}
+	a, err := arg(runID)
+	if err != nil {
+		return d, fmt.Errorf("%s %s on %s: %w", update, name, id, err)
+	}
 	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 		WorkflowID:   id,
+		RunID:        runID,
 		UpdateName:   update,
-		Args:         []any{arg},
+		Args:         []any{a},
 		WaitForStage: client.WorkflowUpdateStageCompleted,
 	})
 	if err == nil {

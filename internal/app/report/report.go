@@ -55,7 +55,11 @@ func Markdown(r *workflows.Report) string {
 		fmt.Fprintf(&b, " (run ID %s)", code(r.RunID))
 	}
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "- **Requested by:** %s\n", r.RequestedBy)
+	fmt.Fprintf(&b, "- **Requested by:** %s", inline(r.RequestedBy))
+	if st := r.Start; st != nil {
+		fmt.Fprintf(&b, " (%s)", startProof(st))
+	}
+	b.WriteString("\n")
 	if r.Reason != "" {
 		fmt.Fprintf(&b, "- **Reason:** %s\n", inline(r.Reason))
 	}
@@ -118,23 +122,26 @@ func Markdown(r *workflows.Report) string {
 		b.WriteString("\n")
 	}
 
+	writeFiles(&b, r.Details["files"])
+
 	if len(r.Decisions) > 0 {
 		b.WriteString("## Decisions\n\n")
-		b.WriteString("| When | Kind | Name | Outcome | By | Via | Comment |\n")
-		b.WriteString("|---|---|---|---|---|---|---|\n")
+		b.WriteString("| When | Kind | Name | Outcome | By | Via | Comment | Signed |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|\n")
 		for _, d := range r.Decisions {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n",
-				Time(d.At), cell(d.Kind), cell(d.Name), cell(d.Outcome), cell(d.By), cell(d.Via), cell(d.Comment))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				Time(d.At), cell(d.Kind), cell(d.Name), cell(d.Outcome), cell(d.By), cell(d.Via), cell(d.Comment), cell(Signer(d)))
 		}
 		b.WriteString("\n")
 	}
 
 	if len(r.Refused) > 0 {
 		b.WriteString("## Refused signals\n\n")
-		b.WriteString("| When | Signal | Target | By | Reason |\n")
-		b.WriteString("|---|---|---|---|---|\n")
+		b.WriteString("Refused messages changed nothing in the run.\n\n")
+		b.WriteString("| When | Signal | Target | By | Reason | Via | Key claimed |\n")
+		b.WriteString("|---|---|---|---|---|---|---|\n")
 		for _, m := range r.Refused {
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", Time(m.At), cell(m.Signal), cell(m.Target), cell(m.By), cell(m.Reason))
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", Time(m.At), cell(m.Signal), cell(m.Target), cell(m.By), cell(m.Reason), cell(m.Via), cell(m.Key))
 		}
 		b.WriteString("\n")
 	}
@@ -259,3 +266,34 @@ func StepRows(steps []workflows.StepStatus) [][]string {
 
 // StepHeader is the header of StepRows.
 var StepHeader = []string{"STEP", "STATE", "DURATION", "TARGET", "ATTEMPTS", "DETAIL"}
+
+// Signer says who signed a decision: the operator's key, the chat gateway vouching for a chat
+// user, unsigned (a gate the policy allows so), or the policy itself (a timeout).
+func Signer(d workflows.Decision) string {
+	switch {
+	case d.Gateway != "":
+		return fmt.Sprintf("chat gateway %s for %s (%s)", d.Gateway, d.ChatUser, d.Key)
+	case d.Key != "":
+		return d.By + " (" + d.Key + ")"
+	case d.Unsigned:
+		return "unsigned (allowed on this gate)"
+	case d.By == "policy":
+		return "policy"
+	}
+	return "-"
+}
+
+// startProof says how the start was proven.
+func startProof(st *workflows.StartRecord) string {
+	switch {
+	case st.Parent != "":
+		return "started by its parent run " + st.Parent
+	case st.Unsigned && st.Schedule != "":
+		return "unsigned: a run that changes nothing, started by schedule " + st.Schedule
+	case st.Unsigned:
+		return "unsigned: a run that changes nothing"
+	case st.Gateway != "":
+		return fmt.Sprintf("signed by chat gateway %s for %s, key %s", st.Gateway, st.ChatUser, st.Key)
+	}
+	return "signed with " + st.Key
+}

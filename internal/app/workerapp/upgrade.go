@@ -47,5 +47,5 @@ func Upgrade(cfg *config.Config, hosts *activities.Hosts, files activities.FileT
 		}
 	}
 	return &activities.Upgrade{Hosts: hosts, Files: files, Services: services, BackupDir: cfg.Upgrade.BackupDir,
-		DatabaseHost: cfg.Upgrade.DatabaseHost, DatabaseDefaultsFile: cfg.Upgrade.DatabaseDefaultsFile}, nil
+		DatabaseHost: cfg.Upgrade.DatabaseHost, DatabaseDefaultsFile: cfg.Upgrade.DatabaseDefaultsFile, Order: cfg.Upgrade.Order}, nil
 }

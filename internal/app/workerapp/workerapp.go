@@ -114,7 +114,11 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		clients = cl
+		// A service that did not answer now (one a staged upgrade restarts, say) must not stay
+		// unavailable for the worker's life: keep such clients for this call only.
+		if len(cl.Transient()) == 0 {
+			clients = cl
+		}
 		return cl, nil
 	}
 
@@ -122,7 +126,11 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor()},
 	})
 	workflows.Register(w)
-	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
+	keys, err := NewKeys(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: keys.Policy, Log: log, Sinks: chat.Sinks(cfg.Chat, cfg.Temporal.Namespace)})
 	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: cfg.Temporal.TaskQueue})
 	hosts := &activities.Hosts{Inventory: inv, Services: services, Runner: pool, Catalogue: cat}
 	w.RegisterActivity(hosts)

@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// ErrTruncated is returned by parsers given output that was cut at the SSH layer's limit: a
-// partial table is not evidence.
-var ErrTruncated = errors.New("output truncated")
-
 // ParseLoadavg reads /proc/loadavg.
 func ParseLoadavg(out string) (l1, l5, l15 float64, err error) {
 	f := strings.Fields(out)

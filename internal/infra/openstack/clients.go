@@ -64,6 +64,21 @@ const (
 // not in the catalog (or could not be set up when the clients were made).
 var ErrServiceUnavailable = errors.New("service unavailable")
 
+// errNotInCatalog: the cloud has no such service (permanent, unlike an endpoint that did not answer).
+var errNotInCatalog = errors.New("not in the service catalog")
+
+// Transient lists the services that were in the catalog but did not answer when the clients were
+// made (a service restarting, say): clients made again later may have them.
+func (c *Clients) Transient() []string {
+	var out []string
+	for name, err := range c.unavailable {
+		if !errors.Is(err, errNotInCatalog) {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // Options selects the cloud.
 type Options struct {
 	// Cloud is the clouds.yaml entry. Empty: the OS_* variables, as the
@@ -184,7 +199,7 @@ func newClients(provider *gophercloud.ProviderClient, eo gophercloud.EndpointOpt
 		if err != nil {
 			var nf *gophercloud.ErrEndpointNotFound
 			if errors.As(err, &nf) {
-				err = errors.New("not in the service catalog")
+				err = errNotInCatalog
 			}
 			c.unavailable[name] = err
 			return nil

@@ -162,7 +162,7 @@ func TestPlacementProvidersInventoriesUsages(t *testing.T) {
 	assert.Equal(t, []openstack.ResourceProvider{{UUID: "rp-1", Name: "compute1.lab"}}, rps)
 	inv, err := c.ProviderInventories(ctx, "rp-1")
 	require.NoError(t, err)
-	assert.Equal(t, map[string]openstack.Inventory{"VCPU": {Total: 8, AllocationRatio: 4}, "MEMORY_MB": {Total: 16384, Reserved: 512, AllocationRatio: 1.5}}, inv)
+	assert.Equal(t, map[string]openstack.Inventory{"VCPU": {Total: 8, AllocationRatio: 4, MaxUnit: 8}, "MEMORY_MB": {Total: 16384, Reserved: 512, AllocationRatio: 1.5, MaxUnit: 16384}}, inv)
 	use, err := c.ProviderUsages(ctx, "rp-1")
 	require.NoError(t, err)
 	assert.Equal(t, map[string]int{"VCPU": 6, "MEMORY_MB": 4096}, use)

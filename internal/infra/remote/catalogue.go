@@ -16,6 +16,10 @@ import (
 type Command struct {
 	Name string   // catalogue name, for logs and errors
 	Argv []string // program and arguments
+	// Lock is the resource a mutating command changes ("builder=/etc/swift/object.builder",
+	// "device_path=/dev/sdb"...): Run takes a lock on the host for it and refuses to start while a
+	// previous command holds it. Build sets it for every command not marked read-only.
+	Lock string
 }
 
 // String is the quoted command line sent to the host.
@@ -320,5 +324,9 @@ func (c *Catalogue) Build(name, role string, args map[string]string, list ...str
 		}
 		argv = append(argv, out)
 	}
-	return Command{Name: name, Argv: argv}, nil
+	cmd := Command{Name: name, Argv: argv}
+	if !IsReadOnly(name) {
+		cmd.Lock = lockKey(name, args)
+	}
+	return cmd, nil
 }

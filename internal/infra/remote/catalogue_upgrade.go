@@ -21,11 +21,13 @@ var upgradeCommands = map[string][]string{
 	"version_lt": {"dpkg", "--compare-versions", "{version}", "lt", "{version_b}"},
 	// one apt transaction for every package of a service: non-interactive, keeps the local
 	// configuration files (confdef/confold), waits for the dpkg lock instead of failing
-	"package_install": {"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+	// setsid: apt runs in a session of its own, so a dropped SSH connection (a worker killed
+	// mid-step) does not hang it up halfway through dpkg; the retried step waits for its lock.
+	"package_install": {"setsid", "--wait", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
 		"--no-install-recommends", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
 		"-o", "DPkg::Lock::Timeout=300", "{package_version...}"},
 	// the same, allowed to install older versions (rollback to the recorded ones)
-	"package_downgrade": {"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
+	"package_downgrade": {"setsid", "--wait", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q",
 		"--no-install-recommends", "--allow-downgrades", "-o", "Dpkg::Options::=--force-confdef",
 		"-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300", "{package_version...}"},
 	// files of the backups: a sorted tar (same files, same bytes), published by a hard link

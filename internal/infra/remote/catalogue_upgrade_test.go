@@ -17,7 +17,7 @@ func TestUpgradeCommandsBuild(t *testing.T) {
 
 	cmd, err := cat.Build("package_install", "controller", nil, "python3-nova=2:26.2.2-1~deb12u5", "python3-glance=2:25.1.0-2+deb12u5")
 	require.NoError(t, err)
-	assert.Equal(t, []string{"env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends",
+	assert.Equal(t, []string{"setsid", "--wait", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "--no-install-recommends",
 		"-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold", "-o", "DPkg::Lock::Timeout=300",
 		"python3-nova=2:26.2.2-1~deb12u5", "python3-glance=2:25.1.0-2+deb12u5"}, cmd.Argv)
 	// '~' reaches the host quoted, never as a home-directory expansion

@@ -67,6 +67,8 @@ func ErrorType(err error) string {
 		return TypeConnect
 	case errors.Is(err, ErrClosed):
 		return TypeClosed
+	case errors.Is(err, ErrBusy):
+		return TypeBusy
 	case errors.Is(err, ErrTruncated):
 		return TypeTruncated
 	}

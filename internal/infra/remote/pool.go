@@ -60,7 +60,13 @@ type Options struct {
 
 	ConnectTimeout time.Duration // TCP connect + SSH handshake (default 10s)
 	CommandTimeout time.Duration // per Run, on top of the caller's context (default 2m)
-	MaxOutputBytes int           // cap for stdout and for stderr, each (default 1 MiB)
+	// NoRemoteDeadline runs commands without `timeout -s KILL` on the host (hosts without GNU
+	// coreutils). Then a timed-out command may live on at the host: see deadline.go.
+	NoRemoteDeadline bool
+	// LockDir is the directory of the hosts' lock files of mutating commands (default
+	// DefaultLockDir); the SSH user must be able to create files there.
+	LockDir        string
+	MaxOutputBytes int // cap for stdout and for stderr, each (default 1 MiB)
 	// MaxSessionsPerHost bounds concurrent Runs on one connection (default 8;
 	// OpenSSH's MaxSessions default is 10 and SFTP uses one session).
 	MaxSessionsPerHost int

@@ -79,6 +79,12 @@ func (p *Pool) Run(ctx context.Context, h Host, cmd Command) (res Result, err er
 		}
 		err = p.exec(ctx, sess, cmd, &res, l.release)
 		switch {
+		case errors.Is(err, errRemoteDeadline):
+			// The host killed it: nothing lives on, the connection is fine.
+			return res, fmt.Errorf("remote: %s on %s: %w after %s: %w (command timeout %s): %w",
+				cmd.Name, h.label(), ErrTimeout, time.Since(start).Round(time.Millisecond), err, p.opts.CommandTimeout, context.DeadlineExceeded)
+		case errors.Is(err, ErrBusy):
+			return res, busyErr(cmd, h, cmd.Lock)
 		case errors.Is(err, ErrTimeout):
 			// The session may live on at the server (sshd refuses signals
 			// to root sessions): take no new work on this connection.
@@ -125,7 +131,13 @@ func (p *Pool) exec(ctx context.Context, sess *ssh.Session, cmd Command, res *Re
 		res.Truncated = stdout.Truncated() || stderr.Truncated()
 	}
 	defer collect()
-	if err := sess.Start(ShellJoin(cmd.Argv)); err != nil {
+	d := p.opts.CommandTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	d = remoteDeadline(d)
+	started := time.Now()
+	if err := sess.Start(ShellJoin(p.wire(cmd, d))); err != nil {
 		sess.Close()
 		release()
 		return fmt.Errorf("start: %w: %v", ErrConnect, err)
@@ -157,6 +169,13 @@ func (p *Pool) exec(ctx context.Context, sess *ssh.Session, cmd Command, res *Re
 		res.ExitCode, res.Signal = ee.ExitStatus(), ee.Signal()
 	default: // includes *ssh.ExitMissingError: the channel went away
 		return fmt.Errorf("%w: %v", ErrConnect, err)
+	}
+	collect()
+	if !p.opts.NoRemoteDeadline && killedAtDeadline(res, time.Since(started), d) {
+		return fmt.Errorf("%w of %s", errRemoteDeadline, d.Round(time.Millisecond))
+	}
+	if busy(cmd, res) {
+		return ErrBusy
 	}
 	return nil
 }

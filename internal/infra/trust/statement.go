@@ -105,3 +105,7 @@ type Signature struct {
 	ChatUser string `json:"chat_user,omitempty"`
 	Sig      string `json:"sig"`
 }
+
+// MemoStartSignature is the memo field of a run that carries the Signature of its start (the
+// input is what a start signs, so its signature travels beside the input, not in it).
+const MemoStartSignature = "stackrun_start_signature"

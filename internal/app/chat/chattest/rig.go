@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/internal/testenv/sshd"
 )
 
@@ -47,6 +48,14 @@ const usersYAML = `  users:
     approver: {gates: ["*"]}
     viewer: {runbooks: [post-reboot-check]}
 `
+
+// Operators of the rig with keys (the worker's trust.operators), and the chat gateway's key
+// (trust.chat_gateway, vouching for every listed user on approve-restart and restart-service).
+var (
+	Alice   = operators.Must("alice")
+	Bob     = operators.Must("bob")
+	Gateway = operators.Must("chat")
+)
 
 // Options shape the rig.
 type Options struct {
@@ -132,6 +141,16 @@ chat:
 		o.PublicURL, srv.UIURL, r.Received.URL, usersYAML)
 	must(t, os.WriteFile(filepath.Join(dir, "slack-secret"), []byte(SlackSecret+"\n"), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "mm-token"), []byte(MattermostToken+"\n"), 0o600))
+	cfg += fmt.Sprintf(`trust:
+  operators:
+    - {name: alice, keys: [%q]}
+    - {name: bob, keys: [%q]}
+  chat_gateway:
+    public_key: %q
+    private_key_file: %s
+    vouch:
+      - {operators: ["*"], gates: [approve-restart], runbooks: [restart-service, post-reboot-check]}
+`, Alice.AuthorizedKey(), Bob.AuthorizedKey(), Gateway.AuthorizedKey(), Gateway.WriteKeyFile(t, dir))
 	r.Config = filepath.Join(dir, "stackrun.yaml")
 	must(t, os.WriteFile(r.Config, []byte(cfg), 0o644))
 	r.StartWorker()

@@ -1,0 +1,148 @@
+package activities
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"go.temporal.io/sdk/activity"
+
+	"github.com/stackrun/stackrun/internal/infra/openstack"
+)
+
+// SmokeRequest asks for the staged upgrade's smoke test: a token, the image list, Placement's
+// resource providers and, with Boot, a server booted (networks none) and deleted.
+type SmokeRequest struct {
+	// Name makes the test server's name, stackrun-smoke-<name>: one per run and service.
+	Name string `json:"name"`
+	Boot bool   `json:"boot,omitempty"`
+}
+
+// SmokeResult lists what the smoke test saw.
+type SmokeResult struct {
+	Checks []string      `json:"checks"`
+	Server string        `json:"server,omitempty"` // the test server's ID
+	Took   time.Duration `json:"took"`
+}
+
+var reSmokeName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+
+// UpgradeSmokeTest checks that the cloud works after a service was upgraded. It checks the world
+// first: a test server of the same name left by an earlier attempt is deleted before a new one
+// boots, so a retried step never leaves two.
+func (c *Cloud) UpgradeSmokeTest(ctx context.Context, req SmokeRequest) (SmokeResult, error) {
+	var out SmokeResult
+	start := time.Now()
+	if !reSmokeName.MatchString(req.Name) {
+		return out, invalidField("name", "%q: want lower-case letters, digits and '-', at most 40", req.Name)
+	}
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return out, err
+	}
+	projects, err := cl.ListProjects(ctx)
+	if err != nil {
+		return out, fmt.Errorf("smoke test: keystone: %w", err)
+	}
+	out.Checks = append(out.Checks, fmt.Sprintf("keystone: token issued, %d projects", len(projects)))
+	imgs, err := cl.ListImages(ctx, openstack.ImageListOpts{})
+	if err != nil {
+		return out, fmt.Errorf("smoke test: glance: %w", err)
+	}
+	image := ""
+	for _, i := range imgs {
+		if i.Status == "active" && image == "" {
+			image = i.ID
+		}
+	}
+	out.Checks = append(out.Checks, fmt.Sprintf("glance: %d images", len(imgs)))
+	rps, err := cl.ListResourceProviders(ctx)
+	if err != nil {
+		return out, fmt.Errorf("smoke test: placement: %w", err)
+	}
+	out.Checks = append(out.Checks, fmt.Sprintf("placement: %d resource providers", len(rps)))
+	if !req.Boot {
+		out.Took = time.Since(start)
+		return out, nil
+	}
+	if image == "" {
+		return out, fmt.Errorf("smoke test: no active image to boot")
+	}
+	name := "stackrun-smoke-" + req.Name
+	all, err := cl.ListServers(ctx, openstack.ServerListOpts{})
+	if err != nil {
+		return out, fmt.Errorf("smoke test: nova: %w", err)
+	}
+	for _, s := range all {
+		if s.Name == name {
+			if err := c.deleteAndWait(ctx, cl, s.ID); err != nil {
+				return out, err
+			}
+			out.Checks = append(out.Checks, "nova: deleted "+s.ID+", left by an earlier attempt")
+		}
+	}
+	flavor, err := cl.SmallestFlavor(ctx)
+	if err != nil {
+		return out, fmt.Errorf("smoke test: %w", err)
+	}
+	s, err := cl.CreateServerNoNetwork(ctx, name, image, flavor.ID)
+	if err != nil {
+		return out, fmt.Errorf("smoke test: %w", err)
+	}
+	out.Server = s.ID
+	deadline := time.Now().Add(3 * time.Minute)
+	for s.Status != "ACTIVE" {
+		if s.Status == "ERROR" || time.Now().After(deadline) {
+			_ = c.deleteAndWait(ctx, cl, s.ID)
+			return out, fmt.Errorf("smoke test: server %s is %s (fault: %s) after boot", s.ID, s.Status, s.Fault)
+		}
+		activity.RecordHeartbeat(ctx, "booting "+s.ID)
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return out, err
+		}
+		if s, err = cl.GetServer(ctx, out.Server); err != nil {
+			return out, fmt.Errorf("smoke test: %w", err)
+		}
+	}
+	out.Checks = append(out.Checks, fmt.Sprintf("nova: server %s ACTIVE on %s (flavor %s)", s.ID, s.Host, flavor.Name))
+	if err := c.deleteAndWait(ctx, cl, s.ID); err != nil {
+		return out, err
+	}
+	out.Checks = append(out.Checks, "nova: server deleted")
+	out.Took = time.Since(start)
+	return out, nil
+}
+
+func (c *Cloud) deleteAndWait(ctx context.Context, cl *openstack.Clients, id string) error {
+	if err := cl.DeleteServer(ctx, id); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+		return fmt.Errorf("smoke test: %w", err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err := cl.GetServer(ctx, id)
+		if gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("smoke test: server %s still exists 2 minutes after delete", id)
+		}
+		activity.RecordHeartbeat(ctx, "deleting "+id)
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,765 @@
+package workflows
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/internal/infra/checks"
+)
+
+// The upgrade family: what staged-upgrade does to one service on one host, the Nova roll, and
+// the rollback. Rolling maintenance (compute hosts in waves) reuses upgradeHost for nova-compute.
+
+// upgradeAct names the Upgrade activities (the worker registers the real struct).
+var upgradeAct *activities.Upgrade
+
+// upgradeHeartbeat: the Upgrade activities heartbeat every 5 s while a command runs, so a worker
+// that dies mid-step is noticed within this, and the step resumes on another worker.
+const upgradeHeartbeat = 30 * time.Second
+
+// upgradeServicePlan is one service: its hosts in order (canary first), the target versions.
+type upgradeServicePlan struct {
+	name          string
+	svc           activities.UpgradeServiceFacts
+	hosts         []*upgradeHostPlan
+	targets       map[string]string // package -> version
+	schemaHost    string            // where the schema commands run (a control-plane host)
+	configChanges bool
+}
+
+// upgradeHostPlan is one host of a service.
+type upgradeHostPlan struct {
+	host  string
+	procs []activities.ServiceFacts
+	facts []activities.PackageFact
+}
+
+func (h *upgradeHostPlan) fact(pkg string) (activities.PackageFact, bool) {
+	for _, f := range h.facts {
+		if f.Package == pkg {
+			return f, true
+		}
+	}
+	return activities.PackageFact{}, false
+}
+
+// computeOnly: every process of the host is a compute agent (nova-compute).
+func (h *upgradeHostPlan) computeOnly() bool {
+	for _, p := range h.procs {
+		if !strings.HasSuffix(p.Name, "-compute") {
+			return false
+		}
+	}
+	return true
+}
+
+// newServicePlan orders the hosts: control-plane hosts first (Nova: conductors before computes),
+// then the compute-only ones; the canary first of all when it runs the service (and is not a
+// compute while control-plane hosts remain).
+func newServicePlan(sf activities.UpgradeServiceFacts, canary string, configChanges bool) *upgradeServicePlan {
+	s := &upgradeServicePlan{name: sf.Name, svc: sf, configChanges: configChanges}
+	var control, computes []*upgradeHostPlan
+	for _, h := range sf.Hosts {
+		hp := &upgradeHostPlan{host: h.Host, procs: h.Processes}
+		if hp.computeOnly() {
+			computes = append(computes, hp)
+		} else {
+			control = append(control, hp)
+		}
+	}
+	s.hosts = append(control, computes...)
+	if i := slices.IndexFunc(s.hosts, func(h *upgradeHostPlan) bool { return h.host == canary }); i > 0 && (!s.hosts[i].computeOnly() || len(control) == 0) {
+		c := s.hosts[i]
+		s.hosts = append([]*upgradeHostPlan{c}, slices.Delete(s.hosts, i, i+1)...)
+	}
+	s.schemaHost = s.hosts[0].host
+	for _, h := range s.hosts {
+		if !h.computeOnly() {
+			s.schemaHost = h.host
+			break
+		}
+	}
+	return s
+}
+
+// changes lists "pkg from → to" for a host ("" when the host is at every target already).
+func (s *upgradeServicePlan) changes(h *upgradeHostPlan) []string {
+	var out []string
+	for _, pkg := range s.svc.Packages {
+		f, ok := h.fact(pkg)
+		if !ok {
+			continue
+		}
+		if to := s.targets[pkg]; to != f.Installed {
+			out = append(out, fmt.Sprintf("%s %s → %s", pkg, f.Installed, to))
+		}
+	}
+	return out
+}
+
+func (s *upgradeServicePlan) planLines(parallel int, dbHost string) []string {
+	var lines []string
+	head := fmt.Sprintf("%s: canary %s", s.name, s.hosts[0].host)
+	if len(s.hosts) > 1 {
+		rest := make([]string, 0, len(s.hosts)-1)
+		for _, h := range s.hosts[1:] {
+			rest = append(rest, h.host)
+		}
+		head += fmt.Sprintf(", gate %s:%s, then %s (%d at a time)", GateCanaryOK, s.name, strings.Join(rest, ", "), parallel)
+	} else {
+		head += fmt.Sprintf(", gate %s:%s", GateCanaryOK, s.name)
+	}
+	lines = append(lines, head)
+	if s.name == "nova" {
+		lines = append(lines, "nova: [upgrade_levels] compute = auto on every nova host before the first restart; conductors first, the API last, computes after")
+	}
+	for i, h := range s.hosts {
+		ch := s.changes(h)
+		pk := strings.Join(ch, ", ")
+		if len(ch) == 0 {
+			pk = "packages at the target already: " + s.targetText()
+		}
+		procs := make([]string, len(h.procs))
+		for j, p := range h.procs {
+			procs[j] = p.Name
+		}
+		steps := []string{"stop " + strings.Join(procs, ", "), "back up " + s.svc.ConfigDir}
+		if i == 0 && len(s.svc.Databases) > 0 {
+			steps = append(steps, fmt.Sprintf("dump databases %s on %s", strings.Join(s.svc.Databases, ", "), dbHost))
+		}
+		steps = append(steps, "upgrade packages (one apt transaction; skipped if at the target)")
+		if s.configChanges {
+			steps = append(steps, "gate "+GateConfigUpdated)
+		}
+		if h.host == s.schemaHost {
+			steps = append(steps, "schema "+strings.Join(s.svc.Schema, ", ")+" (no-ops between patch builds, run all the same)")
+			if s.name == "nova" {
+				steps = append(steps, "nova-status upgrade check (warning: gate, failure: stall)")
+			}
+		}
+		steps = append(steps, "start", "verify (processes, AMQP, API)")
+		lines = append(lines, fmt.Sprintf("  %s/%s: %s; %s", s.name, h.host, pk, strings.Join(steps, "; ")))
+	}
+	if s.name == "nova" {
+		lines = append(lines, fmt.Sprintf("nova: online_data_migrations on %s until done, then the pin removed and nova restarted on every host", s.schemaHost))
+	}
+	lines = append(lines, fmt.Sprintf("%s: smoke test (token, images, placement%s)", s.name, map[bool]string{true: ", server boot and delete", false: ""}[s.name == "nova"]))
+	return lines
+}
+
+func (s *upgradeServicePlan) targetText() string {
+	var out []string
+	for _, pkg := range s.svc.Packages {
+		if v, ok := s.targets[pkg]; ok {
+			out = append(out, pkg+" "+v)
+		}
+	}
+	return strings.Join(out, ", ")
+}
+
+func planDetail(p *stagedUpgradePlan) []map[string]any {
+	var out []map[string]any
+	for _, s := range p.services {
+		for _, h := range s.hosts {
+			out = append(out, map[string]any{"service": s.name, "host": h.host, "changes": s.changes(h)})
+		}
+	}
+	return out
+}
+
+// backupTag names this run's database dumps (one per service, never overwritten).
+func backupTag(r *Run) string {
+	id := strings.ReplaceAll(r.info.WorkflowExecution.RunID, "-", "")
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return "su-" + cmpOr(id, "run")
+}
+
+// upgradeRun is what an upgrade did so far: for the report and for the rollback.
+type upgradeRun struct {
+	r        *Run
+	tag      string
+	dbHost   string
+	parallel int
+
+	plans        []*upgradeServicePlan
+	done         []string // "glance" when finished
+	transactions []activities.PackageTransaction
+	configs      []activities.ConfigBackup
+	dumps        []activities.DatabaseBackup
+	schema       []activities.SchemaSyncResult
+	restored     []string
+	touched      map[string][]string // service -> hosts stopped so far, in order
+	pinned       []string            // hosts with [upgrade_levels] compute = auto set by this run
+}
+
+func (u *upgradeRun) touch(svc, host string) {
+	if u.touched == nil {
+		u.touched = map[string][]string{}
+	}
+	if !slices.Contains(u.touched[svc], host) {
+		u.touched[svc] = append(u.touched[svc], host)
+	}
+}
+
+func (u *upgradeRun) upgradeService(s *upgradeServicePlan) error {
+	r := u.r
+	if s.name == "nova" {
+		err := r.Do("nova/pin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
+			return u.pin(ctx, s, "auto")
+		})
+		if err != nil {
+			return u.failed(s, err)
+		}
+	}
+	if err := u.upgradeHost(r.ctx, s, s.hosts[0], true); err != nil {
+		return u.failed(s, err)
+	}
+	if err := r.Gate(GateCanaryOK+":"+s.name, GateOptions{Summary: fmt.Sprintf("%s is upgraded and verified on the canary %s (%s). Go on with the other hosts?",
+		s.name, s.hosts[0].host, strings.Join(s.changes(s.hosts[0]), ", "))}); err != nil {
+		return u.failed(s, err)
+	}
+	rest := s.hosts[1:]
+	if err := r.Each(r.ctx, len(rest), u.parallel, func(ctx workflow.Context, i int) error {
+		return u.upgradeHost(ctx, s, rest[i], false)
+	}); err != nil {
+		return u.failed(s, err)
+	}
+	if s.name == "nova" {
+		if err := u.novaFinish(s); err != nil {
+			return u.failed(s, err)
+		}
+	}
+	err := r.Do(s.name+"/smoke", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
+		var res activities.SmokeResult
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 8 * time.Minute, Heartbeat: time.Minute})
+		if err := r.Exec(ctx, s.name+"/smoke", s.name, cloud.UpgradeSmokeTest, &res, activities.SmokeRequest{Name: u.tag + "-" + s.name, Boot: s.name == "nova"}); err != nil {
+			return err
+		}
+		r.AddFinding(activities.SeverityInfo, s.name, "smoke test: %s", strings.Join(res.Checks, "; "))
+		return nil
+	})
+	if err != nil {
+		return u.failed(s, err)
+	}
+	u.done = append(u.done, s.name)
+	return nil
+}
+
+// pin sets (value "auto") or removes (value "") [upgrade_levels] compute on every nova host.
+func (u *upgradeRun) pin(ctx workflow.Context, s *upgradeServicePlan, value string) error {
+	for _, h := range s.hosts {
+		var res activities.UpgradeLevelsResult
+		if err := u.r.Exec(ctx, "nova/pin", h.host, upgradeAct.SetUpgradeLevels, &res, activities.UpgradeLevelsRequest{Host: h.host, Compute: value}); err != nil {
+			return err
+		}
+		if value != "" && !slices.Contains(u.pinned, h.host) {
+			u.pinned = append(u.pinned, h.host)
+		}
+	}
+	return nil
+}
+
+// upgradeHost is the per-host sequence: stop, back up, upgrade, config gate, schema, start, verify.
+func (u *upgradeRun) upgradeHost(ctx workflow.Context, s *upgradeServicePlan, h *upgradeHostPlan, first bool) error {
+	r := u.r
+	step := func(name string) string { return s.name + "/" + h.host + "/" + name }
+	r.AddSteps(step("stop"), step("backup"), step("upgrade"), step("schema"), step("start"), step("verify"))
+	err := r.DoIn(ctx, step("stop"), StepOptions{Target: h.host, NoSkip: true}, func(ctx workflow.Context) error {
+		u.touch(s.name, h.host)
+		for _, p := range slices.Backward(h.procs) {
+			if err := r.Exec(ctx, step("stop"), h.host, hosts.SetService, nil, activities.ServiceAction{ServiceRequest: req(h.host, p), Action: "stop"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.SetLeftState(fmt.Sprintf("%s on %s is STOPPED", s.name, h.host))
+	err = r.DoIn(ctx, step("backup"), StepOptions{Target: h.host, NoSkip: true}, func(ctx workflow.Context) error {
+		var cb activities.ConfigBackup
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 10 * time.Minute, Heartbeat: upgradeHeartbeat})
+		if err := r.Exec(ctx, step("backup"), h.host, upgradeAct.BackupConfig, &cb, activities.UpgradeBackupRequest{Host: h.host, Service: s.name}); err != nil {
+			return err
+		}
+		u.configs = append(u.configs, cb)
+		if first && len(s.svc.Databases) > 0 {
+			var db activities.DatabaseBackup
+			ctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Heartbeat: upgradeHeartbeat})
+			if err := r.Exec(ctx, step("backup"), u.dbHost, upgradeAct.BackupDatabase, &db, activities.UpgradeBackupRequest{Host: h.host, Service: s.name, Tag: u.tag}); err != nil {
+				return err
+			}
+			u.dumps = append(u.dumps, db)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	err = r.DoIn(ctx, step("upgrade"), StepOptions{Target: h.host, NoSkip: true}, func(ctx workflow.Context) error {
+		var targets []activities.PackageTarget
+		for _, pkg := range s.svc.Packages {
+			if v, ok := s.targets[pkg]; ok {
+				targets = append(targets, activities.PackageTarget{Package: pkg, Version: v})
+			}
+		}
+		var tx activities.PackageTransaction
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 15 * time.Minute, Attempts: 3, Heartbeat: upgradeHeartbeat})
+		if err := r.Exec(ctx, step("upgrade"), h.host, upgradeAct.InstallPackages, &tx, activities.PackageInstallRequest{Host: h.host, Service: s.name, Targets: targets}); err != nil {
+			return err
+		}
+		u.transactions = append(u.transactions, tx)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if s.configChanges {
+		gate := GateConfigUpdated + ":" + s.name + "/" + h.host
+		if err := r.Gate(gate, GateOptions{Summary: fmt.Sprintf("Update the configuration of %s on %s (%s) for the new build, then approve.", s.name, h.host, s.svc.ConfigDir)}); err != nil {
+			return err
+		}
+	}
+	err = r.DoIn(ctx, step("schema"), StepOptions{Target: h.host, NoSkip: true}, func(ctx workflow.Context) error {
+		if h.host != s.schemaHost {
+			return nil
+		}
+		var res activities.SchemaSyncResult
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Attempts: 3, Heartbeat: upgradeHeartbeat})
+		if err := r.Exec(ctx, step("schema"), h.host, upgradeAct.SchemaSync, &res, activities.ServiceHostRequest{Host: h.host, Service: s.name}); err != nil {
+			return err
+		}
+		u.schema = append(u.schema, res)
+		if s.name != "nova" {
+			return nil
+		}
+		var chk activities.NovaCheckResult
+		if err := r.Exec(ctx, step("schema"), h.host, upgradeAct.NovaUpgradeCheck, &chk, activities.ServiceHostRequest{Host: h.host, Service: "nova"}); err != nil {
+			return err
+		}
+		switch chk.Level {
+		case activities.CheckFailure:
+			return fmt.Errorf("nova-status upgrade check on %s failed (exit 2): %s", h.host, lastLine(chk.Output, 600))
+		case activities.CheckWarning:
+			r.AddFinding(activities.SeverityWarning, h.host, "nova-status upgrade check: warnings: %s", lastLine(chk.Output, 600))
+			return r.Gate(GateNovaCheckWarning+":"+h.host, GateOptions{Summary: "nova-status upgrade check reported warnings on " + h.host + ": go on?"})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var startedAt time.Time
+	err = r.DoIn(ctx, step("start"), StepOptions{Target: h.host, NoSkip: true}, func(ctx workflow.Context) error {
+		startedAt = workflow.Now(ctx)
+		for _, p := range h.procs {
+			if err := r.Exec(ctx, step("start"), h.host, hosts.SetService, nil, activities.ServiceAction{ServiceRequest: req(h.host, p), Action: "start"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.SetLeftState("")
+	return r.DoIn(ctx, step("verify"), StepOptions{Target: h.host, ReadOnly: true}, func(ctx workflow.Context) error {
+		return u.verify(ctx, step("verify"), s, h, startedAt)
+	})
+}
+
+func req(host string, p activities.ServiceFacts) activities.ServiceRequest {
+	return activities.ServiceRequest{Host: host, Role: p.Role, Service: p.Name}
+}
+
+func lastLine(s string, n int) string {
+	s = strings.TrimSpace(s)
+	if len(s) > n {
+		s = "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+// apiProbes are the API questions that show a service answers after its restart.
+var apiProbes = map[string]string{"keystone": "projects", "glance": "images", "nova": "servers"}
+
+// verify: every process runs, those on the message queue hold an AMQP connection made since
+// the start, and the service's API answers (a fresh API may take a little while).
+func (u *upgradeRun) verify(ctx workflow.Context, step string, s *upgradeServicePlan, h *upgradeHostPlan, since time.Time) error {
+	r := u.r
+	for _, p := range h.procs {
+		var st activities.ServiceState
+		if err := r.Exec(ctx, step, h.host, hosts.ServiceStatus, &st, req(h.host, p)); err != nil {
+			return err
+		}
+		if !st.Running {
+			return fmt.Errorf("%s on %s is not running after start: %s", p.Name, h.host, st.Output)
+		}
+	}
+	for _, p := range h.procs {
+		if !p.AMQP {
+			continue
+		}
+		var res activities.AMQPResult
+		for i := 0; i < 12 && !res.Connected; i++ {
+			if i > 0 {
+				_ = workflow.Sleep(ctx, 5*time.Second)
+			}
+			if err := r.Exec(ctx, step, h.host, hosts.CheckAMQP, &res, activities.AMQPRequest{ServiceRequest: req(h.host, p), Log: p.Log, Since: since}); err != nil {
+				return err
+			}
+		}
+		if !res.Connected {
+			return fmt.Errorf("%s on %s has no AMQP connection since its start at %s", p.Name, h.host, since.Format(time.RFC3339))
+		}
+	}
+	probes := []activities.APIProbe{}
+	if k, ok := apiProbes[s.name]; ok && !h.computeOnly() {
+		probes = append(probes, activities.APIProbe{Kind: k})
+	}
+	if h.computeOnly() && s.name == "nova" {
+		probes = append(probes, activities.APIProbe{Kind: "compute-service", Host: h.host})
+	}
+	for _, pr := range probes {
+		var res activities.APIProbeResult
+		for i := 0; i < 18 && !res.OK; i++ {
+			if i > 0 {
+				_ = workflow.Sleep(ctx, 5*time.Second)
+			}
+			if err := r.Exec(ctx, step, h.host, cloud.Probe, &res, pr); err != nil {
+				return err
+			}
+		}
+		if !res.OK {
+			return fmt.Errorf("%s API (%s) does not answer after the upgrade on %s: %s", s.name, pr.Kind, h.host, res.Detail)
+		}
+	}
+	return nil
+}
+
+// novaFinish: online data migrations until done, then the pin removed and nova restarted.
+func (u *upgradeRun) novaFinish(s *upgradeServicePlan) error {
+	r := u.r
+	err := r.Do("nova/online-data-migrations", StepOptions{Target: s.schemaHost, NoSkip: true}, func(ctx workflow.Context) error {
+		for batch := 1; ; batch++ {
+			var res activities.OnlineMigrationsResult
+			if err := r.Exec(ctx, "nova/online-data-migrations", s.schemaHost, upgradeAct.NovaOnlineDataMigrations, &res, activities.OnlineMigrationsRequest{Host: s.schemaHost}); err != nil {
+				return err
+			}
+			switch res.State {
+			case activities.MigrationsDone:
+				return nil
+			case activities.MigrationsError:
+				return fmt.Errorf("nova-manage db online_data_migrations on %s: a migration failed (exit 2): %s", s.schemaHost, lastLine(res.Output, 600))
+			}
+			if batch >= 1000 {
+				return fmt.Errorf("online data migrations still not done after %d batches", batch)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return r.Do("nova/unpin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
+		if err := u.pin(ctx, s, ""); err != nil {
+			return err
+		}
+		// The pin is read at start: restart every nova process (conductors first) so it is gone.
+		for _, h := range s.hosts {
+			since := workflow.Now(ctx)
+			for _, p := range h.procs {
+				sr := activities.ServiceAction{ServiceRequest: req(h.host, p)}
+				for _, a := range []string{"stop", "start"} {
+					sr.Action = a
+					if err := r.Exec(ctx, "nova/unpin", h.host, hosts.SetService, nil, sr); err != nil {
+						return err
+					}
+				}
+			}
+			if err := u.verify(ctx, "nova/unpin", s, h, since); err != nil {
+				return err
+			}
+		}
+		u.pinned = nil
+		return nil
+	})
+}
+
+// failed decides what a failure of a service's upgrade leads to. When nothing of the service was
+// touched, the error ends the run. Otherwise the two-person gate rollback:<service> asks whether
+// to roll back: approved, the service's configuration and database are restored from this run's
+// backups and its packages downgraded to the recorded versions; rejected, it stays as it is. The
+// run ends Aborted either way, and the report says what was restored.
+func (u *upgradeRun) failed(s *upgradeServicePlan, err error) error {
+	if len(u.touched[s.name]) == 0 || temporal.IsCanceledError(err) {
+		return err
+	}
+	r := u.r
+	var what []string
+	for _, c := range u.configs {
+		if c.Service == s.name {
+			what = append(what, fmt.Sprintf("%s on %s (sha256 %s)", c.Archive, c.Host, short(c.SHA256)))
+		}
+	}
+	for _, d := range u.dumps {
+		if d.Service == s.name {
+			what = append(what, fmt.Sprintf("%s on %s (sha256 %s)", d.File, d.Host, short(d.SHA256)))
+		}
+	}
+	gerr := r.Gate(GateRollback+":"+s.name, GateOptions{Summary: fmt.Sprintf("Upgrading %s failed: %s. Approve to roll back (restore %s; downgrade its packages to the recorded versions); reject to leave it as it is.",
+		s.name, errText(err), strings.Join(what, "; "))})
+	if gerr != nil {
+		r.AddFinding(activities.SeverityCritical, s.name, "upgrade failed and was NOT rolled back (%v): %s is left as it is on %s", gerr, s.name, strings.Join(u.touched[s.name], ", "))
+		return &AbortError{Reason: fmt.Sprintf("%s failed (%s); rollback declined: left as it is", s.name, errText(err))}
+	}
+	if rerr := u.rollback(s); rerr != nil {
+		return rerr
+	}
+	return &AbortError{Reason: fmt.Sprintf("%s failed (%s) and was rolled back: %s", s.name, errText(err), strings.Join(u.restoredOf(s.name), "; "))}
+}
+
+func short(sha string) string {
+	if len(sha) > 16 {
+		return sha[:16]
+	}
+	return sha
+}
+
+func (u *upgradeRun) restoredOf(svc string) []string {
+	var out []string
+	for _, l := range u.restored {
+		if strings.HasPrefix(l, svc+":") {
+			out = append(out, strings.TrimPrefix(l, svc+": "))
+		}
+	}
+	return out
+}
+
+// rollback restores what this run backed up for the service, host by host in reverse, then its
+// database, downgrades its packages to the versions recorded before the upgrade, starts and
+// verifies it. Each activity checks the world first, so a retried rollback does nothing twice.
+func (u *upgradeRun) rollback(s *upgradeServicePlan) error {
+	r := u.r
+	name := s.name + "/rollback"
+	r.AddSteps(name)
+	return r.Do(name, StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
+		touched := u.touched[s.name]
+		byHost := map[string]*upgradeHostPlan{}
+		for _, h := range s.hosts {
+			byHost[h.host] = h
+		}
+		for _, host := range slices.Backward(touched) {
+			for _, p := range slices.Backward(byHost[host].procs) {
+				if err := r.Exec(ctx, name, host, hosts.SetService, nil, activities.ServiceAction{ServiceRequest: req(host, p), Action: "stop"}); err != nil {
+					return err
+				}
+			}
+		}
+		for _, host := range slices.Backward(touched) {
+			// the host's first archive: the configuration as it was before this run
+			for _, c := range u.configs {
+				if c.Service != s.name || c.Host != host {
+					continue
+				}
+				var res activities.RestoreResult
+				if err := r.Exec(ctx, name, host, upgradeAct.RestoreConfig, &res, c); err != nil {
+					return err
+				}
+				u.restoredLine(s.name, "configuration %s on %s from %s (sha256 %s)%s", c.Dir, host, c.Archive, short(c.SHA256), restoreNote(res))
+				break
+			}
+		}
+		for _, d := range u.dumps {
+			if d.Service != s.name {
+				continue
+			}
+			var res activities.RestoreResult
+			ctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Minute, Heartbeat: upgradeHeartbeat})
+			if err := r.Exec(ctx, name, d.Host, upgradeAct.RestoreDatabase, &res, d); err != nil {
+				return err
+			}
+			u.restoredLine(s.name, "databases %s from %s (sha256 %s)%s", strings.Join(d.Databases, ", "), d.File, short(d.SHA256), restoreNote(res))
+		}
+		for _, host := range touched {
+			// The versions the plan found (a transaction retried after a worker died may have
+			// found its packages moved already), then dependencies apt moved along with them.
+			var targets []activities.PackageTarget
+			has := func(pkg string) bool {
+				return slices.ContainsFunc(targets, func(t activities.PackageTarget) bool { return t.Package == pkg })
+			}
+			for _, pkg := range s.svc.Packages {
+				if f, ok := byHost[host].fact(pkg); ok && f.Installed != "" && s.targets[pkg] != f.Installed {
+					targets = append(targets, activities.PackageTarget{Package: pkg, Version: f.Installed})
+				}
+			}
+			for _, tx := range u.transactions {
+				if tx.Service != s.name || tx.Host != host {
+					continue
+				}
+				for _, c := range tx.Changes {
+					if c.From != "" && c.From != c.To && !has(c.Package) {
+						targets = append(targets, activities.PackageTarget{Package: c.Package, Version: c.From})
+					}
+				}
+			}
+			if len(targets) == 0 {
+				continue
+			}
+			var tx activities.PackageTransaction
+			ctx := r.WithActivity(ctx, ActOpts{Timeout: 15 * time.Minute, Attempts: 3, Heartbeat: upgradeHeartbeat})
+			if err := r.Exec(ctx, name, host, upgradeAct.InstallPackages, &tx, activities.PackageInstallRequest{Host: host, Service: s.name, Targets: targets, Downgrade: true}); err != nil {
+				return err
+			}
+			u.transactions = append(u.transactions, tx)
+			for _, t := range targets {
+				u.restoredLine(s.name, "package %s back to %s on %s%s", t.Package, t.Version, host, map[bool]string{true: " (already there: shared package set)", false: ""}[tx.Skipped])
+			}
+		}
+		if s.name == "nova" && len(u.pinned) > 0 {
+			if err := u.pin(ctx, s, ""); err != nil {
+				return err
+			}
+			u.pinned = nil
+		}
+		for _, host := range touched {
+			h := byHost[host]
+			since := workflow.Now(ctx)
+			for _, p := range h.procs {
+				if err := r.Exec(ctx, name, host, hosts.SetService, nil, activities.ServiceAction{ServiceRequest: req(host, p), Action: "start"}); err != nil {
+					return err
+				}
+			}
+			if err := u.verify(ctx, name, s, h, since); err != nil {
+				return err
+			}
+		}
+		r.SetLeftState("")
+		return nil
+	})
+}
+
+func restoreNote(res activities.RestoreResult) string {
+	switch {
+	case res.Already:
+		return " (already equal: nothing changed)"
+	case !res.Verified:
+		return " (NOT verified: " + res.Note + ")"
+	case res.SetAside != "":
+		return ", the broken one kept as " + res.SetAside
+	}
+	return ""
+}
+
+func (u *upgradeRun) restoredLine(svc, format string, args ...any) {
+	line := svc + ": " + fmt.Sprintf(format, args...)
+	if !slices.Contains(u.restored, line) {
+		u.restored = append(u.restored, line)
+	}
+}
+
+// summary: what moved, per service.
+func (u *upgradeRun) summary() string {
+	var moved []string
+	for _, s := range u.plans {
+		if !slices.Contains(u.done, s.name) {
+			continue
+		}
+		for _, h := range s.hosts {
+			for _, c := range s.changes(h) {
+				moved = append(moved, c+" on "+h.host)
+			}
+		}
+	}
+	s := fmt.Sprintf("upgraded %s", cmpOr(strings.Join(u.done, ", "), "nothing"))
+	if len(moved) > 0 {
+		s += ": " + strings.Join(moved, "; ")
+	}
+	return s
+}
+
+// report records the transactions, backups and restores in the report's details.
+func (u *upgradeRun) report() {
+	r := u.r
+	var pk []string
+	for _, s := range u.plans {
+		for _, h := range s.hosts {
+			if slices.Contains(u.touched[s.name], h.host) {
+				for _, c := range s.changes(h) {
+					pk = append(pk, fmt.Sprintf("%s on %s: planned %s", s.name, h.host, c))
+				}
+			}
+		}
+	}
+	for _, tx := range u.transactions {
+		if tx.Skipped {
+			pk = append(pk, fmt.Sprintf("%s on %s: %s", tx.Service, tx.Host, tx.Note))
+		}
+		for _, c := range tx.Changes {
+			pk = append(pk, fmt.Sprintf("%s on %s: %s %s → %s", tx.Service, tx.Host, c.Package, cmpOr(c.From, "(none)"), c.To))
+		}
+	}
+	var bk []string
+	for _, c := range u.configs {
+		bk = append(bk, fmt.Sprintf("%s on %s: %s sha256 %s (%d bytes)%s", c.Service, c.Host, c.Archive, c.SHA256, c.Size, map[bool]string{true: ", reused", false: ""}[c.Reused]))
+	}
+	for _, d := range u.dumps {
+		bk = append(bk, fmt.Sprintf("%s databases %s on %s: %s sha256 %s (%d bytes, %d tables)%s", d.Service, strings.Join(d.Databases, ", "), d.Host, d.File, d.SHA256, d.Size, d.Tables, map[bool]string{true: ", reused", false: ""}[d.Reused]))
+	}
+	var sc []string
+	for _, s := range u.schema {
+		sc = append(sc, fmt.Sprintf("%s on %s: %s", s.Service, s.Host, s.Note))
+	}
+	r.SetDetail("packages", pk)
+	r.SetDetail("backups", bk)
+	r.SetDetail("schema", sc)
+	if len(u.restored) > 0 {
+		r.SetDetail("restored", u.restored)
+	}
+	if len(u.pinned) > 0 {
+		r.AddFinding(activities.SeverityWarning, "nova", "[upgrade_levels] compute = auto is still set on %s: remove it once every nova service runs the new build", strings.Join(u.pinned, ", "))
+	}
+}
+
+// startStagedUpgrade is the half-yearly check's step "staged-upgrade": it starts staged-upgrade
+// --to-candidate as a run of its own (it outlives the check), which plans and then waits at its
+// first gate with the plan: nothing changes until people approve. The finding links the run.
+func (r *Run) startStagedUpgrade(in *CheckInput) checks.Finding {
+	f := checks.Finding{Severity: activities.SeverityWarning, Probe: "staged-upgrade", Subject: "upgrade/staged"}
+	if workflow.GetVersion(r.ctx, "half-yearly-starts-staged-upgrade", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		f.Message = "reminder: plan and start the half-yearly staged upgrade (RUNBOOKS.md §6: one service at a time, all gates apply) and clean up after it; this Stackrun has no staged-upgrade runbook yet, so nothing was started"
+		return f
+	}
+	up := &StagedUpgradeInput{Meta: Meta{RequestedBy: in.RequestedBy, Reason: "half-yearly staged upgrade (started by the half-yearly check " + r.info.WorkflowExecution.ID + ")"}, ToCandidate: true}
+	id := StagedUpgrade.WorkflowID(up)
+	_ = r.Do("staged-upgrade", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
+		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
+			WorkflowID:        id,
+			ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON, // the upgrade outlives the check
+		})
+		var exec workflow.Execution
+		err := workflow.ExecuteChildWorkflow(cctx, StagedUpgrade.Type, up).GetChildWorkflowExecution().Get(ctx, &exec)
+		switch {
+		case temporal.IsWorkflowExecutionAlreadyStartedError(err):
+			f.Message = fmt.Sprintf("a staged upgrade is running already (%s): not started again; see `stackrun show %s`", id, id)
+		case err != nil:
+			f.Message = fmt.Sprintf("could not start the half-yearly staged upgrade %s: %v", id, err)
+		default:
+			f.Severity = activities.SeverityInfo
+			f.Message = fmt.Sprintf("half-yearly staged upgrade started: %s (run %s) plans --to-candidate and waits at gate %s with its plan; nothing changes until people approve (`stackrun show %s`)",
+				id, exec.RunID, GateReleaseNotesRead, id)
+		}
+		r.step("staged-upgrade").Detail = f.Message
+		return nil
+	})
+	return f
+}
