@@ -39,6 +39,17 @@ func TestReplayRecordedHistories(t *testing.T) {
 	}
 	for _, rb := range wf.Runbooks {
 		has := slices.Contains(types, rb.Type) || slices.ContainsFunc(rb.Formerly, func(old string) bool { return slices.Contains(types, old) })
+		if why, ok := noHistoryYet[rb.Name]; ok {
+			assert.False(t, has, "runbook %s has a history now: drop it from noHistoryYet", rb.Name)
+			t.Logf("runbook %s has no recorded history yet: %s", rb.Name, why)
+			continue
+		}
 		assert.True(t, has, "runbook %s has no recorded history in testdata/ (record one: docs/adding-a-runbook.md)", rb.Name)
 	}
+}
+
+// noHistoryYet names the runbooks whose first history is still to be recorded, and why; a
+// runbook leaves the list with its first history.
+var noHistoryYet = map[string]string{
+	"staged-upgrade": "new on main at 3337c80; its lab run (TestStagedUpgradeOnLab) is to be recorded",
 }
