@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/converter"
@@ -200,8 +201,11 @@ func refusedError(err error) error {
 // record fills a decision with who signed it.
 func (d *Decision) record(v verified) {
 	d.Key, d.ChatUser, d.Gateway, d.Unsigned = v.Key, v.ChatUser, v.Gateway, v.unsigned && v.Key == ""
-	if v.ChatUser != "" {
-		d.Via = v.ChatUser
+	switch {
+	case v.ChatUser != "":
+		d.Via = v.ChatUser // what the gateway signed, not what the request says
+	case strings.HasPrefix(d.Via, "slack:") || strings.HasPrefix(d.Via, "mattermost:"):
+		d.Via = "claimed " + d.Via // a chat identity no gateway vouched for
 	}
 }
 
