@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	wf "github.com/stackrun/stackrun/workflows"
 )
@@ -28,13 +29,19 @@ func TestReplayRecordedHistories(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			wf.Register(r)
-			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
 			fh, err := os.Open(f)
 			require.NoError(t, err)
 			defer fh.Close()
 			h, err := client.HistoryFromJSON(fh, client.HistoryJSONOptions{})
 			require.NoError(t, err)
-			types = append(types, h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetWorkflowType().GetName())
+			// Replayed as the run it was: its workflow ID and run ID are what its signatures name.
+			start := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes()
+			opts := worker.ReplayWorkflowHistoryOptions{}
+			if start.GetWorkflowId() != "" {
+				opts.OriginalExecution = workflow.Execution{ID: start.GetWorkflowId(), RunID: start.GetOriginalExecutionRunId()}
+			}
+			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, opts))
+			types = append(types, start.GetWorkflowType().GetName())
 		})
 	}
 	for _, rb := range wf.Runbooks {
