@@ -1,6 +1,8 @@
 package workflows_test
 
 import (
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/converter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,10 +38,11 @@ func TestReplayRecordedHistories(t *testing.T) {
 			require.NoError(t, err)
 			// Replayed as the run it was: its workflow ID and run ID are what its signatures name.
 			start := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes()
-			opts := worker.ReplayWorkflowHistoryOptions{}
-			if start.GetWorkflowId() != "" {
-				opts.OriginalExecution = workflow.Execution{ID: start.GetWorkflowId(), RunID: start.GetOriginalExecutionRunId()}
+			id := start.GetWorkflowId()
+			if id == "" {
+				id = recordedWorkflowID(t, start)
 			}
+			opts := worker.ReplayWorkflowHistoryOptions{OriginalExecution: workflow.Execution{ID: id, RunID: start.GetOriginalExecutionRunId()}}
 			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, opts))
 			types = append(types, start.GetWorkflowType().GetName())
 		})
@@ -59,4 +62,22 @@ func TestReplayRecordedHistories(t *testing.T) {
 // runbook leaves the list with its first history.
 var noHistoryYet = map[string]string{
 	"staged-upgrade": "new on main at 3337c80; its lab run (TestStagedUpgradeOnLab) is to be recorded",
+}
+
+// recordedWorkflowID is the workflow ID a recorded run had: its runbook's ID rule applied to its
+// input (histories do not carry the workflow ID; every runbook's ID derives from its input).
+func recordedWorkflowID(t *testing.T, started *historypb.WorkflowExecutionStartedEventAttributes) string {
+	t.Helper()
+	typ := started.GetWorkflowType().GetName()
+	for _, rb := range wf.Runbooks {
+		if rb.Type != typ && !slices.Contains(rb.Formerly, typ) {
+			continue
+		}
+		in := rb.NewInput()
+		payloads := started.GetInput().GetPayloads()
+		require.NotEmpty(t, payloads)
+		require.NoError(t, converter.GetDefaultDataConverter().FromPayload(payloads[0], in))
+		return rb.WorkflowID(in)
+	}
+	return "ReplayId"
 }
