@@ -405,8 +405,8 @@ func TestInspectDiskDaemonKilled(t *testing.T) {
 	r.exposeAndMount(loc)
 	w := r.world(loc)
 	require.NotZero(t, w.DaemonPID)
-	run(t, "kill", "-9", fmt.Sprint(w.DaemonPID))
-	require.Eventually(t, func() bool { return r.world(loc).Stale }, 10*time.Second, 100*time.Millisecond)
+	killDead(t, w.DaemonPID)
+	require.True(t, r.world(loc).Stale)
 	d, err := call[activities.DiskDetachResult](r, r.d.DetachInstanceDisk, loc)
 	assert.Equal(t, "StillThere", errType(err), "detach refuses while mounted: %v %+v", err, d)
 	r.takeDown(loc)
@@ -416,14 +416,29 @@ func TestInspectDiskDaemonKilled(t *testing.T) {
 	require.NoError(t, err)
 	w = r.world(loc)
 	run(t, "losetup", "-d", w.Loops[0].Name)
-	run(t, "kill", "-9", fmt.Sprint(w.DaemonPID))
-	require.Eventually(t, func() bool { return r.world(loc).Stale }, 10*time.Second, 100*time.Millisecond)
+	killDead(t, w.DaemonPID)
+	require.True(t, r.world(loc).Stale)
 	exp := r.exposeAndMount(loc)
 	assert.False(t, exp.Reused)
 	files, err := call[[]activities.GuestFile](r, r.d.ReadGuestFiles, activities.GuestFileRequest{Location: loc, MaxBytes: 100, Paths: []string{"/etc/fstab"}})
 	require.NoError(t, err)
 	assert.Equal(t, "ok", files[0].Status)
 	r.takeDown(loc)
+}
+
+// killDead sends SIGKILL and waits (locally, without SSH round trips) until the process is gone
+// or a zombie.
+func killDead(t *testing.T, pid int) {
+	t.Helper()
+	run(t, "kill", "-9", fmt.Sprint(pid))
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return true
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		return i > 0 && len(b) > i+2 && (b[i+2] == 'Z' || b[i+2] == 'X')
+	}, 10*time.Second, 20*time.Millisecond)
 }
 
 // A writer holds the image (as a running QEMU would): the export is refused with DiskInUse.

@@ -62,6 +62,7 @@ func (l *Lease) StillRunning(ctx context.Context, ids []string) ([]string, error
 // LeaseHolder is one run holding or waiting for a slot.
 type LeaseHolder struct {
 	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id,omitempty"`
 	Host       string `json:"host"`
 }
 
@@ -70,4 +71,88 @@ type LeaseState struct {
 	Max     int           `json:"max"`
 	Holders []LeaseHolder `json:"holders"`
 	Waiting []LeaseHolder `json:"waiting"`
+	// Refused are the last messages the lease refused (a release or an acquire the named run
+	// did not send), for the people who look at it.
+	Refused []string `json:"refused,omitempty"`
+}
+
+// QueryLeaseState and QueryRunLeases are the queries the lease checks go through: the lease
+// workflow's state, and the keys a run holds or waits for (workflows registers both).
+const (
+	QueryLeaseState = "lease"
+	QueryRunLeases  = "leases"
+)
+
+// LeaseCheck asks whether a run really is a holder of a key of a lease workflow.
+type LeaseCheck struct {
+	Lease  string      `json:"lease"`
+	Holder LeaseHolder `json:"holder"`
+}
+
+// Holds reports whether the lease workflow (the real one: running, of the lease workflow type)
+// lists the holder. A run checks every grant it receives with it, so that a "lease-granted"
+// signal anyone can send grants nothing by itself.
+func (l *Lease) Holds(ctx context.Context, c LeaseCheck) (bool, error) {
+	d, err := l.Client.DescribeWorkflowExecution(ctx, c.Lease, "")
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	info := d.GetWorkflowExecutionInfo()
+	if info.GetType().GetName() != LeaseWorkflowType || info.GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return false, nil
+	}
+	v, err := l.Client.QueryWorkflow(ctx, c.Lease, info.GetExecution().GetRunId(), QueryLeaseState)
+	if err != nil {
+		return false, fmt.Errorf("query %s: %w", c.Lease, err)
+	}
+	var st LeaseState
+	if err := v.Get(&st); err != nil {
+		return false, err
+	}
+	for _, h := range st.Holders {
+		if h == c.Holder {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Wants reports whether the run still holds or waits for the key: the lease workflow asks the
+// run itself before it frees a slot on a "release" or grants one on an "acquire", so that neither
+// signal, which anyone can send, changes the lease against the run's own state. A run that has
+// ended wants nothing; a run from before the query existed is taken at its word (true).
+func (l *Lease) Wants(ctx context.Context, h LeaseHolder) (bool, error) {
+	d, err := l.Client.DescribeWorkflowExecution(ctx, h.WorkflowID, h.RunID)
+	var nf *serviceerror.NotFound
+	if errors.As(err, &nf) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if d.GetWorkflowExecutionInfo().GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		return false, nil
+	}
+	v, err := l.Client.QueryWorkflow(ctx, h.WorkflowID, h.RunID, QueryRunLeases)
+	var qf *serviceerror.QueryFailed
+	if errors.As(err, &qf) {
+		return true, nil // no such query: a run from before
+	}
+	if err != nil {
+		return false, fmt.Errorf("query %s: %w", h.WorkflowID, err)
+	}
+	var keys []string
+	if err := v.Get(&keys); err != nil {
+		return false, err
+	}
+	for _, k := range keys {
+		if k == h.Host {
+			return true, nil
+		}
+	}
+	return false, nil
 }

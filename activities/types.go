@@ -45,8 +45,10 @@ type Notification struct {
 // hosts that may be out of service at once.
 type LeaseRequest struct {
 	WorkflowID string `json:"workflow_id"`
-	Host       string `json:"host"`
-	Max        int    `json:"max"`
+	// RunID is the requesting run: the next run on the same target is another holder.
+	RunID string `json:"run_id,omitempty"`
+	Host  string `json:"host"`
+	Max   int    `json:"max"`
 	// Lease is the lease workflow's ID; empty means the host lease (LeaseWorkflowID). Locks such
 	// as one ring change at a time cloud-wide are lease workflows of their own with Max 1.
 	Lease string `json:"lease,omitempty"`

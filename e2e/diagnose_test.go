@@ -111,11 +111,13 @@ func findingIndex(rep *workflows.Report, s string) int {
 
 func TestDiagnoseDatabaseDownOnLab(t *testing.T) {
 	l := newDiagLab(t)
+	// This checkout's labctl (lab.env may name another checkout's, which may be changing).
+	labctl := filepath.Join(devserver.RepoRoot(t), "lab", "bin", "labctl")
 	restore := func() {
-		if exec.Command(l.lab.Labctl, "status", "controller", "mariadb").Run() == nil {
+		if exec.Command(labctl, "status", "controller", "mariadb").Run() == nil {
 			return
 		}
-		l.lab.Run(t, l.lab.Labctl, "start", "controller", "mariadb")
+		l.lab.Run(t, labctl, "start", "controller", "mariadb")
 		// The services reconnect on their next request; wait until Keystone and Nova answer.
 		deadline := time.Now().Add(90 * time.Second)
 		for time.Now().Before(deadline) {
@@ -130,7 +132,7 @@ func TestDiagnoseDatabaseDownOnLab(t *testing.T) {
 		t.Errorf("after starting mariadb again, Nova does not answer")
 	}
 	t.Cleanup(restore) // MariaDB runs again even when the test fails
-	l.lab.Run(t, l.lab.Labctl, "stop", "controller", "mariadb")
+	l.lab.Run(t, labctl, "stop", "controller", "mariadb")
 	// Requests that need the database, so that the services log their errors.
 	for _, u := range []string{"http://127.0.0.10:5000/v3/auth/tokens", "http://127.0.0.10:8774/v2.1/servers"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -276,16 +276,23 @@ func TestInspectDiskOnLab(t *testing.T) {
 			require.ErrorIs(t, err, control.ErrInvalidInput, field)
 			assert.True(t, strings.Contains(err.Error(), field+" ") || strings.Contains(err.Error(), field+":"), "%s: %v", field, err)
 		}
-		// Sent to the workflow directly (as the web UI could): the run ends as invalid input
-		// before it looks at anything.
+		// Sent to the workflow directly, signed (as a client other than the CLI could): the run
+		// ends as invalid input before it looks at anything.
+		hostile := l.input(0, many...)
+		wid := "inspect-disk/hostile-" + l.id
+		st, err := control.StartStatement(wid, hostile)
+		require.NoError(t, err)
+		sig, err := as(t, "alice").Sign(st)
+		require.NoError(t, err)
 		ctx, cancel := l.ctx()
-		run, err := l.srv.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "inspect-disk/hostile-" + l.id, TaskQueue: l.cfg.Temporal.TaskQueue},
-			workflows.InspectDisk.Type, *l.input(0, many...))
+		run, err := l.srv.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: wid, TaskQueue: l.cfg.Temporal.TaskQueue,
+			Memo: map[string]any{control.MemoStartSignature: sig}}, workflows.InspectDisk.Type, *hostile)
 		cancel()
 		require.NoError(t, err)
 		rep := l.report(run.GetID(), time.Minute)
 		assert.Equal(t, workflows.StatusFailed, rep.Status)
 		assert.Contains(t, rep.Summary, "invalid input")
+		assert.Contains(t, rep.Summary, "path:")
 		assert.Empty(t, rep.Audit, "no activity ran")
 
 		// Symlinks in the image that point outside it are contained.

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stackrun/stackrun/config"
 )
 
 type shResult struct {
@@ -251,5 +253,64 @@ func TestForeignLabProcesses(t *testing.T) {
 		if line := fmt.Sprintf("%d=%s\n", p.pid, p.want); !strings.Contains(string(out), line) {
 			t.Errorf("%s: want %q in\n%s", p.name, line, out)
 		}
+	}
+}
+
+// TestLabConfigChat: the lab's stackrun.yaml (lib/stackrun_yaml.sh) takes a chat: section from
+// $LAB/chat.yaml and then gives the chat gateway a key and trust.chat_gateway, so that the
+// configuration is complete for `stackrun chat serve` (which make run starts); without the file
+// it has neither.
+func TestLabConfigChat(t *testing.T) {
+	write := func(lab string) *config.Config {
+		t.Helper()
+		script := `set -euo pipefail
+source lib/common.sh; source lib/services.sh; source lib/configs.sh; source lib/alertmanager.sh; source lib/stackrun_yaml.sh
+write_stackrun_yaml`
+		cmd := exec.Command("bash", "-c", script)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "STACKRUN_LAB_DIR=" + lab}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("write_stackrun_yaml: %v\n%s", err, out)
+		}
+		cfg, err := config.Load(config.LoadOptions{Path: filepath.Join(lab, "stackrun.yaml"), LookupEnv: config.MapEnv(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	lab := t.TempDir()
+	cfg := write(lab)
+	if err := cfg.ValidateFor(config.ForCLI); err != nil {
+		t.Fatalf("the lab's configuration: %v", err)
+	}
+	if cfg.Trust.ChatGateway.PublicKey != "" || cfg.Chat.Mattermost.Token != "" {
+		t.Errorf("a chat gateway without chat.yaml: %+v", cfg.Trust.ChatGateway)
+	}
+
+	chat := `chat:
+  mattermost:
+    token: lab-token-0123456789
+  users:
+    - operator: alice
+      mattermost: 8ifn9j3wpjgu5cz1nd8mydmzja
+      roles: [oncall]
+  roles:
+    oncall:
+      runbooks: ["*"]
+      gates: ["*"]
+`
+	if err := os.WriteFile(filepath.Join(lab, "chat.yaml"), []byte(chat), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg = write(lab)
+	if err := cfg.ValidateFor(config.ForChat); err != nil {
+		t.Fatalf("the lab's configuration with chat.yaml is not complete for the gateway: %v", err)
+	}
+	gw := cfg.Trust.ChatGateway
+	pub, err := os.ReadFile(gw.PrivateKeyFile + ".pub")
+	if err != nil || !strings.HasPrefix(string(pub), gw.PublicKey+" ") || len(gw.Vouch) != 1 {
+		t.Errorf("gateway key %s, public key %q, vouch %+v: %v", gw.PrivateKeyFile, gw.PublicKey, gw.Vouch, err)
+	}
+	if cfg.Chat.Mattermost.Token != "lab-token-0123456789" {
+		t.Errorf("chat section not taken from chat.yaml: %+v", cfg.Chat)
 	}
 }

@@ -178,10 +178,25 @@ func TestMakeRunChatGateway(t *testing.T) {
 	root := devserver.RepoRoot(t)
 	bin := binaries(t, root)
 
-	t.Run("with chat", func(t *testing.T) {
+	t.Run("with chat", func(t *testing.T) { // and the gateway's key (trust.chat_gateway)
 		dir := t.TempDir()
 		port := freePort(t)
-		cfg := config(t, dir, fmt.Sprintf(`chat:
+		gwKey := filepath.Join(dir, "chat_ed25519")
+		if b, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", gwKey).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v\n%s", err, b)
+		}
+		pub, err := os.ReadFile(gwKey + ".pub")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config(t, dir, fmt.Sprintf(`trust:
+  chat_gateway:
+    public_key: "%s"
+    private_key_file: %s
+    vouch:
+      - operators: ["*"]
+        runbooks: [post-reboot-check]
+chat:
   listen_address: 127.0.0.1:%d
   mattermost:
     token: test-token-0123456789
@@ -192,7 +207,7 @@ func TestMakeRunChatGateway(t *testing.T) {
   roles:
     oncall:
       runbooks: [post-reboot-check]
-`, port))
+`, strings.TrimSpace(string(pub)), gwKey, port))
 		r := start(t, root, bin, cfg)
 		url := fmt.Sprintf("http://127.0.0.1:%d", port)
 		out := r.out.String()

@@ -95,7 +95,12 @@ func newRunbookCmd(a *app, rb workflows.Runbook) *cobra.Command {
 		}
 		s, closeSigner, err := a.signer(cmd, who)
 		if err != nil {
-			return err
+			if !dryRun && !rb.ReadOnly {
+				return err
+			}
+			// A run that changes nothing may start unsigned (the workflow accepts it so).
+			fmt.Fprintf(a.errOut, "Not signed (%v): a %s changes nothing, so it starts unsigned.\n", err, map[bool]string{true: "dry run", false: "read-only runbook"}[dryRun])
+			s, closeSigner = nil, func() {}
 		}
 		ctx, cancel := a.callCtx(cmd)
 		started, err := control.Start(ctx, c, a.cfg.Temporal.TaskQueue, rb, in, s)

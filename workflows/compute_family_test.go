@@ -119,7 +119,7 @@ var computeFacts = activities.HostFacts{Name: "compute1", Address: "127.0.0.11",
 
 func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities.HostCapacity) *evacFixture {
 	p := basePolicy()
-	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateConfirmHostDead}
+	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateConfirmHostDead, wf.GateStartInstances}
 	f := &evacFixture{fixture: newFixture(t, p), failMove: map[string]bool{}}
 	f.env.RegisterActivity(computeAct)
 	f.env.RegisterActivity(novaDBAct)

@@ -32,7 +32,7 @@ func TestEvacuationCrossCheckFindsMismatches(t *testing.T) {
 
 	in := evacInput()
 	in.DryRun = true
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	var got []activities.Finding

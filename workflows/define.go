@@ -90,6 +90,8 @@ type Runbook struct {
 	Steps []string
 	// Formerly lists the workflow types the runbook had before.
 	Formerly []string
+	// ReadOnly: the runbook changes nothing (Def.ReadOnly); it may start unsigned.
+	ReadOnly bool
 
 	key, target func(Input) string
 }
@@ -142,7 +144,7 @@ func (d Def[In, P]) Build() Runbook {
 		steps = d.StepsFor(in)
 	}
 	return Runbook{
-		Name: d.Name, Type: typ, Short: d.Short, Steps: steps, Formerly: d.Formerly,
+		Name: d.Name, Type: typ, Short: d.Short, Steps: steps, Formerly: d.Formerly, ReadOnly: d.ReadOnly,
 		Workflow: func(ctx workflow.Context, in In) (*Report, error) { return dd.run(ctx, &in) },
 		NewInput: func() Input {
 			in := new(In)

@@ -162,7 +162,7 @@ func (d *demoFixture) approveAt(at time.Duration) {
 func TestDemoExitHooksFindingsAndFanOut(t *testing.T) {
 	d := newDemo(t)
 	d.approveAt(time.Minute)
-	d.env.ExecuteWorkflow(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x", Probes: 5})
+	d.run(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x", Probes: 5})
 	rep := d.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, "wrote v1", rep.Summary)
@@ -179,7 +179,7 @@ func TestDemoExitHooksFindingsAndFanOut(t *testing.T) {
 func TestDemoExitHooksRunWhenActFails(t *testing.T) {
 	d := newDemo(t)
 	d.approveAt(time.Minute)
-	d.env.ExecuteWorkflow(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x", Fail: "act"})
+	d.run(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x", Fail: "act"})
 	rep := d.report()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Equal(t, "failed: act failed", rep.Summary)
@@ -190,7 +190,7 @@ func TestDemoExitHooksRunWhenActFails(t *testing.T) {
 func TestDemoWorkflowErrorFailsTheWorkflowAfterItsReport(t *testing.T) {
 	d := newDemo(t)
 	d.approveAt(time.Minute)
-	d.env.ExecuteWorkflow(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x", Fail: "workflow"})
+	d.run(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x", Fail: "workflow"})
 	require.True(t, d.env.IsWorkflowCompleted())
 	err := d.env.GetWorkflowError()
 	require.Error(t, err)
@@ -201,7 +201,7 @@ func TestDemoWorkflowErrorFailsTheWorkflowAfterItsReport(t *testing.T) {
 
 func TestDemoInvalidInputEndsBeforePlan(t *testing.T) {
 	d := newDemo(t)
-	d.env.ExecuteWorkflow(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}})
+	d.run(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}})
 	rep := d.report()
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Equal(t, "invalid input: name: required", rep.Summary)
@@ -214,7 +214,7 @@ func TestDemoMinorDriftIsShownNotAskedAgain(t *testing.T) {
 	d.value.Store("minor-1")
 	d.env.RegisterDelayedCallback(func() { d.value.Store("minor-2") }, time.Hour)
 	d.approveAt(2 * time.Hour)
-	d.env.ExecuteWorkflow(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x"})
+	d.run(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x"})
 	rep := d.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, "minor-2", d.written.Load(), "Act works on the new plan")
@@ -236,7 +236,7 @@ func TestDemoDriftAskedAgainAndRejected(t *testing.T) {
 		assert.Equal(t, []string{"write v2"}, st.Plan)
 		d.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: "approve-demo", By: "bob", Comment: "not v2"}, "")
 	}, 3*time.Hour)
-	d.env.ExecuteWorkflow(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x"})
+	d.run(d.rb.Type, DemoInput{Meta: wf.Meta{RequestedBy: "alice"}, Name: "x"})
 	rep := d.report()
 	require.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
 	assert.Nil(t, d.written.Load(), "nothing written on a plan nobody approved")

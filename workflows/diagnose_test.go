@@ -43,7 +43,7 @@ func TestDiagnoseRefusesBadInputBeforeAnything(t *testing.T) {
 		assert.Contains(t, err.Error(), c.field)
 		// Started anyway (bypassing the CLI), the run ends at validation: no activity of Diagnose.
 		f := newDiagFixture(t)
-		f.env.ExecuteWorkflow(wf.Diagnose.Type, c.in)
+		f.run(wf.Diagnose.Type, c.in)
 		rep := f.report()
 		assert.Equal(t, wf.StatusFailed, rep.Status)
 		assert.Contains(t, rep.Summary, "invalid input")
@@ -92,7 +92,7 @@ func TestDiagnoseFansOutAndReportsMacroFirst(t *testing.T) {
 	f.env.OnActivity(diagAct.DiagnoseNode, mock.Anything, mock.Anything).Return(slow(diagnose.Facts{Nodes: []diagnose.Node{{Host: "compute1", CPUs: 2, Load1: 12, MemTotal: 8 << 30, MemAvail: 100 << 20, Sources: []string{"ssh compute1: cat /proc/loadavg"}}}}, nil))
 	f.env.OnActivity(diagAct.DiagnoseNetwork, mock.Anything, mock.Anything).Return(slow(diagnose.Facts{Network: []diagnose.NetProbe{{Host: "controller", Netns: "qdhcp-1", Interface: "tap1", Address: "10.0.0.5", OnLink: true,
 		MACs: []string{"fa:16:3e:00:00:05", "dc:9b:9c:00:00:01"}, ARPSent: 3, ARPReplies: 6, ARPSource: "ssh controller: ip netns exec qdhcp-1 arping -b -c 3 -I tap1 10.0.0.5"}}}, nil))
-	f.env.ExecuteWorkflow(wf.Diagnose.Type, wf.DiagnoseInput{Meta: wf.Meta{RequestedBy: "carol"}, Symptom: "instance-unreachable", Subject: "10.0.0.5", Since: "2h", Parallel: 2})
+	f.run(wf.Diagnose.Type, wf.DiagnoseInput{Meta: wf.Meta{RequestedBy: "carol"}, Symptom: "instance-unreachable", Subject: "10.0.0.5", Since: "2h", Parallel: 2})
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Contains(t, rep.Summary, "suspect: duplicate address 10.0.0.5 on controller")

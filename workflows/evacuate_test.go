@@ -233,7 +233,7 @@ func TestEvacuateStalePlanAsksAgain(t *testing.T) {
 		}
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApprovePlan, By: "bob", Comment: "still fine"}, "")
 	}, 2*time.Hour+10*time.Minute)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	f.mu.Lock()
@@ -260,7 +260,7 @@ func TestEvacuateStalePlanAsksAgain(t *testing.T) {
 func TestEvacuateOldPlanWithoutDriftGoesOn(t *testing.T) {
 	f := newEvacFixture(t, sampleInstances(2), bigCaps)
 	f.approveAt(wf.GateApprovePlan, 3*time.Hour)
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, evacInput())
+	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, 1, countOf(f.notified, "gate-opened:"+wf.GateApprovePlan))
@@ -274,7 +274,7 @@ func TestEvacuateParallelDefaultsToPolicy(t *testing.T) {
 	f.approveAt(wf.GateApprovePlan, time.Minute)
 	in := evacInput()
 	in.Parallel = 0
-	f.env.ExecuteWorkflow(wf.Evacuate.Type, in)
+	f.run(wf.Evacuate.Type, in)
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	require.Equal(t, 2, basePolicy().DefaultParallelism)

@@ -71,6 +71,8 @@ type fixture struct {
 	answered int
 	// keys is what LoadKeys answers (a test may revoke a key mid-run).
 	keys trust.Policy
+	// granted are the lease grants the mocked lease workflow gave.
+	granted map[activities.LeaseHolder]bool
 }
 
 // run starts the workflow as the operator named in its input would: signed with their key at the
@@ -193,15 +195,37 @@ func newFixtureWith(t *testing.T, p policy.Policy, setup func(env *testsuite.Tes
 	return f
 }
 
-// grantLeases answers every lease request with a grant, as the lease workflow would.
+// grantLeases answers every lease request with a grant, as the lease workflow would, and the
+// runs' checks of their grants (Holds) with what it granted.
 func (f *fixture) grantLeases() {
 	f.env.OnActivity(lease.RequestLease, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.LeaseRequest) error {
+		f.grant(req)
 		f.env.RegisterDelayedCallback(func() {
-			f.env.SignalWorkflow(wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, Host: req.Host})
+			f.env.SignalWorkflow(wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host})
 		}, time.Second)
 		return nil
 	})
 	f.env.OnActivity(lease.ReleaseLease, mock.Anything, mock.Anything).Return(nil)
+	f.answerHolds()
+}
+
+// grant records a grant of the (mocked) lease workflow.
+func (f *fixture) grant(req activities.LeaseRequest) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.granted == nil {
+		f.granted = map[activities.LeaseHolder]bool{}
+	}
+	f.granted[activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host}] = true
+}
+
+// answerHolds answers Holds with the grants recorded.
+func (f *fixture) answerHolds() {
+	f.env.OnActivity(lease.Holds, mock.Anything, mock.Anything).Return(func(_ context.Context, c activities.LeaseCheck) (bool, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.granted[c.Holder], nil
+	})
 }
 
 func (f *fixture) status() wf.Status {

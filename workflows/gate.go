@@ -41,6 +41,8 @@ func (r *Run) registerHandlers() error {
 		}
 		err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
 			func(ctx workflow.Context, req GateDecisionRequest) (Decision, error) {
+				unlock := r.lockDecisions(ctx)
+				defer unlock()
 				v, err := r.checkGate(ctx, req, approve)
 				if err != nil {
 					r.refuse(name, req.Gate, req.By, "update", req.Signature, err)
@@ -60,6 +62,8 @@ func (r *Run) registerHandlers() error {
 	}
 	err := workflow.SetUpdateHandlerWithOptions(r.ctx, UpdateResolve,
 		func(ctx workflow.Context, req ResolveRequest) (Decision, error) {
+			unlock := r.lockDecisions(ctx)
+			defer unlock()
 			v, err := r.checkResolve(ctx, req)
 			if err != nil {
 				r.refuse(UpdateResolve, req.Step, req.By, "update", req.Signature, err)
@@ -98,6 +102,8 @@ func (r *Run) registerHandlers() error {
 						r.refuse(c.name, req.Gate, req.By, "signal", req.Signature, fmt.Errorf("approver %q is not a valid operator name", req.By))
 						return
 					}
+					unlock := r.lockDecisions(ctx)
+					defer unlock()
 					v, err := r.checkGate(ctx, req, c.approve)
 					if err != nil {
 						r.refuse(c.name, req.Gate, req.By, "signal", req.Signature, err)
@@ -116,6 +122,8 @@ func (r *Run) registerHandlers() error {
 					r.refuse(SignalResolve, req.Step, req.By, "signal", req.Signature, fmt.Errorf("operator %q is not a valid operator name", req.By))
 					return
 				}
+				unlock := r.lockDecisions(ctx)
+				defer unlock()
 				v, err := r.checkResolve(ctx, req)
 				if err != nil {
 					r.refuse(SignalResolve, req.Step, req.By, "signal", req.Signature, err)

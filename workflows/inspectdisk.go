@@ -182,6 +182,7 @@ func byteSize(n int64) string {
 type inspectRun struct {
 	r      *Run
 	in     *InspectDiskInput
+	plan   *inspectDiskPlan
 	loc    activities.DiskLocation
 	pause  string
 	paused bool // the suspend (or stop) step started: the instance is owed a resume
@@ -203,7 +204,7 @@ func (x *inspectRun) opts(ctx workflow.Context, o ActOpts) workflow.Context {
 }
 
 func inspectDisk(r *Run, in *InspectDiskInput, p *inspectDiskPlan) (string, error) {
-	x := &inspectRun{r: r, in: in, loc: p.Loc, pause: p.Pause}
+	x := &inspectRun{r: r, in: in, plan: p, loc: p.Loc, pause: p.Pause}
 	// Registered before the first side effect: from here on, every way out gives back.
 	r.OnExit(x.giveBack)
 	summary, err := x.collect()
@@ -214,23 +215,28 @@ func inspectDisk(r *Run, in *InspectDiskInput, p *inspectDiskPlan) (string, erro
 }
 
 func (x *inspectRun) collect() (string, error) {
-	r, loc := x.r, x.loc
-	target := loc.Instance
-	if x.pause == "" {
-		r.setStepState(r.step("suspend"), StepSkipped, fmt.Sprintf("instance is %s: nothing to suspend", loc.Status))
-	} else {
-		err := r.Do("suspend", StepOptions{Target: target}, func(ctx workflow.Context) error {
-			x.paused = true
-			var res activities.PowerResult
-			return r.Exec(x.opts(ctx, powerOpts), "suspend", target, inspector.SuspendInstance, &res,
-				activities.PowerRequest{Instance: loc.Instance, Mode: x.pause})
-		})
-		if err != nil {
-			return "", err
+	r := x.r
+	// The first step that changes the world: the machinery checks a stale plan again just
+	// before it (stale.go), so what to suspend is read from the plan inside the step.
+	err := r.Do("suspend", StepOptions{Target: x.loc.Instance}, func(ctx workflow.Context) error {
+		x.loc, x.pause = x.plan.Loc, x.plan.Pause
+		if x.pause == "" {
+			return nil
 		}
+		x.paused = true
+		var res activities.PowerResult
+		return r.Exec(x.opts(ctx, powerOpts), "suspend", x.loc.Instance, inspector.SuspendInstance, &res,
+			activities.PowerRequest{Instance: x.loc.Instance, Mode: x.pause})
+	})
+	if err != nil {
+		return "", err
 	}
+	if !x.paused {
+		r.setStepState(r.step("suspend"), StepSkipped, fmt.Sprintf("instance is %s: nothing to suspend", x.loc.Status))
+	}
+	loc := x.loc
 	var exp activities.DiskExposure
-	err := r.Do("expose", StepOptions{Target: loc.Host}, func(ctx workflow.Context) error {
+	err = r.Do("expose", StepOptions{Target: loc.Host}, func(ctx workflow.Context) error {
 		x.touch = true
 		return r.Exec(x.opts(ctx, diskOpts), "expose", loc.Host, inspector.ExposeInstanceDisk, &exp, loc)
 	})

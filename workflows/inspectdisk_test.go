@@ -184,8 +184,10 @@ func (f *fixture) approveDataAccess(after time.Duration) {
 		assert.Contains(f.t, g.Summary, "INC-4711: instance does not boot", "the reason is in the gate's summary")
 		assert.Contains(f.t, g.Summary, "/etc/fstab")
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "alice"}, "may not approve the destructive gate")
-		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob", Comment: "INC-4711 ok"}, "")
 	}, after)
+	f.env.RegisterDelayedCallback(func() {
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob", Comment: "INC-4711 ok"}, "")
+	}, after+time.Minute)
 }
 
 func (w *world) clean(t *testing.T) {
@@ -200,7 +202,7 @@ func TestInspectDiskHappyPath(t *testing.T) {
 	w := &world{status: "ACTIVE"}
 	inspectMocks(f, w)
 	f.approveDataAccess(time.Minute)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput("/etc/fstab", "/var/log/syslog", "/etc/missing", "/etc/evil"))
+	f.run(wf.InspectDisk.Type, inspectInput("/etc/fstab", "/var/log/syslog", "/etc/missing", "/etc/evil"))
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, "2 of 4 file(s) read (1 over the cap), 1 missing, 1 refused", rep.Summary)
@@ -247,7 +249,7 @@ func TestInspectDiskInvalidInputChangesNothing(t *testing.T) {
 		f := newFixture(t, inspectPolicy())
 		w := &world{status: "ACTIVE"}
 		inspectMocks(f, w)
-		f.env.ExecuteWorkflow(wf.InspectDisk.Type, in)
+		f.run(wf.InspectDisk.Type, in)
 		rep := f.report()
 		assert.Equal(t, wf.StatusFailed, rep.Status)
 		assert.Contains(t, rep.Summary, "invalid input")
@@ -260,7 +262,7 @@ func TestInspectDiskNeedsTwoPersonPolicy(t *testing.T) {
 	f := newFixture(t, basePolicy())
 	w := &world{status: "ACTIVE"}
 	inspectMocks(f, w)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "two_person_gates")
@@ -274,7 +276,7 @@ func TestInspectDiskRejectedTouchesNothing(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob", Comment: "no ticket"}, "")
 	}, time.Minute)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusAborted, rep.Status)
 	assert.Equal(t, []string{"locate"}, w.called())
@@ -287,7 +289,7 @@ func TestInspectDiskCancelledAtGate(t *testing.T) {
 	w := &world{status: "ACTIVE"}
 	inspectMocks(f, w)
 	f.env.RegisterDelayedCallback(func() { f.env.CancelWorkflow() }, time.Minute)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	require.True(t, f.env.IsWorkflowCompleted())
 	assert.Equal(t, []string{"locate"}, w.called())
 }
@@ -300,7 +302,7 @@ func TestInspectDiskCollectFailsCompensates(t *testing.T) {
 	f.env.OnActivity(inspectAct.ReadGuestFiles, mock.Anything, mock.Anything).Return(nil,
 		temporal.NewNonRetryableApplicationError("the guest file system is not mounted read-only", activities.ErrTypeRefused, nil))
 	f.approveDataAccess(time.Minute)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Equal(t, []string{"locate", "suspend", "expose", "mount", "unmount", "detach", "resume"}, w.called())
@@ -325,7 +327,7 @@ func TestInspectDiskAbortWhileExposed(t *testing.T) {
 		w.mu.Unlock()
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "collect", Action: wf.ResolveAbort, By: "bob"}, "")
 	}, time.Hour)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusAborted, rep.Status)
 	calls := w.called()
@@ -347,7 +349,7 @@ func TestInspectDiskCancelledWhileCollecting(t *testing.T) {
 		w.mu.Unlock()
 		f.env.CancelWorkflow()
 	}, 10*time.Minute)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusAborted, rep.Status)
 	assert.Contains(t, rep.Summary, "cancelled")
@@ -384,7 +386,7 @@ func TestInspectDiskUnmountStallsThenRetried(t *testing.T) {
 		w.mu.Unlock()
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "unmount", Action: wf.ResolveRetry, By: "bob"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	calls := w.called()
@@ -408,7 +410,7 @@ func TestInspectDiskDetachAbortedLeavesSuspended(t *testing.T) {
 		assert.Equal(t, "detach", st.Stalled[0].Step)
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "detach", Action: wf.ResolveAbort, By: "bob"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.NotContains(t, w.called(), "resume")
 	assert.Equal(t, "SUSPENDED", w.status)
@@ -430,7 +432,7 @@ func TestInspectDiskExposeFailsCompensates(t *testing.T) {
 	f.env.RegisterDelayedCallback(func() {
 		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "expose", Action: wf.ResolveAbort, By: "alice"}, "")
 	}, 2*time.Hour)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusAborted, rep.Status)
 	assert.Equal(t, []string{"locate", "suspend", "unmount", "detach", "resume"}, w.called())
@@ -443,7 +445,7 @@ func TestInspectDiskShutoffInstanceLeftAsIs(t *testing.T) {
 	w := &world{status: "SHUTOFF"}
 	inspectMocks(f, w)
 	f.approveDataAccess(time.Minute)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 	assert.Equal(t, []string{"locate", "expose", "mount", "collect", "unmount", "detach"}, w.called())
@@ -457,9 +459,39 @@ func TestInspectDiskPausedRefused(t *testing.T) {
 	f := newFixture(t, inspectPolicy())
 	w := &world{status: "PAUSED"}
 	inspectMocks(f, w)
-	f.env.ExecuteWorkflow(wf.InspectDisk.Type, inspectInput())
+	f.run(wf.InspectDisk.Type, inspectInput())
 	rep := f.report()
 	assert.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "is PAUSED")
 	assert.Equal(t, []string{"locate"}, w.called())
+}
+
+// The gate waited past plan_max_age and the instance was stopped meanwhile: the plan is checked
+// again before the first side effect, the gate asks again, and the run neither suspends nor
+// resumes (starting an instance someone stopped would not be giving it back).
+func TestInspectDiskStalePlanFollowsTheInstance(t *testing.T) {
+	f := newFixture(t, inspectPolicy())
+	w := &world{status: "ACTIVE"}
+	inspectMocks(f, w)
+	f.env.RegisterDelayedCallback(func() {
+		w.mu.Lock()
+		w.status = "SHUTOFF"
+		w.mu.Unlock()
+	}, 90*time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob"}, "")
+	}, 2*time.Hour)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Len(t, st.OpenGates, 1, "asked again")
+		assert.Contains(t, st.OpenGates[0].Summary, "ASKED AGAIN")
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateDataAccess, By: "bob"}, "")
+	}, 2*time.Hour+time.Minute)
+	f.run(wf.InspectDisk.Type, inspectInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, []string{"locate", "locate", "expose", "mount", "collect", "unmount", "detach"}, w.called())
+	assert.Equal(t, "SHUTOFF", w.status)
+	assert.Contains(t, stepDetail(rep, "suspend"), "SHUTOFF")
+	w.clean(t)
 }

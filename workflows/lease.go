@@ -11,39 +11,91 @@ import (
 )
 
 // QueryLease answers the lease workflow's state.
-const QueryLease = "lease"
+const QueryLease = activities.QueryLeaseState
 
 // leaseCheckInterval is how often the lease workflow, while runs wait, looks for holders that
 // ended without releasing their slot.
 const leaseCheckInterval = 5 * time.Minute
 
 // HostLease is the one cloud-wide lease workflow (ID activities.LeaseWorkflowID): it limits how
-// many hosts are out of service at once. Runbooks send "acquire" and "release" through the Lease
-// activities; a grant is the signal "lease-granted" to the requesting run.
+// many hosts are out of service at once, and it is a lock per host: a host held by one run is
+// not granted to another (evacuate, recover-host, restart-service and swift-disk on one host
+// never run at once). Runbooks send "acquire" and "release" through the Lease activities; a grant
+// is the signal "lease-granted" to the requesting run.
+//
+// Anyone who can send signals could send those three. So nothing is taken on their word: before
+// it grants a slot or frees one, the lease asks the run itself (the query "leases", through the
+// Wants activity) whether it wants that key; and a run checks every grant it receives against
+// the lease's own state (the Holds activity). A forged signal changes nothing but the lease's list
+// of refusals.
 func HostLease(ctx workflow.Context, st activities.LeaseState) error {
 	if err := workflow.SetQueryHandler(ctx, QueryLease, func() (activities.LeaseState, error) { return st, nil }); err != nil {
 		return err
 	}
+	verified := workflow.GetVersion(ctx, "lease-verified", workflow.DefaultVersion, 1) == 1
 	acquire := workflow.GetSignalChannel(ctx, "acquire")
 	release := workflow.GetSignalChannel(ctx, "release")
+	actx := workflow.WithActivityOptions(ctx, ActOpts{Timeout: time.Minute, Attempts: 3}.options())
 	grant := func(h activities.LeaseHolder) {
-		err := workflow.SignalExternalWorkflow(ctx, h.WorkflowID, "", SignalLeaseGranted, h).Get(ctx, nil)
+		err := workflow.SignalExternalWorkflow(ctx, h.WorkflowID, h.RunID, SignalLeaseGranted, h).Get(ctx, nil)
 		if err != nil {
 			// The run is gone: free its slot.
 			workflow.GetLogger(ctx).Warn("lease grant not delivered; freeing slot", "workflow_id", h.WorkflowID, "error", err)
 			st.Holders = slices.DeleteFunc(st.Holders, func(x activities.LeaseHolder) bool { return x == h })
 		}
 	}
+	// wants asks the run whether it holds or waits for the key; in doubt (the run did not
+	// answer) the lease keeps what it has.
+	wants := func(h activities.LeaseHolder, doubt bool) bool {
+		var ok bool
+		if err := workflow.ExecuteActivity(actx, lease.Wants, h).Get(ctx, &ok); err != nil {
+			workflow.GetLogger(ctx).Warn("lease: the run did not say what it holds", "workflow_id", h.WorkflowID, "error", err)
+			return doubt
+		}
+		return ok
+	}
+	refuse := func(format string, args ...any) {
+		msg := workflow.Now(ctx).UTC().Format(time.RFC3339) + " " + fmt.Sprintf(format, args...)
+		workflow.GetLogger(ctx).Warn("lease: refused", "what", msg)
+		st.Refused = append(st.Refused, msg)
+		if len(st.Refused) > 20 {
+			st.Refused = st.Refused[len(st.Refused)-20:]
+		}
+	}
+	heldByOther := func(h activities.LeaseHolder) bool {
+		return slices.ContainsFunc(st.Holders, func(x activities.LeaseHolder) bool { return x.Host == h.Host && x != h })
+	}
 	promote := func() {
-		for len(st.Waiting) > 0 && len(st.Holders) < max(1, st.Max) {
-			h := st.Waiting[0]
-			st.Waiting = st.Waiting[1:]
+		if !verified {
+			for len(st.Waiting) > 0 && len(st.Holders) < max(1, st.Max) {
+				h := st.Waiting[0]
+				st.Waiting = st.Waiting[1:]
+				st.Holders = append(st.Holders, h)
+				grant(h)
+			}
+			return
+		}
+		for i := 0; i < len(st.Waiting) && len(st.Holders) < max(1, st.Max); {
+			h := st.Waiting[i]
+			if heldByOther(h) {
+				i++ // a lock per host: it waits for the run that holds its host
+				continue
+			}
+			st.Waiting = slices.Delete(st.Waiting, i, i+1)
+			if !wants(h, true) {
+				refuse("acquire of %s for %s: the run does not want it (a forged acquire, or the run moved on)", h.Host, h.WorkflowID)
+				continue
+			}
 			st.Holders = append(st.Holders, h)
 			grant(h)
 		}
 	}
 	holder := func(r activities.LeaseRequest) activities.LeaseHolder {
-		return activities.LeaseHolder{WorkflowID: r.WorkflowID, Host: r.Host}
+		h := activities.LeaseHolder{WorkflowID: r.WorkflowID, Host: r.Host}
+		if verified {
+			h.RunID = r.RunID
+		}
+		return h
 	}
 	for {
 		sel := workflow.NewSelector(ctx)
@@ -67,6 +119,10 @@ func HostLease(ctx workflow.Context, st activities.LeaseState) error {
 			var r activities.LeaseRequest
 			c.Receive(ctx, &r)
 			h := holder(r)
+			if verified && (slices.Contains(st.Holders, h) || slices.Contains(st.Waiting, h)) && wants(h, true) {
+				refuse("release of %s for %s: the run still holds it (a forged release)", h.Host, h.WorkflowID)
+				return
+			}
 			st.Holders = slices.DeleteFunc(st.Holders, func(x activities.LeaseHolder) bool { return x == h })
 			st.Waiting = slices.DeleteFunc(st.Waiting, func(x activities.LeaseHolder) bool { return x == h })
 			promote()
@@ -77,7 +133,6 @@ func HostLease(ctx workflow.Context, st activities.LeaseState) error {
 				for i, h := range st.Holders {
 					ids[i] = h.WorkflowID
 				}
-				actx := workflow.WithActivityOptions(ctx, ActOpts{Timeout: time.Minute, Attempts: 3}.options())
 				var alive []string
 				if err := workflow.ExecuteActivity(actx, lease.StillRunning, ids).Get(ctx, &alive); err != nil {
 					return
@@ -128,6 +183,14 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 	if slices.Contains(r.leased, key) {
 		return nil // held already (a plan made again takes no second slot)
 	}
+	verified := r.Verifies()
+	if verified {
+		// Asked for by this run: what the lease workflow's Wants finds (QueryRunLeases).
+		req.RunID = r.info.WorkflowExecution.RunID
+		r.wanted = append(r.wanted, key)
+		defer func() { r.wanted = slices.DeleteFunc(r.wanted, func(k string) bool { return k == key }) }()
+	}
+	me := activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: key}
 	granted := false
 	ch := workflow.GetSignalChannel(r.ctx, SignalLeaseGranted)
 	// A lease changes nothing in the world: waiting for it comes before the stale-plan check.
@@ -139,7 +202,25 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 		for !granted {
 			var g activities.LeaseHolder
 			ch.Receive(ctx, &g)
-			granted = g.Host == key
+			if g.Host != key {
+				continue
+			}
+			if !verified {
+				granted = true
+				break
+			}
+			// Anyone can send this signal: the grant counts only if the lease lists this run.
+			var holds bool
+			if err := r.Exec(ctx, name, key, lease.Holds, &holds, activities.LeaseCheck{Lease: req.LeaseID(), Holder: me}); err != nil {
+				return err
+			}
+			if !holds {
+				r.refused = append(r.refused, RefusedMessage{Signal: SignalLeaseGranted, Target: key, By: g.WorkflowID,
+					Reason: fmt.Sprintf("the lease %s does not list this run as a holder of %s: a grant it did not give", req.LeaseID(), key),
+					At:     workflow.Now(r.ctx), Via: "lease"})
+				continue
+			}
+			granted = true
 		}
 		r.byName[name].Detail = "granted"
 		return nil
@@ -162,9 +243,22 @@ func (r *Run) release(name string, req activities.LeaseRequest) {
 	if !slices.Contains(r.leased, key) {
 		return
 	}
+	if r.Verifies() {
+		// No longer held before the lease asks this run (Wants): then it frees the slot.
+		req.RunID = r.info.WorkflowExecution.RunID
+		r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == key })
+	}
 	ctx, _ := workflow.NewDisconnectedContext(r.ctx)
 	if err := r.Exec(r.ActivityOptions(ctx, time.Minute, 0), name, key, lease.ReleaseLease, nil, req); err != nil {
 		r.AddFinding(activities.SeverityWarning, key, "lease not released (%v); the lease workflow frees it when this run has ended", err)
 	}
 	r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == key })
+}
+
+// registerLeaseQuery answers the lease workflow's question: which keys this run holds or waits
+// for (activities.QueryRunLeases).
+func (r *Run) registerLeaseQuery() error {
+	return workflow.SetQueryHandler(r.ctx, activities.QueryRunLeases, func() ([]string, error) {
+		return append(slices.Clone(r.leased), r.wanted...), nil
+	})
 }

@@ -3,6 +3,7 @@ package workflows
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/workflow"
@@ -16,12 +17,16 @@ import (
 // --start-instances, brought back. Otherwise it is read-only: findings instead of changes.
 var PostRebootCheck = Define(Def[PostRebootCheckInput, postRebootCheckPlan]{
 	Name:  "post-reboot-check",
-	Short: "Check a host after a reboot: processes, AMQP reconnect, APIs (read-only)",
+	Short: "Check a host after a reboot: processes, AMQP reconnect, APIs (read-only; --start-instances after a gate)",
 	Steps: []string{"describe-host", "boot-time", "processes", "amqp", "apis"},
 	Key:   func(in *PostRebootCheckInput) string { return in.Host },
 	Plan:  planPostRebootCheck,
 	Act:   postRebootCheck,
 })
+
+// GateStartInstances guards --start-instances: starting and (hard) rebooting tenants' instances
+// waits for a person who saw the list (two-person by default).
+const GateStartInstances = "start-instances"
 
 // PostRebootCheckInput is the input of PostRebootCheck (RUNBOOKS.md §3).
 type PostRebootCheckInput struct {
@@ -206,7 +211,7 @@ func summarize(findings []activities.Finding, allGood string) string {
 
 func computeInstancesPlan(in *PostRebootCheckInput) string {
 	if in.StartInstances {
-		return fmt.Sprintf("list the instances on %s; start SHUTOFF ones and reboot those whose guest does not run (hard reboot when a soft one fails)", in.Host)
+		return fmt.Sprintf("list the instances on %s; after gate %s (the list), start SHUTOFF ones and reboot those whose guest does not run (hard reboot when a soft one fails)", in.Host, GateStartInstances)
 	}
 	return fmt.Sprintf("list the instances on %s and report those that do not run (read-only; --start-instances starts them)", in.Host)
 }
@@ -220,38 +225,68 @@ func healthyInstance(i activities.Instance) bool {
 // and, with StartInstances, brought back one by one (RecoverInstance checks each first).
 func (r *Run) computeInstances(in *PostRebootCheckInput) error {
 	r.AddSteps("instances")
-	var list []activities.Instance
-	err := r.Do("instances", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
+	var list, down []activities.Instance
+	// Listing reads only; with verified identities the start comes after a gate (below).
+	err := r.Do("instances", StepOptions{Target: in.Host, ReadOnly: r.Verifies()}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, "instances", in.Host, compute.InstancesOnHost, &list, in.Host); err != nil {
 			return err
 		}
-		var down []activities.Instance
+		down = nil
 		for _, i := range list {
 			if !healthyInstance(i) {
 				down = append(down, i)
 			}
 		}
 		r.SetDetail("instances", list)
-		if !in.StartInstances {
+		switch {
+		case !in.StartInstances:
 			for _, i := range down {
 				r.AddFinding(activities.SeverityWarning, in.Host+"/"+i.ID, "%s (%s) is %s (power state %d) after the reboot", i.Name, i.ID, i.Status, i.PowerState)
 			}
 			r.step("instances").Detail = fmt.Sprintf("%d instance(s), %d not running (listed only)", len(list), len(down))
-			return nil
+		case r.Verifies():
+			r.step("instances").Detail = fmt.Sprintf("%d instance(s), %d not running", len(list), len(down))
+		default: // a run begun before the gate existed
+			r.recoverInstances(ctx, "instances", in, list, down)
 		}
-		var done []activities.InstanceRecovery
-		actx := r.ActivityOptions(ctx, 10*time.Minute, time.Minute)
-		for _, i := range down {
-			var rec activities.InstanceRecovery
-			if err := r.Exec(actx, "instances", i.ID, compute.RecoverInstance, &rec, i.ID, 3*time.Minute); err != nil {
-				r.AddFinding(activities.SeverityCritical, in.Host+"/"+i.ID, "%s (%s) could not be brought back: %s", i.Name, i.ID, errText(err))
-				continue
-			}
-			done = append(done, rec)
-		}
-		r.SetDetail("recovered", done)
-		r.step("instances").Detail = fmt.Sprintf("%d instance(s), %d were not running, %d brought back", len(list), len(down), len(done))
 		return nil
 	})
-	return err
+	if err != nil || !in.StartInstances || !r.Verifies() {
+		return err
+	}
+	if len(down) == 0 {
+		r.step("instances").Detail += ": nothing to start"
+		return nil
+	}
+	// Starting and rebooting tenants' instances is not a check: a person approves the list.
+	names := make([]string, len(down))
+	for i, d := range down {
+		names[i] = fmt.Sprintf("%s (%s, %s)", d.Name, d.ID, d.Status)
+	}
+	r.AddSteps(GateStartInstances, "start-instances-run")
+	if err := r.Gate(GateStartInstances, GateOptions{Summary: fmt.Sprintf("Start or reboot %d instance(s) on %s (hard reboot when a soft one fails): %s. Reason: %s",
+		len(down), in.Host, strings.Join(names, "; "), in.Reason)}); err != nil {
+		return err
+	}
+	return r.Do("start-instances-run", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
+		r.recoverInstances(ctx, "start-instances-run", in, list, down)
+		return nil
+	})
+}
+
+// recoverInstances brings the instances that do not run back, one by one (RecoverInstance checks
+// each first); step is the step that records it.
+func (r *Run) recoverInstances(ctx workflow.Context, step string, in *PostRebootCheckInput, list, down []activities.Instance) {
+	var done []activities.InstanceRecovery
+	actx := r.ActivityOptions(ctx, 10*time.Minute, time.Minute)
+	for _, i := range down {
+		var rec activities.InstanceRecovery
+		if err := r.Exec(actx, step, i.ID, compute.RecoverInstance, &rec, i.ID, 3*time.Minute); err != nil {
+			r.AddFinding(activities.SeverityCritical, in.Host+"/"+i.ID, "%s (%s) could not be brought back: %s", i.Name, i.ID, errText(err))
+			continue
+		}
+		done = append(done, rec)
+	}
+	r.SetDetail("recovered", done)
+	r.step(step).Detail = fmt.Sprintf("%d instance(s), %d were not running, %d brought back", len(list), len(down), len(done))
 }

@@ -61,6 +61,22 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 			recovered = append(recovered, id)
 			return activities.InstanceRecovery{ID: id, Action: "start", After: "ACTIVE"}, nil
 		})
+		if start {
+			// Nothing is started before a person approved the list; the requester may not alone.
+			f.env.RegisterDelayedCallback(func() {
+				st := f.status()
+				require.Equal(t, wf.StatusWaitingApproval, st.Status)
+				require.Equal(t, wf.GateStartInstances, st.OpenGates[0].Name)
+				assert.Contains(t, st.OpenGates[0].Summary, "id-001")
+				assert.Contains(t, st.OpenGates[0].Summary, "id-002")
+				assert.NotContains(t, st.OpenGates[0].Summary, "id-000", "running instances are not touched")
+				f.mu.Lock()
+				assert.Empty(t, recovered)
+				f.mu.Unlock()
+				f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateStartInstances, By: "carol"}, "carol may not approve")
+				f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateStartInstances, By: "bob"}, "")
+			}, time.Hour)
+		}
 		f.run(wf.PostRebootCheck.Type, wf.PostRebootCheckInput{Meta: wf.Meta{RequestedBy: "carol"}, Host: "compute1", StartInstances: start})
 		rep := f.report()
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
@@ -71,5 +87,6 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 		}
 		assert.Equal(t, []string{"id-001", "id-002"}, recovered)
 		assert.Empty(t, rep.Findings)
+		assert.Equal(t, "bob", rep.Decisions[0].By)
 	}
 }

@@ -49,8 +49,15 @@ type RecoverHostInput struct {
 func (in *RecoverHostInput) Validate() error {
 	e := EvacuateInput{Meta: in.Meta, Host: in.Host, Targets: in.Targets, Parallel: in.Parallel}
 	e.Reason = "recover"
-	return e.Validate()
+	if err := e.Validate(); err != nil {
+		return err
+	}
+	// The reason becomes the disabled reason after the fencing gate: checked before anything.
+	return ValidateDisabledReason(recoverReasonPrefix, in.Reason)
 }
+
+// recoverReasonPrefix starts the disabled reason recover-host gives the dead host's service.
+const recoverReasonPrefix = "host failure: "
 
 func recoverHostSteps(in *RecoverHostInput) []string {
 	steps := []string{"describe-host", "confirm-down", "inventory", "capacity", GateConfirmHostDead,
@@ -64,12 +71,14 @@ func recoverHostSteps(in *RecoverHostInput) []string {
 // recoverHostPlan is what the recovery acts on: the dead host's service, the targets, its
 // instances and volumes, one evacuation per instance, and the plan's lines.
 type recoverHostPlan struct {
-	targets   []string
-	instances []activities.Instance
-	volumes   []activities.VolumeAttachment
-	moves     []Move
-	lines     []string
-	parallel  int
+	// sshAnswered: the host answered SSH when the plan was made (the gate's summary warned).
+	sshAnswered bool
+	targets     []string
+	instances   []activities.Instance
+	volumes     []activities.VolumeAttachment
+	moves       []Move
+	lines       []string
+	parallel    int
 }
 
 func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval, error) {
@@ -100,6 +109,7 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 			r.AddFinding(activities.SeverityCritical, in.Host, "the host still answers SSH (%s): it may still run its instances; fence it (power it off) before confirming", sshAnswer.Detail)
 		}
 		r.step("confirm-down").Detail = fmt.Sprintf("service %s (forced down %v); SSH answers: %v", svc.State, svc.ForcedDown, sshAnswer.Reachable)
+		p.sshAnswered = sshAnswer.Reachable
 		p.targets, err = chooseTargets(svcs, in.Host, in.Targets, "rebuild")
 		return err
 	})
@@ -169,12 +179,19 @@ func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, erro
 	}
 	r.OnExit(left)
 	err := r.Do("force-down", StepOptions{Target: in.Host, NoSkip: true}, func(ctx workflow.Context) error {
+		if r.Verifies() {
+			// The gate may have waited for hours: right before fencing, the host must still be
+			// down. One that reports up, or answers SSH when it did not before, is refused.
+			if err := recheckDown(r, ctx, in.Host, p.sshAnswered); err != nil {
+				return err
+			}
+		}
 		down := true
 		var s activities.ComputeService
 		if err := r.Exec(ctx, "force-down", in.Host, compute.SetComputeService, &s, activities.ServiceChange{Host: in.Host, ForcedDown: &down}); err != nil {
 			return err
 		}
-		reason := "host failure: " + in.Reason
+		reason := recoverReasonPrefix + in.Reason
 		if in.Reason == "" {
 			reason = "host failure (recover-host)"
 		}
@@ -379,4 +396,23 @@ func dbRewriteFallback(r *Run, in *RecoverHostInput, moves []Move, targets []str
 		r.AddFinding(activities.SeverityWarning, in.Host, "%d instance(s) were moved by rewriting the Nova database: Placement still holds their allocations against %s's resource provider (the rewrite does not touch Placement); move or heal them before %s returns to service", done, in.Host, in.Host)
 	}
 	return err
+}
+
+// recheckDown reads the host's state again right before it is forced down.
+func recheckDown(r *Run, ctx workflow.Context, host string, answeredBefore bool) error {
+	svc, _, err := hostService(r, ctx, "force-down", host)
+	if err != nil {
+		return err
+	}
+	if svc.State == "up" {
+		return refused("nova-compute on %s reports up again (last report %s): the host is not dead; nothing was forced down", host, svc.UpdatedAt.Format("15:04:05"))
+	}
+	var ssh activities.Reachability
+	if err := r.Exec(ctx, "force-down", host, hosts.SSHReachable, &ssh, host); err != nil {
+		return err
+	}
+	if ssh.Reachable && !answeredBefore {
+		return refused("%s answers SSH again (%s) since the fencing gate was approved: it may run its instances; nothing was forced down", host, ssh.Detail)
+	}
+	return nil
 }

@@ -26,6 +26,8 @@ type recoverFixture struct {
 	rewrites    int
 	reboots     int
 	failReboots int // the first failReboots hard reboots fail
+	// revived and answers make the dead host report up / answer SSH from now on.
+	revived, answers bool
 }
 
 func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...string) *recoverFixture {
@@ -39,12 +41,27 @@ func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...st
 	f.env.RegisterActivity(novaDBAct)
 	f.grantLeases()
 	f.env.OnActivity(hosts.DescribeHost, mock.Anything, "compute1").Return(computeFacts, nil)
-	f.env.OnActivity(hosts.SSHReachable, mock.Anything, "compute1").Return(activities.Reachability{Host: "compute1", Detail: "connection refused"}, nil)
-	f.env.OnActivity(computeAct.ComputeServices, mock.Anything).Return([]activities.ComputeService{
-		{Host: "compute1", ID: "s1", Status: "enabled", State: "down"},
-		{Host: "compute2", ID: "s2", Status: "enabled", State: "up"},
-		{Host: "compute3", ID: "s3", Status: "enabled", State: "up"},
-	}, nil)
+	f.env.OnActivity(hosts.SSHReachable, mock.Anything, "compute1").Return(func(context.Context, string) (activities.Reachability, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.answers {
+			return activities.Reachability{Host: "compute1", Reachable: true, Detail: "SSH-2.0-OpenSSH_9.2"}, nil
+		}
+		return activities.Reachability{Host: "compute1", Detail: "connection refused"}, nil
+	})
+	f.env.OnActivity(computeAct.ComputeServices, mock.Anything).Return(func(context.Context) ([]activities.ComputeService, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		state := "down"
+		if f.revived {
+			state = "up"
+		}
+		return []activities.ComputeService{
+			{Host: "compute1", ID: "s1", Status: "enabled", State: state},
+			{Host: "compute2", ID: "s2", Status: "enabled", State: "up"},
+			{Host: "compute3", ID: "s3", Status: "enabled", State: "up"},
+		}, nil
+	})
 	for _, i := range insts {
 		f.dbHost[i.ID] = "compute1"
 	}
@@ -242,4 +259,61 @@ func stepNamed(rep *wf.Report, name string) *wf.StepStatus {
 		}
 	}
 	return nil
+}
+
+// Right before forcing the host down the run looks again, even when the plan is fresh (a plan
+// older than plan_max_age is made again anyway, stale.go): a host that reports up or answers SSH
+// again since the fencing gate is refused with nothing forced down.
+func TestRecoverHostRechecksRightBeforeForcingDown(t *testing.T) {
+	for name, revive := range map[string]func(f *recoverFixture){
+		"nova-compute up again": func(f *recoverFixture) { f.revived = true },
+		"answers SSH again":     func(f *recoverFixture) { f.answers = true },
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newRecoverFixture(t, sampleInstances(2))
+			f.env.RegisterDelayedCallback(func() {
+				require.Equal(t, wf.StatusWaitingApproval, f.status().Status)
+				f.mu.Lock()
+				revive(f)
+				f.mu.Unlock()
+			}, 10*time.Minute)
+			f.approveAt(wf.GateConfirmHostDead, 20*time.Minute)
+			f.run(wf.RecoverHost.Type, recoverInput(false))
+			rep := f.report()
+			require.Equal(t, wf.StatusFailed, rep.Status, rep.Summary)
+			assert.Contains(t, stepDetailErr(rep, "force-down"), "nothing was forced down")
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			for _, c := range f.calls {
+				assert.False(t, strings.HasPrefix(c, "service:") || strings.HasPrefix(c, "move:"), "acted on a live host: %s", c)
+			}
+		})
+	}
+}
+
+// The reason becomes Nova's disabled_reason (255 characters, text only): checked before anything.
+func TestRecoverHostReasonFitsNova(t *testing.T) {
+	for name, reason := range map[string]string{
+		"too long":   strings.Repeat("x", 250),
+		"ESC":        "PSU \x1b[31mred",
+		"DEL":        "PSU \x7f",
+		"C1 control": "PSU \u0085",
+	} {
+		in := recoverInput(false)
+		in.Reason = reason
+		err := in.Validate()
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), "reason", name)
+	}
+	ok := recoverInput(false)
+	ok.Reason = strings.Repeat("x", wf.NovaDisabledReasonMax-len("host failure: "))
+	require.NoError(t, ok.Validate(), "exactly 255 with the prefix")
+	f := newRecoverFixture(t, sampleInstances(1))
+	in := recoverInput(false)
+	in.Reason = strings.Repeat("y", 300)
+	f.run(wf.RecoverHost.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusFailed, rep.Status)
+	assert.Contains(t, rep.Summary, "invalid input")
+	f.env.AssertNotCalled(t, "SetComputeService", mock.Anything, mock.Anything)
 }

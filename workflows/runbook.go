@@ -69,6 +69,8 @@ type Run struct {
 	// Def.ReadOnly.
 	trust    runTrust
 	readOnly bool
+	// wanted are the lease keys this run waits for (lease.go).
+	wanted []string
 }
 
 // AbortError ends a run as Aborted: a gate was rejected or timed out under an abort policy, or an
@@ -112,6 +114,9 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 		}
 	}
 	if err := r.registerHandlers(); err != nil {
+		return nil, err
+	}
+	if err := r.registerLeaseQuery(); err != nil {
 		return nil, err
 	}
 	r.AddSteps(steps...)

@@ -72,14 +72,16 @@ func (f *fixture) swiftMocks(rec *swiftRec, status func() activities.RingStatus)
 	f.env.RegisterActivity(swift)
 	// Grants go to the requesting run by ID: a child swift-ring run takes the ring lock too.
 	f.env.OnActivity(lease.RequestLease, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.LeaseRequest) error {
+		f.grant(req)
 		f.env.RegisterDelayedCallback(func() {
-			if err := f.env.SignalWorkflowByID(req.WorkflowID, wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, Host: req.Host}); err != nil {
+			if err := f.env.SignalWorkflowByID(req.WorkflowID, wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host}); err != nil {
 				f.t.Errorf("lease grant to %s: %v", req.WorkflowID, err)
 			}
 		}, time.Second)
 		return nil
 	})
 	f.env.OnActivity(lease.ReleaseLease, mock.Anything, mock.Anything).Return(nil)
+	f.answerHolds()
 	f.env.OnActivity(swift.SwiftTopology, mock.Anything).Return(swiftCluster(), nil)
 	f.env.OnActivity(swift.RingStatus, mock.Anything).Return(func(context.Context) (activities.RingStatus, error) {
 		rec.add("RingStatus")

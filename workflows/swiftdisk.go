@@ -93,7 +93,11 @@ func lastCopyRisk(st activities.RingStatus, ip, dev string, unhealthy []activiti
 func swiftDiskSteps(in *SwiftDiskInput) []string {
 	steps := []string{"describe", "check-rings", "check-replicas"}
 	if in.DrainFirst {
-		steps = append(steps, GateApproveRingChange, "drain", "drain-settle")
+		steps = append(steps, GateApproveRingChange)
+	}
+	steps = append(steps, "acquire-lease")
+	if in.DrainFirst {
+		steps = append(steps, "drain", "drain-settle")
 	}
 	steps = append(steps, "unmount", GateDiskReplaced, "inspect-new-disk", "format", "mount", "restart-services")
 	if in.DrainFirst {
@@ -244,6 +248,9 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 	}
 	if in.DrainFirst {
 		plan = append(plan, fmt.Sprintf("gate %s: a person approves the drain (and the restore) before the rings change", GateApproveRingChange))
+	}
+	plan = append(plan, fmt.Sprintf("take the lease of %s (hosts out of service; no other runbook on it meanwhile)", in.Node))
+	if in.DrainFirst {
 		wait := "stalls inside min_part_hours (resolve retry later), or --wait-min-part-hours to wait"
 		if in.WaitMinPartHours {
 			wait = "waits (durably) for min_part_hours"
@@ -280,6 +287,13 @@ func swiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (string, error) {
 	cl, devPath, mountPoint, weights := p.cl, p.devPath, p.mountPoint, p.weights
 	origWeight, restoreTo, differ, restoreCmd := p.origWeight, p.restoreTo, p.differ, p.restoreCmd
 
+	if r.Verifies() {
+		// The host's lease: a slot among the hosts out of service, and the lock that keeps any
+		// other runbook off this node meanwhile.
+		if err := r.AcquireHostLease(in.Node); err != nil {
+			return "", err
+		}
+	}
 	drained := ""
 	if in.DrainFirst {
 		if differ {

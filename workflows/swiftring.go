@@ -302,6 +302,8 @@ type swiftRingPlan struct {
 
 func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, error) {
 	p.steps = max(in.Steps, 1)
+	// Checked (and a forged claim recorded) before anything is read.
+	byParent := r.parentApproved(in.ParentApproved)
 	err := r.Do("describe", StepOptions{Target: "swift", NoSkip: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, "describe", "swift", swift.SwiftTopology, &p.cluster); err != nil {
 			return err
@@ -403,7 +405,7 @@ func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, erro
 	switch {
 	case changes == 0:
 		return Approval{}, nil
-	case r.parentApproved(in.ParentApproved):
+	case byParent:
 		return Approval{Gate: GateApproveRingChange, Skipped: "approved with run " + in.ParentApproved}, nil
 	}
 	return Approval{Gate: GateApproveRingChange, Summary: fmt.Sprintf("Ring change: %s (%d operation(s), %d step(s)). Reason: %s", in.changeWords("; "), changes, p.steps, in.Reason)}, nil

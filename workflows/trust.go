@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/converter"
@@ -38,6 +39,20 @@ type runTrust struct {
 	keys   trust.Policy
 	nonces trust.Nonces
 	start  *StartRecord
+	// decisions serializes the checks of decisions (each waits for the policy's refresh) in the
+	// order they arrived, so that the first of two decisions on one gate is judged first.
+	decisions workflow.Mutex
+}
+
+// lockDecisions takes the decisions' turn; the returned function gives it back.
+func (r *Run) lockDecisions(ctx workflow.Context) func() {
+	if r.trust.decisions == nil {
+		r.trust.decisions = workflow.NewMutex(r.ctx)
+	}
+	if err := r.trust.decisions.Lock(ctx); err != nil {
+		return func() {}
+	}
+	return r.trust.decisions.Unlock
 }
 
 // loadTrust decides whether this run verifies (GetVersion) and loads its key policy.
@@ -258,6 +273,9 @@ func (r *Run) parentApproved(claimed string) bool {
 	parent := "none"
 	if p != nil {
 		parent = p.ID
+	}
+	if slices.ContainsFunc(r.refused, func(m RefusedMessage) bool { return m.Signal == "parent_approved" }) {
+		return false // recorded when the plan was first made
 	}
 	r.refused = append(r.refused, RefusedMessage{Signal: "parent_approved", Target: claimed, By: r.meta.RequestedBy,
 		Reason: fmt.Sprintf("parent_approved names %s, but this run's parent is %s: its own gate applies", claimed, parent),

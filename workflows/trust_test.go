@@ -1,6 +1,7 @@
 package workflows_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -284,4 +285,56 @@ func TestUnsignedOnlyWhereThePolicyAllows(t *testing.T) {
 			require.True(t, rep.Decisions[0].Unsigned)
 		}
 	}
+}
+
+// A forged "lease-granted" (anyone can send the signal) is checked against the lease's own state
+// and refused: the run keeps waiting for the hosts-out-of-service limit; the real grant counts.
+func TestForgedLeaseGrantIsRefused(t *testing.T) {
+	f := newFixture(t, basePolicy())
+	f.hostMocks()
+	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil)
+	var asked activities.LeaseRequest
+	f.env.OnActivity(lease.RequestLease, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.LeaseRequest) error {
+		f.mu.Lock()
+		asked = req
+		f.mu.Unlock()
+		return nil // the cloud is at its limit: no grant yet
+	})
+	f.env.OnActivity(lease.ReleaseLease, mock.Anything, mock.Anything).Return(nil)
+	f.answerHolds()
+	approveAfter(f, time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		f.mu.Lock()
+		req := asked
+		f.mu.Unlock()
+		require.Equal(t, testRunID, req.RunID, "the request names the run")
+		f.env.SignalWorkflow(wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host})
+	}, 10*time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StepRunning, stepOf(st, "acquire-lease"), "the forged grant let the run go")
+		require.Len(t, st.Refused, 1)
+		require.Equal(t, wf.SignalLeaseGranted, st.Refused[0].Signal)
+		require.Contains(t, st.Refused[0].Reason, "does not list this run")
+		f.env.AssertNotCalled(t, "SetService", mock.Anything, mock.Anything)
+		// The lease grants for real.
+		f.mu.Lock()
+		req := asked
+		f.mu.Unlock()
+		f.grant(req)
+		f.env.SignalWorkflow(wf.SignalLeaseGranted, activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: req.Host})
+	}, 20*time.Minute)
+	f.run(wf.RestartService.Type, restartInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Len(t, rep.Refused, 1)
+}
+
+func stepOf(st wf.Status, name string) wf.StepState {
+	for _, s := range st.Steps {
+		if s.Name == name {
+			return s.State
+		}
+	}
+	return ""
 }

@@ -59,3 +59,21 @@ func validateMeta(m *Meta) error {
 	}
 	return nil
 }
+
+// NovaDisabledReasonMax is the length of Nova's services.disabled_reason column (String(255)).
+const NovaDisabledReasonMax = 255
+
+// ValidateDisabledReason checks a reason that becomes a compute service's disabled reason as
+// prefix+reason: at most 255 characters in all, and no control character (tab, ESC, DEL, C1)
+// that would end up in Nova's database and in every `openstack compute service list`.
+func ValidateDisabledReason(prefix, reason string) error {
+	if n := len([]rune(prefix + reason)); n > NovaDisabledReasonMax {
+		return &FieldError{Field: "reason", Problem: fmt.Sprintf("too long for Nova's disabled_reason: %d characters with %q, at most %d", n, prefix, NovaDisabledReasonMax)}
+	}
+	for _, c := range reason {
+		if c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0) {
+			return &FieldError{Field: "reason", Problem: fmt.Sprintf("contains the control character %U (Nova's disabled_reason takes text only)", c)}
+		}
+	}
+	return nil
+}

@@ -23,6 +23,18 @@ lab_operator_keys() {
   for o in alice bob carol; do printf '%s %s\n' "$o" "$(cat "$LAB/operators/${o}_ed25519.pub")"; done | put "$LAB/operators/keys"
 }
 
+# lab_chat_gateway_yaml: with a chat: section of your own in $LAB/chat.yaml (docs/chatops.md),
+# appended to stackrun.yaml below, the chat gateway gets a key pair of its own in $LAB/operators
+# and trust.chat_gateway, vouching for every lab operator (chat.users and chat.roles, the policy
+# and the two-person rule still decide); make run then starts the gateway. Nothing without it.
+lab_chat_gateway_yaml() {
+  local k=$LAB/operators/chat_gateway_ed25519
+  [[ -f $LAB/chat.yaml ]] || return 0
+  [[ -f $k ]] || ssh-keygen -q -t ed25519 -N '' -C stackrun-chat@stackrun-lab -f "$k"
+  printf '  chat_gateway:\n    public_key: "%s"\n    private_key_file: %s\n' "$(cut -d' ' -f1,2 "$k.pub")" "$k"
+  printf '    vouch:\n      - operators: ["*"]\n        gates: ["*"]\n        runbooks: ["*"]\n'
+}
+
 write_stackrun_yaml() {
   local labctl=$LAB_SRC/bin/labctl h roles s
   lab_operator_keys
@@ -135,6 +147,9 @@ upgrade:
 trust:
   keys_file: $LAB/operators/keys
   max_signature_age: 10m
+EOT
+    lab_chat_gateway_yaml
+    cat <<EOT
 # inspect-disk: every lab compute keeps its instances under its own host directory (the fake
 # driver writes no disk there; e2e tests put one where Nova's instance directory says it is).
 inspect_disk:
@@ -160,7 +175,7 @@ EOT
       esac
     done
     stackrun_checks_yaml
-    # A chat: section of your own (docs/chatops.md): make run then starts the chat gateway too.
+    # A chat: section of your own (lab_chat_gateway_yaml above).
     [[ ! -f $LAB/chat.yaml ]] || cat "$LAB/chat.yaml"
   } | put "$LAB/stackrun.yaml"
 

@@ -198,6 +198,9 @@ func (s *Service) start(ctx context.Context, id Identity, rb workflows.Runbook, 
 		}
 		reason = strings.Join(pos, " ")
 	}
+	if pr, ok := in.(*workflows.PostRebootCheckInput); ok && pr.StartInstances && !id.CanDecide(workflows.GateStartInstances) {
+		return refused("%s may not use --start-instances from chat: it needs a chat role that names gate %s (roles: %s)", id.Operator, workflows.GateStartInstances, strings.Join(id.Roles, ", "))
+	}
 	m := in.GetMeta()
 	m.RequestedBy, m.Reason, m.DryRun = id.Operator, reason, dryRun
 	if err := in.Validate(); err != nil {

@@ -195,6 +195,9 @@ func TestSlackAndMattermostRequests(t *testing.T) {
 	// A user whose roles do not allow the runbook.
 	_, _, rp := g.command("UERIN", start, now, chattest.SlackSecret)
 	require.Contains(t, g.reply(rp, "erin's start"), "erin may not start restart-service")
+	// erin may run post-reboot-check, but not have it start tenants' instances.
+	_, _, rp = g.command("UERIN", "post-reboot-check node1 --start-instances", now, chattest.SlackSecret)
+	require.Contains(t, g.reply(rp, "erin's --start-instances"), "may not use --start-instances from chat")
 	g.noRun()
 
 	// Valid: alice starts the run; the answer comes through the response URL.

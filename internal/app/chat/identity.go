@@ -16,6 +16,7 @@ import (
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/infra/trust"
 	"github.com/stackrun/stackrun/internal/infra/trust/sshsign"
+	"github.com/stackrun/stackrun/workflows"
 )
 
 // Chat platforms.
@@ -43,8 +44,19 @@ func (id Identity) Via() string { return id.Platform + ":" + id.UserID }
 func (id Identity) CanStart(runbook string) bool { return config.Allows(id.runbooks, runbook) }
 
 // CanDecide reports whether the user's roles allow approving or rejecting the gate. The workflow
-// checks policy.approvers and the two-person rule on top.
-func (id Identity) CanDecide(gate string) bool { return config.Allows(id.gates, gate) }
+// checks policy.approvers and the two-person rule on top. A gate of ExplicitGates needs a role
+// that names it: "*" does not cover it.
+func (id Identity) CanDecide(gate string) bool {
+	if slices.Contains(ExplicitGates, gate) {
+		return slices.Contains(id.gates, gate)
+	}
+	return config.Allows(id.gates, gate)
+}
+
+// ExplicitGates are the gates a chat role must name to allow them (and, for the runbook flag
+// that opens them, to start a run with it): starting and rebooting tenants' instances is not
+// part of "every gate".
+var ExplicitGates = []string{workflows.GateStartInstances}
 
 // Directory maps chat users to operators and roles (chat.users, chat.roles).
 type Directory struct {

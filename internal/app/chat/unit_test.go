@@ -129,6 +129,13 @@ func TestDirectory(t *testing.T) {
 	require.Equal(t, "mattermost:ma", m.Via())
 	b, _ := d.Lookup(chat.Slack, "UB", "")
 	require.True(t, b.CanStart("anything") && b.CanDecide("anything"))
+	require.False(t, b.CanDecide("start-instances"), "\"*\" does not cover starting tenants' instances")
+	e := chat.NewDirectory(config.Chat{
+		Users: []config.ChatUser{{Operator: "erin", Slack: "UE", Roles: []string{"reboots"}}},
+		Roles: map[string]config.ChatRole{"reboots": {Runbooks: []string{"post-reboot-check"}, Gates: []string{"start-instances"}}},
+	})
+	erin, _ := e.Lookup(chat.Slack, "UE", "")
+	require.True(t, erin.CanDecide("start-instances"), "a role that names it")
 	_, err = d.Lookup(chat.Slack, "ua", "") // IDs are case-sensitive
 	require.ErrorContains(t, err, "not a Stackrun operator")
 	_, err = d.Lookup(chat.Mattermost, "UA", "")

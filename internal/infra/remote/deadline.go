@@ -25,11 +25,13 @@ import (
 // Mutating commands also take a lock on the host for the resource they change (Command.Lock: the
 // device, builder, path or service), without waiting:
 //
-//	flock -n -E 75 /run/lock/stackrun-<hash>.lock timeout -s KILL <seconds> <argv...>
+//	flock -n -o -E 75 /run/lock/stackrun-<hash>.lock timeout -s KILL <seconds> <argv...>
 //
 // A predecessor that still runs (a retry after a lost connection, another worker) holds the lock;
 // the new command does not start and Run returns ErrBusy (retryable: the predecessor ends by its
-// own deadline at the latest).
+// own deadline at the latest). -o keeps the lock's descriptor from the command: flock itself
+// holds the lock until the command exits, and a daemon the command leaves behind
+// (qemu-storage-daemon --daemonize for inspect-disk) does not hold it for its whole life.
 
 // DefaultLockDir is where the locks of mutating commands live on the hosts.
 const DefaultLockDir = "/run/lock"
@@ -71,7 +73,7 @@ func (p *Pool) lockFile(lock string) string {
 func (p *Pool) wire(cmd Command, d time.Duration) []string {
 	var argv []string
 	if cmd.Lock != "" {
-		argv = append(argv, "flock", "-n", "-E", strconv.Itoa(busyExit), p.lockFile(cmd.Lock))
+		argv = append(argv, "flock", "-n", "-o", "-E", strconv.Itoa(busyExit), p.lockFile(cmd.Lock))
 	}
 	if !p.opts.NoRemoteDeadline {
 		argv = append(argv, "timeout", "-s", "KILL", strconv.FormatFloat(d.Seconds(), 'f', 3, 64))
@@ -93,7 +95,7 @@ func busy(cmd Command, res *Result) bool {
 
 // lockPlaceholders name the resource a mutating command changes, in order of preference: the
 // first one its arguments have is its lock (with the command's name when none).
-var lockPlaceholders = []string{"builder", "device_path", "device", "database", "path", "dest", "service"}
+var lockPlaceholders = []string{"builder", "device_path", "device", "database", "path", "dest", "service", "image"}
 
 // lockKey is the lock of a mutating command built from args.
 func lockKey(name string, args map[string]string) string {

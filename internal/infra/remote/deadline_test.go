@@ -187,3 +187,30 @@ func TestMutatingCommandWaitsForNoPredecessor(t *testing.T) {
 	assert.Equal(t, 75, res.ExitCode)
 	assert.False(t, errors.Is(err, remote.ErrBusy))
 }
+
+// A mutating command that leaves a daemon behind (qemu-storage-daemon --daemonize for
+// inspect-disk) releases its lock when it exits: the daemon does not inherit the lock.
+func TestLockNotInheritedByDaemon(t *testing.T) {
+	srv := sshd.Start(t, sshd.WithLoopback("127.0.0.54"))
+	p := newPool(t, srv, nil)
+	h := hostOf("compute1", srv)
+	cat, err := remote.NewCatalogue(nil, map[string][]string{
+		// forks a long sleep into its own session and returns at once, as a daemon does
+		"start_daemon": {"setsid", "--fork", "sh", "-c", "exec sleep 6.3 </dev/null >/dev/null 2>&1", "{path}"},
+	}, nil)
+	require.NoError(t, err)
+	cmd, err := cat.Build("start_daemon", "", map[string]string{"path": "/run/x"})
+	require.NoError(t, err)
+	require.Equal(t, "path=/run/x", cmd.Lock)
+	t.Cleanup(func() {
+		for _, pid := range hostPIDs(t, "sleep 6.3") {
+			_ = exec.Command("kill", strconv.Itoa(pid)).Run()
+		}
+	})
+	_, err = p.Run(context.Background(), h, cmd)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(hostPIDs(t, "sleep 6.3")) == 1 }, 5*time.Second, 20*time.Millisecond, "the daemon runs")
+	_, err = p.Run(context.Background(), h, cmd)
+	require.NoError(t, err, "the lock went with the command that took it, not with its daemon")
+	assert.Len(t, hostPIDs(t, "sleep 6.3"), 2)
+}
