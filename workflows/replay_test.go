@@ -4,12 +4,14 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	wf "github.com/stackrun/stackrun/workflows"
 )
@@ -28,12 +30,19 @@ func TestReplayRecordedHistories(t *testing.T) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			r := worker.NewWorkflowReplayer()
 			wf.Register(r)
-			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
 			fh, err := os.Open(f)
 			require.NoError(t, err)
 			defer fh.Close()
 			h, err := client.HistoryFromJSON(fh, client.HistoryJSONOptions{})
 			require.NoError(t, err)
+			// A signed run's start signature covers its workflow ID: replay it under its own ID
+			// (<history>.id beside the file) rather than the replayer's "ReplayId".
+			var opts worker.ReplayWorkflowHistoryOptions
+			if id, err := os.ReadFile(strings.TrimSuffix(f, ".json") + ".id"); err == nil {
+				opts.OriginalExecution = workflow.Execution{ID: strings.TrimSpace(string(id)),
+					RunID: h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetOriginalExecutionRunId()}
+			}
+			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, opts))
 			types = append(types, h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes().GetWorkflowType().GetName())
 		})
 	}
