@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status test-cluster
+.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status test-cluster reliability
 
 all: build
 
@@ -65,6 +65,11 @@ test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 # out the 5-minute timeout of the activity whose worker is killed.
 test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQL with mTLS: a run survives killed history, matching, PostgreSQL, worker, frontend
 	$(GO) test -count=1 -timeout 20m -tags cluster -v -run TestCluster ./tests/cluster/
+
+# The crash matrix (tests/crash): every covered runbook's worker SIGKILLed at every activity boundary,
+# with mocked activities on a dev server; prints the table. make test runs the same test (no -v).
+reliability: deps bin/temporal ## the crash matrix: runbook x (boundaries, crashes, correct, repeated side effects, worst time to recover)
+	$(GO) test -count=1 -timeout 10m -v -run TestCrashMatrix ./tests/crash/ | grep -v '^20[0-9][0-9]/'
 
 test: test-unit test-e2e test-cluster ## the whole suite, as CI runs it
 

@@ -8,6 +8,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 )
 
 // Lease talks to the cloud-wide lease workflow through the Temporal client.
@@ -155,4 +156,47 @@ func (l *Lease) Wants(ctx context.Context, h LeaseHolder) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// StartNonceType is the workflow type of the markers ClaimStartNonce starts (workflows.StartNonce,
+// a workflow that returns at once).
+const StartNonceType = "StartNonce"
+
+// StartNonceClaim claims a start signature's nonce for one run.
+type StartNonceClaim struct {
+	Nonce      string `json:"nonce"`
+	WorkflowID string `json:"workflow_id"`
+	RunID      string `json:"run_id"`
+}
+
+// ClaimStartNonce makes a start signature single-use across runs: it starts a marker workflow
+// whose ID is the nonce, which Temporal refuses to start twice while the namespace keeps it (its
+// retention, which must be longer than trust.max_signature_age). It returns false when another run
+// claimed the nonce first (a start replayed after its run ended); a retry of the same claim finds
+// its own marker and returns true.
+func (l *Lease) ClaimStartNonce(ctx context.Context, c StartNonceClaim) (bool, error) {
+	id := "stackrun/start-nonce/" + c.Nonce
+	_, err := l.Client.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID: id, TaskQueue: l.TaskQueue,
+		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		Memo:                                     map[string]any{"claimed_by": c.WorkflowID + "/" + c.RunID},
+	}, StartNonceType)
+	var already *serviceerror.WorkflowExecutionAlreadyStarted
+	if !errors.As(err, &already) {
+		if err != nil {
+			return false, fmt.Errorf("claim start nonce: %w", err)
+		}
+		return true, nil
+	}
+	d, err := l.Client.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil {
+		return false, fmt.Errorf("claim start nonce: %w", err)
+	}
+	var by string
+	if p := d.GetWorkflowExecutionInfo().GetMemo().GetFields()["claimed_by"]; p != nil {
+		_ = converter.GetDefaultDataConverter().FromPayload(p, &by)
+	}
+	return by == c.WorkflowID+"/"+c.RunID, nil
 }

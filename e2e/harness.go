@@ -122,5 +122,9 @@ func writeHistory(ctx context.Context, srv *devserver.Server, dir, runbook, id, 
 		return err
 	}
 	file := runbook + "-" + strings.NewReplacer("/", "_", ":", "_", " ", "_", "=", "_").Replace(id) + ".json"
-	return os.WriteFile(filepath.Join(dir, file), b, 0o644)
+	if err := os.WriteFile(filepath.Join(dir, file), b, 0o644); err != nil {
+		return err
+	}
+	// the workflow ID, for the replay: a signed start's signature covers it (workflows/replay_test.go)
+	return os.WriteFile(filepath.Join(dir, strings.TrimSuffix(file, ".json")+".id"), []byte(id+"\n"), 0o644)
 }

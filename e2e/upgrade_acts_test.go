@@ -166,7 +166,7 @@ func TestUpgradeActivitiesOnLab(t *testing.T) {
 	// A broken configuration and a changed database, then both restored from the backups.
 	conf := filepath.Join(cb.Dir, "glance-api.conf")
 	require.NoError(t, os.WriteFile(conf, []byte("[DEFAULT]\nthis is not a configuration\n"), 0o644))
-	mysql(t, l, "CREATE TABLE glance.stackrun_e2e_marker (id INT)")
+	labSQL(t, l, "CREATE TABLE glance.stackrun_e2e_marker (id INT)")
 	rc, err := u.RestoreConfig(ctx, cb)
 	require.NoError(t, err)
 	assert.True(t, rc.Verified)
@@ -176,7 +176,7 @@ func TestUpgradeActivitiesOnLab(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, rd.Verified, "%+v", rd)
 	assert.False(t, rd.Already)
-	assert.NotContains(t, mysql(t, l, "SHOW TABLES FROM glance"), "stackrun_e2e_marker")
+	assert.NotContains(t, labSQL(t, l, "SHOW TABLES FROM glance"), "stackrun_e2e_marker")
 	rd, err = u.RestoreDatabase(ctx, db)
 	require.NoError(t, err)
 	assert.True(t, rd.Already, "a retried restore changes nothing")
@@ -222,8 +222,8 @@ func requireField(t *testing.T, err error, field string) {
 	assert.True(t, strings.HasPrefix(app.Error(), field+":"), "names %s: %v", field, err)
 }
 
-// mysql runs a statement as the lab's root through the controller's socket.
-func mysql(t *testing.T, l *Lab, stmt string) string {
+// labSQL runs a statement as the lab's root through the controller's socket.
+func labSQL(t *testing.T, l *Lab, stmt string) string {
 	t.Helper()
 	out, err := exec.Command("mariadb", "--defaults-file="+filepath.Join(l.Dir, "hosts", "controller", "etc", "my.cnf"), "-N", "-B", "-e", stmt).CombinedOutput()
 	require.NoError(t, err, string(out))

@@ -184,7 +184,7 @@ func TestStagedUpgradeRollbackOnLab(t *testing.T) {
 			_, _ = ul.l.Exec(ul.l.Labctl, "restart", "controller", "glance-api")
 		}
 	})
-	before := mysql(t, ul.l, "SELECT COUNT(*) FROM glance.images")
+	before := labSQL(t, ul.l, "SELECT COUNT(*) FROM glance.images")
 	id := ul.start(&workflows.StagedUpgradeInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e rollback"},
 		Services: []string{"glance"}, ToCandidate: true, ConfigChanges: []string{"glance"}})
 	broken, stalled := false, ""
@@ -210,7 +210,7 @@ func TestStagedUpgradeRollbackOnLab(t *testing.T) {
 	now, err := os.ReadFile(conf)
 	require.NoError(t, err)
 	assert.Equal(t, string(orig), string(now), "configuration restored")
-	assert.Equal(t, before, mysql(t, ul.l, "SELECT COUNT(*) FROM glance.images"), "database restored")
+	assert.Equal(t, before, labSQL(t, ul.l, "SELECT COUNT(*) FROM glance.images"), "database restored")
 	restored := strings.Join(details(rep, "restored"), "\n")
 	assert.Contains(t, restored, "configuration")
 	assert.Contains(t, restored, "databases glance")

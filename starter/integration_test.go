@@ -194,6 +194,9 @@ func setup(t *testing.T, reg ...func(worker.Worker)) *env {
 		w.RegisterWorkflowWithOptions(rb.Workflow, workflow.RegisterOptions{Name: rb.Type})
 	}
 	w.RegisterActivity(Echo)
+	// Starts claim their nonce through a marker workflow (activities.ClaimStartNonce).
+	w.RegisterActivity(&activities.Lease{Client: e.c, TaskQueue: e.tq})
+	w.RegisterWorkflowWithOptions(workflows.StartNonce, workflow.RegisterOptions{Name: activities.StartNonceType})
 	w.RegisterActivity(Flaky)
 	w.RegisterActivity(&activities.Machine{Policy: policy.Policy{
 		Approvers:           []string{"alice", "bob"},

@@ -11,14 +11,24 @@ import (
 )
 
 // ActOpts shape the activities of one call site. Zero fields take the machinery's defaults:
-// five minutes to run, no heartbeat, policy.activity_max_attempts attempts (5 before the policy
-// is loaded) from 2 s backing off to a minute, the stable non-retryable error types.
+// five minutes to run, policy.activity_max_attempts attempts (5 before the policy is loaded) from
+// 2 s backing off to a minute, the stable non-retryable error types. Every activity allowed more
+// than ActivityHeartbeat to run gets a heartbeat timeout of at most ActivityHeartbeat (the
+// worker's keepalive heartbeats each one, internal/infra/keepalive), so that a killed worker
+// costs a run less than RecoverWithin before the retry, not the activity's whole timeout.
 type ActOpts struct {
 	Timeout, Heartbeat   time.Duration
 	Attempts             int
 	Initial, MaxInterval time.Duration
 	NonRetryable         []string
 }
+
+// A crash's cost: the server retries an activity whose worker died once its heartbeat timeout
+// (or, for short activities, its start-to-close timeout) passes.
+const (
+	RecoverWithin     = 30 * time.Second
+	ActivityHeartbeat = 20 * time.Second
+)
 
 // nonRetryable are the error types no retry can fix.
 var nonRetryable = []string{activities.ErrTypeInvalidInput, activities.ErrTypeNotFound, activities.ErrTypeRefused, activities.ErrTypeHostKey, activities.ErrTypeAborted}
@@ -29,9 +39,14 @@ func (o ActOpts) options() workflow.ActivityOptions {
 	if o.NonRetryable == nil {
 		o.NonRetryable = nonRetryable
 	}
+	timeout := cmp.Or(o.Timeout, 5*time.Minute)
+	hb := o.Heartbeat
+	if timeout > ActivityHeartbeat && (hb <= 0 || hb > ActivityHeartbeat) {
+		hb = ActivityHeartbeat
+	}
 	return workflow.ActivityOptions{
-		StartToCloseTimeout: cmp.Or(o.Timeout, 5*time.Minute),
-		HeartbeatTimeout:    o.Heartbeat,
+		StartToCloseTimeout: timeout,
+		HeartbeatTimeout:    hb,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:        cmp.Or(o.Initial, 2*time.Second),
 			BackoffCoefficient:     2,

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
 )
 
 // Def declares one runbook. It is the only place a runbook is described: the registry
@@ -302,6 +304,7 @@ func Register(reg Registry) {
 		}
 	}
 	reg.RegisterWorkflowWithOptions(HostLease, workflow.RegisterOptions{Name: HostLeaseType})
+	reg.RegisterWorkflowWithOptions(StartNonce, workflow.RegisterOptions{Name: activities.StartNonceType})
 }
 
 // HostLeaseType is the workflow type of the lease workflow.

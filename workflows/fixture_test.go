@@ -73,6 +73,8 @@ type fixture struct {
 	keys trust.Policy
 	// granted are the lease grants the mocked lease workflow gave.
 	granted map[activities.LeaseHolder]bool
+	// nonceTaken: another run already claimed the start's nonce.
+	nonceTaken bool
 }
 
 // run starts the workflow as the operator named in its input would: signed with their key at the
@@ -170,6 +172,11 @@ func newFixtureWith(t *testing.T, p policy.Policy, setup func(env *testsuite.Tes
 	f.env.RegisterActivity(cloud)
 	f.env.OnActivity(mach.LoadPolicy, mock.Anything).Return(p, nil)
 	f.keys = testKeys()
+	f.env.OnActivity(lease.ClaimStartNonce, mock.Anything, mock.Anything).Return(func(context.Context, activities.StartNonceClaim) (bool, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return !f.nonceTaken, nil
+	})
 	f.env.OnActivity(mach.LoadKeys, mock.Anything).Return(func(context.Context) (trust.Policy, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()

@@ -1,6 +1,8 @@
 package workflows_test
 
 import (
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/converter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,9 +10,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
@@ -29,27 +29,38 @@ func TestReplayRecordedHistories(t *testing.T) {
 	var types []string
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			wf.Register(r)
 			fh, err := os.Open(f)
 			require.NoError(t, err)
 			defer fh.Close()
 			h, err := client.HistoryFromJSON(fh, client.HistoryJSONOptions{})
 			require.NoError(t, err)
-			started := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes()
-			types = append(types, started.GetWorkflowType().GetName())
-			r := worker.NewWorkflowReplayer()
-			wf.Register(r)
-			// Signed starts and decisions name the workflow and run IDs, so the run must replay
-			// under its own IDs, not the replayer's "ReplayId".
-			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, worker.ReplayWorkflowHistoryOptions{
-				OriginalExecution: workflow.Execution{ID: recordedWorkflowID(t, started), RunID: started.GetOriginalExecutionRunId()},
-			}))
+			// Replayed as the run it was: its workflow ID and run ID are what its signatures name.
+			start := h.GetEvents()[0].GetWorkflowExecutionStartedEventAttributes()
+			id := start.GetWorkflowId()
+			if id == "" {
+				id = recordedWorkflowID(t, start)
+			}
+			opts := worker.ReplayWorkflowHistoryOptions{OriginalExecution: workflow.Execution{ID: id, RunID: start.GetOriginalExecutionRunId()}}
+			require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, h, opts))
+			types = append(types, start.GetWorkflowType().GetName())
 		})
 	}
 	for _, rb := range wf.Runbooks {
 		has := slices.Contains(types, rb.Type) || slices.ContainsFunc(rb.Formerly, func(old string) bool { return slices.Contains(types, old) })
+		if why, ok := noHistoryYet[rb.Name]; ok {
+			assert.False(t, has, "runbook %s has a history now: drop it from noHistoryYet", rb.Name)
+			t.Logf("runbook %s has no recorded history yet: %s", rb.Name, why)
+			continue
+		}
 		assert.True(t, has, "runbook %s has no recorded history in testdata/ (record one: docs/adding-a-runbook.md)", rb.Name)
 	}
 }
+
+// noHistoryYet names the runbooks whose first history is still to be recorded, and why; a
+// runbook leaves the list with its first history.
+var noHistoryYet = map[string]string{}
 
 // recordedWorkflowID is the workflow ID a recorded run had: its runbook's ID rule applied to its
 // input (histories do not carry the workflow ID; every runbook's ID derives from its input).

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/converter"
@@ -200,8 +201,11 @@ func refusedError(err error) error {
 // record fills a decision with who signed it.
 func (d *Decision) record(v verified) {
 	d.Key, d.ChatUser, d.Gateway, d.Unsigned = v.Key, v.ChatUser, v.Gateway, v.unsigned && v.Key == ""
-	if v.ChatUser != "" {
-		d.Via = v.ChatUser
+	switch {
+	case v.ChatUser != "":
+		d.Via = v.ChatUser // what the gateway signed, not what the request says
+	case strings.HasPrefix(d.Via, "slack:") || strings.HasPrefix(d.Via, "mattermost:"):
+		d.Via = "claimed " + d.Via // a chat identity no gateway vouched for
 	}
 }
 
@@ -250,10 +254,30 @@ func (r *Run) verifyStart(input any) error {
 			Reason: err.Error(), At: workflow.Now(r.ctx), Via: "start", Key: key})
 		return temporal.NewNonRetryableApplicationError("start refused: "+err.Error(), activities.ErrTypeRefused, nil)
 	}
+	// Single use across runs too: a start replayed after its run ended (same workflow ID, within
+	// max_signature_age) finds its nonce claimed.
+	if workflow.GetVersion(r.ctx, "start-nonce", workflow.DefaultVersion, 1) == 1 {
+		var first bool
+		actx := r.ActivityOptions(r.ctx, time.Minute, 0)
+		claim := activities.StartNonceClaim{Nonce: sig.Nonce, WorkflowID: info.WorkflowExecution.ID, RunID: info.WorkflowExecution.RunID}
+		if err := workflow.ExecuteActivity(actx, lease.ClaimStartNonce, claim).Get(r.ctx, &first); err != nil {
+			return fmt.Errorf("claim the start's nonce: %w", err)
+		}
+		if !first {
+			err := &trust.Error{Reason: trust.ReasonReplayed, Detail: "this start's signature already started another run"}
+			r.refused = append(r.refused, RefusedMessage{Signal: "start", Target: r.runbook, By: r.meta.RequestedBy,
+				Reason: err.Error(), At: workflow.Now(r.ctx), Via: "start", Key: sig.Key})
+			return temporal.NewNonRetryableApplicationError("start refused: "+err.Error(), activities.ErrTypeRefused, nil)
+		}
+	}
 	r.use(sig)
 	r.trust.start = &StartRecord{By: v.Operator, Key: v.Key, ChatUser: v.ChatUser, Gateway: v.Gateway}
 	return nil
 }
+
+// StartNonce is the marker workflow of a claimed start nonce (activities.ClaimStartNonce): its ID
+// is what Temporal keeps; it does nothing.
+func StartNonce(ctx workflow.Context) error { return nil }
 
 // parentApproved reports whether claimed (SwiftRingInput.ParentApproved) is this run's real
 // parent, as Temporal records it (workflow.GetInfo's ParentWorkflowExecution, which no client

@@ -71,6 +71,16 @@ func TestStartMustBeSignedByTheRequester(t *testing.T) {
 			f.env.AssertNotCalled(t, "RequestLease", mock.Anything, mock.Anything)
 		})
 	}
+	// A genuine start whose signature already started a run (replayed after that run ended).
+	t.Run("replayed start", func(t *testing.T) {
+		f := newFixture(t, basePolicy())
+		f.nonceTaken = true
+		f.run(wf.RestartService.Type, in)
+		rep := f.report()
+		require.Equal(t, wf.StatusFailed, rep.Status)
+		require.Contains(t, rep.Summary, "(replayed)")
+		f.env.AssertNotCalled(t, "DescribeHost", mock.Anything, mock.Anything)
+	})
 	// The genuine start is accepted and the report says who signed it.
 	f := newFixture(t, basePolicy())
 	f.hostMocks()

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
@@ -287,6 +288,37 @@ func TestEveryImpersonationIsRefused(t *testing.T) {
 	for _, d := range rep.Decisions {
 		t.Errorf("a decision on the forged run: %+v", d)
 	}
+
+	// 10. A start replayed after its run ended: alice's signed start of svc-a, sent again with
+	// the same input and memo (as anyone who read the first run's history could).
+	rb, err := workflows.FindRunbook("restart-service")
+	require.NoError(t, err)
+	in := workflows.RestartServiceInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "replay me"}, Host: "node1", Service: "svc-a"}
+	st0, err := control.StartStatement(rb.WorkflowID(&in), &in)
+	require.NoError(t, err)
+	sig, err := control.KeySigner{Key: chattest.Alice.Signer}.Sign(st0)
+	require.NoError(t, err)
+	raw := func() string {
+		run, err := e.rig.Server.Client.ExecuteWorkflow(e.ctx(), client.StartWorkflowOptions{ID: rb.WorkflowID(&in), TaskQueue: e.tq,
+			Memo: map[string]any{trust.MemoStartSignature: sig}}, rb.Type, in)
+		require.NoError(t, err)
+		return run.GetRunID()
+	}
+	first := raw()
+	e.waitFor(rb.WorkflowID(&in), "the first run's gate", func(s workflows.Status) bool { return len(s.OpenGates) == 1 })
+	_, err = control.Reject(e.ctx(), e.rig.Server.Client, rb.WorkflowID(&in), workflows.GateDecisionRequest{Gate: gate, By: "bob"}, control.KeySigner{Key: chattest.Bob.Signer})
+	require.NoError(t, err)
+	rep, err = control.Report(e.ctx(), e.rig.Server.Client, rb.WorkflowID(&in), true)
+	require.NoError(t, err)
+	require.Equal(t, first, rep.RunID)
+	second := raw()
+	require.NotEqual(t, first, second)
+	rep, err = control.Report(e.ctx(), e.rig.Server.Client, rb.WorkflowID(&in), true)
+	require.NoError(t, err)
+	require.Equal(t, second, rep.RunID)
+	require.Equal(t, workflows.StatusFailed, rep.Status)
+	require.Contains(t, rep.Summary, "(replayed)")
+	require.Equal(t, "stop\nstart", e.rig.Actions("svc-a"), "the replayed start touched the service")
 }
 
 func (e *env) trigger(user string) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/chat"
 	"github.com/stackrun/stackrun/internal/infra/audit"
+	"github.com/stackrun/stackrun/internal/infra/keepalive"
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 	"github.com/stackrun/stackrun/internal/infra/remote"
 	"github.com/stackrun/stackrun/workflows"
@@ -123,7 +124,8 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	}
 
 	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{
-		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor()},
+		// keepalive: a dead worker is noticed within an activity's heartbeat timeout.
+		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor(), keepalive.Interceptor(0)},
 	})
 	workflows.Register(w)
 	keys, err := NewKeys(cfg, log)

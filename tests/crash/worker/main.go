@@ -1,0 +1,213 @@
+// Command worker is the crash matrix's worker (tests/crash): Stackrun's workflows with mocked
+// activities, in a process of its own so that the harness's crash is a real SIGKILL. The mocked
+// activities keep the "world" and count their side effects in a store on disk that outlives the
+// process, and check it before they act, as the real activities check the real world.
+//
+// Environment: CRASH_HOSTPORT, CRASH_TASK_QUEUE, CRASH_LEASE_QUEUE, CRASH_STORE (a directory),
+// CRASH_CONFIG (JSON: policy and key policy), CRASH_HOSTS (the compute hosts, the first emptied),
+// CRASH_INSTANCE_STATUS (the instances' status until started, default ACTIVE), CRASH_AT ("Activity#n", the n-th first attempt of
+// that activity in this process) and CRASH_WHEN (start: before the activity acts; end: after it
+// acted, before its result is reported).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
+	"github.com/stackrun/stackrun/internal/infra/keepalive"
+	"github.com/stackrun/stackrun/internal/infra/trust"
+	"github.com/stackrun/stackrun/workflows"
+)
+
+// Config is what the harness gives every worker.
+type Config struct {
+	Policy policy.Policy `json:"policy"`
+	Keys   trust.Policy  `json:"keys"`
+}
+
+func main() {
+	b, err := os.ReadFile(os.Getenv("CRASH_CONFIG"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		log.Fatal(err)
+	}
+	st := &Store{Dir: os.Getenv("CRASH_STORE")}
+	c, err := client.Dial(client.Options{HostPort: os.Getenv("CRASH_HOSTPORT"),
+		Logger: tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	crash := &crasher{store: st, at: os.Getenv("CRASH_AT"), when: os.Getenv("CRASH_WHEN"), seen: map[string]int{}}
+	w := worker.New(c, os.Getenv("CRASH_TASK_QUEUE"), worker.Options{
+		// The real worker's keepalive (what makes a crash cost seconds), then the crash point.
+		Interceptors: []interceptor.WorkerInterceptor{keepalive.Interceptor(0), crash},
+	})
+	workflows.Register(w)
+	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: func() (trust.Policy, error) { return cfg.Keys, nil }})
+	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")})
+	registerMocks(w, st)
+	registerCompute(w, st, strings.Split(os.Getenv("CRASH_HOSTS"), ","), os.Getenv("CRASH_INSTANCE_STATUS"))
+	if err := w.Run(worker.InterruptCh()); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// crasher records every activity attempt the worker starts and kills the process at CRASH_AT.
+type crasher struct {
+	interceptor.WorkerInterceptorBase
+	store    *Store
+	at, when string
+	mu       sync.Mutex
+	seen     map[string]int
+}
+
+func (c *crasher) InterceptActivity(ctx context.Context, next interceptor.ActivityInboundInterceptor) interceptor.ActivityInboundInterceptor {
+	return &crashInbound{ActivityInboundInterceptorBase: interceptor.ActivityInboundInterceptorBase{Next: next}, c: c}
+}
+
+type crashInbound struct {
+	interceptor.ActivityInboundInterceptorBase
+	c *crasher
+}
+
+func (a *crashInbound) ExecuteActivity(ctx context.Context, in *interceptor.ExecuteActivityInput) (any, error) {
+	info := activity.GetInfo(ctx)
+	if info.IsLocalActivity {
+		// Local activities run inside a workflow task: not a boundary of their own.
+		return a.Next.ExecuteActivity(ctx, in)
+	}
+	// A boundary is the n-th first attempt of an activity type: the same in every run, whatever
+	// runs beside it (notifications run concurrently).
+	name := info.ActivityType.Name
+	a.c.mu.Lock()
+	boundary := ""
+	if info.Attempt == 1 {
+		a.c.seen[name]++
+		boundary = fmt.Sprintf("%s#%d", name, a.c.seen[name])
+	}
+	a.c.mu.Unlock()
+	a.c.store.Append("starts.log", fmt.Sprintf("%d %s %s %d %s", time.Now().UnixMilli(), info.WorkflowExecution.ID, info.ActivityID, info.Attempt, orDash(boundary)))
+	if boundary != "" && boundary == a.c.at && a.c.when == "start" {
+		a.c.kill(boundary)
+	}
+	res, err := a.Next.ExecuteActivity(ctx, in)
+	if boundary != "" && boundary == a.c.at && a.c.when == "end" {
+		a.c.kill(boundary)
+	}
+	return res, err
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// kill writes when the crash happened, then SIGKILLs this process: no deferred call, no
+// graceful stop, the server learns of it only through timeouts.
+func (c *crasher) kill(boundary string) {
+	c.store.Append("crash.log", fmt.Sprintf("%d %s %s", time.Now().UnixMilli(), boundary, c.when))
+	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	select {}
+}
+
+// Store is the mocked world: key/value state and an effects log, in files, under a lock.
+type Store struct {
+	Dir string
+	mu  sync.Mutex
+}
+
+func (s *Store) locked(fn func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := os.OpenFile(filepath.Join(s.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		log.Fatal(err)
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	fn()
+}
+
+// Append adds one line to a log file of the store (synced: the process may die next).
+func (s *Store) Append(file, line string) {
+	s.locked(func() {
+		f, err := os.OpenFile(filepath.Join(s.Dir, file), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		fmt.Fprintln(f, line)
+		_ = f.Sync()
+	})
+}
+
+// Act reads the world's value for key; when want differs, it sets it and records the effect.
+// It reports whether it acted. The check and the act are one step under the lock.
+func (s *Store) Act(key, want, effect string) bool {
+	acted := false
+	s.locked(func() {
+		world := s.read()
+		if world[key] == want {
+			return
+		}
+		world[key] = want
+		b, _ := json.Marshal(world)
+		p := filepath.Join(s.Dir, "world.json")
+		if err := os.WriteFile(p+".tmp", b, 0o600); err != nil {
+			log.Fatal(err)
+		}
+		if err := os.Rename(p+".tmp", p); err != nil {
+			log.Fatal(err)
+		}
+		f, err := os.OpenFile(filepath.Join(s.Dir, "effects.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Fprintln(f, effect)
+		_ = f.Sync()
+		f.Close()
+		acted = true
+	})
+	return acted
+}
+
+// Get reads the world's value for key.
+func (s *Store) Get(key string) string {
+	var v string
+	s.locked(func() { v = s.read()[key] })
+	return v
+}
+
+func (s *Store) read() map[string]string {
+	world := map[string]string{}
+	if b, err := os.ReadFile(filepath.Join(s.Dir, "world.json")); err == nil {
+		_ = json.Unmarshal(b, &world)
+	}
+	return world
+}

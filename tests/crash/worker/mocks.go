@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/stackrun/stackrun/activities"
+)
+
+// The mocked activities, registered under the real activities' names. Each checks the store (the
+// world) before it acts; a side effect it does is a line in effects.log. A short pause stands
+// for the work, so that a crash "at start" really lands while the activity runs.
+const work = 50 * time.Millisecond
+
+// mockHosts stands for activities.Hosts: every host runs "nova-compute" (role compute).
+type mockHosts struct{ st *Store }
+
+func registerMocks(w worker.Worker, st *Store) {
+	h := &mockHosts{st: st}
+	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
+	reg("DescribeHost", h.DescribeHost)
+	reg("ServiceStatus", h.ServiceStatus)
+	reg("SetService", h.SetService)
+	reg("CheckAMQP", h.CheckAMQP)
+	reg("BootTime", h.BootTime)
+	reg("Probe", h.Probe)
+}
+
+func (h *mockHosts) DescribeHost(ctx context.Context, name string) (activities.HostFacts, error) {
+	time.Sleep(work)
+	return activities.HostFacts{Name: name, Address: "192.0.2.10", Roles: []string{"compute"},
+		Services: []activities.ServiceFacts{{Role: "compute", Name: "nova-compute", Log: "/var/log/nova/nova-compute.log", AMQP: true}}}, nil
+}
+
+func serviceKey(r activities.ServiceRequest) string { return "service/" + r.Host + "/" + r.Service }
+
+func (h *mockHosts) ServiceStatus(ctx context.Context, req activities.ServiceRequest) (activities.ServiceState, error) {
+	time.Sleep(work)
+	st := h.st.Get(serviceKey(req))
+	return activities.ServiceState{Running: st != "stopped", Output: "state " + st}, nil
+}
+
+// SetService stops or starts a service unless it already is so (the real one asks systemctl).
+func (h *mockHosts) SetService(ctx context.Context, a activities.ServiceAction) error {
+	time.Sleep(work)
+	want := map[string]string{"stop": "stopped", "start": "running"}[a.Action]
+	if want == "" {
+		return fmt.Errorf("action %q", a.Action)
+	}
+	h.st.Act(serviceKey(a.ServiceRequest), want, a.Action+" "+a.Host+"/"+a.Service)
+	return nil
+}
+
+// CheckAMQP: a started service has connected (its "start" effect is in the world).
+func (h *mockHosts) CheckAMQP(ctx context.Context, req activities.AMQPRequest) (activities.AMQPResult, error) {
+	time.Sleep(work)
+	return activities.AMQPResult{Connected: h.st.Get(serviceKey(req.ServiceRequest)) == "running"}, nil
+}
+
+// mockCompute stands for activities.Compute and NovaDB: the hosts of CRASH_HOSTS (the first is
+// the one emptied) run nova-compute; instances vm-1 and vm-2 start on the first host. The
+// world holds each host's service status and each instance's host.
+type mockCompute struct {
+	st     *Store
+	hosts  []string
+	status string
+}
+
+var instances = []string{"vm-1", "vm-2"}
+
+func registerCompute(w worker.Worker, st *Store, hosts []string, status string) {
+	c := &mockCompute{st: st, hosts: hosts, status: status}
+	if c.status == "" {
+		c.status = "ACTIVE"
+	}
+	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
+	reg("ComputeServices", c.ComputeServices)
+	reg("SetComputeService", c.SetComputeService)
+	reg("InstancesOnHost", c.InstancesOnHost)
+	reg("DBInstancesOnHost", c.DBInstancesOnHost)
+	reg("Capacity", c.Capacity)
+	reg("MoveInstance", c.MoveInstance)
+	reg("RecoverInstance", c.RecoverInstance)
+}
+
+func (c *mockCompute) service(h string) activities.ComputeService {
+	s := activities.ComputeService{Host: h, ID: "svc-" + h, Status: "enabled", State: "up"}
+	if c.st.Get("compute/"+h) == "disabled" {
+		s.Status, s.DisabledReason = "disabled", "crash matrix"
+	}
+	return s
+}
+
+func (c *mockCompute) ComputeServices(ctx context.Context) ([]activities.ComputeService, error) {
+	time.Sleep(work)
+	var out []activities.ComputeService
+	for _, h := range c.hosts {
+		out = append(out, c.service(h))
+	}
+	return out, nil
+}
+
+// SetComputeService disables or enables unless the service already is so (Nova's API answers
+// the same; the real activity reads the service first).
+func (c *mockCompute) SetComputeService(ctx context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
+	time.Sleep(work)
+	switch {
+	case ch.Disable:
+		c.st.Act("compute/"+ch.Host, "disabled", "disable "+ch.Host)
+	case ch.Enable:
+		c.st.Act("compute/"+ch.Host, "enabled", "enable "+ch.Host)
+	}
+	return c.service(ch.Host), nil
+}
+
+func (c *mockCompute) where(id string) string {
+	if h := c.st.Get("instance/" + id); h != "" {
+		return h
+	}
+	return c.hosts[0]
+}
+
+func (c *mockCompute) InstancesOnHost(ctx context.Context, host string) ([]activities.Instance, error) {
+	time.Sleep(work)
+	var out []activities.Instance
+	for _, id := range instances {
+		if c.where(id) == host {
+			st, power := c.power(id), 1
+			if st != "ACTIVE" {
+				power = 4 // shut down
+			}
+			out = append(out, activities.Instance{ID: id, Name: id, Status: st, PowerState: power, Host: host, VCPUs: 1, RAMMB: 512, DiskGB: 1})
+		}
+	}
+	return out, nil
+}
+
+func (c *mockCompute) DBInstancesOnHost(ctx context.Context, host string) ([]string, error) {
+	var ids []string
+	list, _ := c.InstancesOnHost(ctx, host)
+	for _, i := range list {
+		ids = append(ids, i.ID)
+	}
+	return ids, nil
+}
+
+func (c *mockCompute) Capacity(ctx context.Context, targets []string) ([]activities.HostCapacity, error) {
+	time.Sleep(work)
+	var out []activities.HostCapacity
+	for _, h := range targets {
+		out = append(out, activities.HostCapacity{Host: h, Provider: "rp-" + h, FreeVCPUs: 16, FreeRAMMB: 16384, FreeDiskGB: 100})
+	}
+	return out, nil
+}
+
+// MoveInstance migrates unless the instance already left its source (the real one reads the
+// server and its migration records first).
+func (c *mockCompute) MoveInstance(ctx context.Context, req activities.MoveRequest) (activities.MoveResult, error) {
+	time.Sleep(4 * work)
+	to := req.Target
+	res := activities.MoveResult{ID: req.ID, From: req.Source, To: to, Status: "ACTIVE", Migration: "mig-" + req.ID, MigrationStat: "completed"}
+	if c.where(req.ID) != req.Source {
+		res.To, res.AlreadyMoved = c.where(req.ID), true
+		return res, nil
+	}
+	res.Started = c.st.Act("instance/"+req.ID, to, fmt.Sprintf("migrate %s %s->%s", req.ID, req.Source, to))
+	return res, nil
+}
+
+// power is an instance's status: ACTIVE, or CRASH_INSTANCE_STATUS before anything started it.
+func (c *mockCompute) power(id string) string {
+	if s := c.st.Get("status/" + id); s != "" {
+		return s
+	}
+	return c.status
+}
+
+// RecoverInstance starts an instance unless it already runs (the real one reads it first).
+func (c *mockCompute) RecoverInstance(ctx context.Context, id string, wait time.Duration) (activities.InstanceRecovery, error) {
+	time.Sleep(work)
+	rec := activities.InstanceRecovery{ID: id, Name: id, Before: c.power(id), Action: "none", After: "ACTIVE"}
+	if c.st.Act("status/"+id, "ACTIVE", "start "+id) {
+		rec.Action = "start"
+	}
+	return rec, nil
+}
+
+// BootTime: the host booted an hour ago.
+func (h *mockHosts) BootTime(ctx context.Context, host string) (time.Time, error) {
+	time.Sleep(work)
+	return time.Now().Add(-time.Hour).Truncate(time.Hour), nil
+}
+
+// Probe: every API answers.
+func (h *mockHosts) Probe(ctx context.Context, p activities.APIProbe) (activities.APIProbeResult, error) {
+	time.Sleep(work)
+	return activities.APIProbeResult{OK: true, Detail: p.Kind + " answers"}, nil
+}
