@@ -51,6 +51,7 @@ deps: ## install the Debian packages the tests need (openssh-server...)
 vet: ## go vet, gofmt, and Temporal's workflowcheck over workflows/
 	$(GO) vet ./...
 	$(GO) vet -tags cluster ./tests/cluster/
+	$(GO) vet -tags "e2e bench" ./e2e/ ./bench/
 	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
