@@ -265,8 +265,8 @@ func TestNovaEvacuateBadInput(t *testing.T) {
 	in.Targets = []string{"compute1"}
 	bad["is the host being emptied"] = in
 	in = evacInput("compute1")
-	in.Parallel = 0
-	bad["parallel \"0\": must be between 1 and 32"] = in
+	in.Parallel = -1 // 0 means policy.default_parallelism
+	bad["parallel \"-1\": must be between 1 and 32"] = in
 	in = evacInput("compute1; reboot")
 	bad["not a valid host name"] = in
 	in = evacInput("compute1")
