@@ -79,7 +79,7 @@ cat <<MSG
   Temporal web UI   http://127.0.0.1:$UI_PORT   (runs waiting for a person: RunbookStatus="WaitingApproval")
   Temporal          $ADDR
   Chat gateway      $chat
-  Try               bin/stackrun run post-reboot-check --host compute1 --wait
+  Try               bin/stackrun run post-reboot-check --host compute1 --wait --as carol --key $LAB_DIR/operators/carol_ed25519
                     bin/stackrun list --status WaitingApproval
   Stop              Ctrl-C stops $(joined) (the lab keeps running: make lab-down)
 
