@@ -7,12 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/stackrun/stackrun/internal/infra/placeholder"
 	"path"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/stackrun/stackrun/internal/infra/placeholder"
 
 	"go.temporal.io/sdk/activity"
 
@@ -277,3 +278,36 @@ func statError(stderr, p string) string {
 	}
 	return "not found"
 }
+
+// statEntry is one line of guest_stat.
+type statEntry struct {
+	Dev  string
+	Size int64
+	Type string
+}
+
+// parseStat reads `stat --format '%d|%s|%F|%n'` lines; names are the last field (validated
+// paths never contain '|' or a newline).
+func parseStat(out string) (map[string]statEntry, error) {
+	m := map[string]statEntry{}
+	var bad error
+	for _, line := range strings.Split(out, "\n") {
+		if line == "" {
+			continue
+		}
+		f := strings.SplitN(line, "|", 4)
+		if len(f) != 4 {
+			bad = errors.Join(bad, fmt.Errorf("stat line %q", line))
+			continue
+		}
+		size, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil {
+			bad = errors.Join(bad, fmt.Errorf("stat size %q", f[1]))
+			continue
+		}
+		m[f[3]] = statEntry{Dev: f[0], Size: size, Type: f[2]}
+	}
+	return m, bad
+}
+
+func isRegular(t string) bool { return t == "regular file" || t == "regular empty file" }
