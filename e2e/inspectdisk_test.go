@@ -175,7 +175,8 @@ func (l *inspectLab) actions(since time.Time) []string {
 	require.NoError(l.t, err)
 	var out []string
 	for _, a := range all {
-		if !a.StartTime.Before(since.UTC().Add(-2 * time.Second)) {
+		// Nova keeps whole seconds: an action of this subtest starts at or after since's second.
+		if !a.StartTime.Before(since.UTC().Truncate(time.Second)) {
 			out = append(out, a.Action)
 		}
 	}
@@ -225,6 +226,8 @@ func TestInspectDiskOnLab(t *testing.T) {
 	}
 
 	timed("happy-path", func(t *testing.T) {
+		// A second apart from the previous subtest's last action (Nova's times are whole seconds).
+		time.Sleep(1100 * time.Millisecond)
 		since := time.Now()
 		id := l.atGate(l.input(0, "/etc/fstab", "/etc/hostname"))
 		// The requester may not approve a two-person gate.
@@ -318,6 +321,8 @@ func TestInspectDiskOnLab(t *testing.T) {
 	})
 
 	timed("reject-at-gate", func(t *testing.T) {
+		// A second apart from the previous subtest's last action (Nova's times are whole seconds).
+		time.Sleep(1100 * time.Millisecond)
 		since := time.Now()
 		id := l.atGate(l.input(0, "/etc/fstab"))
 		ctx, cancel := l.ctx()
