@@ -359,7 +359,10 @@ func TestChecksOnLab(t *testing.T) {
 		require.Len(t, rel, 1)
 		assert.Contains(t, rel[0].Message, "2023.1 Antelope")
 		rep = l.run("half-yearly")
-		assert.Contains(t, findingsOf(t, rep)[0].Message, "no staged-upgrade runbook yet")
+		// The half-yearly check starts the staged upgrade in plan mode: it waits at its first gate.
+		msg := findingsOf(t, rep)[0].Message
+		assert.Contains(t, msg, "staged-upgrade/cloud")
+		assert.Contains(t, msg, "waits at gate release-notes-read")
 	})
 }
 
