@@ -28,13 +28,14 @@ bin/temporal: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -ldflags "-s -w -X github.com/temporalio/cli/temporalcli.Version=$(TEMPORAL_VERSION)" -o ../../bin/temporal github.com/temporalio/cli/cmd/temporal
 
 # A real Temporal cluster, from the same module: the server the CLI pins (go.temporal.io/server
-# v1.29.1, one binary for every service), its SQL schema tool, and the web UI server the CLI embeds
-# (ui-server v2.42.1, here as the standalone server that points at an external frontend).
+# v1.29.1, one binary for every service; upstream's main plus --tls-roles, the authorization by
+# client certificate, in tools/temporal/cmd/temporal-server), its SQL schema tool, and the web UI
+# server the CLI embeds (ui-server v2.42.1, the standalone server that points at a frontend).
 CLUSTER_BINS := bin/temporal-server bin/temporal-sql-tool bin/temporal-ui-server
 cluster-bins: $(CLUSTER_BINS) ## build the Temporal server, its SQL tool and the web UI server (tools/temporal)
 
-bin/temporal-server: tools/temporal/go.mod tools/temporal/go.sum
-	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ go.temporal.io/server/cmd/server
+bin/temporal-server: tools/temporal/go.mod tools/temporal/go.sum $(wildcard tools/temporal/cmd/temporal-server/*.go)
+	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ ./cmd/temporal-server
 
 bin/temporal-sql-tool: tools/temporal/go.mod tools/temporal/go.sum
 	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ go.temporal.io/server/cmd/tools/sql
