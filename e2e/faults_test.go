@@ -59,8 +59,16 @@ func TestFaultsOnLab(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	lab := requireLab(t)
 	clouds := faultyClouds(t, proxy, lab.CloudsFile)
-	// The test's own clients go straight to the lab; only the worker's pass through the proxy.
-	l := newNovaLab(t, "STACKRUN_OPENSTACK_CLOUDS_FILE="+clouds, "STACKRUN_OPENSTACK_REQUEST_TIMEOUT=5s")
+	// MariaDB too (the evacuation's API-versus-database cross-check reads Nova's tables): a
+	// share of the connections is cut mid-stream.
+	dbCutter := faultproxy.NewTCP(20261201, 0.3, 2*time.Second)
+	t.Cleanup(dbCutter.Close)
+	dbFront, err := dbCutter.Forward(lab.Env["LAB_IP_controller"] + ":3306")
+	require.NoError(t, err)
+	dsn := func(db string) string { return "stackrun_ro:labro@tcp(" + dbFront + ")/" + db + "?parseTime=true" }
+	// The test's own clients go straight to the lab; only the worker's pass through the proxies.
+	l := newNovaLab(t, "STACKRUN_OPENSTACK_CLOUDS_FILE="+clouds, "STACKRUN_OPENSTACK_REQUEST_TIMEOUT=5s",
+		"STACKRUN_DATABASES_NOVA_DSN="+dsn("nova"), "STACKRUN_DATABASES_NOVA_API_DSN="+dsn("nova_api"))
 
 	proxy.Enable(false)
 	ids := l.boot("fault", "compute1", 3)
@@ -105,6 +113,9 @@ func TestFaultsOnLab(t *testing.T) {
 		evac.Total(), evac.Requests, evac.Faults, all.Total(), all.Requests, all.Faults, all.ByMethod)
 	require.Greater(t, evac.Total(), 5, "too few faults injected during the evacuation to prove anything")
 	require.Positive(t, all.ByMethod["POST"]+all.ByMethod["PUT"], "no write met a fault")
+	dbConns, dbCuts := dbCutter.Counts()
+	t.Logf("MariaDB connections %d, cut mid-stream %d", dbConns, dbCuts)
+	require.Positive(t, dbConns, "the worker never reached MariaDB through the cutter")
 }
 
 // sshFaultConfig writes a copy of the lab's stackrun.yaml whose inventory reaches every host's
