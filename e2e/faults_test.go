@@ -29,31 +29,6 @@ import (
 	"github.com/stackrun/stackrun/workflows"
 )
 
-// faultyClouds writes a clouds.yaml whose entries authenticate through proxy (and so, by the
-// rewritten catalogue, reach every service through it).
-func faultyClouds(t *testing.T, proxy *faultproxy.Proxy, cloudsFile string) string {
-	t.Helper()
-	b, err := os.ReadFile(cloudsFile)
-	require.NoError(t, err)
-	var doc map[string]any
-	require.NoError(t, yaml.Unmarshal(b, &doc))
-	clouds, _ := doc["clouds"].(map[string]any)
-	require.NotEmpty(t, clouds, "no clouds in %s", cloudsFile)
-	for name, c := range clouds {
-		auth, _ := c.(map[string]any)["auth"].(map[string]any)
-		u, _ := auth["auth_url"].(string)
-		require.NotEmpty(t, u, "cloud %s has no auth_url", name)
-		front, err := proxy.Front(u)
-		require.NoError(t, err)
-		auth["auth_url"] = front
-	}
-	out, err := yaml.Marshal(doc)
-	require.NoError(t, err)
-	p := filepath.Join(t.TempDir(), "clouds.yaml")
-	require.NoError(t, os.WriteFile(p, out, 0o600))
-	return p
-}
-
 func TestFaultsOnLab(t *testing.T) {
 	proxy := faultproxy.New(faultproxy.Options{Seed: 20261201, Rate: 0.2, HangFor: 15 * time.Second, SlowChunk: 20 * time.Millisecond})
 	t.Cleanup(proxy.Close)
