@@ -74,7 +74,8 @@ reliability: deps bin/temporal ## the crash matrix: runbook x (boundaries, crash
 
 reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)
 	STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} \
-	  $(GO) test -count=1 -timeout 90m -tags e2e -p 1 -v -run '$(or $(RUN),.)' ./e2e/ | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:'
+	  $(GO) test -count=1 -timeout 90m -tags e2e -p 1 -v -run '$(or $(RUN),.)' ./e2e/ >.state/reliability-faults.log 2>&1; \
+	  rc=$$?; grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:' .state/reliability-faults.log; exit $$rc
 
 test: test-unit test-e2e ## the whole suite, as CI runs it (make test-cluster is separate: it does not sign yet, see README)
 
