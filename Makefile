@@ -73,7 +73,7 @@ reliability: deps bin/temporal ## the crash matrix: runbook x (boundaries, crash
 	$(GO) test -count=1 -timeout 10m -v -run TestCrashMatrix ./tests/crash/ | grep -v '^20[0-9][0-9]/'
 
 reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)
-	STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} \
+	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} \
 	  $(GO) test -count=1 -timeout 90m -tags e2e -p 1 -v -run '$(or $(RUN),.)' ./e2e/ >.state/reliability-faults.log 2>&1; \
 	  rc=$$?; grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:' .state/reliability-faults.log; exit $$rc
 
