@@ -307,8 +307,13 @@ func (r *rig) mustCLI(args ...string) string {
 // waitStatus polls `stackrun status` until cond holds.
 func (r *rig) waitStatus(id, what string, cond func(workflows.Status) bool) workflows.Status {
 	r.t.Helper()
+	return r.waitStatusFor(id, what, 90*time.Second, cond)
+}
+
+func (r *rig) waitStatusFor(id, what string, timeout time.Duration, cond func(workflows.Status) bool) workflows.Status {
+	r.t.Helper()
 	var st workflows.Status
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		out, _, code := r.cli("status", id, "--output", "json", "--timeout", "10s")
 		if code == 0 && json.Unmarshal([]byte(out), &st) == nil && cond(st) {
