@@ -62,12 +62,12 @@ test-unit: deps bin/temporal vet ## unit and integration tests (real dev server,
 test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 	$(GO) test -count=1 -timeout 75m -tags e2e -p 1 ./e2e/...
 
-# The production shape (tests/cluster): make cluster's scripts on 127.0.41.0/24 in a temporary
-# folder. TestCluster: mTLS and authorization refusals, one signed run through killed services,
-# metrics and alert, backup; TestClusterEvacuate: a lab evacuation through a second such cluster
-# with the worker that runs a migration SIGKILLed. Wall time: see README.
-test-cluster: deps bin/temporal $(CLUSTER_BINS) lab ## Temporal cluster on PostgreSQL with mTLS and authorization: runs survive killed history, matching, PostgreSQL, workers, frontend
-	$(GO) test -count=1 -timeout 30m -tags cluster -v -run 'TestCluster' ./tests/cluster/
+# The production shape (tests/cluster, TestCluster): make cluster's scripts on 127.0.41.0/24 in a
+# temporary folder; mTLS and authorization refusals, one signed run through killed services,
+# metrics and alert, backup. About 6 minutes (README). TestClusterEvacuate (a lab evacuation
+# through such a cluster, a worker SIGKILLed) is not in it yet: docs/production.md.
+test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQL with mTLS and authorization: a run survives killed history, matching, PostgreSQL, worker, frontend
+	$(GO) test -count=1 -timeout 20m -tags cluster -v -run 'TestCluster$$' ./tests/cluster/
 
 # The crash matrix (tests/crash): every covered runbook's worker SIGKILLed at every activity boundary,
 # with mocked activities on a dev server; prints the table. make test runs the same test (no -v).
