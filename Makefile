@@ -34,7 +34,7 @@ bin/temporal: tools/temporal/go.mod tools/temporal/go.sum
 CLUSTER_BINS := bin/temporal-server bin/temporal-sql-tool bin/temporal-ui-server
 cluster-bins: $(CLUSTER_BINS) ## build the Temporal server, its SQL tool and the web UI server (tools/temporal)
 
-bin/temporal-server: tools/temporal/go.mod tools/temporal/go.sum $(wildcard tools/temporal/cmd/temporal-server/*.go)
+bin/temporal-server: tools/temporal/go.mod tools/temporal/go.sum $(filter-out %_test.go,$(wildcard tools/temporal/cmd/temporal-server/*.go))
 	cd tools/temporal && $(GO) build -ldflags "-s -w" -o ../../$@ ./cmd/temporal-server
 
 bin/temporal-sql-tool: tools/temporal/go.mod tools/temporal/go.sum
