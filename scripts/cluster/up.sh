@@ -164,10 +164,13 @@ else
   say "already up (checked in $(elapsed))"
 fi
 "$CLUSTER_SRC/status.sh" --brief
+SIGN_HINT="with your key in trust: of ${STACKRUN_CONFIG:-the base configuration} (--key or ssh-agent)"
+[[ -f $CLUSTER/operators/keys ]] && SIGN_HINT="--as alice --key $CLUSTER/operators/alice_ed25519 (alice, bob, carol)"
 cat <<MSG
 
   Temporal frontend  $IP_FRONTEND:$P_FRONTEND       web UI  http://$IP_UI:$P_UI
   Stackrun           STACKRUN_CONFIG=$CLUSTER/stackrun.yaml bin/stackrun list
+  Sign               $SIGN_HINT
   Chat gateway       http://$IP_CHAT:$P_CHAT          (Mattermost token in $CLUSTER/secrets/mattermost-token)
   Prometheus         http://$IP_PROM:$P_PROM          Alertmanager  http://$IP_AM:$P_AM
   Stop               make cluster-down
