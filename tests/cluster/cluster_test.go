@@ -236,23 +236,28 @@ func testFailures(t *testing.T, r *rig) {
 	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 	require.Equal(t, "stop\nstart", r.actions("svc-a"), "stopped once and started once")
 	require.Equal(t, "bob", rep.Decisions[0].By)
-	// The audit logs: the attempt in flight at the kill never finished, so it left no record;
-	// the stop's retry (attempt 2) and the start (attempt 1) each ran once, after the kill.
+	// The audit logs: SetService succeeded exactly twice (the stop, whose retry found the service
+	// stopped, and the start). The held stop attempt either never finished (its worker was killed)
+	// or was timed out by Temporal first (its heartbeats failed while its shard moved) and ended
+	// in an error; nothing else may fail.
 	var attempts []string
-	byAttempt := map[int32]int{}
+	ok := 0
 	for _, w := range []string{"stackrun-worker-1", "stackrun-worker-2"} {
 		for _, rec := range r.auditRecords(w) {
 			if rec.WorkflowID != id || rec.Activity != "SetService" {
 				continue
 			}
 			attempts = append(attempts, fmt.Sprintf("%s#%d:%s@%s", w, rec.Attempt, rec.Result, rec.Time.Format("15:04:05")))
-			require.True(t, rec.Time.After(killedAt), "no SetService attempt that started before the kill finished: %v", attempts)
-			require.Equal(t, "ok", rec.Result)
-			byAttempt[rec.Attempt]++
+			if rec.Result == "ok" {
+				ok++
+			} else {
+				require.True(t, w == victim && rec.Attempt == 1 && rec.Time.Before(killedAt),
+					"only the held stop attempt may have failed: %v", attempts)
+			}
 		}
 	}
 	t.Logf("SetService attempts recorded: %v", attempts)
-	require.Equal(t, map[int32]int{1: 1, 2: 1}, byAttempt, "the stop's retry and the start, once each: %v", attempts)
+	require.Equal(t, 2, ok, "the stop and the start succeeded once each: %v", attempts)
 
 	out, err = r.script("status.sh")
 	require.NoError(t, err, "every process is back:\n%s", out)
