@@ -64,7 +64,7 @@ test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 
 # The production shape (tests/cluster, TestCluster): make cluster's scripts on 127.0.41.0/24 in a
 # temporary folder; mTLS and authorization refusals, one signed run through killed services,
-# metrics and alert, backup. About 6 minutes (README). TestClusterEvacuate (a lab evacuation
+# metrics and alert, backup. 4.5–6 minutes (README). TestClusterEvacuate (a lab evacuation
 # through such a cluster, a worker SIGKILLed) is not in it yet: docs/production.md.
 test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQL with mTLS and authorization: a run survives killed history, matching, PostgreSQL, worker, frontend
 	$(GO) test -count=1 -timeout 20m -tags cluster -v -run 'TestCluster$$' ./tests/cluster/
