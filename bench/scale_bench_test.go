@@ -18,7 +18,8 @@
 //
 // STACKRUN_SCALE_SIDES=dev,cluster (default both), STACKRUN_SCALE_RUNS=200,
 // STACKRUN_SCALE_PARKED=1000, STACKRUN_SCALE_HOSTS=10000, STACKRUN_SCALE_CACHE (the worker's
-// sticky cache size; default the SDK's 10,000), STACKRUN_SCALE_WINDOW=60s.
+// worker.workflow_cache_size; default the SDK's 10,000), STACKRUN_SCALE_WINDOW=60s,
+// STACKRUN_SCALE_PARTS=flight,parked (the runs in flight with the idle window; the parked runs).
 package bench
 
 import (
@@ -76,6 +77,7 @@ func TestScaleBench(t *testing.T) {
 	require.NoError(t, err)
 	sides := strings.Split(cmpOr(os.Getenv("STACKRUN_SCALE_SIDES"), "dev,cluster"), ",")
 	cache := os.Getenv("STACKRUN_SCALE_CACHE")
+	parts := strings.Split(cmpOr(os.Getenv("STACKRUN_SCALE_PARTS"), "flight,parked"), ",")
 	root := devserver.RepoRoot(t)
 	bin := filepath.Join(t.TempDir(), "scaleworker")
 	goBuild(t, root, "./bench/scaleworker", bin)
@@ -89,25 +91,28 @@ func TestScaleBench(t *testing.T) {
 			case "dev":
 				side = devSide(t)
 			case "cluster":
-				side = clusterSide(t)
+				side = clusterSide(t, tm)
 			default:
 				t.Fatalf("STACKRUN_SCALE_SIDES: unknown side %q (dev, cluster)", s)
 			}
 			res := sideResult{name: side.name, rows: map[string]string{}}
 			tq := "scale-bench"
-			cfg := workerConfig(t, side, tq, nHosts, tm)
+			cfg := workerConfig(t, side, tq, nHosts, tm, cache)
 			b := &scaleBench{t: t, side: side, tq: tq, tm: tm, res: res.rows}
 
-			w := startWorker(t, bin, cfg, cache)
-			b.waitPollers(w)
-			b.idle(w, window)
-			b.inFlight(w, nRuns, nHosts)
-			w.stop()
-
-			w = startWorker(t, bin, cfg, cache)
-			b.waitPollers(w)
-			b.parked(w, nParked, nHosts, window)
-			w.stop()
+			if slices.Contains(parts, "flight") {
+				w := startWorker(t, bin, cfg)
+				b.waitPollers(w)
+				b.idle(w, window)
+				b.inFlight(w, nRuns, nHosts)
+				w.stop()
+			}
+			if slices.Contains(parts, "parked") {
+				w := startWorker(t, bin, cfg)
+				b.waitPollers(w)
+				b.parked(w, nParked, nHosts, window)
+				w.stop()
+			}
 			results = append(results, res)
 		})
 	}
@@ -469,14 +474,16 @@ func (b *scaleBench) parked(w *scaleWorker, n, nHosts int, window time.Duration)
 	require.EqualValues(t, n, waiting, "runs waiting at their gate")
 	parkedIn := time.Since(t0)
 	u1 := procUsage(w.pid())
-	time.Sleep(10 * time.Second) // the last workflow tasks' replies settle
+	// The gate's search attribute is set before its notification and the task that follows: wait
+	// until no workflow or activity task completes for 10 s.
+	settled := b.settle(5 * time.Minute)
 
 	before, w0, s0 := counters(t, b.side.metrics), procUsage(w.pid()), procUsage(b.side.pids()...)
 	time.Sleep(window)
 	after, w1, s1 := counters(t, b.side.metrics), procUsage(w.pid()), procUsage(b.side.pids()...)
 	polls, other := requestRates(before, after, window)
 	wft := after["req/RespondWorkflowTaskCompleted"] - before["req/RespondWorkflowTaskCompleted"]
-	b.res["b.parked"] = fmt.Sprintf("%d in %.1f s (worker %.1f s CPU, peak RSS %s)", n, parkedIn.Seconds(), (u1.cpu - u0.cpu).Seconds(), mib(u1.hwm))
+	b.res["b.parked"] = fmt.Sprintf("%d in %.1f s, quiet %.0f s later (worker %.1f s CPU, peak RSS %s)", n, parkedIn.Seconds(), settled.Seconds(), (u1.cpu - u0.cpu).Seconds(), mib(u1.hwm))
 	b.res["b.rss"] = mib(w1.rss)
 	b.res["b.worker"] = fmt.Sprintf("%.2f%% of a core", pct(w1.cpu-w0.cpu, window))
 	b.res["b.server"] = fmt.Sprintf("%.1f%% of a core", pct(s1.cpu-s0.cpu, window))
@@ -484,6 +491,26 @@ func (b *scaleBench) parked(w *scaleWorker, n, nHosts int, window time.Duration)
 	b.res["b.other"] = fmt.Sprintf("%.2f/s (%.0f workflow tasks)", other, wft)
 	b.res["b.ops"] = topOps(before, after)
 	b.res["b.persistence"] = fmt.Sprintf("%.1f/s", (after["persistence"]-before["persistence"])/window.Seconds())
+}
+
+// settle waits until the frontend has seen no task completed for 10 s, and returns how long it took.
+func (b *scaleBench) settle(limit time.Duration) time.Duration {
+	start := time.Now()
+	done := func(c map[string]float64) float64 {
+		return c["req/RespondWorkflowTaskCompleted"] + c["req/RespondActivityTaskCompleted"] + c["req/RespondWorkflowTaskFailed"]
+	}
+	last, quiet := done(counters(b.t, b.side.metrics)), 0
+	for time.Since(start) < limit && quiet < 2 {
+		time.Sleep(5 * time.Second)
+		now := done(counters(b.t, b.side.metrics))
+		if now == last {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		last = now
+	}
+	return time.Since(start)
 }
 
 func printScale(results []sideResult, nRuns, nParked, nHosts int, window time.Duration, cache string) {

@@ -59,7 +59,7 @@ func devSide(t *testing.T) *temporalSide {
 // clusterSide runs up.sh with its own state folder, net and binaries, and down.sh --purge at the
 // end. Its two Stackrun workers and the gateway poll the task queue "stackrun"; the bench's
 // worker uses its own queue.
-func clusterSide(t *testing.T) *temporalSide {
+func clusterSide(t *testing.T, tm team) *temporalSide {
 	root := devserver.RepoRoot(t)
 	if os.Geteuid() != 0 {
 		t.Fatal("the cluster runs PostgreSQL as the postgres user: run the bench as root")
@@ -79,13 +79,39 @@ func clusterSide(t *testing.T) *temporalSide {
 		goBuild(t, root, pkg, filepath.Join(bin, out))
 	}
 	cluster := filepath.Join(dir, "cluster")
+	// up.sh's base configuration: the cluster's own workers and gateway need keys to start (the
+	// gateway signs what it vouches for); they poll the queue "stackrun", not the bench's.
+	var keys []string
+	for _, k := range []string{"id_ed25519", "chat_ed25519"} {
+		p := filepath.Join(dir, k)
+		out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", k, "-f", p).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		keys = append(keys, p)
+	}
+	gwPub, err := os.ReadFile(keys[1] + ".pub")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "known_hosts"), nil, 0o600))
+	base := filepath.Join(dir, "base.yaml")
+	require.NoError(t, os.WriteFile(base, fmt.Appendf(nil, `ssh:
+  key_file: %s
+  known_hosts_file: %s/known_hosts
+policy:
+  approvers: [alice, bob]
+trust:
+  operators:
+    - {name: alice, keys: [%q]}
+    - {name: bob, keys: [%q]}
+  chat_gateway:
+    public_key: %q
+    private_key_file: %s
+`, keys[0], dir, tm.alice.AuthorizedKey(), tm.bob.AuthorizedKey(), strings.TrimSpace(string(gwPub)), keys[1]), 0o600))
 	var env []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "STACKRUN_") {
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "STACKRUN_CLUSTER_DIR="+cluster, "STACKRUN_CLUSTER_NET="+scaleClusterNet, "STACKRUN_CLUSTER_BIN="+bin)
+	env = append(env, "STACKRUN_CLUSTER_DIR="+cluster, "STACKRUN_CLUSTER_NET="+scaleClusterNet, "STACKRUN_CLUSTER_BIN="+bin, "STACKRUN_CONFIG="+base)
 	script := func(name string, args ...string) (string, error) {
 		cmd := exec.Command(filepath.Join(root, "scripts", "cluster", name), args...)
 		cmd.Env = env
@@ -146,7 +172,7 @@ type team struct{ alice, bob operators.Operator }
 func (tm team) signer(o operators.Operator) control.Signer { return control.KeySigner{Key: o.Signer} }
 
 // workerConfig writes the scale worker's stackrun.yaml: nHosts compute hosts, the team's keys.
-func workerConfig(t *testing.T, side *temporalSide, tq string, nHosts int, tm team) string {
+func workerConfig(t *testing.T, side *temporalSide, tq string, nHosts int, tm team, cache string) string {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "id_ed25519")
 	out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key).CombinedOutput()
@@ -159,6 +185,9 @@ func workerConfig(t *testing.T, side *temporalSide, tq string, nHosts int, tm te
 	b.WriteString("policy:\n  approvers: [alice, bob]\n  max_hosts_out_of_service: 20\n  gate_timeout: 4h\n  activity_max_attempts: 3\n")
 	fmt.Fprintf(&b, "trust:\n  operators:\n    - {name: alice, keys: [%q]}\n    - {name: bob, keys: [%q]}\n", tm.alice.AuthorizedKey(), tm.bob.AuthorizedKey())
 	fmt.Fprintf(&b, "worker:\n  audit_log: %s/audit.log\n", dir)
+	if cache != "" {
+		fmt.Fprintf(&b, "  workflow_cache_size: %s\n", cache)
+	}
 	b.WriteString("inventory:\n")
 	for i := range nHosts {
 		fmt.Fprintf(&b, "  %s: {address: 10.%d.%d.%d, roles: [compute], labels: {rack: r%d}}\n", hostName(i), 1+i/65536, (i/256)%256, i%256, i%40)
@@ -177,11 +206,11 @@ type scaleWorker struct {
 	log   string
 }
 
-func startWorker(t *testing.T, bin, cfg, cache string) *scaleWorker {
+func startWorker(t *testing.T, bin, cfg string) *scaleWorker {
 	dir := t.TempDir()
 	w := &scaleWorker{first: filepath.Join(dir, "first.log"), log: filepath.Join(dir, "worker.log")}
 	w.cmd = exec.Command(bin)
-	w.cmd.Env = append(os.Environ(), "STACKRUN_CONFIG="+cfg, "SCALE_FIRST="+w.first, "SCALE_CACHE="+cache)
+	w.cmd.Env = append(os.Environ(), "STACKRUN_CONFIG="+cfg, "SCALE_FIRST="+w.first)
 	f, err := os.Create(w.log)
 	require.NoError(t, err)
 	w.cmd.Stdout, w.cmd.Stderr = f, f

@@ -6,10 +6,9 @@
 // names, by mocks over an in-memory world (like tests/crash/worker): each reads the world before
 // it acts, and a short pause stands for the work.
 //
-// Environment: STACKRUN_CONFIG (the configuration, read as stackrun-worker reads it),
-// SCALE_CACHE (the sticky workflow cache size, worker.SetStickyWorkflowCacheSize; empty: the
-// SDK's default, 10,000), SCALE_FIRST (a file: one line "<unix ns> <workflow ID> <activity>"
-// when a run's first host or cloud activity starts).
+// Environment: STACKRUN_CONFIG (the configuration, read as stackrun-worker reads it, with its
+// worker.workflow_cache_size), SCALE_FIRST (a file: one line "<unix ns> <workflow ID>
+// <activity>" when a run's first host or cloud activity starts).
 package main
 
 import (
@@ -18,7 +17,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -40,13 +38,6 @@ func main() {
 
 func run() error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if s := os.Getenv("SCALE_CACHE"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil {
-			return fmt.Errorf("SCALE_CACHE=%q: %w", s, err)
-		}
-		worker.SetStickyWorkflowCacheSize(n) // before any worker exists
-	}
 	cfg, err := config.Load(config.LoadOptions{})
 	if err != nil {
 		return err
