@@ -123,12 +123,7 @@ func prepareRig(t *testing.T) *rig {
 // the base configuration that names it.
 func (r *rig) sshdBase() string {
 	t, dir := r.t, r.dir
-	// Sessions get a home of their own (as the lab's): the machine's root .bashrc is not the
-	// host's, and its pyenv init can stall every command 60 s on a leftover rehash lock.
-	home := filepath.Join(dir, "home")
-	require.NoError(t, os.MkdirAll(home, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(home, ".bashrc"), nil, 0o644))
-	host := sshd.Start(t, sshd.WithLoopback(hostIP), sshd.WithConfig("SetEnv HOME="+home))
+	host := sshd.Start(t, sshd.WithLoopback(hostIP))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "svcctl-real"), []byte(svcctl.Script), 0o755))
 	ctl := filepath.Join(dir, "svcctl")
 	require.NoError(t, os.WriteFile(ctl, []byte(svcHold), 0o755))
