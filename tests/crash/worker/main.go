@@ -5,7 +5,8 @@
 //
 // Environment: CRASH_HOSTPORT, CRASH_TASK_QUEUE, CRASH_LEASE_QUEUE, CRASH_STORE (a directory),
 // CRASH_CONFIG (JSON: policy and key policy), CRASH_HOSTS (the compute hosts, the first emptied),
-// CRASH_INSTANCE_STATUS (the instances' status until started, default ACTIVE), CRASH_AT ("Activity#n", the n-th first attempt of
+// CRASH_INSTANCE_STATUS (the instances' status until started, default ACTIVE), CRASH_DEAD (set:
+// the first host died, for recover-host), CRASH_AT ("Activity#n", the n-th first attempt of
 // that activity in this process) and CRASH_WHEN (start: before the activity acts; end: after it
 // acted, before its result is reported).
 package main
@@ -65,12 +66,47 @@ func main() {
 	})
 	workflows.Register(w)
 	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: func() (trust.Policy, error) { return cfg.Keys, nil }})
-	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")})
+	registerLease(w, &activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")}, os.Getenv("CRASH_TASK_QUEUE"))
+	hostList := strings.Split(os.Getenv("CRASH_HOSTS"), ",")
 	registerMocks(w, st)
-	registerCompute(w, st, strings.Split(os.Getenv("CRASH_HOSTS"), ","), os.Getenv("CRASH_INSTANCE_STATUS"))
+	registerCompute(w, st, hostList, os.Getenv("CRASH_INSTANCE_STATUS"), os.Getenv("CRASH_DEAD") != "")
+	registerChecks(w, st)
+	registerSwift(w, st, hostList[0])
+	registerInspector(w, st, hostList[0])
+	registerUpgrade(w, st, hostList[0])
 	if err := w.Run(worker.InterruptCh()); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// registerLease registers the real lease activities, with the cloud-wide locks (a lease
+// workflow of their own, stackrun/lock/<name>) scoped to this run's task queue: every crashed
+// run stands for a cloud of its own (its hosts are named after it too), so that the runs of
+// the matrix, which go at once, do not queue for one swift-ring lock. Host leases need no
+// scoping: the hosts' names differ.
+func registerLease(w worker.Worker, l *activities.Lease, scope string) {
+	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
+	scoped := func(id string) string {
+		if strings.HasPrefix(id, "stackrun/lock/") {
+			return id + "@" + scope
+		}
+		return id
+	}
+	reg("RequestLease", func(ctx context.Context, req activities.LeaseRequest) error {
+		req.Lease = scoped(req.Lease)
+		return l.RequestLease(ctx, req)
+	})
+	reg("ReleaseLease", func(ctx context.Context, req activities.LeaseRequest) error {
+		req.Lease = scoped(req.Lease)
+		return l.ReleaseLease(ctx, req)
+	})
+	reg("Holds", func(ctx context.Context, c activities.LeaseCheck) (bool, error) {
+		c.Lease = scoped(c.Lease)
+		return l.Holds(ctx, c)
+	})
+	reg("StillRunning", l.StillRunning)
+	reg("Wants", l.Wants)
+	reg("ClaimStartNonce", l.ClaimStartNonce)
 }
 
 // crasher records every activity attempt the worker starts and kills the process at CRASH_AT.
