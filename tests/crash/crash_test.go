@@ -8,6 +8,7 @@ package crash
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 	"testing"
 	"time"
 
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -46,6 +49,8 @@ type rig struct {
 	config string
 	alice  operators.Operator
 	bob    operators.Operator
+	// timeout bounds one run (default 5 minutes: a loaded machine slows the matrix down).
+	timeout time.Duration
 }
 
 // outcome is what one run left: its report, the world's effects, the boundaries it crossed, and
@@ -62,6 +67,10 @@ type outcome struct {
 	audit []string
 	// retries are the activity attempts after the first.
 	retries int
+	// retryAttempt is the attempt of the killed activity that ran after the crash.
+	retryAttempt string
+	// workflowID is the run's.
+	workflowID string
 }
 
 func newRig(t *testing.T) *rig {
@@ -124,7 +133,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 	t := r.t
 	store := t.TempDir()
 	tq := "crash-" + host
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), cmp.Or(r.timeout, 5*time.Minute))
 	defer cancel()
 	first := r.worker(rc, host, store, tq, crashAt, when)
 	procs := []*exec.Cmd{first}
@@ -147,12 +156,12 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 		select {
 		case <-exited:
 		case <-ctx.Done():
-			return outcome{err: fmt.Errorf("the worker was never killed at %s/%s", crashAt, when)}
+			return outcome{err: fmt.Errorf("the worker was never killed at %s/%s; its activities: %v", crashAt, when, lines(store, "starts.log"))}
 		}
 		procs = procs[:0]
 		procs = append(procs, r.worker(rc, host, store, tq, "", ""))
 	}
-	var o outcome
+	o := outcome{workflowID: started.WorkflowID}
 	o.err = r.srv.Client.GetWorkflow(ctx, started.WorkflowID, "").Get(ctx, &o.report)
 	// The end state names the run's own host and instance: compare them as HOST and UUID.
 	norm := strings.NewReplacer(host, "HOST", instanceID(host), "UUID").Replace
@@ -190,6 +199,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 			ms, _ := strconv.ParseInt(f[0], 10, 64)
 			if f[2] == killedID && f[3] != "1" && ms >= crashAtMs {
 				o.recovered = time.Duration(ms-crashAtMs) * time.Millisecond
+				o.retryAttempt = f[3]
 				break
 			}
 		}
@@ -224,20 +234,38 @@ func (r *rig) start(ctx context.Context, tq string, rb workflows.Runbook, in wor
 	return control.Started{WorkflowID: run.GetID(), RunID: run.GetRunID()}, nil
 }
 
+// approve approves every gate that opens, as bob. It asks the run (a query: work for its worker)
+// only while the run's status attribute says it waits for approval, which the server answers
+// alone: 40 runs at once would otherwise keep a loaded machine's workers busy with queries.
 func (r *rig) approve(ctx context.Context, id string) {
 	done := map[string]bool{}
 	for ctx.Err() == nil {
+		time.Sleep(500 * time.Millisecond)
+		d, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, "")
+		if err != nil {
+			continue
+		}
+		if d.GetWorkflowExecutionInfo().GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			return
+		}
+		var status string
+		if p := d.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()[workflows.AttrStatus.GetName()]; p != nil {
+			_ = converter.GetDefaultDataConverter().FromPayload(p, &status)
+		}
+		if status != string(workflows.StatusWaitingApproval) {
+			continue
+		}
 		st, err := control.Status(ctx, r.srv.Client, id)
-		if err == nil {
-			for _, g := range st.OpenGates {
-				if !done[g.Name] {
-					_, err := control.Approve(ctx, r.srv.Client, id, workflows.GateDecisionRequest{Gate: g.Name, By: "bob", Comment: "crash matrix"},
-						control.KeySigner{Key: r.bob.Signer})
-					done[g.Name] = err == nil
-				}
+		if err != nil {
+			continue
+		}
+		for _, g := range st.OpenGates {
+			if !done[g.Name] {
+				_, err := control.Approve(ctx, r.srv.Client, id, workflows.GateDecisionRequest{Gate: g.Name, By: "bob", Comment: "crash matrix"},
+					control.KeySigner{Key: r.bob.Signer})
+				done[g.Name] = err == nil
 			}
 		}
-		time.Sleep(300 * time.Millisecond)
 	}
 }
 
@@ -334,8 +362,7 @@ func TestCrashMatrix(t *testing.T) {
 		all.Add(1)
 		go func() {
 			defer all.Done()
-			// The run's name: its hosts, nodes and instance are named after it.
-			name := strings.Join(strings.FieldsFunc(rc.label(), func(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') }), "-")
+			name := runName(rc)
 			runs <- struct{}{}
 			base := r.run(rc, name+"-base", "", "")
 			<-runs
@@ -362,6 +389,9 @@ func TestCrashMatrix(t *testing.T) {
 			for _, when := range []string{"start", "end"} {
 				for _, k := range sample(base.boundaries, when) {
 					b := base.boundaries[k]
+					if one := os.Getenv("STACKRUN_CRASH_ONLY"); one != "" && one != b+"/"+when { // one crash point (a failing one, again)
+						continue
+					}
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
@@ -386,8 +416,13 @@ func TestCrashMatrix(t *testing.T) {
 	report(t, rows, full)
 }
 
+// runName is the case's name for its runs: their hosts, nodes and instance are named after it.
+func runName(rc runbookCase) string {
+	return strings.Join(strings.FieldsFunc(rc.label(), func(c rune) bool { return !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9') }), "-")
+}
+
 // maxRuns bounds the runs (worker processes) under way at once.
-const maxRuns = 48
+const maxRuns = 32
 
 // judge compares a crashed run with the uncrashed one; it reports whether it ended correctly.
 func judge(t *testing.T, rc runbookCase, base, o outcome, b, when string, rw *row) bool {
@@ -424,7 +459,7 @@ func judge(t *testing.T, rc runbookCase, base, o outcome, b, when string, rw *ro
 		ok = false
 	}
 	if o.recovered > workflows.RecoverWithin {
-		t.Errorf("%s: %s from the crash to the retry, want under 30 s", what, o.recovered)
+		t.Errorf("%s: %s from the crash to the retry (attempt %s), want under 30 s", what, o.recovered, o.retryAttempt)
 		ok = false
 	}
 	if o.recovered > rw.worst {

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -53,6 +54,15 @@ func main() {
 		log.Fatal(err)
 	}
 	st := &Store{Dir: os.Getenv("CRASH_STORE")}
+	// CRASH_SCALE=N: the largest plans (history_test.go): N instances, N computes upgraded, N
+	// hosts probed and diagnosed, N Swift nodes; and activities answer at once.
+	if n, _ := strconv.Atoi(os.Getenv("CRASH_SCALE")); n > 0 {
+		scale, work = n, 0
+		instances = nil
+		for i := range n {
+			instances = append(instances, fmt.Sprintf("vm-%d", i+1))
+		}
+	}
 	c, err := client.Dial(client.Options{HostPort: os.Getenv("CRASH_HOSTPORT"),
 		Logger: tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 // The mocked activities, registered under the real activities' names. Each checks the store (the
 // world) before it acts; a side effect it does is a line in effects.log. A short pause stands
 // for the work, so that a crash "at start" really lands while the activity runs.
-const work = 50 * time.Millisecond
+var work = 50 * time.Millisecond
 
 // mockHosts stands for activities.Hosts: every host runs "nova-compute" (role compute).
 type mockHosts struct{ st *Store }
@@ -72,6 +72,7 @@ type mockCompute struct {
 	dead bool
 }
 
+// instances are vm-1 and vm-2, or vm-1..vm-N with CRASH_SCALE=N (the history tests' largest plans).
 var instances = []string{"vm-1", "vm-2"}
 
 func registerCompute(w worker.Worker, st *Store, hosts []string, status string, dead bool) {
@@ -163,7 +164,7 @@ func (c *mockCompute) Capacity(ctx context.Context, targets []string) ([]activit
 	time.Sleep(work)
 	var out []activities.HostCapacity
 	for _, h := range targets {
-		out = append(out, activities.HostCapacity{Host: h, Provider: "rp-" + h, FreeVCPUs: 16, FreeRAMMB: 16384, FreeDiskGB: 100})
+		out = append(out, activities.HostCapacity{Host: h, Provider: "rp-" + h, FreeVCPUs: 16 + scale, FreeRAMMB: 16384 + 512*scale, FreeDiskGB: 100 + scale})
 	}
 	return out, nil
 }
@@ -231,4 +232,19 @@ func (c *mockCompute) DBVolumeAttachments(ctx context.Context, host string) ([]a
 		}
 	}
 	return out, nil
+}
+
+// scale is CRASH_SCALE (0: the matrix's small world).
+var scale int
+
+// scaled names n hosts prefix-1..prefix-n, or the defaults when not scaled.
+func scaled(prefix string, defaults ...string) []string {
+	if scale == 0 {
+		return defaults
+	}
+	out := make([]string, scale)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", prefix, i+1)
+	}
+	return out
 }

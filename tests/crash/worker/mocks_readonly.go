@@ -47,7 +47,19 @@ func registerChecks(w worker.Worker, st *Store) {
 
 func (c *mockChecks) CheckPlan(ctx context.Context, req activities.CheckPlanRequest) (activities.CheckPlan, error) {
 	time.Sleep(work)
-	return activities.CheckPlan{Probes: checkProbes, Parallelism: 4, ProbeTimeout: time.Minute}, nil
+	probes := checkProbes
+	if scale > 0 { // the per-host probes on every host
+		probes = nil
+		for _, p := range checkProbes {
+			if p.Target == "" {
+				probes = append(probes, p)
+			}
+		}
+		for _, h := range scaled("h") {
+			probes = append(probes, activities.ProbeSpec{Name: activities.ProbeSecurityUpdates, Target: h}, activities.ProbeSpec{Name: activities.ProbeDisks, Target: h})
+		}
+	}
+	return activities.CheckPlan{Probes: probes, Parallelism: 4, ProbeTimeout: time.Minute}, nil
 }
 
 // probe: one finding per probe and target, always the same (what the real world shows).
@@ -73,7 +85,7 @@ func (d *mockDiagnose) DiagnosePlan(ctx context.Context, req activities.Diagnose
 	for _, k := range []string{activities.CollectComponents, activities.CollectRelated, activities.CollectCapacity, activities.CollectLogs, activities.CollectConnects} {
 		p.Collectors = append(p.Collectors, activities.CollectorSpec{Kind: k})
 	}
-	for _, h := range []string{"controller", "compute1"} {
+	for _, h := range scaled("compute", "controller", "compute1") {
 		p.Collectors = append(p.Collectors, activities.CollectorSpec{Kind: activities.CollectProcesses, Host: h, Services: []activities.ServiceFacts{{Role: "api", Name: "nova-api"}}},
 			activities.CollectorSpec{Kind: activities.CollectNode, Host: h})
 	}

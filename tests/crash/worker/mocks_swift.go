@@ -49,7 +49,9 @@ func (s *mockSwift) nodes() []string {
 	return []string{s.host + "-s1", s.host + "-s2", s.host + "-s3"}
 }
 
-func devicesOf(i int) []string { return []string{"sd" + string(rune('b'+2*i)), "sd" + string(rune('c'+2*i))} }
+func devicesOf(i int) []string {
+	return []string{"sd" + string(rune('b'+2*i)), "sd" + string(rune('c'+2*i))}
+}
 
 func (s *mockSwift) SwiftTopology(ctx context.Context) (activities.SwiftCluster, error) {
 	time.Sleep(work)
@@ -62,7 +64,7 @@ func (s *mockSwift) SwiftTopology(ctx context.Context) (activities.SwiftCluster,
 		for _, d := range devicesOf(i) {
 			devs[d] = "/dev/" + d
 		}
-		c.Nodes[n] = activities.SwiftNodeInfo{Name: n, RingIP: fmt.Sprintf("10.0.0.2%d", i+1), SwiftDir: "/etc/swift", DevicesDir: "/srv/node",
+		c.Nodes[n] = activities.SwiftNodeInfo{Name: n, RingIP: ringIP(i), SwiftDir: "/etc/swift", DevicesDir: "/srv/node",
 			Region: 1, Zone: i + 1, Weight: 100, Devices: devs}
 	}
 	return c, nil
@@ -85,7 +87,7 @@ func (s *mockSwift) ring(kind string) activities.RingInfo {
 	id := 0
 	for i, n := range s.nodes() {
 		for _, d := range devicesOf(i) {
-			ri.Devices = append(ri.Devices, activities.RingDevice{ID: id, Region: 1, Zone: i + 1, IP: fmt.Sprintf("10.0.0.2%d", i+1),
+			ri.Devices = append(ri.Devices, activities.RingDevice{ID: id, Region: 1, Zone: i + 1, IP: ringIP(i),
 				Port: 6200, Name: d, Weight: s.weight(kind, n, d), Partitions: 128})
 			id++
 		}
@@ -271,3 +273,5 @@ func (s *mockSwift) RingSums(ctx context.Context, req activities.PushRingsReques
 	}
 	return res, nil
 }
+
+func ringIP(i int) string { return fmt.Sprintf("10.0.%d.%d", 2+i/200, 21+i%200) }

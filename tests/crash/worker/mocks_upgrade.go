@@ -49,7 +49,7 @@ func (u *mockUpgrade) DescribeUpgrade(ctx context.Context) (activities.UpgradeFa
 	time.Sleep(work)
 	ctl, c1, c2 := u.host+"-ctl", u.host+"-c1", u.host+"-c2"
 	compute := []activities.ServiceFacts{{Role: "compute", Name: "nova-compute", AMQP: true, Log: "/var/log/nova/nova-compute.log"}}
-	return activities.UpgradeFacts{DatabaseHost: ctl, Order: []string{"glance", "nova"}, Services: map[string]activities.UpgradeServiceFacts{
+	f := activities.UpgradeFacts{DatabaseHost: ctl, Order: []string{"glance", "nova"}, Services: map[string]activities.UpgradeServiceFacts{
 		"glance": {UpgradeService: activities.UpgradeService{Name: "glance", Packages: []string{"python3-glance"}, ConfigDir: "/etc/glance", Databases: []string{"glance"},
 			Processes: []string{"glance-api"}, Schema: []string{"schema_sync_glance"}},
 			Hosts: []activities.UpgradeHost{{Host: ctl, Processes: []activities.ServiceFacts{{Role: "controller", Name: "glance-api"}}}}},
@@ -57,8 +57,14 @@ func (u *mockUpgrade) DescribeUpgrade(ctx context.Context) (activities.UpgradeFa
 			Processes: []string{"nova-conductor", "nova-api", "nova-compute"}, Schema: []string{"schema_sync_nova_api", "schema_sync_nova"}},
 			Hosts: []activities.UpgradeHost{
 				{Host: ctl, Processes: []activities.ServiceFacts{{Role: "controller", Name: "nova-conductor", AMQP: true, Log: "/var/log/nova/nova-conductor.log"}, {Role: "controller", Name: "nova-api"}}},
-				{Host: c1, Processes: compute}, {Host: c2, Processes: compute}}},
-	}}, nil
+			}},
+	}}
+	for _, h := range append([]string{c1, c2}, scaled(u.host + "-c")[min(2, scale):]...) {
+		nova := f.Services["nova"]
+		nova.Hosts = append(nova.Hosts, activities.UpgradeHost{Host: h, Processes: compute})
+		f.Services["nova"] = nova
+	}
+	return f, nil
 }
 
 func (u *mockUpgrade) installed(host, pkg string) string {
