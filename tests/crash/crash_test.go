@@ -11,6 +11,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
@@ -67,7 +69,8 @@ type outcome struct {
 	audit []string
 	// retries are the activity attempts after the first.
 	retries int
-	// retryAttempt is the attempt of the killed activity that ran after the crash.
+	// retryAttempt is the attempt of the killed activity that ran after the crash (1: the
+	// workflow scheduled the work again).
 	retryAttempt string
 	// workflowID is the run's.
 	workflowID string
@@ -177,10 +180,10 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 	}
 	starts := lines(store, "starts.log")
 	o.starts = starts
-	killedID := ""
+	killedID, killedWork := "", ""
 	var crashAtMs int64
 	for _, l := range starts {
-		f := strings.Fields(l) // ms workflowID activityID attempt boundary
+		f := strings.Fields(l) // ms workflowID activityID attempt boundary work
 		if f[4] != "-" {
 			o.boundaries = append(o.boundaries, f[4])
 		}
@@ -188,7 +191,7 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 			o.retries++
 		}
 		if crashAt != "" && f[4] == crashAt && killedID == "" { // the crashed worker's, not its successor's
-			killedID = f[2]
+			killedID, killedWork = f[2], f[5]
 		}
 	}
 	if c := lines(store, "crash.log"); len(c) > 0 {
@@ -197,7 +200,9 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 		for _, l := range starts {
 			f := strings.Fields(l)
 			ms, _ := strconv.ParseInt(f[0], 10, 64)
-			if f[2] == killedID && f[3] != "1" && ms >= crashAtMs {
+			// The retry: the killed activity's next attempt, or the same work scheduled again
+			// (a step retried by the workflow once the activity's attempts ran out).
+			if ms >= crashAtMs && (f[2] == killedID && f[3] != "1" || f[2] != killedID && f[5] == killedWork) {
 				o.recovered = time.Duration(ms-crashAtMs) * time.Millisecond
 				o.retryAttempt = f[3]
 				break
@@ -227,11 +232,22 @@ func (r *rig) start(ctx context.Context, tq string, rb workflows.Runbook, in wor
 		TypedSearchAttributes: temporal.NewSearchAttributes(workflows.AttrStatus.ValueSet(string(workflows.StatusPlanning)),
 			workflows.AttrTarget.ValueSet(rb.Target(in)), workflows.AttrRequestedBy.ValueSet(in.GetMeta().RequestedBy))}
 	arg := reflect.ValueOf(in).Elem().Interface()
-	run, err := r.srv.Client.ExecuteWorkflow(ctx, opts, rb.Type, arg)
-	if err != nil {
-		return control.Started{}, err
+	// A loaded dev server can miss the start's RPC deadline: start again; a start that had
+	// gone through is found by its ID.
+	for attempt := 1; ; attempt++ {
+		run, err := r.srv.Client.ExecuteWorkflow(ctx, opts, rb.Type, arg)
+		if err == nil {
+			return control.Started{WorkflowID: run.GetID(), RunID: run.GetRunID()}, nil
+		}
+		var already *serviceerror.WorkflowExecutionAlreadyStarted
+		if errors.As(err, &already) {
+			return control.Started{WorkflowID: id, RunID: already.RunId}, nil
+		}
+		if attempt == 5 || ctx.Err() != nil {
+			return control.Started{}, err
+		}
+		time.Sleep(time.Second)
 	}
-	return control.Started{WorkflowID: run.GetID(), RunID: run.GetRunID()}, nil
 }
 
 // approve approves every gate that opens, as bob. It asks the run (a query: work for its worker)

@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log"
@@ -153,7 +154,10 @@ func (a *crashInbound) ExecuteActivity(ctx context.Context, in *interceptor.Exec
 		boundary = fmt.Sprintf("%s#%d", name, a.c.seen[name])
 	}
 	a.c.mu.Unlock()
-	a.c.store.Append("starts.log", fmt.Sprintf("%d %s %s %d %s", time.Now().UnixMilli(), info.WorkflowExecution.ID, info.ActivityID, info.Attempt, orDash(boundary)))
+	// The work's identity (type and arguments): a step the workflow schedules again after its
+	// attempts ran out is a new activity ID doing the same work.
+	work := fmt.Sprintf("%s:%x", name, sha256.Sum256([]byte(fmt.Sprintf("%v", in.Args))))[:len(name)+13]
+	a.c.store.Append("starts.log", fmt.Sprintf("%d %s %s %d %s %s", time.Now().UnixMilli(), info.WorkflowExecution.ID, info.ActivityID, info.Attempt, orDash(boundary), work))
 	if boundary != "" && boundary == a.c.at && a.c.when == "start" {
 		a.c.kill(boundary)
 	}
