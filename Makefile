@@ -73,7 +73,7 @@ test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQ
 # dev server (make test runs a sample of it, STACKRUN_CRASH_FULL unset); the history test: every
 # runbook at its largest plan under 10,240 events.
 reliability: deps bin/temporal ## the reliability table: runbook x (boundaries crashed, runs correct, side effects repeated, worst time to recover, faults, retries, hostile inputs refused)
-	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 40m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
+	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_HISTORY=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 60m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
 	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
 
 reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)

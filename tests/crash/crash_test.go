@@ -106,6 +106,9 @@ func newRig(t *testing.T) *rig {
 	// The lease workflow runs in this process: it is shared by every run and is not under test.
 	lw := worker.New(srv.Client, leaseQueue, worker.Options{})
 	lw.RegisterWorkflowWithOptions(workflows.HostLease, workflow.RegisterOptions{Name: activities.LeaseWorkflowType})
+	// The start nonces' marker workflows (ClaimStartNonce starts them on this queue): without
+	// them, every run's marker retried its workflow task on the dev server.
+	lw.RegisterWorkflowWithOptions(workflows.StartNonce, workflow.RegisterOptions{Name: activities.StartNonceType})
 	lw.RegisterActivity(&activities.Lease{Client: srv.Client, TaskQueue: leaseQueue})
 	if err := lw.Start(); err != nil {
 		t.Fatal(err)

@@ -43,8 +43,9 @@ var historyOnly = []runbookCase{
 // of every child run's: each must stay under historyLimit. STACKRUN_HISTORY_SCALE overrides
 // the scales (one number for every growing case).
 func TestHistoryWorstCase(t *testing.T) {
-	if testing.Short() {
-		t.Skip("large plans through a dev server")
+	if os.Getenv("STACKRUN_HISTORY") == "" {
+		// About 10 minutes on a loaded 2-core machine: make reliability runs it, make test does not.
+		t.Skip("the largest plans through a dev server: STACKRUN_HISTORY=1 (make reliability)")
 	}
 	r := newRig(t)
 	r.timeout = 10 * time.Minute
@@ -65,7 +66,10 @@ func TestHistoryWorstCase(t *testing.T) {
 			o := r.run(c, "hist-"+runName(rc), "", "")
 			if o.err != nil {
 				t.Errorf("%s at scale %d: %v", rc.label(), n, o.err)
-				return
+				if o.workflowID == "" {
+					return
+				}
+				o.report.Status = "unfinished" // its history so far is a figure too
 			}
 			events, children, err := r.historyLength(o.workflowID)
 			if err != nil {
