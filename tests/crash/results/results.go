@@ -157,17 +157,18 @@ func Print(w io.Writer, files []File) {
 	fmt.Fprintf(w, "reliability, from %s\n\n", strings.Join(parts, "; "))
 	fmt.Fprintln(w, "| runbook | boundaries crashed | runs correct | side effects repeated | worst time to recover | faults injected | retries | hostile inputs refused |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- | --- |")
-	var tot Row
-	all := append(rows, Row{Runbook: "**total**"})
-	for i, r := range all {
-		if i == len(all)-1 {
-			r = tot
-			r.Runbook = "**total**"
-		} else {
-			tot = Merge([]File{{Rows: []Row{tot, r}}})[0]
-		}
+	line := func(r Row) {
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Runbook, num(r.BoundariesCrashed), frac(r.RunsCorrect, r.Runs),
 			num(r.SideEffectsRepeated), dur(r.WorstRecoverMS), num(r.FaultsInjected), num(r.Retries), frac(r.HostileRefused, r.HostileTotal))
+	}
+	total := File{}
+	for _, r := range rows {
+		line(r)
+		r.Runbook = "**total**"
+		total.Rows = append(total.Rows, r)
+	}
+	if t := Merge([]File{total}); len(t) == 1 {
+		line(t[0])
 	}
 }
 
