@@ -180,6 +180,18 @@ func TestSSHFaultsOnLab(t *testing.T) {
 	in := &workflows.RestartServiceInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e ssh faults"}, Host: "compute2", Service: "nova-compute"}
 	started, err := control.Start(ctx, srv.Client, cfg.Temporal.TaskQueue, rb, in, asRequester(t, in))
 	require.NoError(t, err)
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		st, err := control.Status(ctx, srv.Client, started.WorkflowID)
+		require.NoError(t, err)
+		if len(st.OpenGates) == 1 && st.OpenGates[0].Name == workflows.GateApproveRestart {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "gate approve-restart not reached: %s %s", st.Status, st.CurrentStep)
+		time.Sleep(time.Second)
+	}
+	_, err = control.Approve(ctx, srv.Client, started.WorkflowID, workflows.GateDecisionRequest{Gate: workflows.GateApproveRestart, By: "bob", Comment: "e2e", Via: "cli"}, as(t, "bob"))
+	require.NoError(t, err)
 	rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
 	close(stop)
 	<-watched
