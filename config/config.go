@@ -43,6 +43,7 @@ type Config struct {
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
 	InspectDisk  InspectDisk                    `mapstructure:"inspect_disk" yaml:"inspect_disk" json:"inspect_disk"`
 	Upgrade      Upgrade                        `mapstructure:"upgrade" yaml:"upgrade" json:"upgrade"`
+	Outage       Outage                         `mapstructure:"outage" yaml:"outage" json:"outage"`
 	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found

@@ -66,6 +66,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateChecks(&ps)
 	c.validateInspectDisk(&ps)
 	c.validateUpgrade(&ps)
+	c.validateOutage(&ps)
 	c.validateTrust(&ps, p)
 	if len(ps) == 0 {
 		return nil
