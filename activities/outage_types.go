@@ -113,7 +113,9 @@ const (
 
 // RanBefore reports whether the record says the instance was running: vm_state active and
 // power state running, as the database holds it before Nova's power-state sync rewrites it.
-func (i OutageInstance) RanBefore() bool { return i.VMState == "active" && i.PowerState == PowerRunning }
+func (i OutageInstance) RanBefore() bool {
+	return i.VMState == "active" && i.PowerState == PowerRunning
+}
 
 // OutageHypervisorCheck is what the hypervisors and the database say after Nova is back.
 type OutageHypervisorCheck struct {
