@@ -13,7 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,14 +28,51 @@ import (
 	"github.com/stackrun/stackrun/workflows"
 )
 
-// labUp runs lab/up.sh (idempotent): whatever a test killed comes back.
-func labUp(t *testing.T) {
+// labRestore starts every service of every lab host again (labctl start <host> all: what a test
+// killed comes back, Alertmanager included) and checks the lab with lab/status.sh.
+func labRestore(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(devserver.RepoRoot(t), "lab", "up.sh"))
-	cmd.Env = append(os.Environ(), "STACKRUN_LAB_DIR="+labDir(t))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("lab/up.sh: %v\n%s", err, tail(string(out), 40))
+	root := devserver.RepoRoot(t)
+	env := append(os.Environ(), "STACKRUN_LAB_DIR="+labDir(t))
+	var wg sync.WaitGroup
+	for _, h := range []string{"controller", "compute1", "compute2", "compute3", "storage1", "storage2", "storage3"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cmd := exec.Command(filepath.Join(root, "lab", "bin", "labctl"), "start", h, "all")
+			cmd.Env = env
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("labctl start %s all: %v\n%s", h, err, out)
+			}
+		}()
 	}
+	wg.Wait()
+	cmd := exec.Command(filepath.Join(root, "lab", "status.sh"))
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("lab/status.sh after the test: %v\n%s", err, tail(string(out), 40))
+	}
+}
+
+// outageConfig is the lab's stackrun.yaml with the lab's outage: table (lab/lib/stackrun_yaml.sh,
+// stackrun_outage_yaml) when the file has none yet (a lab brought up by an older up.sh).
+func outageConfig(t *testing.T) string {
+	t.Helper()
+	base := labConfig(t)
+	b, err := os.ReadFile(base)
+	require.NoError(t, err)
+	if regexp.MustCompile(`(?m)^outage:`).Match(b) {
+		return base
+	}
+	root := devserver.RepoRoot(t)
+	cmd := exec.Command("bash", "-c", `source lab/lib/common.sh && source lab/lib/stackrun_yaml.sh && stackrun_outage_yaml`)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "STACKRUN_LAB_DIR="+labDir(t))
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "stackrun.yaml")
+	require.NoError(t, os.WriteFile(p, append(append(b, '\n'), out...), 0o600))
+	return p
 }
 
 func tail(s string, n int) string {
@@ -61,6 +100,11 @@ func (l *novaLab) running(host, svc string) bool {
 
 func TestOutageRecoveryOnLab(t *testing.T) {
 	l := newNovaLab(t)
+	// The worker reads the lab's own priority table.
+	l.cfgPath = outageConfig(t)
+	require.NoError(t, l.worker.Process.Kill())
+	_, _ = l.worker.Process.Wait()
+	l.worker = startWorker(t, l.cfgPath, l.srv)
 	in := func(from int) *workflows.OutageRecoveryInput {
 		return &workflows.OutageRecoveryInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e power loss"}, FromTier: from}
 	}
@@ -83,10 +127,22 @@ func TestOutageRecoveryOnLab(t *testing.T) {
 		}
 	})
 
+	// On the healthy lab, from nova-api on: everything runs already, nothing is started.
+	t.Run("already-up", func(t *testing.T) {
+		rep := l.report(l.start("outage-recovery", in(99)), 5*time.Minute)
+		require.Equal(t, workflows.StatusCompleted, rep.Status, "%s\nsteps: %+v", rep.Summary, rep.Steps)
+		tiers := tiersOf(t, rep)
+		assert.Equal(t, []string{"nova-api@controller"}, tiers[99].AlreadyUp)
+		assert.Empty(t, tiers[99].Started)
+		assert.Equal(t, "not-run", tiers[10].State)
+		assert.Equal(t, workflows.StepDone, stepByName(rep, "hypervisors").State)
+		assert.Contains(t, rep.Summary, "0 started")
+	})
+
 	t.Run("power-loss", func(t *testing.T) {
 		ids := l.boot("outage", "compute2", 2)
 		l.stop(ids[1]) // SHUTOFF before the outage: must stay so
-		t.Cleanup(func() { labUp(t) })
+		t.Cleanup(func() { labRestore(t) })
 		out, err := exec.Command(l.labfail, "power-loss").CombinedOutput()
 		require.NoError(t, err, string(out))
 		for _, s := range []string{"mariadb", "rabbitmq-server", "keystone", "nova-api"} {
@@ -171,7 +227,7 @@ func TestOutageRecoveryOnLab(t *testing.T) {
 	})
 
 	t.Run("tier-stalls-until-fixed", func(t *testing.T) {
-		t.Cleanup(func() { labUp(t) })
+		t.Cleanup(func() { labRestore(t) })
 		data := filepath.Join(labDir(t), "hosts", "controller", "data", "rabbitmq")
 		fi, err := os.Stat(data)
 		require.NoError(t, err)
