@@ -418,7 +418,9 @@ func (o *Outage) OutageStartInstance(ctx context.Context, id string) (OutageInst
 	res := OutageInstanceResult{ID: id, Action: "already-up"}
 	switch {
 	case s.TaskState != "":
-		res.Action = "wait"
+		// Someone (Nova, an operator) is acting on it: do not act on top of that.
+		res.Action, res.Status, res.Power = "busy (task "+s.TaskState+")", s.Status, s.PowerState
+		return res, nil
 	case s.Status == "ACTIVE" && s.PowerState == PowerRunning:
 	case s.Status == "SHUTOFF":
 		res.Action = "start"

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
@@ -297,8 +298,8 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int) 
 			}
 		}
 		sctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 3, Initial: 2 * time.Second})
-		// Verifications wait for a service that is still coming up: about 70 s in all.
-		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 20, Initial: time.Second, MaxInterval: 4 * time.Second})
+		// Verifications wait for a service that is still coming up: about 3 minutes in all (under load, a service can take that long).
+		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 40, Initial: time.Second, MaxInterval: 5 * time.Second})
 		return r.Each(ctx, len(t.Services), par, func(ctx workflow.Context, i int) error {
 			s := t.Services[i]
 			name := s.Service + "@" + s.Host
@@ -431,11 +432,23 @@ func outageInstances(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr 
 				return nil
 			}
 			var res activities.OutageInstanceResult
+			// One instance that cannot start is a finding, not a stall of the whole cloud.
 			if err := r.Exec(ctx, tierStep(t), ran[i].ID, outage.OutageStartInstance, &res, ran[i].ID); err != nil {
-				return err
+				if IsAbort(err) || temporal.IsCanceledError(err) {
+					return err
+				}
+				r.AddFinding(activities.SeverityCritical, ran[i].ID, "instance %s (%s) ran before the outage and did not start again: %s", ran[i].Name, ran[i].ID, errText(err))
+				tr.Findings = append(tr.Findings, fmt.Sprintf("%s (%s): %s", ran[i].Name, ran[i].ID, errText(err)))
+				done[ran[i].ID] = true
+				return nil
 			}
 			done[ran[i].ID] = true
 			label := fmt.Sprintf("%s (%s) %s", ran[i].Name, ran[i].ID, res.Action)
+			if strings.HasPrefix(res.Action, "busy") {
+				r.AddFinding(activities.SeverityWarning, ran[i].ID, "instance %s (%s) ran before the outage and is %s now: left alone", ran[i].Name, ran[i].ID, res.Action)
+				tr.Findings = append(tr.Findings, label)
+				return nil
+			}
 			if res.Action == "already-up" {
 				tr.AlreadyUp = append(tr.AlreadyUp, label)
 			} else {
