@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/activities"
 	wf "github.com/stackrun/stackrun/workflows"
@@ -27,6 +28,7 @@ type outageWorld struct {
 	started  []string
 	broken   map[string]bool
 	startedI []string
+	failI    map[string]bool
 }
 
 func outageTable(gate bool) activities.OutageTable {
@@ -94,6 +96,9 @@ func newOutageFixture(t *testing.T, table activities.OutageTable, w *outageWorld
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.startedI = append(w.startedI, id)
+		if w.failI[id] {
+			return activities.OutageInstanceResult{}, temporal.NewNonRetryableApplicationError("instance "+id+" went to ERROR: no valid host", activities.ErrTypeRefused, nil)
+		}
 		// the instance tier runs through the compute API: nova-api must be up by now
 		if !w.running["nova-api@controller"] {
 			return activities.OutageInstanceResult{}, errors.New("compute API down")
@@ -104,7 +109,7 @@ func newOutageFixture(t *testing.T, table activities.OutageTable, w *outageWorld
 }
 
 func newWorld() *outageWorld {
-	return &outageWorld{running: map[string]bool{"keystone@controller": true}, broken: map[string]bool{}}
+	return &outageWorld{running: map[string]bool{"keystone@controller": true}, broken: map[string]bool{}, failI: map[string]bool{}}
 }
 
 func tierReports(t *testing.T, rep *wf.Report) map[int]wf.OutageTierReport {
@@ -275,4 +280,19 @@ func TestOutageRecoveryDryRunAndFromTierAndGate(t *testing.T) {
 	require.NotEmpty(t, rep.Decisions)
 	assert.Equal(t, wf.GateApproveInstanceStart, rep.Decisions[0].Name)
 	assert.Contains(t, strings.Join(rep.Plan, "\n"), "tier 10 message queue and database: not run (--from-tier 15)")
+}
+
+// An instance that does not start again is a finding; the cloud's recovery completes.
+func TestOutageRecoveryInstanceThatFailsIsAFinding(t *testing.T) {
+	w := newWorld()
+	w.failI["i-3"] = true
+	f := newOutageFixture(t, outageTable(false), w)
+	f.run(wf.OutageRecovery.Type, wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "carol"}})
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.NotContains(t, f.notified, "step-stalled:tier-5")
+	tiers := tierReports(t, rep)
+	assert.Len(t, tiers[5].Started, 1)
+	require.Len(t, tiers[5].Findings, 1)
+	assert.Contains(t, tiers[5].Findings[0], "no valid host")
 }
