@@ -238,7 +238,9 @@ func TestOutageRecoveryOnLab(t *testing.T) {
 		require.NoError(t, os.Chmod(data, 0))
 		t.Cleanup(func() { _ = os.Chmod(data, fi.Mode().Perm()) })
 
-		id := l.start("outage-recovery", in(10))
+		stall := in(10)
+		stall.VerifyWait = "30s" // the stall comes after 30 s of failed verifications, not 3 min
+		id := l.start("outage-recovery", stall)
 		st := l.waitFor(id, 5*time.Minute, "tier-10 stalled", func(st workflows.Status) bool { return len(st.Stalled) > 0 })
 		require.Equal(t, "tier-10", st.Stalled[0].Step, "%+v", st.Stalled)
 		t.Logf("stalled: %s", st.Stalled[0].Error)

@@ -38,6 +38,16 @@ type OutageRecoveryInput struct {
 	FromTier int `json:"from_tier,omitempty" flag:"from-tier" usage:"start at the tier of this priority (a priority of the table; default: the first)"`
 	// Parallel bounds the hosts and services brought back at once within a tier.
 	Parallel int `json:"parallel,omitempty" flag:"parallel" usage:"hosts and services of a tier brought back at once (default: policy.default_parallelism)"`
+	// VerifyWait is how long a service's verifications may take to pass before its tier stalls.
+	VerifyWait string `json:"verify_wait,omitempty" flag:"verify-wait" usage:"how long verifications wait for a service still coming up before the tier stalls: 10s to 30m (default 3m)"`
+}
+
+// verifyWait is the input's --verify-wait (validated), 3 minutes by default.
+func (in *OutageRecoveryInput) verifyWait() time.Duration {
+	if d, err := time.ParseDuration(in.VerifyWait); err == nil && in.VerifyWait != "" {
+		return d
+	}
+	return 3 * time.Minute
 }
 
 func (in *OutageRecoveryInput) Validate() error {
@@ -46,6 +56,12 @@ func (in *OutageRecoveryInput) Validate() error {
 	}
 	if in.FromTier < 0 || in.FromTier > 1000 {
 		return &FieldError{Field: "from_tier", Value: fmt.Sprint(in.FromTier), Problem: "must be a tier's priority, 1 to 1000 (0: from the first)"}
+	}
+	if in.VerifyWait != "" {
+		d, err := time.ParseDuration(in.VerifyWait)
+		if err != nil || d < 10*time.Second || d > 30*time.Minute {
+			return &FieldError{Field: "verify_wait", Value: in.VerifyWait, Problem: "must be a duration from 10s to 30m, e.g. 3m"}
+		}
 	}
 	if in.Parallel < 0 || in.Parallel > MaxParallel {
 		return &FieldError{Field: "parallel", Value: fmt.Sprint(in.Parallel), Problem: fmt.Sprintf("must be 0 (the policy's default) to %d", MaxParallel)}
@@ -236,7 +252,7 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 		case t.Instances:
 			err = outageInstances(r, p, t, tr, par)
 		default:
-			err = outageTier(r, t, tr, par)
+			err = outageTier(r, t, tr, par, in.verifyWait())
 		}
 		if err == nil {
 			err = outageChecks(r, p, t, tr, began)
@@ -276,7 +292,7 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 
 // outageTier brings one tier's hosts and then its services back, in parallel within the bound,
 // and verifies each. Started services stay recorded across a retried step.
-func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int) error {
+func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration) error {
 	startedAt := map[string]time.Time{}
 	return r.Do(tierStep(t), StepOptions{Target: t.Name}, func(ctx workflow.Context) error {
 		tr.Verified = nil
@@ -298,8 +314,9 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int) 
 			}
 		}
 		sctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 3, Initial: 2 * time.Second})
-		// Verifications wait for a service that is still coming up: about 3 minutes in all (under load, a service can take that long).
-		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 40, Initial: time.Second, MaxInterval: 5 * time.Second})
+		// Verifications wait for a service that is still coming up (--verify-wait): attempts 5 s
+		// apart at most, after 1, 2 and 4 s.
+		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3 + int(wait/(5*time.Second)), Initial: time.Second, MaxInterval: 5 * time.Second})
 		return r.Each(ctx, len(t.Services), par, func(ctx workflow.Context, i int) error {
 			s := t.Services[i]
 			name := s.Service + "@" + s.Host

@@ -150,6 +150,8 @@ func TestOutageRecoveryRefusesBadInputBeforeAnything(t *testing.T) {
 		{wf.OutageRecoveryInput{FromTier: -1}, "from_tier"},
 		{wf.OutageRecoveryInput{FromTier: 5000}, "from_tier"},
 		{wf.OutageRecoveryInput{Parallel: 1000}, "parallel"},
+		{wf.OutageRecoveryInput{VerifyWait: "soon"}, "verify_wait"},
+		{wf.OutageRecoveryInput{VerifyWait: "2h"}, "verify_wait"},
 	} {
 		c.in.Meta = wf.Meta{RequestedBy: "carol"}
 		err := c.in.Validate()
