@@ -400,10 +400,13 @@ func (o *Outage) OutageHypervisors(ctx context.Context, since time.Time) (Outage
 	return out, nil
 }
 
-// OutageStartInstance brings one instance that ran before back to running: already ACTIVE and
-// running does nothing; SHUTOFF is started; ACTIVE with a hypervisor that lost it (power state
-// not running) is hard-rebooted. It waits until Nova reports it ACTIVE with no task.
-func (o *Outage) OutageStartInstance(ctx context.Context, id string) (OutageInstanceResult, error) {
+// OutageStartInstance brings one instance that ran before back to running: SHUTOFF is started;
+// ACTIVE with a hypervisor that lost it (power state not running, or its host came back from the
+// outage: Recreate) is hard-rebooted, which recreates the guest; ACTIVE and running on a host that
+// stayed up is left alone. A start or reboot under way (a retried call) is waited for; any other
+// task is left alone. It waits until Nova reports it ACTIVE with no task.
+func (o *Outage) OutageStartInstance(ctx context.Context, req OutageInstanceRequest) (OutageInstanceResult, error) {
+	id := req.ID
 	if o.Clients == nil {
 		return OutageInstanceResult{}, temporal.NewNonRetryableApplicationError("OpenStack is "+errNotConfigured.Error(), ErrTypeRefused, nil)
 	}
@@ -417,11 +420,13 @@ func (o *Outage) OutageStartInstance(ctx context.Context, id string) (OutageInst
 	}
 	res := OutageInstanceResult{ID: id, Action: "already-up"}
 	switch {
+	case strings.HasPrefix(s.TaskState, "reboot") || s.TaskState == "powering-on":
+		res.Action = "wait"
 	case s.TaskState != "":
 		// Someone (Nova, an operator) is acting on it: do not act on top of that.
 		res.Action, res.Status, res.Power = "busy (task "+s.TaskState+")", s.Status, s.PowerState
 		return res, nil
-	case s.Status == "ACTIVE" && s.PowerState == PowerRunning:
+	case s.Status == "ACTIVE" && s.PowerState == PowerRunning && !req.Recreate:
 	case s.Status == "SHUTOFF":
 		res.Action = "start"
 		if err := cl.ServerPowerAction(ctx, id, openstack.PowerStart); err != nil {

@@ -126,6 +126,14 @@ type OutageHypervisorCheck struct {
 	Instances  int      `json:"instances"`
 }
 
+// OutageInstanceRequest asks to bring one instance back. Recreate: its host's hypervisor came
+// back from the outage in this run (its nova-compute was down), so an ACTIVE record with a
+// running power state is stale until Nova syncs it: the guest is recreated (hard reboot).
+type OutageInstanceRequest struct {
+	ID       string `json:"id"`
+	Recreate bool   `json:"recreate,omitempty"`
+}
+
 // OutageInstanceResult is what starting one instance did.
 type OutageInstanceResult struct {
 	ID     string `json:"id"`

@@ -91,8 +91,9 @@ type outageRecoveryPlan struct {
 	// before is the instances' record read right after the database came back (the evidence
 	// of what ran before the outage); nil until read.
 	before []activities.OutageInstance
-	// tiers is the report, by priority.
-	tiers map[int]*OutageTierReport
+	// restarted are the hosts whose nova-compute this run started: their hypervisors came back
+	// from the outage, so Nova's record of their guests is stale.
+	restarted map[string]bool
 }
 
 func tierStep(t activities.OutageTier) string { return fmt.Sprintf("tier-%d", t.Priority) }
@@ -113,7 +114,7 @@ func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) 
 			Problem: "not a tier of the table (tiers: " + strings.Join(prios, ", ") + ")"})
 	}
 	p.notRun, p.order = outageOrder(p.table.Tiers, in.FromTier)
-	p.tiers = map[int]*OutageTierReport{}
+	p.restarted = map[string]bool{}
 
 	// What runs now (a snapshot for the plan; Act checks every service again before it starts it).
 	var all []activities.OutageService
@@ -252,7 +253,7 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 		case t.Instances:
 			err = outageInstances(r, p, t, tr, par)
 		default:
-			err = outageTier(r, t, tr, par, in.verifyWait())
+			err = outageTier(r, t, tr, par, in.verifyWait(), p.restarted)
 		}
 		if err == nil {
 			err = outageChecks(r, p, t, tr, began)
@@ -292,7 +293,7 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 
 // outageTier brings one tier's hosts and then its services back, in parallel within the bound,
 // and verifies each. Started services stay recorded across a retried step.
-func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration) error {
+func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration, restarted map[string]bool) error {
 	startedAt := map[string]time.Time{}
 	return r.Do(tierStep(t), StepOptions{Target: t.Name}, func(ctx workflow.Context) error {
 		tr.Verified = nil
@@ -332,6 +333,9 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, 
 			case !seen:
 				tr.Started = append(tr.Started, name)
 				since = st.At
+				if s.Service == "nova-compute" {
+					restarted[s.Host] = true
+				}
 			}
 			startedAt[name] = since
 			var v activities.OutageVerified
@@ -450,7 +454,8 @@ func outageInstances(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr 
 			}
 			var res activities.OutageInstanceResult
 			// One instance that cannot start is a finding, not a stall of the whole cloud.
-			if err := r.Exec(ctx, tierStep(t), ran[i].ID, outage.OutageStartInstance, &res, ran[i].ID); err != nil {
+			req := activities.OutageInstanceRequest{ID: ran[i].ID, Recreate: p.restarted[ran[i].Host]}
+			if err := r.Exec(ctx, tierStep(t), ran[i].ID, outage.OutageStartInstance, &res, req); err != nil {
 				if IsAbort(err) || temporal.IsCanceledError(err) {
 					return err
 				}

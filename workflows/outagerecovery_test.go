@@ -92,7 +92,8 @@ func newOutageFixture(t *testing.T, table activities.OutageTable, w *outageWorld
 	}, nil)
 	f.env.OnActivity(outageAct.OutageHypervisors, mock.Anything, mock.Anything).Return(activities.OutageHypervisorCheck{
 		Computes: map[string]string{"compute1": "up"}, Instances: 3, Mismatches: []string{"instance i-3 (web-3): database host compute1, but no hypervisor lists it"}}, nil)
-	f.env.OnActivity(outageAct.OutageStartInstance, mock.Anything, mock.Anything).Return(func(_ context.Context, id string) (activities.OutageInstanceResult, error) {
+	f.env.OnActivity(outageAct.OutageStartInstance, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.OutageInstanceRequest) (activities.OutageInstanceResult, error) {
+		id := req.ID
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.startedI = append(w.startedI, id)
@@ -102,6 +103,10 @@ func newOutageFixture(t *testing.T, table activities.OutageTable, w *outageWorld
 		// the instance tier runs through the compute API: nova-api must be up by now
 		if !w.running["nova-api@controller"] {
 			return activities.OutageInstanceResult{}, errors.New("compute API down")
+		}
+		// Recreated when its host's nova-compute came back in this run (the record is stale).
+		if !req.Recreate {
+			return activities.OutageInstanceResult{ID: id, Action: "already-up", Status: "ACTIVE", Power: 1}, nil
 		}
 		return activities.OutageInstanceResult{ID: id, Action: "hard-reboot", Status: "ACTIVE", Power: 1}, nil
 	})
@@ -278,6 +283,7 @@ func TestOutageRecoveryDryRunAndFromTierAndGate(t *testing.T) {
 	assert.Equal(t, []string{"nova-api@controller"}, w.started)
 	assert.ElementsMatch(t, []string{"i-1", "i-3"}, w.startedI)
 	tiers := tierReports(t, rep)
+	assert.Len(t, tiers[5].AlreadyUp, 2, "compute1 was not restarted by this run: its guests are taken as running")
 	assert.Equal(t, "not-run", tiers[10].State)
 	require.NotEmpty(t, rep.Decisions)
 	assert.Equal(t, wf.GateApproveInstanceStart, rep.Decisions[0].Name)
