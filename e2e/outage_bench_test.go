@@ -21,7 +21,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -32,6 +31,8 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 	_, _ = l.worker.Process.Wait()
 	l.worker = startWorker(t, l.cfgPath, l.srv)
 	t.Cleanup(func() { labRestore(t) })
+	src := requireLab(t).Env["LAB_SRC"]
+	require.NotEmpty(t, src, "lab.env has no LAB_SRC")
 	rounds, _ := strconv.Atoi(os.Getenv("STACKRUN_BENCH_ROUNDS"))
 	rounds = max(rounds, 1)
 	powerLoss := func() {
@@ -41,7 +42,8 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 	var up, rec []time.Duration
 	for i := 0; i < rounds; i++ {
 		powerLoss()
-		cmd := exec.Command(filepath.Join(devserver.RepoRoot(t), "lab", "up.sh"))
+		// The lab's own up.sh: the clone that brought it up (lab.env's LAB_SRC), whose stackrun.yaml stays.
+		cmd := exec.Command(filepath.Join(src, "up.sh"))
 		cmd.Env = append(os.Environ(), "STACKRUN_LAB_DIR="+labDir(t))
 		t0 := time.Now()
 		out, err := cmd.CombinedOutput()
