@@ -73,8 +73,20 @@ var diagnoseCommands = map[string][]string{
 	"netns_ping":      {"ip", "netns", "exec", "{netns}", "ping", "-n", "-c", "{count}", "-W", "{seconds}", "{address}"},
 }
 
+// outageCommands are read-only commands of outage-recovery (RUNBOOKS.md §8): the databases the
+// server has, and the integrity check of the OpenStack schemas after the database came back
+// (mariadb-check --check runs CHECK TABLE, which reads; it repairs nothing).
+var outageCommands = map[string][]string{
+	"db_list":  {"mariadb", "--defaults-file={defaults_file}", "-N", "-B", "--execute=SHOW DATABASES"},
+	"db_check": {"mariadb-check", "--defaults-file={defaults_file}", "--check", "--databases", "{database...}"},
+}
+
 func init() {
 	for name, argv := range diagnoseCommands {
+		defaultCommands[name] = argv
+		readOnlyCommands = append(readOnlyCommands, name)
+	}
+	for name, argv := range outageCommands {
 		defaultCommands[name] = argv
 		readOnlyCommands = append(readOnlyCommands, name)
 	}
