@@ -13,6 +13,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -124,6 +125,9 @@ func (l *novaLab) approveAll(id string, children []string, timeout time.Duration
 
 func TestRollingMaintenanceRebootOnLab(t *testing.T) {
 	t0 := time.Now()
+	if b, err := os.ReadFile(labConfig(t)); err != nil || !strings.Contains(string(b), "host_reboot:") {
+		t.Fatalf("the lab's stackrun.yaml maps no host_reboot (labctl reboot): apply lab/ with lab/up.sh (%v)", err)
+	}
 	l := newNovaLab(t, "STACKRUN_POLICY_MAX_HOSTS_OUT_OF_SERVICE=1")
 	on := map[string][]string{}
 	var all []string
