@@ -140,6 +140,9 @@ func (c *Config) validateOpenStack(ps *Problems) {
 	if err := CheckComputeMicroversion(c.OpenStack.ComputeMicroversion); err != nil {
 		ps.add("openstack.compute_microversion", "%v", err)
 	}
+	if c.OpenStack.RequestTimeout <= 0 {
+		ps.add("openstack.request_timeout", "must be positive, got %v", c.OpenStack.RequestTimeout)
+	}
 }
 
 // CheckComputeMicroversion accepts "2.N" with N >= 60.
