@@ -364,3 +364,37 @@ func TestRollingMaintenanceRefusesWhenAHostDoesNotFitBeforeAnyChange(t *testing.
 	defer f.mu.Unlock()
 	assert.Empty(t, f.calls)
 }
+
+func TestRollingMaintenanceUpgradesNovaComputeHostByHost(t *testing.T) {
+	f := newRollFixture(t)
+	w := &upgradeWorld{installed: map[string]string{"python3-nova": novaOld}}
+	f.upgradeMocks(w)
+	in := rollInput()
+	in.Role, in.Hosts, in.BatchBy, in.Action, in.ToCandidate = "", []string{"compute1", "compute2"}, "", wf.ActionUpgrade, true
+	f.approveGate(wf.GateApprovePlan, time.Minute)
+	f.approveGate(wf.GateCanaryOK, 3*time.Hour)
+	f.run(wf.RollingMaintenance.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	plan := strings.Join(rep.Plan, "\n")
+	assert.Contains(t, plan, "upgrade nova-compute (python3-nova "+novaOld+" → "+novaNew+")")
+	assert.Contains(t, plan, "no schema commands on computes")
+	w.mu.Lock()
+	assert.Equal(t, []string{"nova/compute1", "nova/compute2"}, w.order, "one host after the other")
+	assert.Equal(t, novaNew, w.installed["python3-nova"])
+	w.mu.Unlock()
+	var acts []string
+	for _, a := range rep.Audit {
+		acts = append(acts, a.Activity)
+	}
+	assert.NotContains(t, acts, "SchemaSync", "no schema commands on computes")
+	assert.Contains(t, acts, "InstallPackages")
+	assert.Equal(t, wf.StepDone, stepState(rep, "nova/compute2/verify"))
+	assert.Contains(t, fmt.Sprint(rep.Details["packages"]), "python3-nova "+novaOld+" → "+novaNew)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	assert.Len(t, f.evacuated, 2)
+	for id, h := range f.where {
+		assert.Equal(t, "compute"+id[1:2], h, id)
+	}
+}
