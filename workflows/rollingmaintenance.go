@@ -628,7 +628,7 @@ func (w *wave) action(h *rollingHost) error {
 		}
 		return verifyComputeBack(r, name, svc, since)
 	}
-	r.AddSteps(st("reboot"), st("wait-boot"), st("post-reboot-check"))
+	r.AddSteps(st("reboot"), st("wait-boot"), st("wait-compute"), st("post-reboot-check"))
 	var since time.Time
 	err := r.Do(st("reboot"), StepOptions{Target: name, NoSkip: true}, func(ctx workflow.Context) error {
 		if since.IsZero() {
@@ -646,8 +646,8 @@ func (w *wave) action(h *rollingHost) error {
 		return err
 	}
 	w.hostState += fmt.Sprintf("; %s was rebooted at %s", name, since.Format(time.RFC3339))
+	var boot time.Time
 	err = r.Do(st("wait-boot"), StepOptions{Target: name, ReadOnly: true}, func(ctx workflow.Context) error {
-		var boot time.Time
 		ctx = r.WithActivity(ctx, ActOpts{Timeout: rollingBootTimeout + 5*time.Minute, Heartbeat: time.Minute})
 		if err := r.Exec(ctx, st("wait-boot"), name, hosts.WaitForBoot, &boot, activities.BootWait{Host: name, After: since, Timeout: rollingBootTimeout}); err != nil {
 			return w.stalled(err)
@@ -658,11 +658,36 @@ func (w *wave) action(h *rollingHost) error {
 	if err != nil {
 		return err
 	}
-	// nova-compute reports up since the boot and reconnected; then the whole post-reboot check.
-	if err := verifyComputeBack(r, name, svc, since); err != nil {
+	// Only a report made after the boot counts: the last one before the reboot may look fresh
+	// for service_down_time. nova-compute can take a while to start on a loaded host.
+	err = r.Do(st("wait-compute"), StepOptions{Target: name, ReadOnly: true}, func(ctx workflow.Context) error {
+		deadline := workflow.Now(ctx).Add(10 * time.Minute)
+		for {
+			var svcs []activities.ComputeService
+			if err := r.Exec(ctx, st("wait-compute"), name, compute.ComputeServices, &svcs); err != nil {
+				return w.stalled(err)
+			}
+			for _, s := range svcs {
+				if s.Host == name && s.State == "up" && !s.UpdatedAt.Before(boot) {
+					r.step(st("wait-compute")).Detail = "nova-compute reported at " + s.UpdatedAt.Format(time.RFC3339)
+					return nil
+				}
+			}
+			if workflow.Now(ctx).After(deadline) {
+				return w.stalled(fmt.Errorf("nova-compute on %s has not reported since its boot at %s", name, boot.Format(time.RFC3339)))
+			}
+			if err := workflow.Sleep(ctx, 5*time.Second); err != nil {
+				return err
+			}
+		}
+	})
+	if err != nil {
 		return err
 	}
-	pr := PostRebootCheckInput{Meta: Meta{RequestedBy: r.meta.RequestedBy, Reason: "after the rolling reboot of " + name}, Host: name, Role: "compute", Since: since}
+	if err := verifyComputeBack(r, name, svc, boot); err != nil {
+		return err
+	}
+	pr := PostRebootCheckInput{Meta: Meta{RequestedBy: r.meta.RequestedBy, Reason: "after the rolling reboot of " + name}, Host: name, Role: "compute", Since: boot}
 	var rep Report
 	return w.child(st("post-reboot-check"), PostRebootCheck, &pr, &rep, func(rep *Report) error {
 		var crit []string
