@@ -66,6 +66,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateChecks(&ps)
 	c.validateInspectDisk(&ps)
 	c.validateUpgrade(&ps)
+	c.validateOutage(&ps)
 	c.validateTrust(&ps, p)
 	if len(ps) == 0 {
 		return nil
@@ -474,6 +475,9 @@ func (c *Config) validateWorker(ps *Problems, worker bool) {
 		if err := checkHostPort(a, true); err != nil {
 			ps.add("worker.metrics_address", "%v", err)
 		}
+	}
+	if c.Worker.WorkflowCacheSize < 0 {
+		ps.add("worker.workflow_cache_size", "must be 0 (the SDK's default, 10,000) or more, not %d", c.Worker.WorkflowCacheSize)
 	}
 	if worker && c.Worker.AuditLog != "" {
 		dir := path.Dir(c.Worker.AuditLog)
