@@ -173,7 +173,9 @@ commands:
   service_status: [$labctl, status, "{host}", "{service}"]
   log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
   service_pid: [$labctl, pid, "{host}", "{service}"]
-  uptime: [cat, /proc/uptime]
+  # a host's boot time is that of its last "reboot" (labctl reboot: rolling-maintenance --action reboot)
+  uptime: [$labctl, uptime, "{host}"]
+  host_reboot: [$labctl, reboot, "{host}"]
   # the staged upgrade: the lab has the python3-* packages only, so the tools of nova-common,
   # glance-common and cinder-common run through labmanage; keystone-manage and placement-manage
   # are the packaged ones (the catalogue's defaults)
