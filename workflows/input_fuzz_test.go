@@ -163,8 +163,8 @@ func FuzzSwiftDiskInput(f *testing.F) {
 			mustArg(t, "device", placeholder.KindDevice, device)
 			mustArg(t, "device", placeholder.KindLabel, device) // the new file system's label
 			mustArg(t, "device", placeholder.KindPath, "/srv/node/"+device)
-			if refill < 0 || poll < 0 {
-				t.Fatalf("negative duration accepted: %d %d", refill, poll)
+			if refill < 0 || poll < 0 || (poll > 0 && poll < int64(time.Second)) {
+				t.Fatalf("duration accepted: refill %d, poll %d", refill, poll)
 			}
 		}
 	})

@@ -66,7 +66,7 @@ func validateText(field, v string) error {
 	}
 	for _, c := range v {
 		if (unicode.IsControl(c) && c != '\t') || unicode.Is(unicode.Bidi_Control, c) {
-			return &FieldError{Field: field, Problem: fmt.Sprintf("contains the control character %U", c)}
+			return &FieldError{Field: field, Problem: fmt.Sprintf("contains control characters (%U)", c)}
 		}
 	}
 	return nil
@@ -79,6 +79,9 @@ const NovaDisabledReasonMax = 255
 // prefix+reason: at most 255 characters in all, and no control character (tab, ESC, DEL, C1)
 // that would end up in Nova's database and in every `openstack compute service list`.
 func ValidateDisabledReason(prefix, reason string) error {
+	if err := validateText("reason", reason); err != nil {
+		return err
+	}
 	if n := len([]rune(prefix + reason)); n > NovaDisabledReasonMax {
 		return &FieldError{Field: "reason", Problem: fmt.Sprintf("too long for Nova's disabled_reason: %d characters with %q, at most %d", n, prefix, NovaDisabledReasonMax)}
 	}
