@@ -118,4 +118,6 @@ func Values(kind string) []string {
 	panic("hostile: unknown kind " + kind)
 }
 
-func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\u00a0' || r == '\u3000' || r == '\u0085' || r == '\v' || r == '\f' }
+func isSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\u00a0' || r == '\u3000' || r == '\u0085' || r == '\v' || r == '\f'
+}
