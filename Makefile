@@ -67,10 +67,14 @@ test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQL with mTLS: a run survives killed history, matching, PostgreSQL, worker, frontend
 	$(GO) test -count=1 -timeout 20m -tags cluster -v -run TestCluster ./tests/cluster/
 
-# The crash matrix (tests/crash): every covered runbook's worker SIGKILLed at every activity boundary,
-# with mocked activities on a dev server; prints the table. make test runs the same test (no -v).
-reliability: deps bin/temporal ## the crash matrix: runbook x (boundaries, crashes, correct, repeated side effects, worst time to recover)
-	$(GO) test -count=1 -timeout 10m -v -run TestCrashMatrix ./tests/crash/ | grep -v '^20[0-9][0-9]/'
+# The reliability table (issue 17): each part writes its JSON into $(STATE)/reliability
+# (tests/crash/results: the format), the table is printed from all of them. The crash matrix
+# (tests/crash): every runbook's worker SIGKILLed at every activity boundary, mocked activities on a
+# dev server (make test runs a sample of it, STACKRUN_CRASH_FULL unset); the history test: every
+# runbook at its largest plan under 10,240 events.
+reliability: deps bin/temporal ## the reliability table: runbook x (boundaries crashed, runs correct, side effects repeated, worst time to recover, faults, retries, hostile inputs refused)
+	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_HISTORY=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 60m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
+	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
 
 reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)
 	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} \

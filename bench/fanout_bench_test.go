@@ -4,9 +4,9 @@ package bench
 
 // Repeated fan-out (issue 16): a long-running worker keeps its SSH connections between checks,
 // so the second and later checks over 200 hosts cost no handshakes, where parallel-ssh pays 200
-// every time. The check is the real Check workflow (cadence daily: its per-host
-// security-update probe over SSH on 200 hosts, in batches (HostProbes), plus 3 probes of a simulated Nova and Placement) on a dev
-// server, run again and again by one worker with one SSH pool, as an hourly schedule runs it.
+// every time. The check is the real Check workflow (cadence daily: its security-update probe
+// over SSH on 200 hosts, in batches of 25 (HostProbes), plus 3 probes of a simulated Nova and
+// Placement) on a dev server, run again and again by one worker with one SSH pool, as an hourly schedule runs it.
 // Between checks the pool's connections stay idle longer than its keepalive threshold, so every
 // reuse first probes the connection (keepalive@openssh.com), as after an hour.
 //
@@ -20,8 +20,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"

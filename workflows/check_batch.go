@@ -56,10 +56,10 @@ func (r *Run) runHostBatch(ctx workflow.Context, plan activities.CheckPlan, idx 
 		steps[k].Attempts++
 		r.setStepState(steps[k], StepRunning, "")
 	}
-	// Each host is retried once inside the activity; the activity itself is retried once (a
-	// worker that died: the retry skips the hosts its heartbeats reported finished). The
+	// Each host is retried once inside the activity; the activity has 3 attempts, as a probe has
+	// (a worker that died: the retry skips the hosts its heartbeats reported finished). The
 	// keepalive heartbeats it while it runs.
-	opts := ActOpts{Timeout: plan.ProbeTimeout, Heartbeat: 20 * time.Second, Attempts: 2, NonRetryable: probeNonRetryable}
+	opts := ActOpts{Timeout: plan.ProbeTimeout, Heartbeat: 20 * time.Second, Attempts: 3, NonRetryable: probeNonRetryable}
 	started := workflow.Now(ctx)
 	var out []activities.HostProbeResult
 	stepName := fmt.Sprintf("probe/%s/%s..%s", name, req.Targets[0], req.Targets[len(req.Targets)-1])
