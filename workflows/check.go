@@ -91,10 +91,14 @@ func probeActivity(name string) any {
 		return checksAct.ErrorInstancesProbe
 	case activities.ProbeComputeServices:
 		return checksAct.ComputeServicesProbe
+	case activities.ProbeSecurityUpdates: // one host per activity: runs begun before host batches
+		return checksAct.SecurityUpdatesProbe
 	case activities.ProbeCapacity:
 		return checksAct.CapacityProbe
 	case activities.ProbeQuotas:
 		return checksAct.QuotasProbe
+	case activities.ProbeDisks: // as security-updates
+		return checksAct.DisksProbe
 	case activities.ProbeImages:
 		return checksAct.ImagesProbe
 	case activities.ProbeLargeInstances:
@@ -250,9 +254,11 @@ func (r *Run) runProbes(plan activities.CheckPlan, cadence string, since, at tim
 	n := len(plan.Probes)
 	results := make([]activities.ProbeResult, n)
 	runs := make([]checks.ProbeRun, n)
-	units, size := hostBatches(plan.Probes, plan.Parallelism)
+	// Runs begun before host batches replay with one activity per host.
+	batched := workflow.GetVersion(r.ctx, "check-host-batches", workflow.DefaultVersion, 1) == 1
+	units, size := hostBatches(plan.Probes, plan.Parallelism, batched)
 	_ = r.Each(r.ctx, len(units), max(plan.Parallelism/size, 1), func(ctx workflow.Context, u int) error {
-		if len(units[u]) > 1 || activities.IsHostProbe(plan.Probes[units[u][0]].Name) {
+		if batched && activities.IsHostProbe(plan.Probes[units[u][0]].Name) {
 			r.runHostBatch(ctx, plan, units[u], cadence, since, at, results, runs)
 			return nil
 		}

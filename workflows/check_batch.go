@@ -20,12 +20,16 @@ var probeNonRetryable = []string{activities.ErrTypeInvalidInput, activities.ErrT
 
 // hostBatches groups the plan's probes into units, in plan order: each non-host probe alone, the
 // hosts of each per-host probe in batches of size (hostBatch, at most parallelism), so that
-// parallelism/size units at once keep at most parallelism hosts probed at once.
-func hostBatches(probes []activities.ProbeSpec, parallelism int) (units [][]int, size int) {
+// parallelism/size units at once keep at most parallelism hosts probed at once. Unbatched (runs
+// begun before batches): every probe alone, size 1.
+func hostBatches(probes []activities.ProbeSpec, parallelism int, batched bool) (units [][]int, size int) {
 	size = max(min(hostBatch, parallelism), 1)
+	if !batched {
+		size = 1
+	}
 	open := map[string]int{} // probe name -> index of its batch being filled
 	for i, p := range probes {
-		if !activities.IsHostProbe(p.Name) || p.Target == "" {
+		if !batched || !activities.IsHostProbe(p.Name) || p.Target == "" {
 			units = append(units, []int{i})
 			continue
 		}
