@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"strings"
 
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 // mounts reads /proc/self/mounts on host: mount point -> source.
@@ -56,15 +59,35 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// connectFailed: err says the host could not be connected to (refused, no route, connect timeout).
+func connectFailed(err error) bool {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return ae.Type() == remote.TypeConnect
+	}
+	return errors.Is(err, remote.ErrConnect)
+}
+
 func (n SwiftNodeInfo) mountPoint(dev string) string { return path.Join(n.DevicesDir, dev) }
 
-// DeviceHealth reports, for every Swift device of node, whether it is mounted and answers.
+// DeviceHealth reports, for every Swift device of node, whether it is mounted and answers. A
+// node that cannot be reached (the connection is refused or times out) is no error: each of its
+// devices is reported Unreachable, holding none of its copies as far as anyone can tell, so that
+// the caller decides at once (the last-copy guard) instead of retrying the connection.
 func (s *Swift) DeviceHealth(ctx context.Context, node string) ([]DeviceState, error) {
 	n, err := s.node(node)
 	if err != nil {
 		return nil, err
 	}
 	mounts, err := s.mounts(ctx, node)
+	if connectFailed(err) {
+		var states []DeviceState
+		for _, dev := range slices.Sorted(mapKeys(n.Devices)) {
+			states = append(states, DeviceState{Node: node, Device: dev, MountPoint: n.mountPoint(dev), Unreachable: true,
+				Detail: "node cannot be reached: " + firstLines(err.Error(), 1)})
+		}
+		return states, nil
+	}
 	if err != nil {
 		return nil, err
 	}

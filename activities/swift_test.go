@@ -2,6 +2,7 @@ package activities_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -236,4 +237,25 @@ func TestApplyRingOpsChecksFirst(t *testing.T) {
 	assert.Contains(t, res.Applied[0], "to 33.33")
 	_, err = s.ApplyRingOps(context.Background(), []activities.RingOp{{Kind: "object", Action: "add", IP: "127.0.0.23", Port: 6200, Device: "sdg", Zone: 3, Weight: 100}})
 	require.ErrorContains(t, err, "marked for removal")
+}
+
+// downHost refuses every connection, as a storage node whose sshd is gone.
+type downHost struct{ calls int }
+
+func (d *downHost) Run(_ context.Context, h remote.Host, _ remote.Command) (remote.Result, error) {
+	d.calls++
+	return remote.Result{}, fmt.Errorf("remote: connect to %s: %w: connection refused", h.Name, remote.ErrConnect)
+}
+
+func TestDeviceHealthUnreachableNode(t *testing.T) {
+	d := &downHost{}
+	s := newSwift(t, &fakeHost{})
+	s.Hosts.Runner = d
+	st, err := s.DeviceHealth(context.Background(), "storage2")
+	require.NoError(t, err, "an unreachable node is an answer, not an error to retry")
+	require.Len(t, st, 1)
+	assert.True(t, st[0].Unreachable)
+	assert.False(t, st[0].Healthy)
+	assert.Contains(t, st[0].Detail, "cannot be reached")
+	assert.Equal(t, 1, d.calls, "one connection attempt")
 }

@@ -106,8 +106,11 @@ type DeviceState struct {
 	MountPoint string `json:"mount_point"`
 	Mounted    bool   `json:"mounted"`
 	// Healthy: mounted and the file system answers (a shut-down XFS gives EIO).
-	Healthy bool   `json:"healthy"`
-	Detail  string `json:"detail,omitempty"`
+	Healthy bool `json:"healthy"`
+	// Unreachable: the node could not be reached, so nothing is known of the device; it counts
+	// as holding none of its copies.
+	Unreachable bool   `json:"unreachable,omitempty"`
+	Detail      string `json:"detail,omitempty"`
 }
 
 // BackupRequest asks for the builder files to be copied into Dir (under the builder directory).

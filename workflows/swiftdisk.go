@@ -78,12 +78,16 @@ func lastCopyRisk(st activities.RingStatus, ip, dev string, unhealthy []activiti
 		var down []string
 		for _, u := range unhealthy {
 			if len(ri.Find(nodeIP[u.Node], u.Device)) > 0 {
-				down = append(down, u.Node+"/"+u.Device)
+				why := "unmounted or failing"
+				if u.Unreachable {
+					why = "node cannot be reached: counted as holding none of its copies"
+				}
+				down = append(down, u.Node+"/"+u.Device+" ("+why+")")
 			}
 		}
 		left := int(math.Floor(ri.Replicas)) - 1 - len(down)
 		if left < 1 {
-			return fmt.Sprintf("the %s ring keeps %.0f replica(s) and %d other device(s) are unmounted or failing (%s): %s may hold the last copy of some partitions",
+			return fmt.Sprintf("the %s ring keeps %.0f replica(s) and %d other device(s) are unavailable: %s; %s may hold the last copy of some partitions",
 				ri.Kind, ri.Replicas, len(down), strings.Join(down, ", "), dev)
 		}
 	}
@@ -226,6 +230,9 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 					r.AddFinding(activities.SeverityWarning, s.Node+"/"+s.Device, "also unavailable: %s", s.Detail)
 				}
 			}
+		}
+		if target.Unreachable {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("refused: %s itself cannot be reached (%s): nothing can be unmounted or checked there", in.Node, target.Detail), activities.ErrTypeRefused, nil)
 		}
 		if why := lastCopyRisk(st, node.RingIP, in.Device, unhealthy, nodeIP); why != "" {
 			return temporal.NewNonRetryableApplicationError("refused: "+why, activities.ErrTypeRefused, nil)

@@ -120,6 +120,38 @@ func TestSwiftDiskRefusesLastCopy(t *testing.T) {
 	assert.NotContains(t, rec.calls, "UnmountDevice")
 }
 
+// A storage node that cannot be reached holds none of its copies: with storage3 (zone 3, two
+// devices) away, a partition of sdd may have no copy left but the one on sdd.
+func TestSwiftDiskRefusesWhenNodeUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		down       []string
+	}{
+		{"other node", "storage3/sdf (node cannot be reached: counted as holding none of its copies)", []string{}},
+		{"the node itself", "storage2 itself cannot be reached", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, swiftPolicy())
+			rec := &swiftRec{}
+			f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+			health := healthy(append([]string{"storage2/sdd"}, tc.down...)...)
+			away := "storage3"
+			if tc.down == nil {
+				away = "storage2"
+			}
+			for i := range health[away] {
+				health[away][i] = activities.DeviceState{Node: away, Device: health[away][i].Device, Unreachable: true, Detail: "node cannot be reached: connection refused"}
+			}
+			f.diskMocks(rec, health, emptyDisk)
+			f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd"})
+			rep := f.result()
+			require.Equal(t, wf.StatusFailed, rep.Status, rep.Summary)
+			assert.Contains(t, stepDetailErr(rep, "check-replicas"), tc.want)
+			assert.NotContains(t, rec.calls, "UnmountDevice")
+		})
+	}
+}
+
 func TestSwiftDiskUnknownDeviceNeverConnects(t *testing.T) {
 	for _, in := range []wf.SwiftDiskInput{{Node: "storage9", Device: "sdd"}, {Node: "storage1", Device: "sdd"}, {Node: "controller", Device: "sdb"}} {
 		f := newFixture(t, swiftPolicy())
