@@ -286,6 +286,18 @@ func (s *Swift) Rebalance(ctx context.Context, kind string) (RebalanceResult, er
 	default:
 		return res, ringBuilderError("rebalance "+kind, r)
 	}
+	// Exit 1 also covers "No partitions could be reassigned" and "Cowardly refusing to save":
+	// then nothing was saved and the ring file still lacks the builder's change. The builder's
+	// own view (its ring file up to date with it) says whether the change reached the ring.
+	after, err := s.ringInfo(ctx, kind)
+	if err != nil {
+		return res, err
+	}
+	if after.RingFile != "up-to-date" {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"rebalance %s: exit %d but the ring file is %s: the builder holds the change and the ring does not (nothing to distribute): %s",
+			kind, r.ExitCode, after.RingFile, res.Output), ErrTypeRingNotSaved, nil)
+	}
 	return res, nil
 }
 

@@ -259,3 +259,38 @@ func TestDeviceHealthUnreachableNode(t *testing.T) {
 	assert.Contains(t, st[0].Detail, "cannot be reached")
 	assert.Equal(t, 1, d.calls, "one connection attempt")
 }
+
+// A rebalance that exits 1 without saving ("Cowardly refusing", "No partitions could be
+// reassigned") after a real change is an error: the ring file still lacks the change.
+func TestRebalanceExit1WithoutSaveIsDetected(t *testing.T) {
+	for _, tc := range []struct {
+		name, output string
+		saves        bool
+	}{
+		{"cowardly", "Cowardly refusing to save rebalance as it did not change at least 1%.", false},
+		{"nothing reassigned", "No partitions could be reassigned.\nThe time between rebalances must be at least min_part_hours: 1 hours (0:58:41 remaining)", false},
+		{"saved, balance not reached", "Reassigned 12 (4.69%) partitions. Balance is now 33.33.  Dispersion is now 0.00\nNOTE: Balance of 33.33 indicates you should push this ring, wait at least 1 hours, and rebalance/repush.", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			show := ringShow // obsolete: the builder was changed
+			f := &fakeHost{reply: map[string]func([]string) remote.Result{
+				"ring_show": func([]string) remote.Result { return remote.Result{Stdout: show} },
+				"ring_rebalance": func([]string) remote.Result {
+					if tc.saves {
+						show = strings.Replace(ringShow, "is obsolete", "is up-to-date", 1)
+					}
+					return remote.Result{ExitCode: 1, Stdout: tc.output}
+				},
+			}}
+			res, err := newSwift(t, f).Rebalance(context.Background(), "object")
+			if tc.saves {
+				require.NoError(t, err)
+				assert.Contains(t, res.Warning, "Balance of 33.33")
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "the ring file is obsolete")
+			assert.Contains(t, err.Error(), strings.SplitN(tc.output, "\n", 2)[0])
+		})
+	}
+}
