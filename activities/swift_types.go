@@ -8,11 +8,14 @@ var RingKinds = []string{"account", "container", "object"}
 // SwiftCluster is the worker's Swift configuration (config swift:), resolved: every node has its
 // directories, ring address and device paths filled in.
 type SwiftCluster struct {
-	RingBuilderHost string                   `json:"ring_builder_host"`
-	BuilderDir      string                   `json:"builder_dir"`
-	Ports           map[string]int           `json:"ports"` // ring kind -> server port
-	Parallelism     int                      `json:"parallelism"`
-	Nodes           map[string]SwiftNodeInfo `json:"nodes"`
+	RingBuilderHost string         `json:"ring_builder_host"`
+	BuilderDir      string         `json:"builder_dir"`
+	Ports           map[string]int `json:"ports"` // ring kind -> server port
+	Parallelism     int            `json:"parallelism"`
+	// MaxStepPercent: the largest weight change of one rebalance, in percent of the object
+	// ring's total weight (0 = no limit; a recorded run without it has none).
+	MaxStepPercent float64                  `json:"max_step_percent,omitempty"`
+	Nodes          map[string]SwiftNodeInfo `json:"nodes"`
 }
 
 // SwiftNodeInfo is one Swift node: a storage node (with devices) or a proxy (without).

@@ -143,6 +143,10 @@ type Swift struct {
 	ObjectPort    int `mapstructure:"object_port" yaml:"object_port" json:"object_port"`
 	// Parallelism is how many nodes receive rings at once.
 	Parallelism int `mapstructure:"parallelism" yaml:"parallelism" json:"parallelism"`
+	// MaxStepPercent is the largest ring change one rebalance makes: the devices' weight
+	// changes summed, as a percent of the object ring's total weight. swift-ring splits a
+	// larger change into steps by itself (0 = no limit).
+	MaxStepPercent float64 `mapstructure:"max_step_percent" yaml:"max_step_percent" json:"max_step_percent"`
 	// Nodes are the storage nodes (with devices) and the proxies (without) by inventory name.
 	Nodes map[string]SwiftNode `mapstructure:"nodes" yaml:"nodes" json:"nodes"`
 }
@@ -225,6 +229,7 @@ const (
 	DefaultSwiftObjectPort      = 6200
 	DefaultSwiftParallelism     = 8
 	DefaultSwiftWeight          = 100
+	DefaultSwiftMaxStepPercent  = 25
 )
 
 // DefaultTwoPersonGates are the gates the requester may not approve alone: every gate that
@@ -292,7 +297,7 @@ func Default() *Config {
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
 			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,
 			ContainerPort: DefaultSwiftContainerPort, ObjectPort: DefaultSwiftObjectPort,
-			Parallelism: DefaultSwiftParallelism, Nodes: map[string]SwiftNode{},
+			Parallelism: DefaultSwiftParallelism, MaxStepPercent: DefaultSwiftMaxStepPercent, Nodes: map[string]SwiftNode{},
 		},
 	}
 }

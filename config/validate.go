@@ -419,6 +419,9 @@ func (c *Config) validateSwift(ps *Problems) {
 	if s.Parallelism < 1 {
 		ps.add("swift.parallelism", "must be at least 1, got %d", s.Parallelism)
 	}
+	if s.MaxStepPercent < 0 || s.MaxStepPercent > 100 {
+		ps.add("swift.max_step_percent", "must be 0 (no limit) to 100, got %g", s.MaxStepPercent)
+	}
 	if len(s.Nodes) == 0 {
 		if s.RingBuilderHost != "" {
 			ps.add("swift.nodes", "required when swift.ring_builder_host is set")

@@ -56,6 +56,7 @@ var ringFiles = []activities.RingFile{{Name: "account.ring.gz", MD5: "a1"}, {Nam
 
 type swiftRec struct {
 	onApply  func()
+	maxStep  float64 // swift.max_step_percent
 	applyErr func() error
 	sums     func(activities.PushRingsRequest) activities.RingSumsResult
 	mu       sync.Mutex
@@ -82,7 +83,11 @@ func (f *fixture) swiftMocks(rec *swiftRec, status func() activities.RingStatus)
 	})
 	f.env.OnActivity(lease.ReleaseLease, mock.Anything, mock.Anything).Return(nil)
 	f.answerHolds()
-	f.env.OnActivity(swift.SwiftTopology, mock.Anything).Return(swiftCluster(), nil)
+	f.env.OnActivity(swift.SwiftTopology, mock.Anything).Return(func(context.Context) (activities.SwiftCluster, error) {
+		c := swiftCluster()
+		c.MaxStepPercent = rec.maxStep
+		return c, nil
+	})
 	f.env.OnActivity(swift.RingStatus, mock.Anything).Return(func(context.Context) (activities.RingStatus, error) {
 		rec.add("RingStatus")
 		return status(), nil

@@ -168,7 +168,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFacts) activities.SwiftCluster {
 	sw := cfg.Swift
 	c := activities.SwiftCluster{
-		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism,
+		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism, MaxStepPercent: sw.MaxStepPercent,
 		Ports: map[string]int{"account": sw.AccountPort, "container": sw.ContainerPort, "object": sw.ObjectPort},
 		Nodes: map[string]activities.SwiftNodeInfo{},
 	}
