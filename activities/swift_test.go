@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/internal/infra/remote"
@@ -293,4 +294,38 @@ func TestRebalanceExit1WithoutSaveIsDetected(t *testing.T) {
 			assert.Contains(t, err.Error(), strings.SplitN(tc.output, "\n", 2)[0])
 		})
 	}
+}
+
+// AwaitMinPartHours re-reads the builders until min_part_hours has passed (here: the third read,
+// as after pretend_min_part_hours_passed), or returns at Until with the time still remaining.
+func TestAwaitMinPartHours(t *testing.T) {
+	reads := 0
+	up := strings.Replace(ringShow, "(0:58:41 remaining)", "(0:00:00 remaining)", 1)
+	f := &fakeHost{reply: map[string]func([]string) remote.Result{
+		"ring_show": func([]string) remote.Result {
+			reads++
+			if reads > 6 { // three rings per read: the third read sees it passed
+				return remote.Result{Stdout: up}
+			}
+			return remote.Result{Stdout: ringShow}
+		},
+	}}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	sw := newSwift(t, f)
+	env.RegisterActivity(sw)
+	v, err := env.ExecuteActivity(sw.AwaitMinPartHours, activities.MinPartHoursRequest{Interval: 10 * time.Millisecond, Until: time.Now().Add(time.Minute)})
+	require.NoError(t, err)
+	var st activities.RingStatus
+	require.NoError(t, v.Get(&st))
+	assert.Zero(t, st.MaxRemaining())
+	assert.Equal(t, 9, reads)
+
+	reads = -1000 // never passes: Until ends the call
+	start := time.Now()
+	v, err = env.ExecuteActivity(sw.AwaitMinPartHours, activities.MinPartHoursRequest{Interval: 10 * time.Millisecond, Until: time.Now().Add(200 * time.Millisecond)})
+	require.NoError(t, err)
+	require.NoError(t, v.Get(&st))
+	assert.Equal(t, 58*time.Minute+41*time.Second, st.MaxRemaining())
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
 }

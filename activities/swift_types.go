@@ -102,6 +102,13 @@ func (s RingStatus) MaxRemaining() time.Duration {
 	return m
 }
 
+// MinPartHoursRequest asks AwaitMinPartHours to re-read the builders every Interval until
+// min_part_hours has passed or Until.
+type MinPartHoursRequest struct {
+	Interval time.Duration `json:"interval"`
+	Until    time.Time     `json:"until"`
+}
+
 // DeviceState is the health of one Swift device as its node sees it.
 type DeviceState struct {
 	Node       string `json:"node"`

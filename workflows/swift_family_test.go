@@ -92,6 +92,14 @@ func (f *fixture) swiftMocks(rec *swiftRec, status func() activities.RingStatus)
 		rec.add("RingStatus")
 		return status(), nil
 	})
+	// AwaitMinPartHours waits on the test clock as the real one polls: one re-read interval (5
+	// min by default) or until min_part_hours has passed, then answers the builders' status.
+	f.env.OnActivity(swift.AwaitMinPartHours, mock.Anything, mock.Anything).AfterFn(func() time.Duration {
+		return min(status().MaxRemaining(), 5*time.Minute)
+	}).Return(func(context.Context, activities.MinPartHoursRequest) (activities.RingStatus, error) {
+		rec.add("AwaitMinPartHours")
+		return status(), nil
+	})
 	f.env.OnActivity(swift.BackupBuilders, mock.Anything, mock.Anything).Return(activities.BackupResult{Dir: "/etc/swift/backups/x"}, nil)
 	f.env.OnActivity(swift.ApplyRingOps, mock.Anything, mock.Anything).Return(func(_ context.Context, ops []activities.RingOp) (activities.RingOpsResult, error) {
 		rec.mu.Lock()
