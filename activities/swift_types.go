@@ -263,7 +263,8 @@ type ReplicationRequest struct {
 	Device   *DiskRequest  `json:"device,omitempty"`
 	Deadline time.Time     `json:"deadline"`
 	Interval time.Duration `json:"interval"`
-	// ShareFraction is the part of its expected data the device must hold (default 0.5).
+	// ShareFraction is the part of its expected partitions (those its peers hold data for) the
+	// device must hold (default DefaultRefillShare, 0.95).
 	ShareFraction float64 `json:"share_fraction,omitempty"`
 	// Weights are the object-ring weights of the devices, by "node/device": the device's share
 	// is the other devices' data per unit of weight times its own weight. Devices without a
@@ -284,5 +285,7 @@ type ReplicationResult struct {
 	DeviceBytes int64 `json:"device_bytes"`
 	// ExpectedBytes is the data the device's ring weight entitles it to, from the other devices.
 	ExpectedBytes float64 `json:"expected_bytes"`
-	Detail        string  `json:"detail,omitempty"`
+	// Partitions is the decisive measure (nil when the ring could not be read).
+	Partitions *PartitionCoverage `json:"partitions,omitempty"`
+	Detail     string             `json:"detail,omitempty"`
 }

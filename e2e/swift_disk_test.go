@@ -51,6 +51,11 @@ func blkidUUID(t *testing.T, dev string) string {
 	return strings.TrimSpace(string(out))
 }
 
+func blkidType(dev string) string {
+	out, _ := exec.Command("blkid", "-p", "-o", "value", "-s", "TYPE", dev).Output()
+	return strings.TrimSpace(string(out))
+}
+
 func countData(dir string) int {
 	n := 0
 	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
@@ -153,8 +158,36 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 		t.Logf("%s/%s refused: %s", in.Node, in.Device, rep.Steps[0].Error)
 	}
 
+	// A storage node that cannot be reached holds none of its copies: with storage3's sshd
+	// stopped, sdd's partitions may have their last copy on sdd (zones 1 and 3 of 3 replicas,
+	// zone 3 away), so the last-copy guard refuses at once, naming why; nothing is unmounted.
+	lab(t, "LABCTL", "stop", "storage3", "sshd")
+	sshdBack := false
+	t.Cleanup(func() {
+		if !sshdBack {
+			lab(t, "LABCTL", "start", "storage3", "sshd")
+		}
+	})
+	refusedAt := time.Now()
+	id := rn.mustStart("swift-disk", &workflows.SwiftDiskInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: node away"}, Node: diskNode, Device: diskDev})
+	rep := rn.report(id, 2*time.Minute)
+	lab(t, "LABCTL", "start", "storage3", "sshd")
+	sshdBack = true
+	require.Equal(t, workflows.StatusFailed, rep.Status, "%s: %+v", rep.Summary, rep.Steps)
+	var checkErr string
+	for _, s := range rep.Steps {
+		if s.Name == "check-replicas" {
+			checkErr = s.Error
+		}
+	}
+	require.Contains(t, checkErr, "storage3/sdf (node cannot be reached: counted as holding none of its copies)")
+	require.Contains(t, checkErr, "last copy")
+	require.NotContains(t, activitiesOf(rep), "UnmountDevice")
+	require.NotEmpty(t, diskState(t)["mounted_from"], "still mounted (failed) after the refusal")
+	t.Logf("refused in %s with storage3 away: %s", time.Since(refusedAt).Round(time.Second), checkErr)
+
 	// The replacement.
-	id := rn.mustStart("swift-disk", &workflows.SwiftDiskInput{
+	id = rn.mustStart("swift-disk", &workflows.SwiftDiskInput{
 		Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: failed disk"}, Node: diskNode, Device: diskDev,
 		RefillTimeout: 5 * time.Minute, PollInterval: 3 * time.Second,
 	})
@@ -170,10 +203,17 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	cancel()
 	require.True(t, control.IsRefused(err), "two-person rule: %v", err)
 
-	// A person swaps the disk: a new, empty block device behind /dev/sdd.
+	// A person swaps the disk: a new block device behind /dev/sdd, which came with an ext4 file
+	// system (a used disk): the runbook asks before it overwrites it.
 	loop := lab(t, "LABFAIL", "disk-new", diskNode, diskDev)
 	t.Logf("new disk: %s", loop)
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "olddata", loop).CombinedOutput()
+	require.NoError(t, err, "test setup: a used disk: %s", out)
 	rn.approve(id, workflows.GateDiskReplaced, "bob")
+	st = rn.waitGate(id, workflows.GateOverwriteDisk, 2*time.Minute)
+	require.Contains(t, st.OpenGates[len(st.OpenGates)-1].Summary, "ext4")
+	require.Equal(t, "ext4", blkidType(loop), "nothing written before the overwrite gate")
+	rn.approve(id, workflows.GateOverwriteDisk, "bob")
 
 	// SIGKILL the worker once the disk is formatted (mount, restart or refill running).
 	st = rn.waitFor(id, 2*time.Minute, "format done", func(st workflows.Status) bool {
@@ -186,8 +226,9 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	_, _ = worker.Process.Wait()
 	startWorker(t, cfgPath, srv)
 
-	rep := rn.report(id, 8*time.Minute)
+	rep = rn.report(id, 8*time.Minute)
 	require.Equal(t, workflows.StatusCompleted, rep.Status, "%s: %+v", rep.Summary, rep.Steps)
+	require.Equal(t, "xfs", blkidType("/dev/"+diskDev), "the ext4 was overwritten after the gate")
 	t.Logf("report: %s", rep.Summary)
 	for _, s := range rep.Steps {
 		t.Logf("  %-18s %-8s %s", s.Name, s.State, s.Detail)
