@@ -25,6 +25,7 @@ type SwiftNodeInfo struct {
 	SwiftDir       string  `json:"swift_dir"`
 	DevicesDir     string  `json:"devices_dir"`
 	ReconCachePath string  `json:"recon_cache_path"`
+	Fstab          string  `json:"fstab,omitempty"` // "" = /etc/fstab
 	Region         int     `json:"region"`
 	Zone           int     `json:"zone"`
 	Weight         float64 `json:"weight"`
@@ -222,9 +223,17 @@ type DiskFacts struct {
 	Exists   bool   `json:"exists"`
 	Size     int64  `json:"size"`
 	Mounted  bool   `json:"mounted"`
-	FSType   string `json:"fs_type,omitempty"`
-	UUID     string `json:"uuid,omitempty"`
-	Label    string `json:"label,omitempty"`
+	// Type is lsblk's TYPE: disk (or loop, mpath), never part: a whole disk is formatted.
+	Type string `json:"type,omitempty"`
+	// PartTable is blkid's PTTYPE: the disk holds a partition table (gated like a file system).
+	PartTable string `json:"part_table,omitempty"`
+	// KernelLog is what the kernel log says about the device (its kernel name), last lines.
+	KernelLog []string `json:"kernel_log,omitempty"`
+	// KernelErrors are those of its lines that report errors.
+	KernelErrors []string `json:"kernel_errors,omitempty"`
+	FSType       string   `json:"fs_type,omitempty"`
+	UUID         string   `json:"uuid,omitempty"`
+	Label        string   `json:"label,omitempty"`
 }
 
 // FormatRequest asks for an XFS file system on the whole device. PreviousUUID is the file
@@ -250,6 +259,9 @@ type MountResult struct {
 	Source     string `json:"source"`
 	Owner      string `json:"owner"`
 	Already    bool   `json:"already,omitempty"`
+	// Fstab is the entry the mount goes through, and FstabChanged whether this call wrote it.
+	Fstab        string `json:"fstab,omitempty"`
+	FstabChanged bool   `json:"fstab_changed,omitempty"`
 	// UsedBytes is df's used bytes of the file system right after the mount: the empty file
 	// system's own metadata, the baseline of the refill check (0 = unknown).
 	UsedBytes int64 `json:"used_bytes,omitempty"`

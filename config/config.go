@@ -140,6 +140,9 @@ type Swift struct {
 	SwiftDir       string `mapstructure:"swift_dir" yaml:"swift_dir" json:"swift_dir"`
 	DevicesDir     string `mapstructure:"devices_dir" yaml:"devices_dir" json:"devices_dir"`
 	ReconCachePath string `mapstructure:"recon_cache_path" yaml:"recon_cache_path" json:"recon_cache_path"`
+	// Fstab is the file system table of the storage nodes: swift-disk mounts a new disk
+	// through its entry there (by UUID).
+	Fstab string `mapstructure:"fstab" yaml:"fstab" json:"fstab"`
 	// Ports of the servers as the rings name them.
 	AccountPort   int `mapstructure:"account_port" yaml:"account_port" json:"account_port"`
 	ContainerPort int `mapstructure:"container_port" yaml:"container_port" json:"container_port"`
@@ -228,6 +231,7 @@ const (
 	DefaultSwiftDir             = "/etc/swift"
 	DefaultSwiftDevicesDir      = "/srv/node"
 	DefaultSwiftReconCachePath  = "/var/cache/swift"
+	DefaultSwiftFstab           = "/etc/fstab"
 	DefaultSwiftAccountPort     = 6202
 	DefaultSwiftContainerPort   = 6201
 	DefaultSwiftObjectPort      = 6200
@@ -299,7 +303,7 @@ func Default() *Config {
 		Trust:       defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
-			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,
+			ReconCachePath: DefaultSwiftReconCachePath, Fstab: DefaultSwiftFstab, AccountPort: DefaultSwiftAccountPort,
 			ContainerPort: DefaultSwiftContainerPort, ObjectPort: DefaultSwiftObjectPort,
 			Parallelism: DefaultSwiftParallelism, MaxStepPercent: DefaultSwiftMaxStepPercent, Nodes: map[string]SwiftNode{},
 		},

@@ -406,7 +406,7 @@ func (c *Config) validateSwift(ps *Problems) {
 	s := c.Swift
 	for _, p := range []struct{ key, path string }{
 		{"swift.builder_dir", s.BuilderDir}, {"swift.swift_dir", s.SwiftDir},
-		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath},
+		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath}, {"swift.fstab", s.Fstab},
 	} {
 		if !path.IsAbs(p.path) || path.Clean(p.path) != p.path || p.path == "/" {
 			ps.add(p.key, "%q must be a clean absolute path", p.path)

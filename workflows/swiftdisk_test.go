@@ -106,6 +106,40 @@ func TestSwiftDiskOverwriteNeedsGate(t *testing.T) {
 	assert.Contains(t, rec.calls, "FormatDisk overwrite=yes prev=old-uuid")
 }
 
+// A partition table counts as something to overwrite (gate); a partition is never formatted.
+func TestSwiftDiskWholeDiskOnly(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	withPT := emptyDisk
+	withPT.Type, withPT.PartTable, withPT.KernelErrors = "disk", "gpt", []string{"[ 9.1] blk_update_request: I/O error, dev loop9, sector 0"}
+	f.diskMocks(rec, healthy("storage2/sdd"), withPT)
+	f.approveAt(wf.GateDiskReplaced, "bob", time.Minute)
+	f.approveAt(wf.GateOverwriteDisk, "bob", 2*time.Minute)
+	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd"})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Contains(t, rec.calls, "FormatDisk overwrite=yes prev=")
+	found := false
+	for _, fd := range rep.Findings {
+		found = found || strings.Contains(fd.Message, "I/O error, dev loop9")
+	}
+	assert.True(t, found, "the kernel log's error is a finding: %+v", rep.Findings)
+
+	f = newFixture(t, swiftPolicy())
+	rec = &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	part := emptyDisk
+	part.Type = "part"
+	f.diskMocks(rec, healthy("storage2/sdd"), part)
+	f.approveAt(wf.GateDiskReplaced, "bob", time.Minute)
+	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd"})
+	rep = f.result()
+	assert.NotEqual(t, wf.StatusCompleted, rep.Status)
+	assert.Contains(t, stepDetailErr(rep, "inspect-new-disk"), "not a whole disk")
+	assert.NotContains(t, strings.Join(rec.calls, ","), "FormatDisk")
+}
+
 func TestSwiftDiskRefusesLastCopy(t *testing.T) {
 	f := newFixture(t, swiftPolicy())
 	rec := &swiftRec{}

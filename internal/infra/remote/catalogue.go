@@ -59,6 +59,10 @@ var defaultCommands = map[string][]string{
 	"file_copy":      {"cp", "-p", "{path}", "{dest}"},
 	"mkfs_xfs":       {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
 	"mount_label":    {"mount", "LABEL={label}", "{path}"},
+	// mount_fstab mounts a mount point as its fstab entry says (swift-disk: by UUID).
+	"mount_fstab": {"mount", "--fstab", "{fstab}", "{path}"},
+	// kernel_log is the kernel's ring buffer (swift-disk reads what it says about a new disk).
+	"kernel_log": {"dmesg"},
 	"mkdir":          {"mkdir", "-p", "{path}"},
 	"chown_swift":    {"chown", "swift:swift", "{path}"},
 	"list_dir":       {"ls", "-1A", "{path}"},
