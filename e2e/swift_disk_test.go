@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +25,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/objectstorage/v1/objects"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/internal/infra/openstack"
@@ -243,11 +246,59 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	require.Equal(t, 1, formats, "one completed format")
 	require.Equal(t, "mounted", diskState(t)["state"])
 	require.Positive(t, countData(mp), "the new disk was refilled by replication")
+	// The fill level, read from the disks themselves: of the partitions the object ring gives
+	// sdd that another of their replica holders has, sdd holds at least 95%.
+	cov := diskCoverage(t, cfg, diskNode, diskDev)
+	t.Logf("fill level of %s/%s: %d of %d partitions (%d assigned)", diskNode, diskDev, cov.Have, cov.Expected, cov.Assigned)
+	require.Positive(t, cov.Expected)
+	require.GreaterOrEqual(t, float64(cov.Have), 0.95*float64(cov.Expected), "refilled to its share")
+	fstabEntry := mustRead(t, cfg.Swift.Fstab)
+	require.Contains(t, fstabEntry, "UUID="+uuidAtKill+" "+mp+" xfs noatime,nofail 0 0", "mounted through an fstab entry by UUID")
+	require.Equal(t, 1, strings.Count(fstabEntry, " "+mp+" "), "one entry for the mount point")
 	t.Logf("objects on %s: %d before the failure, %d after the refill", mp, before, countData(mp))
 	readAll("after the replacement")
 	md := report.Markdown(rep)
 	require.Contains(t, md, "refill")
 	require.Contains(t, md, workflows.GateDiskReplaced)
+}
+
+// diskCoverage compares the partition directories on the lab's disks with the object ring on
+// the node (read locally: the lab's hosts share this machine).
+func diskCoverage(t *testing.T, cfg *config.Config, node, dev string) activities.PartitionCoverage {
+	t.Helper()
+	n := cfg.Swift.Nodes[node]
+	data, err := os.ReadFile(filepath.Join(n.SwiftDir, "object.ring.gz"))
+	require.NoError(t, err)
+	ra, err := activities.ParseRingFile(data)
+	require.NoError(t, err)
+	ipOf := map[string]string{}
+	for name := range cfg.Swift.Nodes {
+		ipOf[name] = cfg.Inventory[name].Address
+		if r := cfg.Swift.Nodes[name].RingIP; r != "" {
+			ipOf[name] = r
+		}
+	}
+	parts := func(node, dev string) map[int]bool {
+		out := map[int]bool{}
+		ents, _ := os.ReadDir(filepath.Join(cfg.Swift.Nodes[node].DevicesDir, dev, "objects"))
+		for _, e := range ents {
+			if p, err := strconv.Atoi(e.Name()); err == nil {
+				out[p] = true
+			}
+		}
+		return out
+	}
+	id := ra.DeviceID(ipOf[node], dev)
+	require.GreaterOrEqual(t, id, 0, "%s/%s in the object ring", node, dev)
+	peers := map[int]map[int]bool{}
+	for name, sn := range cfg.Swift.Nodes {
+		for d := range sn.Devices {
+			if i := ra.DeviceID(ipOf[name], d); i >= 0 && i != id {
+				peers[i] = parts(name, d)
+			}
+		}
+	}
+	return activities.CoverPartitions(ra.PartitionsOf(id), parts(node, dev), peers)
 }
 
 func mustRead(t *testing.T, p string) string {
