@@ -184,7 +184,7 @@ func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFa
 			Name: name, RingIP: or(n.RingIP, cfg.Inventory[name].Address),
 			SwiftDir: or(n.SwiftDir, sw.SwiftDir), DevicesDir: or(n.DevicesDir, sw.DevicesDir),
 			ReconCachePath: or(n.ReconCachePath, sw.ReconCachePath), Fstab: sw.Fstab,
-			Region:         max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
+			Region: max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
 		}
 		if info.Weight == 0 {
 			info.Weight = config.DefaultSwiftWeight
