@@ -406,7 +406,7 @@ func (c *Config) validateSwift(ps *Problems) {
 	s := c.Swift
 	for _, p := range []struct{ key, path string }{
 		{"swift.builder_dir", s.BuilderDir}, {"swift.swift_dir", s.SwiftDir},
-		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath},
+		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath}, {"swift.fstab", s.Fstab},
 	} {
 		if !path.IsAbs(p.path) || path.Clean(p.path) != p.path || p.path == "/" {
 			ps.add(p.key, "%q must be a clean absolute path", p.path)
@@ -422,6 +422,9 @@ func (c *Config) validateSwift(ps *Problems) {
 	}
 	if s.Parallelism < 1 {
 		ps.add("swift.parallelism", "must be at least 1, got %d", s.Parallelism)
+	}
+	if s.MaxStepPercent < 0 || s.MaxStepPercent > 100 {
+		ps.add("swift.max_step_percent", "must be 0 (no limit) to 100, got %g", s.MaxStepPercent)
 	}
 	if len(s.Nodes) == 0 {
 		if s.RingBuilderHost != "" {

@@ -176,7 +176,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFacts) activities.SwiftCluster {
 	sw := cfg.Swift
 	c := activities.SwiftCluster{
-		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism,
+		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism, MaxStepPercent: sw.MaxStepPercent,
 		Ports: map[string]int{"account": sw.AccountPort, "container": sw.ContainerPort, "object": sw.ObjectPort},
 		Nodes: map[string]activities.SwiftNodeInfo{},
 	}
@@ -190,8 +190,8 @@ func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFa
 		info := activities.SwiftNodeInfo{
 			Name: name, RingIP: or(n.RingIP, cfg.Inventory[name].Address),
 			SwiftDir: or(n.SwiftDir, sw.SwiftDir), DevicesDir: or(n.DevicesDir, sw.DevicesDir),
-			ReconCachePath: or(n.ReconCachePath, sw.ReconCachePath),
-			Region:         max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
+			ReconCachePath: or(n.ReconCachePath, sw.ReconCachePath), Fstab: sw.Fstab,
+			Region: max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
 		}
 		if info.Weight == 0 {
 			info.Weight = config.DefaultSwiftWeight

@@ -61,11 +61,15 @@ var defaultCommands = map[string][]string{
 	"file_copy":      {"cp", "-p", "{path}", "{dest}"},
 	"mkfs_xfs":       {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
 	"mount_label":    {"mount", "LABEL={label}", "{path}"},
-	"mkdir":          {"mkdir", "-p", "{path}"},
-	"chown_swift":    {"chown", "swift:swift", "{path}"},
-	"list_dir":       {"ls", "-1A", "{path}"},
-	"disk_free":      {"df", "-P", "-B1", "{path}"},
-	"disk_free_all":  {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
+	// mount_fstab mounts a mount point as its fstab entry says (swift-disk: by UUID).
+	"mount_fstab": {"mount", "--fstab", "{fstab}", "{path}"},
+	// kernel_log is the kernel's ring buffer (swift-disk reads what it says about a new disk).
+	"kernel_log":    {"dmesg"},
+	"mkdir":         {"mkdir", "-p", "{path}"},
+	"chown_swift":   {"chown", "swift:swift", "{path}"},
+	"list_dir":      {"ls", "-1A", "{path}"},
+	"disk_free":     {"df", "-P", "-B1", "{path}"},
+	"disk_free_all": {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
 	// pending security updates, per OS family (checks.os_family_label): the daily check
 	"security_updates_debian": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
 	"security_updates_ubuntu": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
