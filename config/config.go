@@ -212,6 +212,7 @@ const (
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
 	DefaultPlanMaxAge           = time.Hour
+	DefaultLiveMigrationStall   = 3 * time.Minute
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -273,15 +274,19 @@ func Default() *Config {
 		Commands:     DefaultCommands(),
 		RoleCommands: map[string]map[string][]string{},
 		Policy: policy.Policy{
-			GateApprovers:        map[string][]string{},
-			TwoPersonGates:       DefaultTwoPersonGates(),
-			GateTimeout:          DefaultGateTimeout,
-			Escalation:           DefaultEscalation,
-			EscalationRepeats:    DefaultEscalationRepeats,
-			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
-			DefaultParallelism:   DefaultParallelism,
-			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
-			PlanMaxAge:           DefaultPlanMaxAge,
+			GateApprovers:              map[string][]string{},
+			TwoPersonGates:             DefaultTwoPersonGates(),
+			GateTimeout:                DefaultGateTimeout,
+			Escalation:                 DefaultEscalation,
+			EscalationRepeats:          DefaultEscalationRepeats,
+			MaxHostsOutOfService:       DefaultMaxHostsOutOfService,
+			DefaultParallelism:         DefaultParallelism,
+			ActivityMaxAttempts:        DefaultActivityMaxAttempts,
+			PlanMaxAge:                 DefaultPlanMaxAge,
+			ConfigHold:                 []string{"systemd_mask"},
+			ConfigRelease:              []string{"systemd_unmask"},
+			LiveMigrationStall:         DefaultLiveMigrationStall,
+			LiveMigrationNotConverging: policy.NotConvergingAbort,
 		},
 		Chat:        defaultChat(),
 		Checks:      defaultChecks(),

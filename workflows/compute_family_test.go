@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,6 +106,7 @@ type evacFixture struct {
 	maxFlight int
 	failMove  map[string]bool
 	onHost    []activities.Instance // what the API and the database list on compute1
+	amqp      activities.AMQPResult // what CheckAMQP answers
 }
 
 // vanish deletes an instance from compute1 behind the run's back (a user deleted it).
@@ -120,7 +122,14 @@ var computeFacts = activities.HostFacts{Name: "compute1", Address: "127.0.0.11",
 func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities.HostCapacity) *evacFixture {
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateConfirmHostDead, wf.GateStartInstances}
+	p.ConfigHold, p.ConfigRelease = []string{"systemd_mask", "puppet_disable"}, []string{"puppet_enable", "systemd_unmask"}
 	f := &evacFixture{fixture: newFixture(t, p), failMove: map[string]bool{}}
+	f.env.OnActivity(hosts.ConfigManagement, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.ConfigManagementRequest) (activities.ConfigManagementResult, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.calls = append(f.calls, req.Action+":"+strings.Join(req.Commands, ","))
+		return activities.ConfigManagementResult{Ran: req.Commands}, nil
+	})
 	f.env.RegisterActivity(computeAct)
 	f.env.RegisterActivity(novaDBAct)
 	f.grantLeases()
@@ -178,7 +187,12 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		return activities.MoveResult{ID: req.ID, From: req.Source, To: req.Target, Status: "ACTIVE", Migration: "m-" + req.ID, MigrationStat: "completed", Started: true}, nil
 	})
 	f.env.OnActivity(hosts.ServiceStatus, mock.Anything, mock.Anything).Return(activities.ServiceState{Running: true}, nil)
-	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(activities.AMQPResult{Connected: true, At: time.Now()}, nil)
+	f.amqp = activities.AMQPResult{Connected: true, At: time.Now()}
+	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(func(context.Context, activities.AMQPRequest) (activities.AMQPResult, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.amqp, nil
+	})
 	return f
 }
 

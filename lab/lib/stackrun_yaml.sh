@@ -108,6 +108,9 @@ commands:
   service_status: [$labctl, status, "{host}", "{service}"]
   log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
   service_pid: [$labctl, pid, "{host}", "{service}"]
+  # evacuate's configuration-management hold (policy.config_hold): labctl's mask, like systemctl's
+  systemd_mask: [$labctl, mask, "{host}", "{service}"]
+  systemd_unmask: [$labctl, unmask, "{host}", "{service}"]
   uptime: [cat, /proc/uptime]
   # the staged upgrade: the lab has the python3-* packages only, so the tools of nova-common,
   # glance-common and cinder-common run through labmanage; keystone-manage and placement-manage
