@@ -107,6 +107,7 @@ type evacFixture struct {
 	failMove  map[string]bool
 	onHost    []activities.Instance // what the API and the database list on compute1
 	amqp      activities.AMQPResult // what CheckAMQP answers
+	home      activities.HostCapacity // compute1's free capacity, when migrate-back asks
 }
 
 // vanish deletes an instance from compute1 behind the run's back (a user deleted it).
@@ -155,7 +156,15 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		}
 		return ids, nil
 	})
-	f.env.OnActivity(computeAct.Capacity, mock.Anything, mock.Anything).Return(caps, nil)
+	f.home = activities.HostCapacity{Host: "compute1", FreeVCPUs: 10000, FreeRAMMB: 10000000, FreeDiskGB: 100000}
+	f.env.OnActivity(computeAct.Capacity, mock.Anything, mock.Anything).Return(func(_ context.Context, hosts []string) ([]activities.HostCapacity, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if slices.Equal(hosts, []string{"compute1"}) { // migrate-back asks for the source alone
+			return []activities.HostCapacity{f.home}, nil
+		}
+		return caps, nil
+	})
 	f.env.OnActivity(computeAct.SetComputeService, mock.Anything, mock.Anything).Return(func(_ context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()

@@ -131,3 +131,27 @@ func slicesIndex(steps []wf.StepStatus, name string) int {
 	}
 	return -1
 }
+
+// Migrate-back reads the host's room first: while it was in maintenance (or once enabled) others
+// took it, so the step stalls naming the shortfall, and nothing moves back until it is resolved.
+func TestEvacuationMigrateBackRechecksCapacity(t *testing.T) {
+	f := maintenanceFixture(t)
+	f.home = activities.HostCapacity{Host: "compute1", FreeVCPUs: 1, FreeRAMMB: 100000, FreeDiskGB: 1000}
+	f.env.RegisterDelayedCallback(func() {
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateMaintenanceDone, By: "alice"}, "")
+	}, 2*time.Hour)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StatusStalled, st.Status)
+		require.Len(t, st.Stalled, 1)
+		assert.Equal(t, "migrate-back", st.Stalled[0].Step)
+		assert.Contains(t, st.Stalled[0].Error, "not enough room on compute1 to move 2 instance(s) back: they need 2 vCPU")
+		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "migrate-back", Action: wf.ResolveSkip, By: "bob"}, "")
+	}, 4*time.Hour)
+	in := evacInput()
+	in.MaintenanceGate, in.MigrateBack = true, true
+	f.run(wf.Evacuate.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, 0, strings.Count(strings.Join(f.calls, " "), "live:compute1"), "nothing moved back: %v", f.calls)
+}
