@@ -234,7 +234,7 @@ const (
 func DefaultTwoPersonGates() []string {
 	return []string{
 		"approve-plan", "approve-ring-change", "overwrite-disk", "disk-replaced",
-		"confirm-host-dead", "db-rewrite", "start-instances",
+		"confirm-host-dead", "confirm-host-dead-override", "db-rewrite", "start-instances", "force-complete",
 		"data-access", "canary-ok", "release-notes-read", "tested-on-staging", "rollback",
 	}
 }

@@ -188,10 +188,16 @@ func (r *Run) moveAll(prefix string, moves []Move, parallel int, blockMigration 
 		name := prefix + "/" + m.ID
 		req := activities.MoveRequest{ID: m.ID, Source: m.From, Target: m.To, Kind: m.Kind, BlockMigration: blockMigration,
 			Timeout: m.Timeout, Expect: expectAfter(m.Kind, m.Status)}
+		req.Stall, req.NotConverging = r.convergencePolicy(*m)
 		var res activities.MoveResult
 		err := r.DoIn(ctx, name, StepOptions{Target: m.label()}, func(ctx workflow.Context) error {
 			actx := r.ActivityOptions(ctx, m.Timeout+5*time.Minute, 30*time.Second)
-			return r.Exec(actx, name, m.ID, compute.MoveInstance, &res, req)
+			req.ForceCompleted = false
+			err := r.Exec(actx, name, m.ID, compute.MoveInstance, &res, req)
+			if notConverging(err) {
+				return r.forceComplete(ctx, actx, name, m, req, &res, err)
+			}
+			return err
 		})
 		s := r.step(name)
 		switch {
