@@ -123,7 +123,7 @@ commands:
   nova_online_data_migrations: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, online_data_migrations, --max-count, "{count}"]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
+  two_person_gates: [approve-plan, confirm-host-dead, confirm-host-dead-override, force-complete, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1
