@@ -3,9 +3,11 @@ package openstack
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/diagnostics"
 )
 
 // ServerMigration is a live migration of one server in progress (GET /servers/{id}/migrations,
@@ -72,4 +74,20 @@ func (c *Clients) ForceCompleteLiveMigration(ctx context.Context, id string, mid
 		return fmt.Errorf("force-complete migration %d of server %s: %w", mid, id, err)
 	}
 	return nil
+}
+
+// HypervisorRuns asks the server's compute whether its hypervisor runs it (GET
+// /servers/{id}/diagnostics, admin): nova-compute reads the power state from the driver and
+// answers 200 only when it is RUNNING, 409 otherwise, which for an ACTIVE server means the
+// hypervisor lost it (power state NOSTATE) or stopped it. Read-only. The compute must be up:
+// the question goes to it over RPC.
+func (c *Clients) HypervisorRuns(ctx context.Context, id string) (bool, string, error) {
+	_, err := diagnostics.Get(ctx, c.Compute, id).Extract()
+	if err == nil {
+		return true, "the hypervisor runs it (diagnostics answered)", nil
+	}
+	if gophercloud.ResponseCodeIs(err, http.StatusConflict) {
+		return false, "the hypervisor does not run it (diagnostics: 409, its power state there is not RUNNING)", nil
+	}
+	return false, "", fmt.Errorf("diagnostics of server %s: %w", id, err)
 }

@@ -57,3 +57,28 @@ func TestForceCompleteLiveMigrationBody(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "force-complete migration 7 of server b")
 }
+
+func TestHypervisorRuns(t *testing.T) {
+	f := fake(t)
+	f.Mux.HandleFunc("/servers/a/diagnostics", func(w http.ResponseWriter, r *http.Request) {
+		th.TestMethod(t, r, http.MethodGet)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"cpu0_time": 17300000000, "memory": 524288}`)
+	})
+	f.Mux.HandleFunc("/servers/b/diagnostics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusConflict)
+		fmt.Fprint(w, `{"conflictingRequest": {"code": 409, "message": "Cannot 'get_diagnostics' instance b while it is in power state running"}}`)
+	})
+	f.Mux.HandleFunc("/servers/c/diagnostics", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	cl := serviceClients(f)
+	ok, _, err := cl.HypervisorRuns(context.Background(), "a")
+	require.NoError(t, err)
+	assert.True(t, ok)
+	ok, why, err := cl.HypervisorRuns(context.Background(), "b")
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Contains(t, why, "does not run it")
+	_, _, err = cl.HypervisorRuns(context.Background(), "c")
+	assert.Error(t, err, "a compute that does not answer is an error, not a lost instance")
+}
