@@ -272,10 +272,11 @@ func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, erro
 			r.step("volumes").Detail = "no volume attachments"
 			return nil
 		}
-		newHost := map[string]string{}
+		newHost, rewritten := map[string]string{}, map[string]bool{}
 		for _, m := range moves {
 			if m.Outcome == "moved" {
 				newHost[m.ID] = m.To
+				rewritten[m.ID] = strings.Contains(m.Detail, "by database rewrite")
 			}
 		}
 		var after []activities.VolumeAttachment
@@ -288,6 +289,24 @@ func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, erro
 		}
 		r.SetDetail("volumes_after", after)
 		attention := 0
+		// What was done about each attachment, and precisely why not where the guide detaches
+		// and re-attaches (its manual database path only: an evacuation rebuilds through Nova,
+		// which re-connects the block-device mappings on the new host itself).
+		var actions []string
+		for _, v := range volumes {
+			switch {
+			case newHost[v.InstanceID] == "":
+				actions = append(actions, fmt.Sprintf("%s of %s: nothing done (the instance was not rebuilt)", v.VolumeID, v.InstanceID))
+			case rewritten[v.InstanceID]:
+				actions = append(actions, fmt.Sprintf("%s of %s: NOT detached and re-attached by this runbook, although the guide does so after its database path: that goes through Cinder's attachment API (reset the attachment, then attach to the instance on %s), which recover-host does not drive because it could not be tested (the lab's Cinder cannot attach: LAB.md). Do it by hand: openstack server remove volume %s %s; openstack server add volume %s %s",
+					v.VolumeID, v.InstanceID, newHost[v.InstanceID], v.InstanceID, v.VolumeID, v.InstanceID, v.VolumeID))
+				attention++
+				r.AddFinding(activities.SeverityCritical, "volume/"+v.VolumeID, "volume %s of %s was moved by the database rewrite: detach and re-attach it by hand (see the report's volume_actions)", v.VolumeID, v.InstanceID)
+			default:
+				actions = append(actions, fmt.Sprintf("%s of %s: no detach/re-attach needed: Nova's evacuation rebuilt the instance on %s with its block-device mappings and re-connected the volume (checked below against the mappings on the new host)", v.VolumeID, v.InstanceID, newHost[v.InstanceID]))
+			}
+		}
+		r.SetDetail("volume_actions", actions)
 		for _, v := range volumes {
 			i := slices.IndexFunc(after, func(a activities.VolumeAttachment) bool {
 				return a.VolumeID == v.VolumeID && a.InstanceID == v.InstanceID

@@ -28,6 +28,8 @@ type recoverFixture struct {
 	failReboots int // the first failReboots hard reboots fail
 	// revived, answers and pings make the dead host report up / answer SSH / answer ping from now on.
 	revived, answers, pings bool
+	// volumes are the attachments the Nova/Cinder join lists, by host.
+	volumes map[string][]activities.VolumeAttachment
 }
 
 func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...string) *recoverFixture {
@@ -93,7 +95,11 @@ func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...st
 		return out, nil
 	})
 	f.env.OnActivity(novaDBAct.DBInstancesOnHost, mock.Anything, "compute1").Return(func(context.Context, string) ([]string, error) { return onHost(), nil })
-	f.env.OnActivity(novaDBAct.DBVolumeAttachments, mock.Anything, mock.Anything).Return([]activities.VolumeAttachment{}, nil)
+	f.env.OnActivity(novaDBAct.DBVolumeAttachments, mock.Anything, mock.Anything).Return(func(_ context.Context, host string) ([]activities.VolumeAttachment, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return append([]activities.VolumeAttachment{}, f.volumes[host]...), nil
+	})
 	f.env.OnActivity(computeAct.Capacity, mock.Anything, mock.Anything).Return(bigCaps, nil)
 	f.env.OnActivity(computeAct.SetComputeService, mock.Anything, mock.Anything).Return(func(_ context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
 		f.mu.Lock()
@@ -384,4 +390,25 @@ func TestRecoverHostConfirmDownReadsThreeSignals(t *testing.T) {
 	assert.Contains(t, d, "SSH: no answer")
 	assert.Contains(t, d, "ping 127.0.0.11: no answer")
 	assert.Contains(t, rep.Details, "confirm_down")
+}
+
+// Volumes: after an evacuation Nova re-connected the volume itself (the report says so and checks
+// the mapping on the new host); nothing is detached or re-attached.
+func TestRecoverHostSaysWhatItDidAboutVolumes(t *testing.T) {
+	f := newRecoverFixture(t, sampleInstances(1))
+	vol := activities.VolumeAttachment{VolumeID: "vol-1", InstanceID: "id-000"}
+	f.volumes = map[string][]activities.VolumeAttachment{"compute1": {vol}}
+	f.env.RegisterDelayedCallback(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.volumes = map[string][]activities.VolumeAttachment{"compute2": {vol}} // the rebuild moved the mapping
+	}, 15*time.Minute)
+	f.approveAt(wf.GateConfirmHostDead, 10*time.Minute)
+	f.run(wf.RecoverHost.Type, recoverInput(false))
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	actions, ok := rep.Details["volume_actions"].([]any)
+	require.True(t, ok, "%#v", rep.Details["volume_actions"])
+	require.Len(t, actions, 1)
+	assert.Contains(t, actions[0], "vol-1 of id-000: no detach/re-attach needed: Nova's evacuation rebuilt the instance on compute2")
 }
