@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status test-cluster reliability
+.PHONY: reliability-faults all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench cluster-bins cluster cluster-down cluster-status test-cluster reliability
 
 all: build
 
@@ -71,6 +71,11 @@ test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQ
 # with mocked activities on a dev server; prints the table. make test runs the same test (no -v).
 reliability: deps bin/temporal ## the crash matrix: runbook x (boundaries, crashes, correct, repeated side effects, worst time to recover)
 	$(GO) test -count=1 -timeout 10m -v -run TestCrashMatrix ./tests/crash/ | grep -v '^20[0-9][0-9]/'
+
+reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)
+	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} \
+	  $(GO) test -count=1 -timeout 90m -tags e2e -p 1 -v -run '$(or $(RUN),.)' ./e2e/ >.state/reliability-faults.log 2>&1; \
+	  rc=$$?; grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:' .state/reliability-faults.log; exit $$rc
 
 test: test-unit test-e2e ## the whole suite, as CI runs it (make test-cluster is separate: it does not sign yet, see README)
 

@@ -43,6 +43,7 @@ type Config struct {
 	Checks       Checks                         `mapstructure:"checks" yaml:"checks" json:"checks"`
 	InspectDisk  InspectDisk                    `mapstructure:"inspect_disk" yaml:"inspect_disk" json:"inspect_disk"`
 	Upgrade      Upgrade                        `mapstructure:"upgrade" yaml:"upgrade" json:"upgrade"`
+	Outage       Outage                         `mapstructure:"outage" yaml:"outage" json:"outage"`
 	Trust        Trust                          `mapstructure:"trust" yaml:"trust" json:"trust"`
 
 	// File is the configuration file that was read ("" when none was found
@@ -74,6 +75,8 @@ type OpenStack struct {
 	CloudsFile          string `mapstructure:"clouds_file" yaml:"clouds_file" json:"clouds_file"`
 	Region              string `mapstructure:"region" yaml:"region" json:"region"`
 	ComputeMicroversion string `mapstructure:"compute_microversion" yaml:"compute_microversion" json:"compute_microversion"`
+	// RequestTimeout bounds one API request; reads that fail are retried in place, writes are not.
+	RequestTimeout time.Duration `mapstructure:"request_timeout" yaml:"request_timeout" json:"request_timeout"`
 }
 
 // Databases are go-sql-driver/mysql DSNs. A DSN may instead be read from the
@@ -209,6 +212,7 @@ const (
 	DefaultKnownHostsFile       = "~/.ssh/known_hosts"
 	DefaultConnectTimeout       = 10 * time.Second
 	DefaultCommandTimeout       = 2 * time.Minute
+	DefaultRequestTimeout       = 60 * time.Second // openstack.request_timeout
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
 	DefaultPlanMaxAge           = time.Hour
@@ -260,7 +264,7 @@ func Default() *Config {
 			Namespace: DefaultNamespace,
 			TaskQueue: DefaultTaskQueue,
 		},
-		OpenStack: OpenStack{ComputeMicroversion: DefaultComputeMicroversion},
+		OpenStack: OpenStack{ComputeMicroversion: DefaultComputeMicroversion, RequestTimeout: DefaultRequestTimeout},
 		SSH: SSH{
 			User:           DefaultSSHUser,
 			Port:           DefaultSSHPort,

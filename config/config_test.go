@@ -301,6 +301,7 @@ temporal:
   task_queue: ""
 openstack:
   compute_microversion: "2.53"
+  request_timeout: 0s
 databases:
   nova_dsn: "nova:secret@tcp(db:3306)"
 ssh:
@@ -342,6 +343,7 @@ worker:
 		"temporal.address",
 		"temporal.task_queue",
 		"openstack.compute_microversion",
+		"openstack.request_timeout",
 		"databases.nova_dsn",
 		"ssh.port",
 		"ssh.command_timeout",

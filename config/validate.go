@@ -68,6 +68,7 @@ func (c *Config) ValidateFor(p Purpose) error {
 	c.validateChecks(&ps)
 	c.validateInspectDisk(&ps)
 	c.validateUpgrade(&ps)
+	c.validateOutage(&ps)
 	c.validateTrust(&ps, p)
 	if len(ps) == 0 {
 		return nil
@@ -141,6 +142,9 @@ func validateTemporalTLS(ps *Problems, tls TemporalTLS) {
 func (c *Config) validateOpenStack(ps *Problems) {
 	if err := CheckComputeMicroversion(c.OpenStack.ComputeMicroversion); err != nil {
 		ps.add("openstack.compute_microversion", "%v", err)
+	}
+	if c.OpenStack.RequestTimeout <= 0 {
+		ps.add("openstack.request_timeout", "must be positive, got %v", c.OpenStack.RequestTimeout)
 	}
 }
 

@@ -52,6 +52,7 @@ func startWorker(t *testing.T, cfgPath string, srv *devserver.Server, env ...str
 	cmd := exec.Command(bin, "--config", cfgPath, "--temporal-address", srv.HostPort, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.log"),
 		"STACKRUN_TRUST_KEYS_FILE="+operatorKeysFile(t))
+	cmd.Env = append(cmd.Env, faultEnv(t)...)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(t, cmd.Start())

@@ -10,7 +10,6 @@
 P_ALERTMANAGER=9093
 ALERT_RECEIVER=127.0.0.1:9099
 REPORTS_DB=stackrun REPORTS_USER=stackrun REPORTS_PASS=labstackrun
-PACKAGES+=(prometheus-alertmanager)
 
 write_alertmanager() {
   local d

@@ -52,6 +52,7 @@ PACKAGES=(
   python3-swift swift swift-proxy swift-object swift-account swift-container
   python3-openstackclient python3-swiftclient python3-novaclient
   uwsgi-core uwsgi-plugin-python3 xfsprogs rsync curl openssh-server openssh-client
+  prometheus-alertmanager  # the recurring checks' alerts (lib/alertmanager.sh)
   qemu-utils qemu-system-common fdisk e2fsprogs  # inspect-disk: qemu-img, qemu-storage-daemon, sfdisk (docs/disk-inspection.md)
 )
 

@@ -471,7 +471,13 @@ EOT
 
 write_sshd() {
   local h d
-  mkdir -p "$LAB/ssh"
+  mkdir -p "$LAB/ssh" "$LAB/home"
+  # Sessions get a home of their own: the machine's root profile (pyenv, cargo) is not a lab
+  # host's, and pyenv's rehash lock, left behind by a killed session, stalled every later
+  # command for 60 s and wrote into its output.
+  put "$LAB/home/.bashrc" <<'EOT'
+# home of the lab hosts' SSH sessions (lab/lib/configs.sh write_sshd): nothing to set up
+EOT
   for h in "${LAB_HOSTS[@]}"; do
     d=$(hostdir "$h")
     mkdir -p "$d/etc/ssh"
@@ -493,7 +499,7 @@ X11Forwarding no
 MaxStartups 100:30:200
 MaxSessions 64
 LogLevel INFO
-SetEnv LAB_HOST=$h STACKRUN_LAB_DIR=$LAB
+SetEnv LAB_HOST=$h STACKRUN_LAB_DIR=$LAB HOME=$LAB/home
 Subsystem sftp internal-sftp
 EOT
   done

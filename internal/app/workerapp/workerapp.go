@@ -113,7 +113,8 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		clients *openstack.Clients
 	)
 	osOpts := openstack.Options{Cloud: cfg.OpenStack.Cloud, CloudsFile: cfg.OpenStack.CloudsFile,
-		Region: cfg.OpenStack.Region, ComputeMicroversion: cfg.OpenStack.ComputeMicroversion}
+		Region: cfg.OpenStack.Region, ComputeMicroversion: cfg.OpenStack.ComputeMicroversion,
+		RequestTimeout: cfg.OpenStack.RequestTimeout}
 	cloudClients := func(ctx context.Context) (*openstack.Clients, error) {
 		once.Lock()
 		defer once.Unlock()

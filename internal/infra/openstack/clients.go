@@ -28,10 +28,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
 	gos "github.com/gophercloud/gophercloud/v2/openstack"
-	gcconfig "github.com/gophercloud/gophercloud/v2/openstack/config"
 	"github.com/gophercloud/gophercloud/v2/openstack/config/clouds"
 )
 
@@ -94,6 +94,8 @@ type Options struct {
 	ComputeMicroversion string
 	// PlacementMicroversion defaults to DefaultPlacementMicroversion.
 	PlacementMicroversion string
+	// RequestTimeout bounds each HTTP request; 0 means DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
 
 // Clients are the authenticated service clients. Compute and Identity are
@@ -166,18 +168,11 @@ func NewClients(ctx context.Context, opts Options) (*Clients, error) {
 	}
 	ao.AllowReauth = ao.TokenID == ""
 
-	provider, err := newProvider(ctx, ao, tlsConfig)
+	provider, err := newProvider(ctx, ao, tlsConfig, opts.RequestTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("openstack: authenticate (%s at %s): %w", source, ao.IdentityEndpoint, err)
 	}
 	return newClients(provider, eo, computeMV, placementMV)
-}
-
-func newProvider(ctx context.Context, ao gophercloud.AuthOptions, tlsConfig *tls.Config) (*gophercloud.ProviderClient, error) {
-	if tlsConfig != nil {
-		return gcconfig.NewProviderClient(ctx, ao, gcconfig.WithTLSConfig(tlsConfig))
-	}
-	return gcconfig.NewProviderClient(ctx, ao)
 }
 
 // newClients creates the service clients of an authenticated provider.

@@ -1,0 +1,76 @@
+package openstack
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	gos "github.com/gophercloud/gophercloud/v2/openstack"
+)
+
+// DefaultRequestTimeout bounds one HTTP request (connect, headers and body). Without it a
+// request to an API that accepted the connection and never answers would hang until the
+// activity's own timeout; with it the request fails and is retried (reads) or the activity
+// re-checks the world and decides (writes).
+const DefaultRequestTimeout = 60 * time.Second
+
+// DefaultReadRetries is how often a read (GET, HEAD) is retried in place after a transport error,
+// a 5xx answer or a cut body, before the error reaches the activity.
+const DefaultReadRetries = 4
+
+// retryReads is the provider's RetryFunc. Only reads are retried here: a POST, PUT, PATCH or
+// DELETE that failed may have reached the service (a reset after Nova accepted a live
+// migration), so repeating it blindly could do it twice. Writes go back to the activity,
+// whose next attempt looks at the world first.
+func retryReads(max uint, backoff time.Duration) gophercloud.RetryFunc {
+	return func(ctx context.Context, method, _ string, _ *gophercloud.RequestOpts, err error, failCount uint) error {
+		if method != http.MethodGet && method != http.MethodHead {
+			return err
+		}
+		if failCount > max || !transient(err) {
+			return err
+		}
+		t := time.NewTimer(backoff << (failCount - 1))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return err
+		case <-t.C:
+			return nil
+		}
+	}
+}
+
+// transient: worth a retry. 4xx answers are the service's considered reply (404, 409), not a fault.
+func transient(err error) bool {
+	var code gophercloud.ErrUnexpectedResponseCode
+	if errors.As(err, &code) {
+		return code.Actual >= 500
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+// newProvider authenticates with a bounded HTTP client and read retries (both also cover the
+// token request itself).
+func newProvider(ctx context.Context, ao gophercloud.AuthOptions, tlsConfig *tls.Config, timeout time.Duration) (*gophercloud.ProviderClient, error) {
+	client, err := gos.NewClient(ao.IdentityEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	if timeout <= 0 {
+		timeout = DefaultRequestTimeout
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	if tlsConfig != nil {
+		transport.TLSClientConfig = tlsConfig
+	}
+	client.HTTPClient = http.Client{Transport: transport, Timeout: timeout}
+	client.RetryFunc = retryReads(DefaultReadRetries, 500*time.Millisecond)
+	if err := gos.Authenticate(ctx, client, ao); err != nil {
+		return nil, err
+	}
+	return client, nil
+}

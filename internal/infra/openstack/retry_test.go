@@ -1,0 +1,77 @@
+package openstack
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/internal/testenv/faultproxy"
+)
+
+// Through a real proxy that injects every kind of fault into 20 % of the requests, reads
+// succeed (retried in place, a hang cut by the request timeout), a write whose answer was lost
+// is not repeated, and a 404 is the service's answer, not retried.
+func TestReadRetriesThroughFaults(t *testing.T) {
+	var gets, posts, missing atomic.Int64
+	nova := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/servers/gone":
+			missing.Add(1)
+			w.WriteHeader(404)
+			_, _ = w.Write([]byte(`{"itemNotFound": {"code": 404}}`))
+		case r.Method == http.MethodGet:
+			gets.Add(1)
+			_, _ = w.Write([]byte(`{"servers": []}`))
+		default:
+			posts.Add(1)
+			w.WriteHeader(202)
+		}
+	}))
+	defer nova.Close()
+
+	proxy := faultproxy.New(faultproxy.Options{Seed: 17, Rate: 0.2, HangFor: 2 * time.Second, SlowChunk: time.Millisecond})
+	defer proxy.Close()
+	base, err := proxy.Front(nova.URL + "/")
+	require.NoError(t, err)
+
+	pc := &gophercloud.ProviderClient{
+		HTTPClient: http.Client{Timeout: 300 * time.Millisecond},
+		RetryFunc:  retryReads(DefaultReadRetries, time.Millisecond),
+	}
+	sc := &gophercloud.ServiceClient{ProviderClient: pc, Endpoint: base}
+	ctx := context.Background()
+
+	for i := 0; i < 100; i++ {
+		var out map[string]any
+		_, err := sc.Get(ctx, sc.ServiceURL("servers"), &out, nil)
+		require.NoError(t, err, "read %d", i)
+	}
+	st := proxy.Stats()
+	require.Greater(t, st.ByMethod["GET"], 10, "too few faults injected to prove anything: %+v", st)
+
+	_, err = sc.Get(ctx, sc.ServiceURL("servers", "gone"), nil, nil)
+	require.Error(t, err)
+
+	proxy.Enable(false)
+	before := missing.Load()
+	_, err = sc.Get(ctx, sc.ServiceURL("servers", "gone"), nil, nil)
+	require.Error(t, err)
+	require.Equal(t, before+1, missing.Load(), "a 404 was retried")
+
+	// Every write's answer lost: the error reaches the caller after one request.
+	lossy := faultproxy.New(faultproxy.Options{Rate: 1, Kinds: []faultproxy.Kind{faultproxy.ResetAfter}})
+	defer lossy.Close()
+	wbase, err := lossy.Front(nova.URL + "/")
+	require.NoError(t, err)
+	wsc := &gophercloud.ServiceClient{ProviderClient: pc, Endpoint: wbase}
+	_, err = wsc.Post(ctx, wsc.ServiceURL("servers", "1", "action"), map[string]any{"os-migrateLive": map[string]any{}}, nil, &gophercloud.RequestOpts{OkCodes: []int{202}})
+	require.Error(t, err)
+	require.EqualValues(t, 1, posts.Load(), "a write whose answer was lost was sent again")
+}
