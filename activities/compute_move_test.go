@@ -182,4 +182,3 @@ func TestMoveInstanceLetsAConvergingMigrationFinish(t *testing.T) {
 	assert.Equal(t, "compute2", res.To)
 	assert.Equal(t, []string{"live-migrate"}, n.sent())
 }
-

@@ -85,12 +85,12 @@ type recoverHostPlan struct {
 	sshAnswered  bool
 	pingAnswered bool
 	signals      bool // the run checks ping too (confirmSignalsChange)
-	targets     []string
-	instances   []activities.Instance
-	volumes     []activities.VolumeAttachment
-	moves       []Move
-	lines       []string
-	parallel    int
+	targets      []string
+	instances    []activities.Instance
+	volumes      []activities.VolumeAttachment
+	moves        []Move
+	lines        []string
+	parallel     int
 }
 
 func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval, error) {
