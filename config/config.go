@@ -171,6 +171,10 @@ type SwiftNode struct {
 type Worker struct {
 	AuditLog       string `mapstructure:"audit_log" yaml:"audit_log" json:"audit_log"`
 	MetricsAddress string `mapstructure:"metrics_address" yaml:"metrics_address" json:"metrics_address"`
+	// WorkflowCacheSize caps the runs the worker keeps in memory (Temporal's sticky workflow
+	// cache); 0 keeps the SDK's default, 10,000. An evicted run is replayed from its history
+	// when it next has work (docs/production.md, "Scale, measured").
+	WorkflowCacheSize int `mapstructure:"workflow_cache_size" yaml:"workflow_cache_size" json:"workflow_cache_size"`
 }
 
 // Escalation policies (policy.escalation).

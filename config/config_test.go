@@ -333,6 +333,7 @@ policy:
   activity_max_attempts: 0
 worker:
   metrics_address: "9090"
+  workflow_cache_size: -1
 `)
 	cfg, err := config.Load(config.LoadOptions{Path: p, LookupEnv: env(home)})
 	require.NoError(t, err)
@@ -361,6 +362,7 @@ worker:
 		"policy.default_parallelism",
 		"policy.activity_max_attempts",
 		"worker.metrics_address",
+		"worker.workflow_cache_size",
 	} {
 		assert.Contains(t, keys, want)
 	}

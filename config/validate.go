@@ -498,6 +498,9 @@ func (c *Config) validateWorker(ps *Problems, worker bool) {
 			ps.add("worker.metrics_address", "%v", err)
 		}
 	}
+	if c.Worker.WorkflowCacheSize < 0 {
+		ps.add("worker.workflow_cache_size", "must be 0 (the SDK's default, 10,000) or more, not %d", c.Worker.WorkflowCacheSize)
+	}
 	if worker && c.Worker.AuditLog != "" {
 		dir := path.Dir(c.Worker.AuditLog)
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {

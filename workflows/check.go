@@ -268,9 +268,10 @@ func (r *Run) runProbes(plan activities.CheckPlan, cadence string, since, at tim
 			timeout += plan.AlertTimeout
 			hb = 30 * time.Second
 		}
-		// A probe is retried once: a check must finish on time, and a probe that fails is
-		// itself a finding.
-		opts := ActOpts{Timeout: timeout, Heartbeat: hb, Attempts: 2,
+		// A probe is retried twice: a check must finish on time, and a probe that fails is
+		// itself a finding; but a worker killed mid-probe spends one attempt and its retry's
+		// first dispatch can be lost to the dead worker's poll: two would report a false blind spot.
+		opts := ActOpts{Timeout: timeout, Heartbeat: hb, Attempts: 3,
 			NonRetryable: []string{activities.ErrTypeInvalidInput, activities.ErrTypeNotFound, activities.ErrTypeRefused, activities.ErrTypeHostKey}}
 		started := workflow.Now(ctx)
 		var res activities.ProbeResult

@@ -177,9 +177,10 @@ func runDiagnose(r *Run, in *DiagnoseInput, p *diagnosePlan) (string, error) {
 				failed(fmt.Errorf("unknown collector kind %q", spec.Kind))
 				return nil
 			}
-			// Collectors are retried once: a diagnosis must finish soon, and what one could not
-			// see is itself reported. The network probes take seconds per vantage point.
-			opts := ActOpts{Timeout: 2 * time.Minute, Attempts: 2}
+			// Collectors are retried twice: a diagnosis must finish soon, and what one could not
+			// see is itself reported, but a worker crash alone must not make a blind spot (one
+			// attempt killed, one lost to the dead worker's poll). Network probes take seconds.
+			opts := ActOpts{Timeout: 2 * time.Minute, Attempts: 3}
 			if spec.Kind == activities.CollectNetwork {
 				opts.Timeout = 5 * time.Minute
 			}

@@ -133,6 +133,10 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 		return cl, nil
 	}
 
+	if n := cfg.Worker.WorkflowCacheSize; n > 0 {
+		// Process-wide, and only before the first worker starts: a worker process has one.
+		worker.SetStickyWorkflowCacheSize(n)
+	}
 	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{
 		// keepalive: a dead worker is noticed within an activity's heartbeat timeout.
 		Interceptors: []interceptor.WorkerInterceptor{app.Audit.Interceptor(), keepalive.Interceptor(0)},

@@ -278,7 +278,14 @@ func (s *Server) Restart() {
 }
 
 func (s *Server) writeConfig(hostKeyFile string) {
+	// Sessions get an empty home: the machine's root .bashrc (pyenv init) is not a host's, and a
+	// stale pyenv rehash lock stalled every command 60 s and wrote into its output.
+	home := filepath.Join(s.Dir, "home")
+	if err := os.MkdirAll(home, 0o755); err != nil {
+		s.t.Fatalf("sshd: %v", err)
+	}
 	cfg := []string{
+		"SetEnv HOME=" + home,
 		"# written by internal/testenv/sshd",
 		"ListenAddress " + s.Addr(),
 		"HostKey " + hostKeyFile,

@@ -5,19 +5,22 @@
 //
 // Environment: CRASH_HOSTPORT, CRASH_TASK_QUEUE, CRASH_LEASE_QUEUE, CRASH_STORE (a directory),
 // CRASH_CONFIG (JSON: policy and key policy), CRASH_HOSTS (the compute hosts, the first emptied),
-// CRASH_INSTANCE_STATUS (the instances' status until started, default ACTIVE), CRASH_AT ("Activity#n", the n-th first attempt of
+// CRASH_INSTANCE_STATUS (the instances' status until started, default ACTIVE), CRASH_DEAD (set:
+// the first host died, for recover-host), CRASH_AT ("Activity#n", the n-th first attempt of
 // that activity in this process) and CRASH_WHEN (start: before the activity acts; end: after it
 // acted, before its result is reported).
 package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"log"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +55,15 @@ func main() {
 		log.Fatal(err)
 	}
 	st := &Store{Dir: os.Getenv("CRASH_STORE")}
+	// CRASH_SCALE=N: the largest plans (history_test.go): N instances, N computes upgraded, N
+	// hosts probed and diagnosed, N Swift nodes; and activities answer at once.
+	if n, _ := strconv.Atoi(os.Getenv("CRASH_SCALE")); n > 0 {
+		scale, work = n, 0
+		instances = nil
+		for i := range n {
+			instances = append(instances, fmt.Sprintf("vm-%d", i+1))
+		}
+	}
 	c, err := client.Dial(client.Options{HostPort: os.Getenv("CRASH_HOSTPORT"),
 		Logger: tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))})
 	if err != nil {
@@ -65,12 +77,47 @@ func main() {
 	})
 	workflows.Register(w)
 	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: func() (trust.Policy, error) { return cfg.Keys, nil }})
-	w.RegisterActivity(&activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")})
+	registerLease(w, &activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")}, os.Getenv("CRASH_TASK_QUEUE"))
+	hostList := strings.Split(os.Getenv("CRASH_HOSTS"), ",")
 	registerMocks(w, st)
-	registerCompute(w, st, strings.Split(os.Getenv("CRASH_HOSTS"), ","), os.Getenv("CRASH_INSTANCE_STATUS"))
+	registerCompute(w, st, hostList, os.Getenv("CRASH_INSTANCE_STATUS"), os.Getenv("CRASH_DEAD") != "")
+	registerChecks(w, st)
+	registerSwift(w, st, hostList[0])
+	registerInspector(w, st, hostList[0])
+	registerUpgrade(w, st, hostList[0])
 	if err := w.Run(worker.InterruptCh()); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// registerLease registers the real lease activities, with the cloud-wide locks (a lease
+// workflow of their own, stackrun/lock/<name>) scoped to this run's task queue: every crashed
+// run stands for a cloud of its own (its hosts are named after it too), so that the runs of
+// the matrix, which go at once, do not queue for one swift-ring lock. Host leases need no
+// scoping: the hosts' names differ.
+func registerLease(w worker.Worker, l *activities.Lease, scope string) {
+	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
+	scoped := func(id string) string {
+		if strings.HasPrefix(id, "stackrun/lock/") {
+			return id + "@" + scope
+		}
+		return id
+	}
+	reg("RequestLease", func(ctx context.Context, req activities.LeaseRequest) error {
+		req.Lease = scoped(req.Lease)
+		return l.RequestLease(ctx, req)
+	})
+	reg("ReleaseLease", func(ctx context.Context, req activities.LeaseRequest) error {
+		req.Lease = scoped(req.Lease)
+		return l.ReleaseLease(ctx, req)
+	})
+	reg("Holds", func(ctx context.Context, c activities.LeaseCheck) (bool, error) {
+		c.Lease = scoped(c.Lease)
+		return l.Holds(ctx, c)
+	})
+	reg("StillRunning", l.StillRunning)
+	reg("Wants", l.Wants)
+	reg("ClaimStartNonce", l.ClaimStartNonce)
 }
 
 // crasher records every activity attempt the worker starts and kills the process at CRASH_AT.
@@ -107,7 +154,10 @@ func (a *crashInbound) ExecuteActivity(ctx context.Context, in *interceptor.Exec
 		boundary = fmt.Sprintf("%s#%d", name, a.c.seen[name])
 	}
 	a.c.mu.Unlock()
-	a.c.store.Append("starts.log", fmt.Sprintf("%d %s %s %d %s", time.Now().UnixMilli(), info.WorkflowExecution.ID, info.ActivityID, info.Attempt, orDash(boundary)))
+	// The work's identity (type and arguments): a step the workflow schedules again after its
+	// attempts ran out is a new activity ID doing the same work.
+	work := fmt.Sprintf("%s:%x", name, sha256.Sum256([]byte(fmt.Sprintf("%v", in.Args))))[:len(name)+13]
+	a.c.store.Append("starts.log", fmt.Sprintf("%d %s %s %d %s %s", time.Now().UnixMilli(), info.WorkflowExecution.ID, info.ActivityID, info.Attempt, orDash(boundary), work))
 	if boundary != "" && boundary == a.c.at && a.c.when == "start" {
 		a.c.kill(boundary)
 	}

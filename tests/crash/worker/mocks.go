@@ -14,7 +14,7 @@ import (
 // The mocked activities, registered under the real activities' names. Each checks the store (the
 // world) before it acts; a side effect it does is a line in effects.log. A short pause stands
 // for the work, so that a crash "at start" really lands while the activity runs.
-const work = 50 * time.Millisecond
+var work = 50 * time.Millisecond
 
 // mockHosts stands for activities.Hosts: every host runs "nova-compute" (role compute).
 type mockHosts struct{ st *Store }
@@ -55,10 +55,10 @@ func (h *mockHosts) SetService(ctx context.Context, a activities.ServiceAction) 
 	return nil
 }
 
-// CheckAMQP: a started service has connected (its "start" effect is in the world).
+// CheckAMQP: a running service (not stopped in the world) has connected.
 func (h *mockHosts) CheckAMQP(ctx context.Context, req activities.AMQPRequest) (activities.AMQPResult, error) {
 	time.Sleep(work)
-	return activities.AMQPResult{Connected: h.st.Get(serviceKey(req.ServiceRequest)) == "running"}, nil
+	return activities.AMQPResult{Connected: h.st.Get(serviceKey(req.ServiceRequest)) != "stopped"}, nil
 }
 
 // mockCompute stands for activities.Compute and NovaDB: the hosts of CRASH_HOSTS (the first is
@@ -68,12 +68,15 @@ type mockCompute struct {
 	st     *Store
 	hosts  []string
 	status string
+	// dead: the first host died (recover-host): its nova-compute reports down, SSH does not answer.
+	dead bool
 }
 
+// instances are vm-1 and vm-2, or vm-1..vm-N with CRASH_SCALE=N (the history tests' largest plans).
 var instances = []string{"vm-1", "vm-2"}
 
-func registerCompute(w worker.Worker, st *Store, hosts []string, status string) {
-	c := &mockCompute{st: st, hosts: hosts, status: status}
+func registerCompute(w worker.Worker, st *Store, hosts []string, status string, dead bool) {
+	c := &mockCompute{st: st, hosts: hosts, status: status, dead: dead}
 	if c.status == "" {
 		c.status = "ACTIVE"
 	}
@@ -85,12 +88,18 @@ func registerCompute(w worker.Worker, st *Store, hosts []string, status string) 
 	reg("Capacity", c.Capacity)
 	reg("MoveInstance", c.MoveInstance)
 	reg("RecoverInstance", c.RecoverInstance)
+	reg("SSHReachable", c.SSHReachable)
+	reg("DBVolumeAttachments", c.DBVolumeAttachments)
 }
 
 func (c *mockCompute) service(h string) activities.ComputeService {
 	s := activities.ComputeService{Host: h, ID: "svc-" + h, Status: "enabled", State: "up"}
 	if c.st.Get("compute/"+h) == "disabled" {
 		s.Status, s.DisabledReason = "disabled", "crash matrix"
+	}
+	if c.dead && h == c.hosts[0] {
+		s.State = "down"
+		s.ForcedDown = c.st.Get("forced/"+h) == "down"
 	}
 	return s
 }
@@ -109,6 +118,9 @@ func (c *mockCompute) ComputeServices(ctx context.Context) ([]activities.Compute
 func (c *mockCompute) SetComputeService(ctx context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
 	time.Sleep(work)
 	switch {
+	case ch.ForcedDown != nil:
+		want := map[bool]string{true: "down", false: "up"}[*ch.ForcedDown]
+		c.st.Act("forced/"+ch.Host, want, "forced_down="+want+" "+ch.Host)
 	case ch.Disable:
 		c.st.Act("compute/"+ch.Host, "disabled", "disable "+ch.Host)
 	case ch.Enable:
@@ -152,7 +164,7 @@ func (c *mockCompute) Capacity(ctx context.Context, targets []string) ([]activit
 	time.Sleep(work)
 	var out []activities.HostCapacity
 	for _, h := range targets {
-		out = append(out, activities.HostCapacity{Host: h, Provider: "rp-" + h, FreeVCPUs: 16, FreeRAMMB: 16384, FreeDiskGB: 100})
+		out = append(out, activities.HostCapacity{Host: h, Provider: "rp-" + h, FreeVCPUs: 16 + scale, FreeRAMMB: 16384 + 512*scale, FreeDiskGB: 100 + scale})
 	}
 	return out, nil
 }
@@ -199,4 +211,40 @@ func (h *mockHosts) BootTime(ctx context.Context, host string) (time.Time, error
 func (h *mockHosts) Probe(ctx context.Context, p activities.APIProbe) (activities.APIProbeResult, error) {
 	time.Sleep(work)
 	return activities.APIProbeResult{OK: true, Detail: p.Kind + " answers"}, nil
+}
+
+// SSHReachable: the dead host does not answer (fenced), the others do.
+func (c *mockCompute) SSHReachable(ctx context.Context, host string) (activities.Reachability, error) {
+	time.Sleep(work)
+	if c.dead && host == c.hosts[0] {
+		return activities.Reachability{Host: host, Detail: "connection refused"}, nil
+	}
+	return activities.Reachability{Host: host, Reachable: true, Detail: "SSH-2.0-OpenSSH_9.2"}, nil
+}
+
+// DBVolumeAttachments: every instance on host has one volume, attached where the instance is.
+func (c *mockCompute) DBVolumeAttachments(ctx context.Context, host string) ([]activities.VolumeAttachment, error) {
+	time.Sleep(work)
+	var out []activities.VolumeAttachment
+	for _, id := range instances {
+		if c.where(id) == host {
+			out = append(out, activities.VolumeAttachment{InstanceID: id, VolumeID: "vol-" + id, Device: "/dev/vdb", Status: "in-use", AttachStatus: "attached", AttachedHost: host})
+		}
+	}
+	return out, nil
+}
+
+// scale is CRASH_SCALE (0: the matrix's small world).
+var scale int
+
+// scaled names n hosts prefix-1..prefix-n, or the defaults when not scaled.
+func scaled(prefix string, defaults ...string) []string {
+	if scale == 0 {
+		return defaults
+	}
+	out := make([]string, scale)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", prefix, i+1)
+	}
+	return out
 }

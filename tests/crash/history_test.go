@@ -1,0 +1,129 @@
+package crash
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"go.temporal.io/api/enums/v1"
+
+	"github.com/stackrun/stackrun/workflows"
+)
+
+// historyLimit is Temporal's warning: a run's history should stay under it (the hard limit is
+// 51,200 events); past it a runbook continues as new or splits into children.
+const historyLimit = 10240
+
+// historyScale is each case's largest plan (CRASH_SCALE of the crash worker's mocks): a host of
+// 1,000 instances (evacuate, recover-host, post-reboot-check), 500 computes upgraded, a check
+// over 500 hosts (two per-host probes each), a diagnosis with 500 hosts' collectors, a ring
+// change over 500 Swift nodes. 0: the runbook's plan does not grow with the cloud (one host, one
+// device, one instance).
+var historyScale = map[string]int{
+	"evacuate": 1000, "recover-host": 1000, "post-reboot-check (--start-instances)": 1000,
+	"staged-upgrade (--to-candidate)": 500, "check (daily)": 500, "diagnose (api-slow)": 500,
+	"swift-ring (--set-weight)": 500,
+}
+
+// historyOnly are the worst cases that are not the matrix's: a ring change in the most steps
+// input validation allows (each step rebalances, validates, distributes and waits for replication).
+var historyOnly = []runbookCase{
+	{rb: workflows.SwiftRing, variant: "--steps 100", input: func(host string) workflows.Input {
+		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=0"}, Steps: 100, Wait: true}
+	}},
+}
+
+// TestHistoryWorstCase runs every case of the matrix once at its largest plan, on the dev server
+// with the crash worker (activities answer at once), and counts the events of its history and
+// of every child run's: each must stay under historyLimit. STACKRUN_HISTORY_SCALE overrides
+// the scales (one number for every growing case).
+func TestHistoryWorstCase(t *testing.T) {
+	if os.Getenv("STACKRUN_HISTORY") == "" {
+		// About 10 minutes on a loaded 2-core machine: make reliability runs it, make test does not.
+		t.Skip("the largest plans through a dev server: STACKRUN_HISTORY=1 (make reliability)")
+	}
+	r := newRig(t)
+	r.timeout = 10 * time.Minute
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var table []string
+	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
+		n := historyScale[rc.label()]
+		if v, err := strconv.Atoi(os.Getenv("STACKRUN_HISTORY_SCALE")); err == nil && n > 0 {
+			n = v
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := rc
+			c.env = append(append([]string(nil), rc.env...), "CRASH_SCALE="+strconv.Itoa(n))
+			start := time.Now()
+			o := r.run(c, "hist-"+runName(rc), "", "")
+			if o.err != nil {
+				t.Errorf("%s at scale %d: %v", rc.label(), n, o.err)
+				if o.workflowID == "" {
+					return
+				}
+				o.report.Status = "unfinished" // its history so far is a figure too
+			}
+			events, children, err := r.historyLength(o.workflowID)
+			if err != nil {
+				t.Errorf("%s: %v", rc.label(), err)
+				return
+			}
+			worst := events
+			for _, e := range children {
+				worst = max(worst, e)
+			}
+			mu.Lock()
+			table = append(table, fmt.Sprintf("%-38s %6d %8d %9v %9s  %s", rc.label(), n, events, children, time.Since(start).Round(time.Second), o.report.Status))
+			mu.Unlock()
+			if worst >= historyLimit {
+				t.Errorf("%s at scale %d: %d history events (children %v), want under %d: continue as new or split into children", rc.label(), n, events, children, historyLimit)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("\nhistory at the largest plans (events per run; under %d)\n%-38s %6s %8s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "children", "took",
+		joinLines(table))
+}
+
+// historyLength is the run's history length and its child runs' (one level: no runbook's child
+// starts children).
+func (r *rig) historyLength(id string) (int, []int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	d, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, "")
+	if err != nil {
+		return 0, nil, err
+	}
+	var children []int
+	it := r.srv.Client.GetWorkflowHistory(ctx, id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return 0, nil, err
+		}
+		if a := ev.GetChildWorkflowExecutionStartedEventAttributes(); a != nil {
+			cd, err := r.srv.Client.DescribeWorkflowExecution(ctx, a.GetWorkflowExecution().GetWorkflowId(), a.GetWorkflowExecution().GetRunId())
+			if err != nil {
+				return 0, nil, err
+			}
+			children = append(children, int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
+		}
+	}
+	return int(d.GetWorkflowExecutionInfo().GetHistoryLength()), children, nil
+}
+
+func joinLines(ls []string) string {
+	out := ""
+	for _, l := range ls {
+		out += l + "\n"
+	}
+	return out
+}

@@ -1,0 +1,90 @@
+package crash
+
+import (
+	"crypto/sha256"
+	"fmt"
+	"slices"
+	"testing"
+
+	"github.com/stackrun/stackrun/workflows"
+)
+
+// runbookCase is one row of the matrix: a runbook and an input on a world of its own (hosts,
+// Swift nodes and instance named after host, the run's own name).
+type runbookCase struct {
+	rb workflows.Runbook
+	// variant names a second case of one runbook in the table: "swift-disk (--drain-first)".
+	variant string
+	input   func(host string) workflows.Input
+	// env is the mocked world's settings for this case (tests/crash/worker: its environment).
+	env []string
+}
+
+func (rc runbookCase) label() string {
+	if rc.variant != "" {
+		return rc.rb.Name + " (" + rc.variant + ")"
+	}
+	return rc.rb.Name
+}
+
+func meta() workflows.Meta { return workflows.Meta{RequestedBy: "alice", Reason: "crash matrix"} }
+
+// instanceID is the run's instance, a UUID derived from its name.
+func instanceID(host string) string {
+	h := fmt.Sprintf("%x", sha256.Sum256([]byte(host)))
+	return h[0:8] + "-" + h[8:12] + "-4" + h[12:15] + "-8" + h[15:18] + "-" + h[18:30]
+}
+
+// matrix is every runbook of the registry (TestCrashMatrixCoversEveryRunbook): a new runbook is
+// one entry here and its activities' mocks in tests/crash/worker, which check the world (the
+// store) before they act and log each side effect to effects.log.
+var matrix = []runbookCase{
+	{rb: workflows.Check, variant: "daily", input: func(string) workflows.Input {
+		return &workflows.CheckInput{Meta: meta(), Cadence: "daily"}
+	}},
+	{rb: workflows.Diagnose, variant: "api-slow", input: func(string) workflows.Input {
+		return &workflows.DiagnoseInput{Meta: meta(), Symptom: "api-slow", Subject: "all"}
+	}},
+	{rb: workflows.Evacuate, input: func(host string) workflows.Input {
+		return &workflows.EvacuateInput{Meta: meta(), Host: host, Parallel: 2}
+	}},
+	{rb: workflows.InspectDisk, input: func(host string) workflows.Input {
+		return &workflows.InspectDiskInput{Meta: meta(), Instance: instanceID(host), Paths: []string{"/etc/fstab", "/var/log/syslog"}, MaxBytes: 1000}
+	}},
+	{rb: workflows.PostRebootCheck, variant: "--start-instances", input: func(host string) workflows.Input {
+		return &workflows.PostRebootCheckInput{Meta: meta(), Host: host, StartInstances: true}
+	}, env: []string{"CRASH_INSTANCE_STATUS=SHUTOFF"}},
+	{rb: workflows.RecoverHost, input: func(host string) workflows.Input {
+		m := meta()
+		m.Reason = "host failure: crash matrix"
+		return &workflows.RecoverHostInput{Meta: m, Host: host, Parallel: 2}
+	}, env: []string{"CRASH_DEAD=1"}},
+	{rb: workflows.RestartService, input: func(host string) workflows.Input {
+		return &workflows.RestartServiceInput{Meta: meta(), Host: host, Service: "nova-compute"}
+	}},
+	{rb: workflows.StagedUpgrade, variant: "--to-candidate", input: func(string) workflows.Input {
+		return &workflows.StagedUpgradeInput{Meta: meta(), ToCandidate: true}
+	}},
+	{rb: workflows.SwiftDisk, input: func(host string) workflows.Input {
+		return &workflows.SwiftDiskInput{Meta: meta(), Node: host + "-s2", Device: "sdd"}
+	}},
+	{rb: workflows.SwiftDisk, variant: "--drain-first", input: func(host string) workflows.Input {
+		return &workflows.SwiftDiskInput{Meta: meta(), Node: host + "-s2", Device: "sdd", DrainFirst: true}
+	}},
+	{rb: workflows.SwiftRing, variant: "--set-weight", input: func(host string) workflows.Input {
+		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=50"}}
+	}},
+}
+
+// Every runbook of the registry is in the matrix: a runbook added without its entry fails here.
+func TestCrashMatrixCoversEveryRunbook(t *testing.T) {
+	var names []string
+	for _, rc := range matrix {
+		names = append(names, rc.rb.Name)
+	}
+	for _, rb := range workflows.Runbooks {
+		if !slices.Contains(names, rb.Name) {
+			t.Errorf("runbook %s is not in the crash matrix (tests/crash/matrix_test.go): add its entry and its mocks (tests/crash/worker)", rb.Name)
+		}
+	}
+}
