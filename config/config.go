@@ -227,6 +227,7 @@ const (
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
 	DefaultPlanMaxAge           = time.Hour
+	DefaultLiveMigrationStall   = 3 * time.Minute
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -250,7 +251,7 @@ const (
 func DefaultTwoPersonGates() []string {
 	return []string{
 		"approve-plan", "approve-ring-change", "overwrite-disk", "disk-replaced",
-		"confirm-host-dead", "db-rewrite", "start-instances",
+		"confirm-host-dead", "confirm-host-dead-override", "db-rewrite", "start-instances", "force-complete",
 		"data-access", "canary-ok", "release-notes-read", "tested-on-staging", "rollback",
 	}
 }
@@ -290,15 +291,19 @@ func Default() *Config {
 		Commands:     DefaultCommands(),
 		RoleCommands: map[string]map[string][]string{},
 		Policy: policy.Policy{
-			GateApprovers:        map[string][]string{},
-			TwoPersonGates:       DefaultTwoPersonGates(),
-			GateTimeout:          DefaultGateTimeout,
-			Escalation:           DefaultEscalation,
-			EscalationRepeats:    DefaultEscalationRepeats,
-			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
-			DefaultParallelism:   DefaultParallelism,
-			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
-			PlanMaxAge:           DefaultPlanMaxAge,
+			GateApprovers:              map[string][]string{},
+			TwoPersonGates:             DefaultTwoPersonGates(),
+			GateTimeout:                DefaultGateTimeout,
+			Escalation:                 DefaultEscalation,
+			EscalationRepeats:          DefaultEscalationRepeats,
+			MaxHostsOutOfService:       DefaultMaxHostsOutOfService,
+			DefaultParallelism:         DefaultParallelism,
+			ActivityMaxAttempts:        DefaultActivityMaxAttempts,
+			PlanMaxAge:                 DefaultPlanMaxAge,
+			ConfigHold:                 []string{"systemd_mask"},
+			ConfigRelease:              []string{"systemd_unmask"},
+			LiveMigrationStall:         DefaultLiveMigrationStall,
+			LiveMigrationNotConverging: policy.NotConvergingAbort,
 		},
 		Chat:        defaultChat(),
 		Checks:      defaultChecks(),

@@ -83,6 +83,15 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
+	// evacuate's configuration-management hold runs these on computes: unknown names would only
+	// show when a host is already stopped for maintenance.
+	for key, names := range map[string][]string{"policy.config_hold": cfg.Policy.ConfigHold, "policy.config_release": cfg.Policy.ConfigRelease} {
+		for _, n := range names {
+			if _, ok := cat.Template(n, "compute"); !ok {
+				return nil, fmt.Errorf("%s: %q is not a catalogue command (commands, role_commands.compute)", key, n)
+			}
+		}
+	}
 
 	inv := map[string]activities.InventoryHost{}
 	for name, h := range cfg.Inventory {

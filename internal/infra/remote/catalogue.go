@@ -41,6 +41,12 @@ var defaultCommands = map[string][]string{
 	"log_tail":        {"tail", "-n", "{lines}", "{log}"},
 	"service_pid":     {"systemctl", "show", "-p", "MainPID", "--value", "{service}"}, // 0 = not running
 	"tcp_established": {"ss", "-H", "-t", "-n", "-p", "state", "established"},
+	// configuration management hold and release (evacuate's maintenance, policy.config_hold and
+	// policy.config_release): each is idempotent, so a retried step does no harm
+	"systemd_mask":   {"systemctl", "mask", "{service}"}, // `systemctl start` refuses a masked unit
+	"systemd_unmask": {"systemctl", "unmask", "{service}"},
+	"puppet_disable": {"puppet", "agent", "--disable", "stackrun maintenance (evacuate)"},
+	"puppet_enable":  {"puppet", "agent", "--enable"},
 	// host facts
 	"uptime":   {"cat", "/proc/uptime"},
 	"hostname": {"cat", "/proc/sys/kernel/hostname"},

@@ -38,7 +38,7 @@ var readOnlyCommands = []string{
 // exactly one of the two lists (a test checks it), so a new command must be classified.
 var mutatingCommands = []string{
 	"service_start", "service_stop", "service_restart", "service_enable", "service_disable",
-	"host_reboot",
+	"host_reboot", "systemd_mask", "systemd_unmask", "puppet_disable", "puppet_enable",
 	"umount", "umount_lazy", "mkfs_xfs_force", "mkfs_xfs", "mount_label", "mount_fstab", "mkdir", "chown_swift", "file_copy",
 	"ring_add", "ring_set_weight", "ring_remove", "ring_rebalance", "ring_write",
 	// validate and dispersion read the builder only, as far as Swift 2.30 goes; nothing
