@@ -45,8 +45,8 @@ import (
 	"github.com/stackrun/stackrun/internal/app/inputflags"
 	"github.com/stackrun/stackrun/internal/app/workerapp"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
-	"github.com/stackrun/stackrun/tests/crash/results"
 	"github.com/stackrun/stackrun/internal/testenv/operators"
+	"github.com/stackrun/stackrun/tests/crash/results"
 	"github.com/stackrun/stackrun/workflows"
 )
 

@@ -89,6 +89,7 @@ func registerCompute(w worker.Worker, st *Store, hosts []string, status string, 
 	reg("MoveInstance", c.MoveInstance)
 	reg("RecoverInstance", c.RecoverInstance)
 	reg("SSHReachable", c.SSHReachable)
+	reg("PingAddress", c.PingAddress)
 	reg("DBVolumeAttachments", c.DBVolumeAttachments)
 }
 
@@ -220,6 +221,15 @@ func (c *mockCompute) SSHReachable(ctx context.Context, host string) (activities
 		return activities.Reachability{Host: host, Detail: "connection refused"}, nil
 	}
 	return activities.Reachability{Host: host, Reachable: true, Detail: "SSH-2.0-OpenSSH_9.2"}, nil
+}
+
+// PingAddress: as SSH, the dead host's management address does not answer, the others do.
+func (c *mockCompute) PingAddress(ctx context.Context, host string) (activities.Reachability, error) {
+	time.Sleep(work)
+	if c.dead && host == c.hosts[0] {
+		return activities.Reachability{Host: host, Detail: "100% packet loss"}, nil
+	}
+	return activities.Reachability{Host: host, Reachable: true, Detail: "1 packets received"}, nil
 }
 
 // DBVolumeAttachments: every instance on host has one volume, attached where the instance is.
