@@ -4,9 +4,10 @@
 #   internode         history, matching, frontend and the internal worker between themselves
 #                     (server and client auth; name temporal-internode, and every service address)
 #   frontend          what the frontend shows its clients (name temporal-frontend, its address)
-#   stackrun-worker, stackrun-chat, stackrun-operator, temporal-ui, temporal-admin
+#   stackrun-worker, stackrun-chat, stackrun-operator, stackrun-viewer, temporal-ui, temporal-admin
 #                     client certificates: the frontend refuses a client without one signed by
-#                     the CA. The subject names the client, for an authorizer (issue 11).
+#                     the CA. The subject CN names the client; the frontend's --tls-roles file
+#                     (configs.sh) gives each CN its roles, and a CN it does not list gets none.
 # Idempotent: existing certificates are kept unless they expire within 30 days.
 # Run directly, `certs.sh DIR` writes the same set for docker-compose.yml into DIR: names only
 # (the containers' addresses are not known in advance), keys readable by the containers' users.
@@ -14,7 +15,7 @@
 TLS_DIR=$CLUSTER/tls
 FRONTEND_NAME=temporal-frontend
 INTERNODE_NAME=temporal-internode
-CLIENTS=(stackrun-worker stackrun-chat stackrun-operator temporal-ui temporal-admin)
+CLIENTS=(stackrun-worker stackrun-chat stackrun-operator stackrun-viewer temporal-ui temporal-admin)
 
 # issue NAME EKU SAN: a P-256 key and a certificate signed by the CA, valid 365 days.
 issue() {

@@ -145,6 +145,13 @@ write_dynamic_config() {
   put "$CLUSTER/etc/dynamicconfig.yaml" 644 <"$REPO/deploy/temporal/dynamicconfig.yaml"
 }
 
+# write_tls_roles: who may call the frontend, by the subject CN of their client certificate
+# (deploy/temporal/tls-roles, the file docker-compose.yml mounts; the web UI's line from
+# $UI_ROLES). Read by every service's temporal-server --tls-roles; the frontend applies it.
+write_tls_roles() {
+  sed "s/^temporal-ui .*/temporal-ui        $UI_ROLES/" "$REPO/deploy/temporal/tls-roles" | put "$CLUSTER/etc/tls-roles" 644
+}
+
 # write_ui_config: the web UI server, pointed at the frontend.
 write_ui_config() {
   mkdir -p "$CLUSTER/etc/ui"
@@ -174,6 +181,47 @@ strip_blocks() {
   awk -v keys=" $* " '
     /^[A-Za-z_][A-Za-z0-9_]*:/ { k = $0; sub(/:.*/, "", k); skip = index(keys, " " k " ") > 0 }
     !skip { print }'
+}
+
+# only_block KEY: the top-level YAML block KEY: of stdin (empty if there is none).
+only_block() {
+  awk -v key="$1" '
+    /^[A-Za-z_][A-Za-z0-9_]*:/ { k = $0; sub(/:.*/, "", k); keep = k == key }
+    keep { print }'
+}
+
+# cluster_operator_keys: without a trust: block in the base configuration, the cluster's own
+# operators (alice and bob approve, carol starts, as in the lab) get ed25519 key pairs in
+# $CLUSTER/operators and $CLUSTER/operators/keys becomes trust.keys_file. Sign as one of them with
+# `stackrun --key $CLUSTER/operators/alice_ed25519 ...` (or ssh-add it).
+cluster_operator_keys() {
+  local o
+  mkdir -p "$CLUSTER/operators"
+  chmod 700 "$CLUSTER/operators"
+  for o in alice bob carol; do
+    [[ -f $CLUSTER/operators/${o}_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C "$o@stackrun-cluster" -f "$CLUSTER/operators/${o}_ed25519"
+  done
+  for o in alice bob carol; do printf '%s %s\n' "$o" "$(cat "$CLUSTER/operators/${o}_ed25519.pub")"; done | put "$CLUSTER/operators/keys" 644
+}
+
+# trust_yaml BASE: the trust: block, the base's if it has one (its operators sign with their own
+# keys), else the cluster's operators. The chat gateway gets a key of its own in $CLUSTER/operators
+# and trust.chat_gateway unless the base already gives it one; it vouches for every operator of
+# chat.users (chat.roles, the approver list and the two-person rule still decide).
+trust_yaml() {
+  local block="" k=$CLUSTER/operators/chat_gateway_ed25519
+  [[ -n $1 ]] && block=$(only_block trust <"$1")
+  if [[ -z $block ]]; then
+    cluster_operator_keys
+    block=$(printf 'trust:\n  keys_file: %s\n  max_signature_age: 10m' "$CLUSTER/operators/keys")
+  fi
+  printf '%s\n' "$block"
+  grep -q '^  chat_gateway:' <<<"$block" && return 0
+  mkdir -p "$CLUSTER/operators"
+  chmod 700 "$CLUSTER/operators"
+  [[ -f $k ]] || ssh-keygen -q -t ed25519 -N '' -C stackrun-chat@stackrun-cluster -f "$k"
+  printf '  chat_gateway:\n    public_key: "%s"\n    private_key_file: %s\n' "$(cut -d' ' -f1,2 "$k.pub")" "$k"
+  printf '    vouch:\n      - operators: ["*"]\n        gates: ["*"]\n        runbooks: ["*"]\n'
 }
 
 # write_stackrun_config: $CLUSTER/stackrun.yaml, what the workers, the gateway and the CLI read.
@@ -206,7 +254,7 @@ write_stackrun_config() {
     echo "    cert_file: $TLS_DIR/stackrun-operator.pem"
     echo "    key_file: $TLS_DIR/stackrun-operator.key"
     if [[ -n $base ]]; then
-      strip_blocks temporal <"$base" | grep -v '^# Stackrun configuration for the lab'
+      strip_blocks temporal trust <"$base" | grep -v '^# Stackrun configuration for the lab'
     else
       cat <<EOF
 ssh:
@@ -229,6 +277,8 @@ chat:
     operator: {runbooks: ["*"], gates: ["*"]}
 EOF
     fi
+    echo "# Who signed what (docs/chatops.md, \"Trust model\")."
+    trust_yaml "$base"
   } | put "$CLUSTER/stackrun.yaml"
 }
 

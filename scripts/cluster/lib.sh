@@ -26,6 +26,10 @@ STALL_ALERT_SECONDS=${STACKRUN_CLUSTER_STALL_ALERT_SECONDS:-900}
 # History shards are fixed when the cluster is created (docs/production.md, "Sizing").
 SHARDS=${STACKRUN_CLUSTER_SHARDS:-16}
 NAMESPACE=default
+# Server-side authorization (tools/temporal/cmd/temporal-server --tls-roles): the frontend maps the
+# client certificate's subject CN to Temporal roles ($CLUSTER/etc/tls-roles, configs.sh). The web
+# UI's role: system:reader (it may watch, not act) unless you give it more.
+UI_ROLES=${STACKRUN_CLUSTER_UI_ROLES:-system:reader}
 TASK_QUEUE=${STACKRUN_CLUSTER_TASK_QUEUE:-stackrun}
 SEARCH_ATTRIBUTES=(RunbookStatus RunbookStep RunbookTarget RequestedBy)
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)

@@ -20,6 +20,8 @@ elapsed() { printf '%.1f s' "$(echo "$(date +%s.%N) - $T0" | bc)"; }
 for b in temporal temporal-server temporal-sql-tool temporal-ui-server stackrun stackrun-worker; do
   [[ -x $BIN/$b ]] || die "$BIN/$b is missing: make cluster builds it"
 done
+"$BIN/temporal-server" --version 2>/dev/null | grep -q tls-roles ||
+  die "$BIN/temporal-server is not tools/temporal's build (no --tls-roles): make cluster-bins"
 if [[ -z $PG_BIN ]]; then
   say "installing PostgreSQL (Debian's postgresql package)"
   [[ -e /usr/sbin/policy-rc.d ]] || { printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d; }
@@ -79,14 +81,15 @@ done
 # --- Temporal services --------------------------------------------------------------------
 ensure_certs
 write_dynamic_config
+write_tls_roles
 UI_VERSION=$("$BIN/temporal-ui-server" --version | awk '{print $NF}')
 write_ui_config
 declare -A SVC_OF=([frontend]=frontend [history-1]=history [history-2]=history [matching]=matching [internal-worker]=worker)
 declare -A SVC_PORT=([frontend]=$P_FRONTEND [history-1]=$P_HISTORY [history-2]=$P_HISTORY [matching]=$P_MATCHING [internal-worker]=$M_IWORKER) # the worker service serves no gRPC API: its membership port
 start_service() {
   write_temporal_config "$1"
-  start_proc "$1" "$BIN/temporal-server" --root / --config "$CLUSTER/etc/$1" --env temporal --allow-no-auth \
-    start --service "${SVC_OF[$1]}"
+  start_proc "$1" "$BIN/temporal-server" --root / --config "$CLUSTER/etc/$1" --env temporal \
+    --tls-roles "$CLUSTER/etc/tls-roles" start --service "${SVC_OF[$1]}"
 }
 # The first process writes the cluster metadata record; the others, started together with it,
 # would race it for that row and exit. So history-1 first, on its own.
@@ -161,10 +164,13 @@ else
   say "already up (checked in $(elapsed))"
 fi
 "$CLUSTER_SRC/status.sh" --brief
+SIGN_HINT="with your key in trust: of ${STACKRUN_CONFIG:-the base configuration} (--key or ssh-agent)"
+[[ -f $CLUSTER/operators/keys ]] && SIGN_HINT="--as alice --key $CLUSTER/operators/alice_ed25519 (alice, bob, carol)"
 cat <<MSG
 
   Temporal frontend  $IP_FRONTEND:$P_FRONTEND       web UI  http://$IP_UI:$P_UI
   Stackrun           STACKRUN_CONFIG=$CLUSTER/stackrun.yaml bin/stackrun list
+  Sign               $SIGN_HINT
   Chat gateway       http://$IP_CHAT:$P_CHAT          (Mattermost token in $CLUSTER/secrets/mattermost-token)
   Prometheus         http://$IP_PROM:$P_PROM          Alertmanager  http://$IP_AM:$P_AM
   Stop               make cluster-down

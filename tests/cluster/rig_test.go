@@ -4,13 +4,17 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +22,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
 	"github.com/stackrun/stackrun/config"
@@ -49,6 +54,7 @@ type rig struct {
 	state   string   // svcctl's state folder: <service>.running, .actions, .hold
 	env     []string // environment of up.sh, down.sh and the CLI
 	config  string   // the cluster's stackrun.yaml (operator certificate)
+	keys    string   // the operators' private keys: <name>_ed25519
 	client  client.Client
 }
 
@@ -63,7 +69,16 @@ if [ "$1" = stop ]; then
 fi
 `
 
+// newRig starts the cluster with the sshd host's configuration as its base.
 func newRig(t *testing.T) *rig {
+	r := prepareRig(t)
+	r.start(r.sshdBase())
+	return r
+}
+
+// prepareRig checks the binaries, builds the worker and the CLI into a temporary folder and
+// returns a rig that has not started anything yet.
+func prepareRig(t *testing.T) *rig {
 	root := devserver.RepoRoot(t)
 	for _, b := range []string{"temporal", "temporal-server", "temporal-sql-tool", "temporal-ui-server"} {
 		if _, err := os.Stat(filepath.Join(root, "bin", b)); err != nil {
@@ -90,7 +105,24 @@ func newRig(t *testing.T) *rig {
 		b, err := cmd.CombinedOutput()
 		require.NoError(t, err, "go build %s: %s", pkg, b)
 	}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "STACKRUN_") { // nothing of the caller's lab or cluster
+			r.env = append(r.env, kv)
+		}
+	}
+	r.env = append(r.env, "STACKRUN_CLUSTER_DIR="+r.cluster, "STACKRUN_CLUSTER_NET="+clusterNet,
+		"STACKRUN_CLUSTER_BIN="+bin, "STACKRUN_CLUSTER_SHARDS=8",
+		// Prometheus every 2 s, and the stalled-step alert after 5 s, so that the test sees it.
+		"STACKRUN_CLUSTER_SCRAPE_INTERVAL=2s", "STACKRUN_CLUSTER_STALL_ALERT_SECONDS=5")
+	r.config = filepath.Join(r.cluster, "stackrun.yaml")
+	r.keys = filepath.Join(r.cluster, "operators")
+	return r
+}
 
+// sshdBase starts the sshd "host" node1 (services svc-a and svc-b, driven by svcctl) and writes
+// the base configuration that names it.
+func (r *rig) sshdBase() string {
+	t, dir := r.t, r.dir
 	host := sshd.Start(t, sshd.WithLoopback(hostIP))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "svcctl-real"), []byte(svcctl.Script), 0o755))
 	ctl := filepath.Join(dir, "svcctl")
@@ -123,18 +155,14 @@ policy:
   gate_timeout: 1h
   activity_max_attempts: 3
 `, host.User, host.UserKeyFile, host.KnownHostsFile, host.IP, host.Port, ctl), 0o644))
+	return base
+}
 
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "STACKRUN_") { // nothing of the caller's lab or cluster
-			r.env = append(r.env, kv)
-		}
-	}
-	r.env = append(r.env, "STACKRUN_CLUSTER_DIR="+r.cluster, "STACKRUN_CLUSTER_NET="+clusterNet,
-		"STACKRUN_CLUSTER_BIN="+bin, "STACKRUN_CLUSTER_SHARDS=8", "STACKRUN_CONFIG="+base,
-		// Prometheus every 2 s, and the stalled-step alert after 5 s, so that the test sees it.
-		"STACKRUN_CLUSTER_SCRAPE_INTERVAL=2s", "STACKRUN_CLUSTER_STALL_ALERT_SECONDS=5")
-	r.config = filepath.Join(r.cluster, "stackrun.yaml")
-
+// start runs up.sh with base as the Stackrun configuration the cluster's is made from, and
+// dials the frontend with the admin certificate.
+func (r *rig) start(base string) {
+	t := r.t
+	r.env = append(r.env, "STACKRUN_CONFIG="+base)
 	start := time.Now()
 	t.Cleanup(r.down)
 	r.up()
@@ -145,7 +173,6 @@ policy:
 	r.client, err = control.Dial(cfg, control.DialOptions{Identity: "cluster-test"})
 	require.NoError(t, err)
 	t.Cleanup(r.client.Close)
-	return r
 }
 
 // with returns the rig for a subtest (its failures must stop that subtest's goroutine).
@@ -156,6 +183,13 @@ func (r *rig) with(t *testing.T) *rig {
 }
 
 func (r *rig) tls(name string) string { return filepath.Join(r.cluster, "tls", name) }
+
+// keyOf is the private key of an operator. Without a trust: block in the base configuration,
+// up.sh makes alice, bob and carol key pairs in $STACKRUN_CLUSTER_DIR/operators and lists them in
+// trust.keys_file; on the lab's configuration they are the lab's ($STACKRUN_LAB_DIR/operators).
+func (r *rig) keyOf(operator string) string {
+	return filepath.Join(r.keys, operator+"_ed25519")
+}
 
 // script runs scripts/cluster/<name> with the rig's environment.
 func (r *rig) script(name string, args ...string) (string, error) {
@@ -238,7 +272,12 @@ func (r *rig) cli(args ...string) (string, string, int) {
 	return r.cliWith(r.config, args...)
 }
 
+// cliWith runs the CLI with the configuration cfg. Starts and decisions are signed as operators
+// sign them: "--as NAME" gets "--key" with NAME's private key (keyOf) unless args name one.
 func (r *rig) cliWith(cfg string, args ...string) (string, string, int) {
+	if i := slices.Index(args, "--as"); i >= 0 && i+1 < len(args) && !slices.Contains(args, "--key") {
+		args = append(args, "--key", r.keyOf(args[i+1]))
+	}
 	cmd := exec.Command(filepath.Join(r.dir, "bin", "stackrun"), append([]string{"--config", cfg}, args...)...)
 	cmd.Env = r.env
 	var out, errb strings.Builder
@@ -263,8 +302,13 @@ func (r *rig) mustCLI(args ...string) string {
 // waitStatus polls `stackrun status` until cond holds.
 func (r *rig) waitStatus(id, what string, cond func(workflows.Status) bool) workflows.Status {
 	r.t.Helper()
+	return r.waitStatusFor(id, what, 90*time.Second, cond)
+}
+
+func (r *rig) waitStatusFor(id, what string, timeout time.Duration, cond func(workflows.Status) bool) workflows.Status {
+	r.t.Helper()
 	var st workflows.Status
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		out, _, code := r.cli("status", id, "--output", "json", "--timeout", "10s")
 		if code == 0 && json.Unmarshal([]byte(out), &st) == nil && cond(st) {
@@ -299,6 +343,38 @@ func (r *rig) auditRecords(worker string) []audit.Record {
 	return out
 }
 
+// psql runs a query on the cluster's PostgreSQL as postgres, through its socket (-At output).
+func (r *rig) psql(db, query string) string {
+	r.t.Helper()
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/psql")
+	require.NotEmpty(r.t, bins, "no PostgreSQL client")
+	sort.Strings(bins)
+	out, err := exec.Command(bins[len(bins)-1], "-h", filepath.Join(r.cluster, "pg", "run"), "-p", "5433", "-U", "postgres",
+		"-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", query).CombinedOutput()
+	require.NoError(r.t, err, "psql %s: %s", query, out)
+	return strings.TrimSpace(string(out))
+}
+
+// historyAddr is the RPC address of each history service (their host identities).
+var historyAddr = map[string]string{"history-1": clusterNet + ".3:7234", "history-2": clusterNet + ".4:7234"}
+
+// shardOwner is the history service that owns the shard of run id, from Temporal's own
+// tables: the shard of the run's execution row, and the owner recorded in that shard's row
+// (ShardInfo.owner, the owner's host identity, written when a history service acquires it).
+func (r *rig) shardOwner(id string) (shard int, owner string) {
+	r.t.Helper()
+	shard, err := strconv.Atoi(r.psql("temporal", "SELECT shard_id FROM executions WHERE workflow_id = '"+id+"' LIMIT 1"))
+	require.NoError(r.t, err, "the run %s has an execution row", id)
+	data, err := hex.DecodeString(r.psql("temporal", fmt.Sprintf("SELECT encode(data, 'hex') FROM shards WHERE shard_id = %d", shard)))
+	require.NoError(r.t, err)
+	for name, addr := range historyAddr {
+		if bytes.Contains(data, []byte(addr)) {
+			return shard, name
+		}
+	}
+	return shard, ""
+}
+
 // pendingActivity returns the run's pending activity of type name (nil if none).
 func (r *rig) pendingActivity(id, name string) (attempt int32, workerIdentity string, ok bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -313,6 +389,25 @@ func (r *rig) pendingActivity(id, name string) (attempt int32, workerIdentity st
 		}
 	}
 	return 0, "", false
+}
+
+// pollsSince: the Stackrun worker with this PID has polled the task queue (workflow or activity
+// tasks) since t, as the matching service records it.
+func (r *rig) pollsSince(pid int, t time.Time) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, tq := range []enumspb.TaskQueueType{enumspb.TASK_QUEUE_TYPE_WORKFLOW, enumspb.TASK_QUEUE_TYPE_ACTIVITY} {
+		d, err := r.client.DescribeTaskQueue(ctx, "stackrun", tq)
+		if err != nil {
+			return false
+		}
+		for _, p := range d.GetPollers() {
+			if strings.HasSuffix(p.GetIdentity(), "/"+strconv.Itoa(pid)) && p.GetLastAccessTime().AsTime().After(t) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // dial tries a client connection to the frontend with tc, as a Stackrun process would.
