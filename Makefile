@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: reliability-faults all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench bench-scale cluster-bins cluster cluster-down cluster-status test-cluster reliability
+.PHONY: reliability-faults all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench bench-scale cluster-bins cluster cluster-down cluster-status test-cluster reliability fuzz
 
 all: build
 
@@ -56,8 +56,12 @@ vet: ## go vet, gofmt, and Temporal's workflowcheck over workflows/
 	$(GO) run go.temporal.io/sdk/contrib/tools/workflowcheck@v0.6.0 ./workflows/...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-test-unit: deps bin/temporal vet ## unit and integration tests (real dev server, real sshd)
+test-unit: deps bin/temporal vet ## unit and integration tests (real dev server, real sshd), and every fuzz target for 2 s
 	$(GO) test -count=1 -timeout 20m ./...
+	@FUZZTIME=2s scripts/fuzz.sh
+
+fuzz: ## every go test -fuzz target (scripts/fuzz.sh) for FUZZTIME each (default 60s); new failing inputs land in testdata/fuzz
+	@FUZZTIME=$${FUZZTIME:-60s} scripts/fuzz.sh
 
 test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 	$(GO) test -count=1 -timeout 75m -tags e2e -p 1 ./e2e/...

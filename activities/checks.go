@@ -36,6 +36,10 @@ type CheckSettings struct {
 	LargeRAMMB         int
 	AccountMaxInactive time.Duration
 	NextRelease        string
+	ReleaseTable       string // file or URL of the release table ("": config.OpenStackReleases)
+	ReleasePackage     string
+	StuckAfter         time.Duration
+	DesiredStateKey    string
 	Parallelism        int
 	ProbeTimeout       time.Duration
 	// Operators are Stackrun's operators (policy approvers, chat users), checked for inactivity.

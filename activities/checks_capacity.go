@@ -125,16 +125,6 @@ func (c *Checks) ProjectionProbe(ctx context.Context, req ProbeRequest) (ProbeRe
 	return res, nil
 }
 
-// ReleaseProbe names the next release to plan for (quarterly).
-func (c *Checks) ReleaseProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
-	if c.Settings.NextRelease == "" {
-		return ProbeResult{Findings: []CheckFinding{finding(SeverityWarning, req.Probe, "upgrade/next-release",
-			"no next release to plan for: set checks.next_release (review the next major upgrade this quarter)")}}, nil
-	}
-	return ProbeResult{Findings: []CheckFinding{finding(SeverityInfo, req.Probe, "upgrade/next-release",
-		"plan the upgrade to %s: read its release notes and upgrade notes, test it in staging, book the half-yearly window", c.Settings.NextRelease)}}, nil
-}
-
 // periodOf is the usage period of a cadence ending at at: the month or the quarter before it.
 func periodOf(cadence string, at time.Time) (time.Time, time.Time) {
 	if cadence == "quarterly" {

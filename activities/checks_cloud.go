@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/stackrun/stackrun/internal/infra/openstack"
 )
@@ -14,7 +15,11 @@ func allServers(ctx context.Context, cl *openstack.Clients) ([]openstack.Server,
 	return cl.ListServers(ctx, openstack.ServerListOpts{AllTenants: true, Limit: 1000})
 }
 
-// ErrorInstancesProbe reports every instance in ERROR with its fault (daily).
+// ErrorInstancesProbe reports every instance in a failed or stuck state (daily): ERROR (with
+// its fault) and UNKNOWN; stuck in a task state (migrating, spawning, deleting...) or in
+// VERIFY_RESIZE for longer than checks.stuck_after; SHUTOFF, PAUSED or SUSPENDED while its
+// recorded desired state (metadata checks.desired_state_key) is active; and active in Nova while
+// the hypervisor reports it not running.
 func (c *Checks) ErrorInstancesProbe(ctx context.Context, req ProbeRequest) (ProbeResult, error) {
 	cl, err := c.clients(ctx)
 	if err != nil {
@@ -24,29 +29,87 @@ func (c *Checks) ErrorInstancesProbe(ctx context.Context, req ProbeRequest) (Pro
 	if err != nil {
 		return ProbeResult{}, err
 	}
+	stuckAfter := c.Settings.StuckAfter
+	if stuckAfter <= 0 {
+		stuckAfter = time.Hour
+	}
+	key := c.Settings.DesiredStateKey
+	if key == "" {
+		key = "desired_state"
+	}
+	now := c.now()
 	var res ProbeResult
-	n := 0
+	count := map[string]int{}
 	for _, s := range all {
-		if s.Status != "ERROR" {
+		subj := "instance/" + s.ID
+		where := fmt.Sprintf("%s (project %s, host %s)", s.Name, s.ProjectID, orDash(s.Host))
+		switch {
+		case s.Status == "ERROR":
+			count["error"]++
+			fault := s.Fault
+			if fault == "" {
+				// The list may leave out the fault (instances that never left cell0): ask for the one.
+				if full, err := cl.GetServer(ctx, s.ID); err == nil {
+					s.Fault, s.FaultCode = full.Fault, full.FaultCode
+					fault = full.Fault
+				}
+			}
+			if fault == "" {
+				fault = "no fault recorded"
+			}
+			res.Findings = append(res.Findings, finding(SeverityCritical, req.Probe, subj, "%s is in ERROR: %s (code %d)", where, fault, s.FaultCode))
+			continue
+		case s.Status == "UNKNOWN":
+			count["unknown"]++
+			res.Findings = append(res.Findings, finding(SeverityCritical, req.Probe, subj, "%s is UNKNOWN: Nova cannot reach its compute host", where))
 			continue
 		}
-		n++
-		fault := s.Fault
-		if fault == "" {
-			// The list may leave out the fault (instances that never left cell0): ask for the one.
-			if full, err := cl.GetServer(ctx, s.ID); err == nil {
-				s.Fault, s.FaultCode = full.Fault, full.FaultCode
-				fault = full.Fault
-			}
+		age := now.Sub(s.Updated).Round(time.Minute)
+		stale := !s.Updated.IsZero() && age > stuckAfter
+		switch {
+		case s.TaskState != "" && stale:
+			count["stuck"]++
+			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, subj+"/stuck",
+				"%s is stuck in task state %s (status %s) since %s, %s ago (checks.stuck_after %s)", where, s.TaskState, s.Status, s.Updated.UTC().Format(time.RFC3339), age, stuckAfter))
+		case s.Status == "VERIFY_RESIZE" && stale:
+			count["stuck"]++
+			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, subj+"/stuck",
+				"%s has waited in VERIFY_RESIZE since %s, %s ago: confirm or revert the resize", where, s.Updated.UTC().Format(time.RFC3339), age))
 		}
-		if fault == "" {
-			fault = "no fault recorded"
+		desired := strings.ToLower(s.Metadata[key])
+		switch {
+		case (s.Status == "SHUTOFF" || s.Status == "PAUSED" || s.Status == "SUSPENDED") && (desired == "active" || desired == "running"):
+			count["down"]++
+			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, subj+"/desired",
+				"%s is %s, but its recorded desired state (metadata %s) is %s", where, s.Status, key, desired))
+		case s.VMState == "active" && s.TaskState == "" && s.PowerState != 1 && s.PowerState != 0:
+			count["down"]++
+			res.Findings = append(res.Findings, finding(SeverityWarning, req.Probe, subj+"/power",
+				"%s is active in Nova but the hypervisor reports power state %d (%s)", where, s.PowerState, powerStateName(s.PowerState)))
 		}
-		res.Findings = append(res.Findings, finding(SeverityCritical, req.Probe, "instance/"+s.ID,
-			"%s (project %s, host %s) is in ERROR: %s (code %d)", s.Name, s.ProjectID, orDash(s.Host), fault, s.FaultCode))
 	}
-	res.Summary = fmt.Sprintf("%d instance(s), %d in ERROR", len(all), n)
+	res.Summary = fmt.Sprintf("%d instance(s): %d in ERROR, %d UNKNOWN, %d stuck, %d down against their desired state",
+		len(all), count["error"], count["unknown"], count["stuck"], count["down"])
+	res.Metrics = []CheckMetric{{Name: "instances.failed", Value: float64(count["error"] + count["unknown"])},
+		{Name: "instances.stuck", Value: float64(count["stuck"])}, {Name: "instances.down_against_desired", Value: float64(count["down"])}}
 	return res, nil
+}
+
+// powerStateName names Nova's power states.
+func powerStateName(p int) string {
+	switch p {
+	case 1:
+		return "running"
+	case 3:
+		return "paused"
+	case 4:
+		return "shutdown"
+	case 6:
+		return "crashed"
+	case 7:
+		return "suspended"
+	}
+	return "no state"
 }
 
 // ComputeServicesProbe reports compute services that are down, and services disabled without a

@@ -145,7 +145,7 @@ func TestCheckProbesOnAFakeCloud(t *testing.T) {
 	}
 
 	res := probe("error-instances", c.ErrorInstancesProbe, "daily")
-	assert.Equal(t, "4 instance(s), 1 in ERROR", res.Summary)
+	assert.Equal(t, "4 instance(s): 1 in ERROR, 0 UNKNOWN, 0 stuck, 0 down against their desired state", res.Summary)
 	assert.Equal(t, []string{"critical instance/s3: broken (project p1, host -) is in ERROR: No valid host was found. (code 500)"}, messages(res.Findings),
 		"the fault the list left out is read from the server")
 

@@ -29,7 +29,9 @@ func (s *Swift) mounts(ctx context.Context, host string) (map[string]string, err
 func ParseMounts(text string) map[string]string {
 	m := map[string]string{}
 	for _, line := range strings.Split(text, "\n") {
-		f := strings.Fields(line)
+		// The kernel separates fields with one space and escapes space, tab, newline and
+		// backslash inside them; any other byte (\r, \v, U+00A0...) is part of the field.
+		f := strings.FieldsFunc(line, func(r rune) bool { return r == ' ' })
 		if len(f) < 2 {
 			continue
 		}

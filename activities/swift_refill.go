@@ -27,7 +27,12 @@ func ParseRecon(kind string, data []byte) (reconPass, bool) {
 			Start float64 `json:"start"`
 		} `json:"replication_stats"`
 	}
-	if err := json.Unmarshal(data, &rc); err != nil || rc.Last == 0 {
+	if err := json.Unmarshal(data, &rc); err != nil || rc.Last <= 0 {
+		return reconPass{}, false
+	}
+	// A negative duration, a start after the end or a time past int64 nanoseconds (year 2262)
+	// is not a pass: taken as one, it could make an old pass look newer than the change.
+	if rc.Time < 0 || rc.Stats.Start < 0 || rc.Stats.Start > rc.Last || rc.Last >= 9e9 {
 		return reconPass{}, false
 	}
 	ts := func(f float64) time.Time { return time.Unix(0, int64(f*1e9)) }
@@ -39,6 +44,9 @@ func ParseRecon(kind string, data []byte) (reconPass, bool) {
 		p.Start = ts(rc.Last - rc.Time*60)
 	default:
 		p.Start = ts(rc.Last - rc.Time)
+	}
+	if p.Start.Unix() < 0 {
+		return reconPass{}, false
 	}
 	return p, true
 }

@@ -121,6 +121,11 @@ func ParseRingShow(kind, builder, text string) (RingInfo, error) {
 		}
 		ri.Devices = append(ri.Devices, d)
 	}
+	// swift-ring-builder lists every device the summary counts: fewer rows is output cut short
+	// (or a line it could not read), never a ring without those devices.
+	if len(ri.Devices) != ri.DeviceCount {
+		return ri, fmt.Errorf("swift-ring-builder %s: the summary counts %s devices but %d are listed (output cut short?)", builder, m[5], len(ri.Devices))
+	}
 	return ri, nil
 }
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	_ "embed"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -44,6 +45,19 @@ type Checks struct {
 	AccountMaxInactive time.Duration `mapstructure:"account_max_inactive" yaml:"account_max_inactive" json:"account_max_inactive"`
 	// NextRelease is the OpenStack release to plan for (quarterly), e.g. "2023.1 Antelope".
 	NextRelease string `mapstructure:"next_release" yaml:"next_release" json:"next_release"`
+	// ReleaseTable is a file or http(s) URL of the OpenStack release table (JSON: name, nova,
+	// released, maintained_until): the quarterly review reads the installed release's end of
+	// maintenance from it. Empty: the table built into Stackrun (config/openstack_releases.json).
+	ReleaseTable string `mapstructure:"release_table" yaml:"release_table" json:"release_table"`
+	// ReleasePackage is the package whose installed version tells the release (its upstream
+	// major version is Nova's, e.g. python3-nova 2:26.2.2 is Zed), read on the first controller.
+	ReleasePackage string `mapstructure:"release_package" yaml:"release_package" json:"release_package"`
+	// StuckAfter: an instance in a task state (migrating, spawning...) or VERIFY_RESIZE for
+	// longer is a finding (daily).
+	StuckAfter time.Duration `mapstructure:"stuck_after" yaml:"stuck_after" json:"stuck_after"`
+	// DesiredStateKey is the instance metadata key recording the state an instance should be in
+	// (active): a SHUTOFF instance whose key says active is a finding (daily).
+	DesiredStateKey string `mapstructure:"desired_state_key" yaml:"desired_state_key" json:"desired_state_key"`
 }
 
 // CheckSchedules holds one schedule per cadence. The key names are the cadences
@@ -151,6 +165,9 @@ func defaultChecks() Checks {
 		OSFamilyLabel:      DefaultOSFamilyLabel,
 		DefaultOSFamily:    DefaultOSFamily,
 		AccountMaxInactive: DefaultAccountMaxInactive,
+		ReleasePackage:     "python3-nova",
+		StuckAfter:         time.Hour,
+		DesiredStateKey:    "desired_state",
 		Thresholds: CheckThresholds{
 			QuotaPercent: DefaultQuotaPercent, DiskPercent: DefaultDiskPercent, IPFreePercent: DefaultIPFreePercent,
 			LargeInstanceVCPUs: DefaultLargeInstanceVCPUs, LargeInstanceRAMMB: DefaultLargeInstanceRAMMB,
@@ -280,3 +297,8 @@ func (s CheckSchedule) Check(cadence string) error {
 	}
 	return nil
 }
+
+// OpenStackReleases is the built-in release table (checks.release_table overrides it).
+//
+//go:embed openstack_releases.json
+var OpenStackReleases []byte

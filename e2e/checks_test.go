@@ -192,25 +192,67 @@ func TestChecksOnLab(t *testing.T) {
 			}
 		})
 
+		// An instance SHUTOFF against its recorded desired state (metadata desired_state=active).
+		off := chkShutoff(t, l.cl, map[string]string{"desired_state": "active"})
+		// One stopped on purpose (no desired state): not a finding.
+		quiet := chkShutoff(t, l.cl, nil)
+
 		rep := l.run("daily")
 		fs := findingsOf(t, rep)
 		errs := filterFindings(fs, activities.ProbeErrorInstances, "instance/"+srv.ID)
 		require.Len(t, errs, 1, "the ERROR instance is a finding: %+v", fs)
 		assert.Equal(t, "critical", errs[0].Severity)
 		assert.Contains(t, errs[0].Message, "No valid host was found", "with its fault message")
+		down := filterFindings(fs, activities.ProbeErrorInstances, "instance/"+off)
+		require.Len(t, down, 1, "the SHUTOFF instance whose desired state is active: %+v", fs)
+		assert.Equal(t, "instance/"+off+"/desired", down[0].Subject)
+		assert.Contains(t, down[0].Message, "is SHUTOFF, but its recorded desired state (metadata desired_state) is active")
+		assert.Empty(t, filterFindings(fs, activities.ProbeErrorInstances, "instance/"+quiet), "stopped without a desired state")
+		// The counts are the cloud's: every ERROR instance and every compute service, read here.
+		allSrv, err := servers.List(l.cl.Compute, servers.ListOpts{AllTenants: true}).AllPages(ctx)
+		require.NoError(t, err)
+		svrs, _ := servers.ExtractServers(allSrv)
+		nErr := 0
+		for _, s := range svrs {
+			if s.Status == "ERROR" {
+				nErr++
+			}
+		}
+		allSvc, err := services.List(l.cl.Compute, services.ListOpts{}).AllPages(ctx)
+		require.NoError(t, err)
+		svcList, _ := services.ExtractServices(allSvc)
+		nDown := 0
+		for _, s := range svcList {
+			if s.State == "down" {
+				nDown++
+			}
+		}
+		assert.Len(t, filterFindings(fs, activities.ProbeErrorInstances, "instance/"), nErr+1, "one finding per ERROR instance, plus the SHUTOFF one: %+v", filterFindings(fs, activities.ProbeErrorInstances, ""))
+		for _, p := range probesOf(t, rep) {
+			switch p.Name {
+			case activities.ProbeErrorInstances:
+				assert.True(t, strings.HasPrefix(p.Summary, fmt.Sprintf("%d instance(s): %d in ERROR, ", len(svrs), nErr)), p.Summary)
+			case activities.ProbeComputeServices:
+				assert.Equal(t, fmt.Sprintf("%d service(s), %d down", len(svcList), nDown), p.Summary)
+			}
+		}
 		dis := filterFindings(fs, activities.ProbeComputeServices, "service/compute3/nova-compute/disabled")
 		require.Len(t, dis, 1, "%+v", fs)
 		assert.Contains(t, dis[0].Message, "disabled without a reason")
 		// The security-updates probe ran over SSH on every lab host.
-		n := 0
+		var targets []string
 		for _, p := range probesOf(t, rep) {
 			if p.Name == activities.ProbeSecurityUpdates {
-				n++
+				targets = append(targets, p.Target)
 				assert.True(t, p.OK, "%s: %s", p.Target, p.Error)
-				assert.Contains(t, p.Summary, "pending security update(s) (debian)")
+				assert.Regexp(t, `^\d+ pending security update\(s\) \(debian\)`, p.Summary)
 			}
 		}
-		assert.Equal(t, 7, n)
+		var inv []string
+		for h := range l.cfg.Inventory {
+			inv = append(inv, h)
+		}
+		assert.ElementsMatch(t, inv, targets, "one security-updates probe per inventory host")
 		md, _ := rep.Details["markdown"].(string)
 		assert.Contains(t, md, "# daily check")
 	})
@@ -283,6 +325,33 @@ func TestChecksOnLab(t *testing.T) {
 			}
 			assert.True(t, found, probe)
 		}
+		// Their content is the cloud's: image and instance counts read here.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ip, err := images.List(l.cl.Image, images.ListOpts{}).AllPages(ctx)
+		require.NoError(t, err)
+		imgs, _ := images.ExtractImages(ip)
+		sp, err := servers.List(l.cl.Compute, servers.ListOpts{AllTenants: true}).AllPages(ctx)
+		require.NoError(t, err)
+		svrs, _ := servers.ExtractServers(sp)
+		large := 0
+		for _, s := range svrs {
+			if v, _ := s.Flavor["vcpus"].(float64); int(v) >= l.cfg.Checks.Thresholds.LargeInstanceVCPUs {
+				large++
+			} else if r, _ := s.Flavor["ram"].(float64); int(r) >= l.cfg.Checks.Thresholds.LargeInstanceRAMMB {
+				large++
+			}
+		}
+		for _, p := range probesOf(t, rep) {
+			switch p.Name {
+			case activities.ProbeImages:
+				assert.True(t, strings.HasPrefix(p.Summary, fmt.Sprintf("%d image(s), ", len(imgs))), p.Summary)
+			case activities.ProbeLargeInstances:
+				assert.True(t, strings.HasPrefix(p.Summary, fmt.Sprintf("%d of %d instance(s)", large, len(svrs))), p.Summary)
+			}
+		}
+		assert.Len(t, filterFindings(fs, activities.ProbeLargeInstances, "instance/"), large)
+		assert.Len(t, filterFindings(fs, activities.ProbeImages, "images"), 1)
 
 		out2, err := exec.Command(l.labctl, "stop", "controller", "alertmanager").CombinedOutput()
 		require.NoError(t, err, "%s", out2)
@@ -354,16 +423,63 @@ func TestChecksOnLab(t *testing.T) {
 	t.Run("quarterly and half-yearly", func(t *testing.T) {
 		rep := l.run("quarterly")
 		fs := findingsOf(t, rep)
-		assert.Len(t, filterFindings(fs, activities.ProbeProjection, "capacity/"), 3)
+		var subjects []string
+		for _, f := range filterFindings(fs, activities.ProbeProjection, "capacity/") {
+			subjects = append(subjects, f.Subject)
+		}
+		assert.Len(t, subjects, 3, "one projection per resource class: %v", subjects)
+		for _, rc := range []string{"VCPU", "MEMORY_MB", "DISK_GB"} {
+			assert.Contains(t, strings.Join(subjects, " "), rc)
+		}
+		// The review reads the installed release from the controller's python3-nova (Zed, 26.x
+		// on the lab) and its end of maintenance from the built-in release table.
 		rel := filterFindings(fs, activities.ProbeRelease, "")
 		require.Len(t, rel, 1)
-		assert.Contains(t, rel[0].Message, "2023.1 Antelope")
+		assert.Regexp(t, `installed: Zed \(python3-nova 2:26\.[0-9.]+-[^ ]+ on [a-z0-9]+\); out of upstream maintenance since 2024-04-05`, rel[0].Message)
+		assert.Equal(t, "critical", rel[0].Severity)
+		assert.Contains(t, rel[0].Message, "plan the upgrade to 2023.1 Antelope", "checks.next_release, a newer release of the table")
 		rep = l.run("half-yearly")
 		// The half-yearly check starts the staged upgrade in plan mode: it waits at its first gate.
 		msg := findingsOf(t, rep)[0].Message
 		assert.Contains(t, msg, "staged-upgrade/cloud")
 		assert.Contains(t, msg, "waits at gate release-notes-read")
 	})
+}
+
+// chkShutoff boots an m1.tiny instance with metadata, waits for it ACTIVE, stops it and waits for
+// SHUTOFF; it is deleted when the test ends.
+func chkShutoff(t *testing.T, cl *openstack.Clients, meta map[string]string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	pages, err := images.List(cl.Image, images.ListOpts{Status: images.ImageStatusActive}).AllPages(ctx)
+	require.NoError(t, err)
+	imgs, _ := images.ExtractImages(pages)
+	require.NotEmpty(t, imgs)
+	fp, err := flavors.ListDetail(cl.Compute, flavors.ListOpts{}).AllPages(ctx)
+	require.NoError(t, err)
+	fls, _ := flavors.ExtractFlavors(fp)
+	var tiny string
+	for _, f := range fls {
+		if f.Name == "m1.tiny" {
+			tiny = f.ID
+		}
+	}
+	require.NotEmpty(t, tiny, "the lab's m1.tiny flavor")
+	srv, err := servers.Create(ctx, cl.Compute, servers.CreateOpts{Name: fmt.Sprintf("chk-e2e-off-%d", time.Now().UnixNano()),
+		ImageRef: imgs[0].ID, FlavorRef: tiny, Networks: "none", Metadata: meta}, nil).Extract()
+	require.NoError(t, err)
+	t.Cleanup(func() { chkDeleteServer(cl, srv.ID) })
+	wait := func(status string) {
+		require.Eventually(t, func() bool {
+			s, err := servers.Get(ctx, cl.Compute, srv.ID).Extract()
+			return err == nil && s.Status == status && s.TaskState == ""
+		}, 4*time.Minute, time.Second, "server %s %s", srv.ID, status)
+	}
+	wait("ACTIVE")
+	require.NoError(t, servers.Stop(ctx, cl.Compute, srv.ID).ExtractErr())
+	wait("SHUTOFF")
+	return srv.ID
 }
 
 func chkDeleteServer(cl *openstack.Clients, id string) {

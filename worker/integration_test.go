@@ -94,6 +94,16 @@ policy:
   activity_max_attempts: 2
 worker:
   audit_log: %[9]s/audit.log
+outage:
+  tiers:
+    - {priority: 1, name: internal network, roles: ["*"], host_verify: [reachable]}
+    - priority: 10
+      name: message queue and database
+      roles: [testrole]
+      services:
+        - {name: svc-b, verify: [process]}
+        - {name: svc-a, verify: [process, amqp]}
+    - {priority: 20, name: cinder-scheduler, roles: [testrole], services: [{name: cinder-scheduler, verify: [process]}]}
 trust:
 %[10]s`, srv.HostPort, host.User, host.UserKeyFile, host.KnownHostsFile, host.IP, host.Port, r.state, ctl, dir, r.team.OperatorsYAML())
 	r.config = filepath.Join(dir, "stackrun.yaml")
@@ -290,6 +300,32 @@ func TestIntegration(t *testing.T) {
 		rep := r.report(id)
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 		require.Equal(t, before+"\nstop\nstart", r.actions("svc-a"), "stopped and started exactly once")
+	})
+
+	t.Run("outage-recovery over real SSH: start what is down, stall, retry", func(t *testing.T) {
+		id := "outage-recovery/cloud"
+		flag := filepath.Join(r.state, "svc-b.fail-start")
+		require.NoError(t, os.WriteFile(flag, nil, 0o644))
+		beforeA := r.actions("svc-a")
+		r.mustCLI("run", "outage-recovery", "--as", "alice", "--reason", "power back")
+		st := r.waitFor(id, "Stalled", func(s workflows.Status) bool { return s.Status == workflows.StatusStalled })
+		require.Equal(t, "tier-10", st.Stalled[0].Step)
+		require.NoError(t, os.Remove(flag))
+		r.mustCLI("resolve", id, "tier-10", "retry", "--as", "bob")
+		rep := r.report(id)
+		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+		require.Equal(t, "start", r.actions("svc-b"), "started once")
+		require.Equal(t, beforeA, r.actions("svc-a"), "running already: not touched")
+		b, err := json.Marshal(rep.Details["tiers"])
+		require.NoError(t, err)
+		var tiers []workflows.OutageTierReport
+		require.NoError(t, json.Unmarshal(b, &tiers))
+		require.Len(t, tiers, 3)
+		require.Equal(t, "verified", tiers[0].State)
+		require.Equal(t, []string{"svc-b@node1"}, tiers[1].Started)
+		require.Equal(t, []string{"svc-a@node1"}, tiers[1].AlreadyUp)
+		require.Equal(t, "empty", tiers[2].State)
+		r.saveHistory(id, "outage_recovery.json")
 	})
 
 	t.Run("audit log records every activity", func(t *testing.T) {

@@ -80,7 +80,7 @@ func probeFailSeverity(name string) string {
 	return activities.SeverityWarning
 }
 
-// probeActivity maps a probe name to its activity.
+// probeActivity maps a probe name to its activity (per-host probes go through HostProbes).
 func probeActivity(name string) any {
 	switch name {
 	case activities.ProbeAlerts:
@@ -91,13 +91,13 @@ func probeActivity(name string) any {
 		return checksAct.ErrorInstancesProbe
 	case activities.ProbeComputeServices:
 		return checksAct.ComputeServicesProbe
-	case activities.ProbeSecurityUpdates:
+	case activities.ProbeSecurityUpdates: // one host per activity: runs begun before host batches
 		return checksAct.SecurityUpdatesProbe
 	case activities.ProbeCapacity:
 		return checksAct.CapacityProbe
 	case activities.ProbeQuotas:
 		return checksAct.QuotasProbe
-	case activities.ProbeDisks:
+	case activities.ProbeDisks: // as security-updates
 		return checksAct.DisksProbe
 	case activities.ProbeImages:
 		return checksAct.ImagesProbe
@@ -249,11 +249,20 @@ func check(r *Run, in *CheckInput, p *checkPlan) (string, error) {
 
 // runProbes runs the plan's probes, at most plan.Parallelism at once, each its own step. A probe
 // that fails (out of its attempts, timed out) becomes a finding of the check; the run goes on.
+// Per-host probes run in batches (hostBatches): one activity per batch, a step per host.
 func (r *Run) runProbes(plan activities.CheckPlan, cadence string, since, at time.Time) ([]checks.Finding, []checks.ProbeRun, []checks.Metric) {
 	n := len(plan.Probes)
 	results := make([]activities.ProbeResult, n)
 	runs := make([]checks.ProbeRun, n)
-	_ = r.Each(r.ctx, n, plan.Parallelism, func(ctx workflow.Context, i int) error {
+	// Runs begun before host batches replay with one activity per host.
+	batched := workflow.GetVersion(r.ctx, "check-host-batches", workflow.DefaultVersion, 1) == 1
+	units, size := hostBatches(plan.Probes, plan.Parallelism, batched)
+	_ = r.Each(r.ctx, len(units), max(plan.Parallelism/size, 1), func(ctx workflow.Context, u int) error {
+		if batched && activities.IsHostProbe(plan.Probes[units[u][0]].Name) {
+			r.runHostBatch(ctx, plan, units[u], cadence, since, at, results, runs)
+			return nil
+		}
+		i := units[u][0]
 		p := plan.Probes[i]
 		name := probeStep(p)
 		target := cmp.Or(p.Target, cadence)
@@ -271,30 +280,19 @@ func (r *Run) runProbes(plan activities.CheckPlan, cadence string, since, at tim
 		// A probe is retried twice: a check must finish on time, and a probe that fails is
 		// itself a finding; but a worker killed mid-probe spends one attempt and its retry's
 		// first dispatch can be lost to the dead worker's poll: two would report a false blind spot.
-		opts := ActOpts{Timeout: timeout, Heartbeat: hb, Attempts: 3,
-			NonRetryable: []string{activities.ErrTypeInvalidInput, activities.ErrTypeNotFound, activities.ErrTypeRefused, activities.ErrTypeHostKey}}
+		opts := ActOpts{Timeout: timeout, Heartbeat: hb, Attempts: 3, NonRetryable: probeNonRetryable}
 		started := workflow.Now(ctx)
 		var res activities.ProbeResult
 		failed := func(err error) {
-			subj := "probe/" + p.Name
-			if p.Target != "" {
-				subj += "/" + p.Target
-			}
 			runs[i].Error = errText(err)
-			res = activities.ProbeResult{Findings: []checks.Finding{{Severity: probeFailSeverity(p.Name), Probe: p.Name, Subject: subj,
-				Message: fmt.Sprintf("probe %s could not answer, so this part of the %s check is blind: %s", p.Name, cadence, runs[i].Error)}}}
+			res = probeFailed(p, cadence, runs[i].Error)
 		}
 		err := r.DoIn(ctx, name, StepOptions{Target: target, ReadOnly: true, OnFailure: failed}, func(ctx workflow.Context) error {
 			return r.Exec(r.WithActivity(ctx, opts), name, target, act, &res, req)
 		})
 		runs[i].Name, runs[i].Target, runs[i].OK = p.Name, p.Target, runs[i].Error == "" && err == nil
 		runs[i].Summary, runs[i].Duration = res.Summary, workflow.Now(ctx).Sub(started)
-		for k := range res.Findings {
-			if res.Findings[k].Probe == "" {
-				res.Findings[k].Probe = p.Name
-			}
-		}
-		results[i] = res
+		results[i] = probeOwned(res, p.Name)
 		return err
 	})
 	var findings []checks.Finding

@@ -70,14 +70,34 @@ func TestCheckFailingProbeIsAFindingAndParallelismIsBounded(t *testing.T) {
 		defer track()()
 		return activities.ProbeResult{}, errors.New("nova-api: 503 Service Unavailable")
 	})
-	f.env.OnActivity(chk.SecurityUpdatesProbe, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.ProbeRequest) (activities.ProbeResult, error) {
-		defer track()()
-		n, _ := calls.LoadOrStore(r.Target, new(atomic.Int32))
-		n.(*atomic.Int32).Add(1)
-		if r.Target == "h4" {
-			return activities.ProbeResult{}, temporal.NewNonRetryableApplicationError("host key mismatch", activities.ErrTypeHostKey, nil)
+	// The hosts come in batches (HostProbes): each host of a batch counts as one probe at once.
+	var batches [][]string
+	var mu sync.Mutex
+	f.env.OnActivity(chk.HostProbes, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.HostProbesRequest) ([]activities.HostProbeResult, error) {
+		var done []func()
+		for range r.Targets {
+			done = append(done, track())
 		}
-		return activities.ProbeResult{Summary: "0 pending"}, nil
+		defer func() {
+			for _, d := range done {
+				d()
+			}
+		}()
+		mu.Lock()
+		batches = append(batches, r.Targets)
+		mu.Unlock()
+		var out []activities.HostProbeResult
+		for _, h := range r.Targets {
+			n, _ := calls.LoadOrStore(h, new(atomic.Int32))
+			n.(*atomic.Int32).Add(1)
+			if h == "h4" {
+				out = append(out, activities.HostProbeResult{Target: h, Error: "RemoteHostKey: host key mismatch"})
+				continue
+			}
+			out = append(out, activities.HostProbeResult{Target: h, Result: activities.ProbeResult{Summary: "0 pending",
+				Metrics: []checks.Metric{{Name: "host.security_updates", Subject: h, Value: 0}}}})
+		}
+		return out, nil
 	})
 	var recorded checks.Report
 	f.env.OnActivity(chk.Record, mock.Anything, mock.Anything).Return(recordEcho(&recorded))
@@ -102,6 +122,16 @@ func TestCheckFailingProbeIsAFindingAndParallelismIsBounded(t *testing.T) {
 	n, _ := calls.Load("h4")
 	assert.Equal(t, int32(1), n.(*atomic.Int32).Load(), "a non-retryable probe error is not retried")
 	assert.Len(t, recorded.Probes, 8)
+	assert.Equal(t, [][]string{{"h1", "h2", "h3"}, {"h4", "h5", "h6"}}, batches, "batches of at most checks.parallelism hosts")
+	assert.Len(t, recorded.Metrics, 5, "each answering host's metrics (h4 failed)")
+	for _, pr := range recorded.Probes {
+		if pr.Name == activities.ProbeSecurityUpdates {
+			assert.Equal(t, pr.Target != "h4", pr.OK, pr.Target)
+			if pr.OK {
+				assert.Equal(t, "0 pending", pr.Summary, pr.Target)
+			}
+		}
+	}
 	assert.Contains(t, rep.Summary, "1 critical, 2 warning")
 	assert.Contains(t, rep.Summary, "1 new since")
 	assert.Contains(t, rep.Summary, "8 probe(s), 2 failed")
@@ -112,9 +142,16 @@ func TestCheckFailingProbeIsAFindingAndParallelismIsBounded(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 1, newOnes)
+	var hostSteps []string
 	for _, s := range rep.Steps {
 		assert.Contains(t, []wf.StepState{wf.StepDone}, s.State, s.Name)
+		if strings.HasPrefix(s.Name, "probe/security-updates/") {
+			hostSteps = append(hostSteps, s.Name+"@"+s.Target)
+			assert.Equal(t, s.Name == "probe/security-updates/h4", s.Error != "", s.Name)
+		}
 	}
+	assert.Equal(t, []string{"probe/security-updates/h1@h1", "probe/security-updates/h2@h2", "probe/security-updates/h3@h3",
+		"probe/security-updates/h4@h4", "probe/security-updates/h5@h5", "probe/security-updates/h6@h6"}, hostSteps, "a step per host")
 }
 
 func TestCheckProbeTimeoutIsAFinding(t *testing.T) {

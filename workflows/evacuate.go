@@ -54,6 +54,10 @@ func (in *EvacuateInput) Validate() error {
 	if strings.TrimSpace(in.Reason) == "" && !in.DryRun {
 		return &FieldError{Field: "reason", Problem: "required: it is recorded as the compute service's disabled reason"}
 	}
+	// It becomes Nova's disabled_reason (255 characters) after the plan: checked before anything.
+	if err := ValidateDisabledReason("", in.Reason); err != nil {
+		return err
+	}
 	if in.Parallel < 0 || in.Parallel > MaxParallel {
 		return &FieldError{Field: "parallel", Value: fmt.Sprint(in.Parallel), Problem: fmt.Sprintf("must be between 1 and %d (0: policy.default_parallelism)", MaxParallel)}
 	}

@@ -5,6 +5,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
@@ -98,6 +99,9 @@ func (r *Run) setStatus(st RunStatus) {
 
 // upsert writes a search attribute only when its value changes: every upsert is a history event.
 func (r *Run) upsert(key temporal.SearchAttributeKeyKeyword, value string) {
+	// Attributes are written before the input is validated (the run must be findable): a value
+	// over the server's keyword limit would get the run terminated without its report.
+	value = capKeyword(value)
 	if r.attrs[key.GetName()] == value {
 		return
 	}
@@ -105,6 +109,16 @@ func (r *Run) upsert(key temporal.SearchAttributeKeyKeyword, value string) {
 	if err := workflow.UpsertTypedSearchAttributes(r.ctx, key.ValueSet(value)); err != nil {
 		workflow.GetLogger(r.ctx).Warn("upsert search attribute failed", "key", key.GetName(), "error", err)
 	}
+}
+
+// capKeyword cuts a search attribute value to 255 bytes of valid UTF-8.
+func capKeyword(v string) string {
+	v = strings.ToValidUTF8(v, "?")
+	for len(v) > 255 {
+		_, n := utf8.DecodeLastRuneInString(v)
+		v = v[:len(v)-n]
+	}
+	return v
 }
 
 // updateDetails keeps the Temporal web UI's "current details" in step with what the run waits for,

@@ -178,6 +178,16 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 		fmt.Sprintf("services in this order: %s; gates %s and %s first (two-person), then %s:<service> after each canary",
 			strings.Join(serviceNames(p.services), ", "), GateReleaseNotesRead, GateTestedOnStaging, GateCanaryOK),
 	}
+	// Say which of the usual services this run leaves out because the cloud, as configured, has
+	// none (the lab runs no Cinder), rather than pass over them in silence.
+	if len(in.Services) == 0 {
+		for _, s := range activities.DefaultUpgradeOrder {
+			if !slices.Contains(names, s) {
+				lines = append(lines, fmt.Sprintf("%s: not upgraded, not present: it is not in upgrade.order (this cloud's configuration names no %s)", s, s))
+				r.AddFinding(activities.SeverityInfo, s, "%s was not present (not in upgrade.order): not upgraded", s)
+			}
+		}
+	}
 	var facts2 []Fact
 	for _, s := range p.services {
 		lines = append(lines, s.planLines(r.parallelism(in.Parallel), p.dbHost)...)

@@ -152,6 +152,7 @@ func TestStagedUpgradeCanaryFirstEveryGateTwoPerson(t *testing.T) {
 		plan := strings.Join(st.Plan, "\n")
 		assert.Contains(t, plan, "python3-glance "+glanceOld+" → "+glanceNew)
 		assert.Contains(t, plan, "nova: canary controller, gate canary-ok:nova, then compute1, compute2 (2 at a time)")
+		assert.Contains(t, plan, "cinder: not upgraded, not present: it is not in upgrade.order", "the usual services left out are named")
 		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateReleaseNotesRead, By: "alice"}, "may not approve the destructive gate")
 	}, 30*time.Second)
 	f.approveEverything(&gates)

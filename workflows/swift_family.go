@@ -29,6 +29,18 @@ func ValidateSwiftDevice(field, v string) error {
 	return nil
 }
 
+// validateWait bounds a wait and its poll interval (0: the default): a poll interval of 1 ns
+// would run SSH commands in a tight loop, a negative or 100-year timeout is a typo.
+func validateWait(timeoutField string, timeout time.Duration, pollField string, poll time.Duration) error {
+	if timeout != 0 && (timeout < time.Minute || timeout > 30*24*time.Hour) {
+		return &FieldError{Field: timeoutField, Value: timeout.String(), Problem: "must be 1m to 720h (0: the default)"}
+	}
+	if poll != 0 && (poll < time.Second || poll > time.Hour) {
+		return &FieldError{Field: pollField, Value: poll.String(), Problem: "must be 1s to 1h (0: the default)"}
+	}
+	return nil
+}
+
 // waitSettled follows replication (a heartbeating activity) until every replicator of the
 // storage nodes finished a pass that began after now, or the timeout passes.
 func waitSettled(r *Run, name string, cl activities.SwiftCluster, timeout, interval time.Duration, refill *refillCheck) error {

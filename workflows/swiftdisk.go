@@ -61,8 +61,8 @@ func (in *SwiftDiskInput) Validate() error {
 	if err := ValidateSwiftDevice("device", in.Device); err != nil {
 		return err
 	}
-	if in.RefillTimeout < 0 || in.PollInterval < 0 {
-		return &FieldError{Field: "refill-timeout", Problem: "durations must not be negative"}
+	if err := validateWait("refill-timeout", in.RefillTimeout, "poll-interval", in.PollInterval); err != nil {
+		return err
 	}
 	return nil
 }

@@ -157,8 +157,8 @@ func (in *SwiftRingInput) Validate() error {
 	if in.Parallelism < 0 || in.Parallelism > 1000 {
 		return &FieldError{Field: "parallelism", Value: strconv.Itoa(in.Parallelism), Problem: "must be 1-1000"}
 	}
-	if in.SettleTimeout < 0 || in.PollInterval < 0 {
-		return &FieldError{Field: "settle-timeout", Problem: "durations must not be negative"}
+	if err := validateWait("settle-timeout", in.SettleTimeout, "poll-interval", in.PollInterval); err != nil {
+		return err
 	}
 	add, remove, set, err := in.specs()
 	if err != nil {

@@ -3,6 +3,8 @@ package workflows
 import (
 	"fmt"
 	"regexp"
+	"unicode"
+	"unicode/utf8"
 )
 
 var (
@@ -52,9 +54,19 @@ func validateMeta(m *Meta) error {
 	if len(m.Reason) > 500 {
 		return &FieldError{Field: "reason", Problem: "longer than 500 characters"}
 	}
-	for _, c := range m.Reason {
-		if c < 0x20 && c != '\t' {
-			return &FieldError{Field: "reason", Problem: "contains control characters"}
+	return validateText("reason", m.Reason)
+}
+
+// validateText refuses, in free text that reaches reports, chat, terminals and Nova, what is not
+// text: invalid UTF-8, control characters but tab (C0, DEL, and C1, whose U+009B is a terminal's
+// CSI), and the bidirectional overrides that make a terminal show other text than is stored.
+func validateText(field, v string) error {
+	if !utf8.ValidString(v) {
+		return &FieldError{Field: field, Problem: "is not valid UTF-8"}
+	}
+	for _, c := range v {
+		if (unicode.IsControl(c) && c != '\t') || unicode.Is(unicode.Bidi_Control, c) {
+			return &FieldError{Field: field, Problem: fmt.Sprintf("contains control characters (%U)", c)}
 		}
 	}
 	return nil
@@ -67,6 +79,9 @@ const NovaDisabledReasonMax = 255
 // prefix+reason: at most 255 characters in all, and no control character (tab, ESC, DEL, C1)
 // that would end up in Nova's database and in every `openstack compute service list`.
 func ValidateDisabledReason(prefix, reason string) error {
+	if err := validateText("reason", reason); err != nil {
+		return err
+	}
 	if n := len([]rune(prefix + reason)); n > NovaDisabledReasonMax {
 		return &FieldError{Field: "reason", Problem: fmt.Sprintf("too long for Nova's disabled_reason: %d characters with %q, at most %d", n, prefix, NovaDisabledReasonMax)}
 	}

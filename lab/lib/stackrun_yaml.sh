@@ -35,6 +35,71 @@ lab_chat_gateway_yaml() {
   printf '    vouch:\n      - operators: ["*"]\n        gates: ["*"]\n        runbooks: ["*"]\n'
 }
 
+# stackrun_outage_yaml prints the outage: section (docs/outage-recovery.md): the lab's priority
+# table, the guide's tiers with the lab's services (placement and neutron-server get tiers of their
+# own; tiers 3, 20, 98 and 100 have nothing in the lab and are reported empty). e2e/outage_test.go
+# prints it too, for a config of its own when the lab's stackrun.yaml has no outage: yet.
+stackrun_outage_yaml() {
+  local C
+  C=$(hostdir controller)
+  cat <<EOT
+outage:
+  instances: ran-before
+  database_host: controller
+  database_defaults_file: $C/etc/my.cnf
+  databases: [keystone, glance, placement, nova_api, nova, nova_cell0, neutron]
+  tiers:
+    - {priority: 1, name: internal network, roles: ["*"], host_verify: [reachable]}
+    - priority: 2
+      name: backend storage
+      roles: [storage]
+      host_verify: [swift-devices]
+      services:
+        - {name: rsync, verify: [process, "port:$P_RSYNC"]}
+        - {name: swift-account, verify: [process, "port:$P_ACCOUNT"]}
+        - {name: swift-container, verify: [process, "port:$P_CONTAINER"]}
+        - {name: swift-object, verify: [process, "port:$P_OBJECT"]}
+        - {name: swift-account-replicator, verify: [process]}
+        - {name: swift-container-replicator, verify: [process]}
+        - {name: swift-object-replicator, verify: [process]}
+    - {priority: 3, name: public network, roles: [network], services: [{name: neutron-l3-agent, verify: [process]}]}
+    - {priority: 4, name: nova-compute hosts, roles: [compute], services: [{name: nova-compute, verify: [process]}]}
+    - {priority: 5, name: user instances, instances: true}
+    - priority: 10
+      name: message queue and database
+      roles: [controller]
+      checks: [db-integrity]
+      services:
+        - {name: mariadb, verify: [process, "port:$P_MYSQL"]}
+        - {name: rabbitmq-server, verify: [process, "port:$P_RABBIT"]}
+        - {name: memcached, verify: [process, "port:$P_MEMCACHED"]}
+    - {priority: 15, name: keystone, roles: [controller], services: [{name: keystone, verify: [process, "port:$P_KEYSTONE", "api:identity"]}]}
+    - {priority: 16, name: placement, roles: [controller], services: [{name: placement-api, verify: [process, "port:$P_PLACEMENT", "api:placement"]}]}
+    - {priority: 17, name: network API, roles: [controller], services: [{name: neutron-server, verify: [process, "port:$P_NEUTRON", "api:network"]}]}
+    - {priority: 20, name: cinder-scheduler, roles: [controller], services: [{name: cinder-scheduler, verify: [process, amqp]}]}
+    - priority: 21
+      name: image catalogue and delivery
+      roles: [controller, proxy]
+      services:
+        - {name: glance-api, verify: [process, "port:$P_GLANCE", "api:image"]}
+        - {name: swift-proxy, verify: [process, "port:$P_SWIFT_PROXY", "api:object-store"]}
+    - priority: 22
+      name: nova-scheduler
+      roles: [controller]
+      services:
+        - {name: nova-conductor, verify: [process, amqp]}
+        - {name: nova-scheduler, verify: [process, amqp]}
+    - {priority: 98, name: cinder-api, roles: [controller], services: [{name: cinder-api, verify: [process, "api:block-storage"]}]}
+    - priority: 99
+      name: nova-api
+      roles: [controller]
+      checks: [hypervisors]
+      services:
+        - {name: nova-api, verify: [process, "port:$P_NOVA", "api:compute"]}
+    - {priority: 100, name: dashboard, roles: [dashboard], services: [{name: apache2, verify: [process]}]}
+EOT
+}
+
 write_stackrun_yaml() {
   local labctl=$LAB_SRC/bin/labctl h roles s
   lab_operator_keys
@@ -108,7 +173,9 @@ commands:
   service_status: [$labctl, status, "{host}", "{service}"]
   log_tail: [$labctl, tail, "{host}", "{service}", "{lines}"]
   service_pid: [$labctl, pid, "{host}", "{service}"]
-  uptime: [cat, /proc/uptime]
+  # a host's boot time is that of its last "reboot" (labctl reboot: rolling-maintenance --action reboot)
+  uptime: [$labctl, uptime, "{host}"]
+  host_reboot: [$labctl, reboot, "{host}"]
   # the staged upgrade: the lab has the python3-* packages only, so the tools of nova-common,
   # glance-common and cinder-common run through labmanage; keystone-manage and placement-manage
   # are the packaged ones (the catalogue's defaults)
@@ -175,6 +242,7 @@ EOT
       esac
     done
     stackrun_checks_yaml
+    stackrun_outage_yaml
     # A chat: section of your own (lab_chat_gateway_yaml above).
     [[ ! -f $LAB/chat.yaml ]] || cat "$LAB/chat.yaml"
   } | put "$LAB/stackrun.yaml"

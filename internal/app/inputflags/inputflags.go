@@ -88,7 +88,7 @@ func bindStruct(fs *pflag.FlagSet, v reflect.Value, out *[]Flag) error {
 			fs.BoolVar(p.(*bool), name, false, usage)
 			kind = "bool"
 		case f.Type == reflect.TypeFor[[]string]():
-			fs.StringSliceVar(p.(*[]string), name, nil, usage)
+			fs.Var(&commaList{p: p.(*[]string)}, name, usage)
 			kind = "strings"
 		default:
 			return fmt.Errorf("input flags: field %s.%s (--%s) has type %s, which has no flag kind (string, int, int64, bool, []string, time.Time, time.Duration)",
@@ -136,3 +136,26 @@ func Example(flags []Flag) string {
 	}
 	return strings.Join(parts, " ")
 }
+
+// commaList is a []string flag split on commas only. pflag's StringSlice reads its value as CSV,
+// which drops what follows a newline ("compute1\nx" became compute1) and strips a trailing \r:
+// a hostile value turned into another, valid one. Here every byte stays, for Validate to refuse.
+type commaList struct {
+	p       *[]string
+	changed bool
+}
+
+func (c *commaList) Set(v string) error {
+	parts := strings.Split(v, ",")
+	if !c.changed {
+		*c.p = parts
+	} else {
+		*c.p = append(*c.p, parts...)
+	}
+	c.changed = true
+	return nil
+}
+
+func (c *commaList) Type() string { return "stringSlice" } // shown as "strings" in --help
+
+func (c *commaList) String() string { return "[" + strings.Join(*c.p, ",") + "]" }

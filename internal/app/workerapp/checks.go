@@ -37,6 +37,7 @@ func checksActivities(cfg *config.Config, c client.Client, hosts *activities.Hos
 			IPFreePercent: ch.Thresholds.IPFreePercent, LargeVCPUs: ch.Thresholds.LargeInstanceVCPUs,
 			LargeRAMMB: ch.Thresholds.LargeInstanceRAMMB, AccountMaxInactive: ch.AccountMaxInactive,
 			NextRelease: ch.NextRelease, Parallelism: ch.Parallelism, ProbeTimeout: ch.ProbeTimeout,
+			ReleaseTable: ch.ReleaseTable, ReleasePackage: ch.ReleasePackage, StuckAfter: ch.StuckAfter, DesiredStateKey: ch.DesiredStateKey,
 			Operators: ops,
 		},
 	}

@@ -164,6 +164,9 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	}
 	app.close = append(app.close, closeDB)
 	w.RegisterActivity(novaDB)
+	outage := Outage(cfg, hosts, SwiftCluster(cfg, services), novaDB.DB)
+	outage.Clients = cloudClients
+	w.RegisterActivity(outage)
 	app.Worker = w
 	return app, nil
 }

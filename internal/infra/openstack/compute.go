@@ -89,6 +89,8 @@ type Server struct {
 	FlavorDiskGB       int
 	Fault              string // fault message, "" if none
 	FaultCode          int
+	Updated            time.Time         // last change of the server record
+	Metadata           map[string]string // user metadata
 }
 
 // ServerListOpts filters ListServers. Nova honours AllTenants and Host for admins only.
@@ -141,6 +143,8 @@ func serverFrom(s servers.Server) Server {
 		ProjectID:          s.TenantID,
 		Fault:              s.Fault.Message,
 		FaultCode:          s.Fault.Code,
+		Updated:            s.Updated,
+		Metadata:           s.Metadata,
 	}
 	out.ImageID, _ = s.Image["id"].(string)
 	// Embedded flavor (microversion >= 2.47).

@@ -92,3 +92,33 @@ func (c *Clients) ListTenantUsage(ctx context.Context, opts TenantUsageOpts) ([]
 			DiskGBHours: u.TotalLocalGBUsage, Hours: u.TotalHours, Instances: len(u.ServerUsages)}
 	}), nil
 }
+
+// HypervisorServers is one hypervisor and the servers Nova places on it.
+type HypervisorServers struct {
+	Host    string   // the compute service's host
+	Node    string   // hypervisor_hostname
+	State   string   // up | down
+	Status  string   // enabled | disabled
+	Servers []string // server UUIDs
+}
+
+// ListHypervisorServers lists every hypervisor with its servers (with_servers, 2.53+), at the
+// database-read microversion of ListHypervisors.
+func (c *Clients) ListHypervisorServers(ctx context.Context) ([]HypervisorServers, error) {
+	hc := *c.Compute
+	hc.Microversion = hypervisorMicroversion
+	with := true
+	list, err := listAll(ctx, "list hypervisors with servers", hypervisors.List(&hc, hypervisors.ListOpts{WithServers: &with}), hypervisors.ExtractHypervisors)
+	if err != nil {
+		return nil, err
+	}
+	return convert(list, func(h hypervisors.Hypervisor) HypervisorServers {
+		out := HypervisorServers{Host: h.Service.Host, Node: h.HypervisorHostname, State: h.State, Status: h.Status}
+		if h.Servers != nil {
+			for _, s := range *h.Servers {
+				out.Servers = append(out.Servers, s.UUID)
+			}
+		}
+		return out
+	}), nil
+}

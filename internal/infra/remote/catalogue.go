@@ -44,6 +44,8 @@ var defaultCommands = map[string][]string{
 	// host facts
 	"uptime":   {"cat", "/proc/uptime"},
 	"hostname": {"cat", "/proc/sys/kernel/hostname"},
+	// rolling-maintenance --action reboot: the session may end as the host goes down
+	"host_reboot": {"systemctl", "reboot"},
 	// disks and file systems (Swift disk replacement)
 	"mount_list":        {"cat", "/proc/self/mounts"},
 	"block_devices":     {"lsblk", "-J", "-b", "-o", "NAME,SIZE,TYPE,FSTYPE,MOUNTPOINT,LABEL"},

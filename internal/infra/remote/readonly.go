@@ -38,6 +38,7 @@ var readOnlyCommands = []string{
 // exactly one of the two lists (a test checks it), so a new command must be classified.
 var mutatingCommands = []string{
 	"service_start", "service_stop", "service_restart", "service_enable", "service_disable",
+	"host_reboot",
 	"umount", "umount_lazy", "mkfs_xfs_force", "mkfs_xfs", "mount_label", "mkdir", "chown_swift", "file_copy",
 	"ring_add", "ring_set_weight", "ring_remove", "ring_rebalance", "ring_write",
 	// validate and dispersion read the builder only, as far as Swift 2.30 goes; nothing
@@ -73,8 +74,20 @@ var diagnoseCommands = map[string][]string{
 	"netns_ping":      {"ip", "netns", "exec", "{netns}", "ping", "-n", "-c", "{count}", "-W", "{seconds}", "{address}"},
 }
 
+// outageCommands are read-only commands of outage-recovery (RUNBOOKS.md §8): the databases the
+// server has, and the integrity check of the OpenStack schemas after the database came back
+// (mariadb-check --check runs CHECK TABLE, which reads; it repairs nothing).
+var outageCommands = map[string][]string{
+	"db_list":  {"mariadb", "--defaults-file={defaults_file}", "-N", "-B", "--execute=SHOW DATABASES"},
+	"db_check": {"mariadb-check", "--defaults-file={defaults_file}", "--check", "--databases", "{database...}"},
+}
+
 func init() {
 	for name, argv := range diagnoseCommands {
+		defaultCommands[name] = argv
+		readOnlyCommands = append(readOnlyCommands, name)
+	}
+	for name, argv := range outageCommands {
 		defaultCommands[name] = argv
 		readOnlyCommands = append(readOnlyCommands, name)
 	}

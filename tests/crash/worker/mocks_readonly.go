@@ -36,6 +36,7 @@ func registerChecks(w worker.Worker, st *Store) {
 		"ProjectionProbe", "ReleaseProbe"} {
 		reg(n, c.probe)
 	}
+	reg("HostProbes", c.hostProbes)
 	reg("Record", c.Record)
 	d := &mockDiagnose{}
 	reg("DiagnosePlan", d.DiagnosePlan)
@@ -67,6 +68,18 @@ func (c *mockChecks) probe(ctx context.Context, req activities.ProbeRequest) (ac
 	time.Sleep(work)
 	return activities.ProbeResult{Summary: req.Probe + " read",
 		Findings: []activities.CheckFinding{{Probe: req.Probe, Severity: activities.SeverityInfo, Subject: req.Probe + "/" + req.Target, Message: "as always"}}}, nil
+}
+
+// hostProbes: a batch of per-host probes, each answered as probe answers it.
+func (c *mockChecks) hostProbes(ctx context.Context, req activities.HostProbesRequest) ([]activities.HostProbeResult, error) {
+	var out []activities.HostProbeResult
+	for _, t := range req.Targets {
+		r := req.ProbeRequest
+		r.Target = t
+		res, _ := c.probe(ctx, r)
+		out = append(out, activities.HostProbeResult{Target: t, Result: res})
+	}
+	return out, nil
 }
 
 // Record stores the report once per run ID (a retry replaces its own row, as store.Save does).

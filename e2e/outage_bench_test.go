@@ -1,0 +1,69 @@
+//go:build e2e && bench
+
+package e2e
+
+// Outage-recovery benchmark: from the same killed state (labfail power-loss: every service of
+// every lab host SIGKILLed at once), the lab's own lab/up.sh against outage-recovery (the real
+// worker on a dev server) until every tier is verified. Goal: outage-recovery ≤ 1.3× up.sh, while
+// it verifies every tier (processes, ports, AMQP, APIs, database integrity, hypervisors).
+//
+//	go test -count=1 -tags 'e2e bench' -run TestOutageRecoveryVersusUpSh -v ./e2e/
+//
+// STACKRUN_BENCH_ROUNDS sets the rounds (default 1; each is two power losses).
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/workflows"
+)
+
+func TestOutageRecoveryVersusUpSh(t *testing.T) {
+	l := newNovaLab(t)
+	l.cfgPath = outageConfig(t)
+	require.NoError(t, l.worker.Process.Kill())
+	_, _ = l.worker.Process.Wait()
+	l.worker = startWorker(t, l.cfgPath, l.srv)
+	t.Cleanup(func() { labRestore(t) })
+	src := requireLab(t).Env["LAB_SRC"]
+	require.NotEmpty(t, src, "lab.env has no LAB_SRC")
+	rounds, _ := strconv.Atoi(os.Getenv("STACKRUN_BENCH_ROUNDS"))
+	rounds = max(rounds, 1)
+	powerLoss := func() {
+		out, err := exec.Command(l.labfail, "power-loss").CombinedOutput()
+		require.NoError(t, err, string(out))
+	}
+	var up, rec []time.Duration
+	for i := 0; i < rounds; i++ {
+		powerLoss()
+		// The lab's own up.sh: the clone that brought it up (lab.env's LAB_SRC), whose stackrun.yaml stays.
+		cmd := exec.Command(filepath.Join(src, "up.sh"))
+		cmd.Env = append(os.Environ(), "STACKRUN_LAB_DIR="+labDir(t))
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		up = append(up, time.Since(t0))
+		require.NoError(t, err, tail(string(out), 30))
+
+		powerLoss()
+		t0 = time.Now()
+		id := l.start("outage-recovery", &workflows.OutageRecoveryInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "bench"}})
+		rep := l.report(id, 15*time.Minute)
+		rec = append(rec, time.Since(t0))
+		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+		labRestore(t) // what the table does not list (Alertmanager) comes back too, untimed
+	}
+	var su, sr time.Duration
+	for i := range up {
+		su += up[i]
+		sr += rec[i]
+	}
+	n := time.Duration(len(up))
+	t.Logf("\n| from labfail power-loss to everything verified | wall time (mean of %d) |\n| --- | --- |\n| lab/up.sh | %s |\n| outage-recovery | %s |\n| ratio | %.2f× (goal ≤ 1.3×) |",
+		len(up), (su / n).Round(100*time.Millisecond), (sr / n).Round(100*time.Millisecond), float64(sr)/float64(su))
+}

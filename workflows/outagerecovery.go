@@ -1,0 +1,483 @@
+package workflows
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/stackrun/stackrun/activities"
+)
+
+// outage names outage-recovery's activities (the worker registers them, workerapp.Outage).
+var outage *activities.Outage
+
+// OutageRecovery brings a whole cloud back after, say, a power loss (RUNBOOKS.md §8): the
+// priority table's tiers in order; inside a tier its hosts, then its services, in parallel
+// (bounded), each service started only if it is not running and then verified (process, port,
+// AMQP connection, API answer). A tier that cannot be verified stalls (retry, skip, abort) before
+// the next one starts. After the database: an integrity check; after Nova: the hypervisors
+// agree with the database. The user instances that ran before the outage (the database's record
+// before Nova's power-state sync) are started again once the compute API answers.
+var OutageRecovery = Define(Def[OutageRecoveryInput, outageRecoveryPlan]{
+	Name:  "outage-recovery",
+	Short: "Bring the whole cloud back after an outage, tier by tier in priority order, verifying each tier (--from-tier N)",
+	Steps: []string{"read-table", "snapshot"},
+	Key:   func(in *OutageRecoveryInput) string { return "cloud" },
+	Plan:  planOutageRecovery,
+	Act:   outageRecovery,
+})
+
+// OutageRecoveryInput is the input of OutageRecovery.
+type OutageRecoveryInput struct {
+	Meta
+	// FromTier starts at this tier (its priority); earlier tiers are taken as up and not touched.
+	FromTier int `json:"from_tier,omitempty" flag:"from-tier" usage:"start at the tier of this priority (a priority of the table; default: the first)"`
+	// Parallel bounds the hosts and services brought back at once within a tier.
+	Parallel int `json:"parallel,omitempty" flag:"parallel" usage:"hosts and services of a tier brought back at once (default: policy.default_parallelism)"`
+	// VerifyWait is how long a service's verifications may take to pass before its tier stalls.
+	VerifyWait string `json:"verify_wait,omitempty" flag:"verify-wait" usage:"how long verifications wait for a service still coming up before the tier stalls: 10s to 30m (default 3m)"`
+}
+
+// verifyWait is the input's --verify-wait (validated), 3 minutes by default.
+func (in *OutageRecoveryInput) verifyWait() time.Duration {
+	if d, err := time.ParseDuration(in.VerifyWait); err == nil && in.VerifyWait != "" {
+		return d
+	}
+	return 3 * time.Minute
+}
+
+func (in *OutageRecoveryInput) Validate() error {
+	if err := validateMeta(&in.Meta); err != nil {
+		return err
+	}
+	if in.FromTier < 0 || in.FromTier > 1000 {
+		return &FieldError{Field: "from_tier", Value: fmt.Sprint(in.FromTier), Problem: "must be a tier's priority, 1 to 1000 (0: from the first)"}
+	}
+	if in.VerifyWait != "" {
+		d, err := time.ParseDuration(in.VerifyWait)
+		if err != nil || d < 10*time.Second || d > 30*time.Minute {
+			return &FieldError{Field: "verify_wait", Value: in.VerifyWait, Problem: "must be a duration from 10s to 30m, e.g. 3m"}
+		}
+	}
+	if in.Parallel < 0 || in.Parallel > MaxParallel {
+		return &FieldError{Field: "parallel", Value: fmt.Sprint(in.Parallel), Problem: fmt.Sprintf("must be 0 (the policy's default) to %d", MaxParallel)}
+	}
+	return nil
+}
+
+// GateApproveInstanceStart is the gate before user instances are started (outage.instances_gate).
+const GateApproveInstanceStart = "approve-instance-start"
+
+// OutageTierReport is one tier of the report.
+type OutageTierReport struct {
+	Priority  int      `json:"priority"`
+	Name      string   `json:"name"`
+	State     string   `json:"state"` // verified, empty, not-run (--from-tier), skipped
+	Started   []string `json:"started,omitempty"`
+	AlreadyUp []string `json:"already_up,omitempty"`
+	Verified  []string `json:"verified,omitempty"`
+	Seconds   float64  `json:"seconds"`
+	Findings  []string `json:"findings,omitempty"`
+}
+
+type outageRecoveryPlan struct {
+	table activities.OutageTable
+	// order is the tiers of this run, in the order they run; notRun those before --from-tier.
+	order, notRun []activities.OutageTier
+	// before is the instances' record read right after the database came back (the evidence
+	// of what ran before the outage); nil until read.
+	before []activities.OutageInstance
+	// restarted are the hosts whose nova-compute this run started: their hypervisors came back
+	// from the outage, so Nova's record of their guests is stale.
+	restarted map[string]bool
+}
+
+func tierStep(t activities.OutageTier) string { return fmt.Sprintf("tier-%d", t.Priority) }
+
+func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (Approval, error) {
+	err := r.Do("read-table", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
+		return r.Exec(ctx, "read-table", "cloud", outage.OutagePlan, &p.table)
+	})
+	if err != nil {
+		return Approval{}, err
+	}
+	var prios []string
+	for _, t := range p.table.Tiers {
+		prios = append(prios, fmt.Sprint(t.Priority))
+	}
+	if in.FromTier > 0 && !slices.ContainsFunc(p.table.Tiers, func(t activities.OutageTier) bool { return t.Priority == in.FromTier }) {
+		return Approval{}, Summarize("invalid input", &FieldError{Field: "from_tier", Value: fmt.Sprint(in.FromTier),
+			Problem: "not a tier of the table (tiers: " + strings.Join(prios, ", ") + ")"})
+	}
+	p.notRun, p.order = outageOrder(p.table.Tiers, in.FromTier)
+	p.restarted = map[string]bool{}
+
+	// What runs now (a snapshot for the plan; Act checks every service again before it starts it).
+	var all []activities.OutageService
+	for _, t := range p.order {
+		all = append(all, t.Services...)
+	}
+	running := make([]string, len(all))
+	_ = r.Do("snapshot", StepOptions{ReadOnly: true, Finding: activities.SeverityInfo}, func(ctx workflow.Context) error {
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 1})
+		return r.Each(ctx, len(all), r.parallelism(in.Parallel)*2, func(ctx workflow.Context, i int) error {
+			var st activities.ServiceState
+			if err := r.Exec(ctx, "snapshot", all[i].Host, outage.OutageServiceState, &st, all[i]); err != nil {
+				running[i] = "unknown"
+				return nil
+			}
+			running[i] = map[bool]string{true: "running", false: "stopped"}[st.Running]
+			return nil
+		})
+	})
+	lines, facts := []string{}, []Fact{}
+	k := 0
+	for _, t := range p.order {
+		r.AddSteps(tierStep(t))
+		for _, c := range t.Checks {
+			r.AddSteps(c)
+		}
+		var parts []string
+		if len(t.Hosts) > 0 && len(t.HostVerify) > 0 {
+			parts = append(parts, fmt.Sprintf("hosts %s (%s)", strings.Join(t.Hosts, ", "), strings.Join(t.HostVerify, ", ")))
+		}
+		for _, s := range t.Services {
+			parts = append(parts, fmt.Sprintf("%s on %s [%s] (%s)", s.Service, s.Host, running[k], strings.Join(s.Verify, ", ")))
+			k++
+		}
+		if t.Instances {
+			parts = append(parts, "instances that ran before the outage, policy "+p.table.Instances+gateNote(p.table.Gate)+afterNote(t, p.order))
+		}
+		if len(t.Checks) > 0 {
+			parts = append(parts, "then "+strings.Join(t.Checks, ", "))
+		}
+		if t.Empty() {
+			parts = []string{"EMPTY: nothing of it in this cloud" + missingNote(t)}
+		}
+		lines = append(lines, fmt.Sprintf("tier %d %s: %s", t.Priority, t.Name, strings.Join(parts, "; ")))
+		facts = append(facts, Fact{Name: tierStep(t), Value: fmt.Sprintf("%d host(s), %d service(s), checks %v", len(t.Hosts), len(t.Services), t.Checks)})
+	}
+	if p.table.Gate {
+		r.AddSteps(GateApproveInstanceStart)
+	}
+	for _, t := range p.notRun {
+		lines = append(lines, fmt.Sprintf("tier %d %s: not run (--from-tier %d)", t.Priority, t.Name, in.FromTier))
+	}
+	r.SetPlan(lines)
+	r.SetFacts(facts...)
+	return Approval{}, nil
+}
+
+func gateNote(gate bool) string {
+	if gate {
+		return ", after the signed gate " + GateApproveInstanceStart
+	}
+	return ""
+}
+
+func afterNote(t activities.OutageTier, order []activities.OutageTier) string {
+	i := slices.IndexFunc(order, func(o activities.OutageTier) bool { return o.Priority == t.Priority })
+	if i > 0 && order[i-1].Priority > t.Priority {
+		return fmt.Sprintf(" (started after tier %d: they start through the compute API)", order[i-1].Priority)
+	}
+	return ""
+}
+
+func missingNote(t activities.OutageTier) string {
+	if len(t.Missing) == 0 {
+		return ""
+	}
+	return " (no host runs " + strings.Join(t.Missing, ", ") + ")"
+}
+
+// outageOrder splits the tiers into those before fromTier and the run's, in the order they
+// run: priority order, except that the user-instance tier comes right after the tier whose
+// verification is the compute API when that one comes later (instances start through Nova).
+func outageOrder(tiers []activities.OutageTier, fromTier int) (notRun, order []activities.OutageTier) {
+	var inst *activities.OutageTier
+	for _, t := range tiers {
+		if t.Instances && inst == nil {
+			inst = &t
+			continue
+		}
+		order = append(order, t)
+	}
+	if inst != nil {
+		at := 0
+		for i, t := range order {
+			if t.Priority < inst.Priority {
+				at = i + 1
+			}
+			for _, s := range t.Services {
+				if slices.Contains(s.Verify, "api:compute") {
+					at = max(at, i+1)
+				}
+			}
+		}
+		order = slices.Insert(order, at, *inst)
+	}
+	if i := slices.IndexFunc(order, func(t activities.OutageTier) bool { return t.Priority == fromTier }); i > 0 {
+		return order[:i], order[i:]
+	}
+	return nil, order
+}
+
+func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (string, error) {
+	began := workflow.Now(r.Context())
+	par := r.parallelism(in.Parallel)
+	var reports []*OutageTierReport
+	r.OnExit(func() {
+		out := make([]OutageTierReport, len(reports))
+		for i, t := range reports {
+			out[i] = *t
+		}
+		r.SetDetail("tiers", out)
+	})
+	for _, t := range p.notRun {
+		reports = append(reports, &OutageTierReport{Priority: t.Priority, Name: t.Name, State: "not-run"})
+	}
+	for _, t := range p.order {
+		tr := &OutageTierReport{Priority: t.Priority, Name: t.Name}
+		reports = append(reports, tr)
+		start := workflow.Now(r.Context())
+		var err error
+		switch {
+		case t.Empty():
+			tr.State = "empty"
+			r.AddFinding(activities.SeverityInfo, tierStep(t), "tier %d (%s) is empty: nothing of it in this cloud%s", t.Priority, t.Name, missingNote(t))
+			err = r.Do(tierStep(t), StepOptions{Target: t.Name, ReadOnly: true}, func(workflow.Context) error { return nil })
+		case t.Instances:
+			err = outageInstances(r, p, t, tr, par)
+		default:
+			err = outageTier(r, t, tr, par, in.verifyWait(), p.restarted)
+		}
+		if err == nil {
+			err = outageChecks(r, p, t, tr, began)
+		}
+		tr.Seconds = workflow.Now(r.Context()).Sub(start).Round(100 * time.Millisecond).Seconds()
+		if err != nil {
+			return "", err
+		}
+		if tr.State == "" {
+			tr.State = "verified"
+			if r.StepState(tierStep(t)) == StepSkipped {
+				tr.State = "skipped"
+			}
+		}
+	}
+	var verified, empty, started, up, instances int
+	for _, t := range reports {
+		switch t.State {
+		case "verified":
+			verified++
+		case "empty":
+			empty++
+		}
+		started += len(t.Started)
+		up += len(t.AlreadyUp)
+	}
+	if i := slices.IndexFunc(p.order, func(t activities.OutageTier) bool { return t.Instances }); i >= 0 {
+		for _, t := range reports {
+			if t.Priority == p.order[i].Priority {
+				instances = len(t.Started)
+			}
+		}
+	}
+	return fmt.Sprintf("cloud recovered: %d tier(s) verified, %d empty; %d started, %d already up (%d instance(s) started); %d finding(s)",
+		verified, empty, started-instances, up, instances, len(r.findings)), nil
+}
+
+// outageTier brings one tier's hosts and then its services back, in parallel within the bound,
+// and verifies each. Started services stay recorded across a retried step.
+func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration, restarted map[string]bool) error {
+	startedAt := map[string]time.Time{}
+	return r.Do(tierStep(t), StepOptions{Target: t.Name}, func(ctx workflow.Context) error {
+		tr.Verified = nil
+		if len(t.HostVerify) > 0 {
+			hctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 10, Initial: 2 * time.Second, MaxInterval: 10 * time.Second})
+			err := r.Each(hctx, len(t.Hosts), par, func(ctx workflow.Context, i int) error {
+				var res activities.OutageHostResult
+				if err := r.Exec(ctx, tierStep(t), t.Hosts[i], outage.OutageHostUp, &res, activities.OutageHostRequest{Host: t.Hosts[i], Verify: t.HostVerify}); err != nil {
+					return err
+				}
+				for _, d := range res.Mounted {
+					tr.Started = append(tr.Started, t.Hosts[i]+":"+d+" (mounted)")
+				}
+				tr.Verified = append(tr.Verified, res.Evidence...)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		sctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 3, Initial: 2 * time.Second})
+		// Verifications wait for a service that is still coming up (--verify-wait): attempts 5 s
+		// apart at most, after 1, 2 and 4 s.
+		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3 + int(wait/(5*time.Second)), Initial: time.Second, MaxInterval: 5 * time.Second})
+		return r.Each(ctx, len(t.Services), par, func(ctx workflow.Context, i int) error {
+			s := t.Services[i]
+			name := s.Service + "@" + s.Host
+			var st activities.OutageStarted
+			if err := r.Exec(withOptionsOf(ctx, sctx), tierStep(t), s.Host, outage.OutageStartService, &st, s); err != nil {
+				return err
+			}
+			since, seen := startedAt[name]
+			switch {
+			case !seen && st.AlreadyUp:
+				tr.AlreadyUp = append(tr.AlreadyUp, name)
+				since = time.Time{}
+			case !seen:
+				tr.Started = append(tr.Started, name)
+				since = st.At
+				if s.Service == "nova-compute" {
+					restarted[s.Host] = true
+				}
+			}
+			startedAt[name] = since
+			var v activities.OutageVerified
+			if err := r.Exec(withOptionsOf(ctx, vctx), tierStep(t), s.Host, outage.OutageVerifyService, &v, activities.OutageVerifyRequest{OutageService: s, Since: since}); err != nil {
+				return err
+			}
+			tr.Verified = append(tr.Verified, v.Evidence...)
+			return nil
+		})
+	})
+}
+
+// withOptionsOf is ctx (a coroutine's) with the activity options of opts.
+func withOptionsOf(ctx, opts workflow.Context) workflow.Context {
+	return workflow.WithActivityOptions(ctx, workflow.GetActivityOptions(opts))
+}
+
+// outageChecks runs the checks a tier names once it is verified.
+func outageChecks(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr *OutageTierReport, began time.Time) error {
+	for _, c := range t.Checks {
+		var err error
+		switch c {
+		case "db-integrity":
+			err = r.Do(c, StepOptions{Target: "database", ReadOnly: true}, func(ctx workflow.Context) error {
+				ctx = r.WithActivity(ctx, ActOpts{Timeout: 5 * time.Minute, Attempts: 5, Initial: 3 * time.Second})
+				var res activities.OutageDBCheck
+				if err := r.Exec(ctx, c, "database", outage.OutageDBIntegrity, &res); err != nil {
+					return err
+				}
+				tr.Verified = append(tr.Verified, fmt.Sprintf("database integrity: %d table(s) of %s checked (%s)", res.Tables, strings.Join(res.Databases, ", "), res.Command))
+				for _, pr := range res.Problems {
+					r.AddFinding(activities.SeverityCritical, "database", "integrity check: %s (from: %s)", pr, res.Command)
+					tr.Findings = append(tr.Findings, pr)
+				}
+				if len(res.Missing) > 0 {
+					tr.Findings = append(tr.Findings, "not on this server: "+strings.Join(res.Missing, ", "))
+				}
+				// The evidence of what ran before: read now, before nova-compute can sync it.
+				return r.Exec(ctx, c, "database", outage.OutageInstancesBefore, &p.before)
+			})
+			if err == nil {
+				ran := 0
+				for _, i := range p.before {
+					if i.RanBefore() {
+						ran++
+					}
+				}
+				tr.Verified = append(tr.Verified, fmt.Sprintf("instances before the outage (database, before the power-state sync): %d of %d ran", ran, len(p.before)))
+			}
+		case "hypervisors":
+			err = r.Do(c, StepOptions{Target: "nova", ReadOnly: true}, func(ctx workflow.Context) error {
+				ctx = r.WithActivity(ctx, ActOpts{Timeout: 4 * time.Minute, Heartbeat: ActivityHeartbeat, Attempts: 2})
+				var res activities.OutageHypervisorCheck
+				if err := r.Exec(ctx, c, "nova", outage.OutageHypervisors, &res, began); err != nil {
+					return err
+				}
+				hostsUp := make([]string, 0, len(res.Computes))
+				for h, s := range res.Computes {
+					hostsUp = append(hostsUp, h+" "+s)
+				}
+				slices.Sort(hostsUp)
+				tr.Verified = append(tr.Verified, fmt.Sprintf("nova-compute: %s; %d instance(s) compared with the hypervisors' lists", strings.Join(hostsUp, ", "), res.Instances))
+				for _, m := range res.Mismatches {
+					r.AddFinding(activities.SeverityWarning, "hypervisors", "%s", m)
+					tr.Findings = append(tr.Findings, m)
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outageInstances starts again the instances that ran before the outage, per policy.
+func outageInstances(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr *OutageTierReport, par int) error {
+	if p.before == nil {
+		err := r.Do("read-instances", StepOptions{Target: "database", ReadOnly: true}, func(ctx workflow.Context) error {
+			return r.Exec(ctx, "read-instances", "database", outage.OutageInstancesBefore, &p.before)
+		})
+		if err != nil {
+			return err
+		}
+		r.AddFinding(activities.SeverityWarning, tierStep(t), "the instances' record was read after the database tier (not in this run): Nova may have synced power states already, so instances that ran before may not be known")
+	}
+	var ran []activities.OutageInstance
+	for _, i := range p.before {
+		if i.RanBefore() {
+			ran = append(ran, i)
+		}
+	}
+	if len(ran) == 0 || p.table.Instances == "none" {
+		for _, i := range ran {
+			tr.Findings = append(tr.Findings, fmt.Sprintf("%s (%s) ran before; policy none: not started", i.ID, i.Name))
+		}
+		tr.State = "verified"
+		return r.Do(tierStep(t), StepOptions{Target: t.Name, ReadOnly: true}, func(workflow.Context) error { return nil })
+	}
+	if p.table.Gate {
+		names := make([]string, len(ran))
+		for i, x := range ran {
+			names[i] = x.Name
+		}
+		if err := r.Gate(GateApproveInstanceStart, GateOptions{Summary: fmt.Sprintf("Start %d instance(s) that ran before the outage: %s", len(ran), strings.Join(names, ", "))}); err != nil {
+			return err
+		}
+	}
+	done := map[string]bool{}
+	return r.Do(tierStep(t), StepOptions{Target: t.Name}, func(ctx workflow.Context) error {
+		ctx = r.WithActivity(ctx, ActOpts{Timeout: 5 * time.Minute, Heartbeat: ActivityHeartbeat, Attempts: 3, Initial: 5 * time.Second})
+		return r.Each(ctx, len(ran), par, func(ctx workflow.Context, i int) error {
+			if done[ran[i].ID] {
+				return nil
+			}
+			var res activities.OutageInstanceResult
+			// One instance that cannot start is a finding, not a stall of the whole cloud.
+			req := activities.OutageInstanceRequest{ID: ran[i].ID, Recreate: p.restarted[ran[i].Host]}
+			if err := r.Exec(ctx, tierStep(t), ran[i].ID, outage.OutageStartInstance, &res, req); err != nil {
+				if IsAbort(err) || temporal.IsCanceledError(err) {
+					return err
+				}
+				r.AddFinding(activities.SeverityCritical, ran[i].ID, "instance %s (%s) ran before the outage and did not start again: %s", ran[i].Name, ran[i].ID, errText(err))
+				tr.Findings = append(tr.Findings, fmt.Sprintf("%s (%s): %s", ran[i].Name, ran[i].ID, errText(err)))
+				done[ran[i].ID] = true
+				return nil
+			}
+			done[ran[i].ID] = true
+			label := fmt.Sprintf("%s (%s) %s", ran[i].Name, ran[i].ID, res.Action)
+			if strings.HasPrefix(res.Action, "busy") {
+				r.AddFinding(activities.SeverityWarning, ran[i].ID, "instance %s (%s) ran before the outage and is %s now: left alone", ran[i].Name, ran[i].ID, res.Action)
+				tr.Findings = append(tr.Findings, label)
+				return nil
+			}
+			if res.Action == "already-up" {
+				tr.AlreadyUp = append(tr.AlreadyUp, label)
+			} else {
+				tr.Started = append(tr.Started, label)
+			}
+			tr.Verified = append(tr.Verified, fmt.Sprintf("%s: %s, power state %d", ran[i].Name, res.Status, res.Power))
+			return nil
+		})
+	})
+}
