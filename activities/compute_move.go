@@ -3,6 +3,7 @@ package activities
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -22,6 +23,10 @@ type moveProgress struct {
 	Requested  bool      `json:"requested"`
 	Migration  string    `json:"migration,omitempty"`
 	Status     string    `json:"status,omitempty"`
+	// The live migration's smallest remaining bytes (memory + disk) so far, and when it was
+	// reached: no new low for MoveRequest.Stall means it does not converge.
+	BestRemaining int64     `json:"best_remaining,omitempty"`
+	BestAt        time.Time `json:"best_at,omitempty"`
 }
 
 // MoveInstance moves one instance off its source host (live migration, cold migration with
@@ -59,6 +64,7 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 	res := MoveResult{ID: req.ID, From: req.Source}
 	requestedHere := false
 	aborted := false
+	abortWhy := ""
 
 	for {
 		in, err := getInstance(ctx, cl, req.ID)
@@ -92,11 +98,20 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 				if m, err := latestMigration(ctx, cl, req.ID, hb.FirstStart); err == nil && m != nil {
 					detail = fmt.Sprintf(" (migration %s %s)", m.UUID, m.Status)
 				}
+				if aborted && abortWhy != "" {
+					return res, temporal.NewApplicationError(fmt.Sprintf("live migration of %s aborted: %s%s", req.ID, abortWhy, detail), ErrTypeNotConverging+"Aborted")
+				}
 				if aborted {
 					return res, temporal.NewApplicationError(fmt.Sprintf("move of %s aborted after its deadline of %s%s", req.ID, timeout, detail), "MoveTimeout")
 				}
 				return res, temporal.NewApplicationError(fmt.Sprintf("move of %s (%s) from %s failed: it is %s on %s again%s%s",
 					in.Name, req.ID, req.Source, in.Status, in.Host, detail, faultText(in)), "MoveFailed")
+			}
+			if req.ForceCompleted {
+				// Its migration ended before (or without) the force-complete: Nova's own timeout
+				// may have aborted it. Not started again unasked.
+				return res, temporal.NewApplicationError(fmt.Sprintf("%s (%s) is %s on %s again: its live migration ended before the force-complete took effect%s",
+					in.Name, req.ID, in.Status, in.Host, faultText(in)), "MoveFailed")
 			}
 			if in.Status == "ERROR" && req.Kind != MoveEvacuate {
 				return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) is in ERROR%s: not moving it", in.Name, in.ID, faultText(in)), "InstanceError", nil)
@@ -112,6 +127,16 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 			// Busy: a move (ours from an earlier attempt, or someone's) is under way; follow it.
 			if time.Now().After(deadline) && req.Kind == MoveLive && !aborted {
 				aborted = cl.AbortLiveMigration(ctx, req.ID) == nil
+			}
+			if req.Kind == MoveLive && req.Stall > 0 && !req.ForceCompleted && !aborted && hb.Requested {
+				why, err := watchConvergence(ctx, cl, req, &hb, &res)
+				if err != nil {
+					return res, err
+				}
+				if why != "" {
+					aborted = cl.AbortLiveMigration(ctx, req.ID) == nil
+					abortWhy = why
+				}
 			}
 			if hb.Requested {
 				requestedHere = true
@@ -173,4 +198,78 @@ func InstanceMigrations(ctx context.Context, cl *openstack.Clients, id string) (
 		return nil, novaError("list migrations of "+id, err)
 	}
 	return list, nil
+}
+
+// watchConvergence reads the live migration's progress (memory and disk remaining) and keeps its
+// smallest value in the heartbeat. When no new low (by at least 1 %) came for req.Stall, the
+// migration does not converge: memory is dirtied as fast as it is copied. Per policy it then
+// returns the reason to abort it ("abort"), or fails with ErrTypeNotConverging for the workflow to
+// ask at a gate ("force-complete"). A migration without counters (a driver that does not report
+// them) is not judged.
+func watchConvergence(ctx context.Context, cl *openstack.Clients, req MoveRequest, hb *moveProgress, res *MoveResult) (string, error) {
+	list, err := cl.ServerMigrations(ctx, req.ID)
+	if err != nil || len(list) == 0 {
+		return "", nil // finished meanwhile, or not readable now: the next look decides
+	}
+	m := list[0]
+	if m.MemoryTotal == 0 && m.DiskTotal == 0 {
+		return "", nil
+	}
+	now := time.Now()
+	rem := m.Remaining()
+	if hb.BestAt.IsZero() || rem < hb.BestRemaining-hb.BestRemaining/100 {
+		hb.BestRemaining, hb.BestAt = rem, now
+	}
+	res.Progress = fmt.Sprintf("migration %d: %s of %s memory and %s of %s disk remaining; no progress since %s",
+		m.ID, mib(m.MemoryRemaining), mib(m.MemoryTotal), mib(m.DiskRemaining), mib(m.DiskTotal), hb.BestAt.UTC().Format(time.RFC3339))
+	if rem == 0 || now.Sub(hb.BestAt) < req.Stall {
+		return "", nil
+	}
+	why := fmt.Sprintf("it does not converge: %s remaining, no new low for %s (policy.live_migration_stall %s)", mib(rem), now.Sub(hb.BestAt).Round(time.Second), req.Stall)
+	if req.NotConverging == "force-complete" {
+		return "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("live migration of %s %s; %s", req.ID, why, res.Progress), ErrTypeNotConverging, nil, *res)
+	}
+	return why, nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
+
+// ForceCompleteMigration force-completes the instance's live migration in progress (the guest is
+// paused until the copy is done). It says what it did; no migration in progress is no error
+// (it completed or was aborted meanwhile: the move's follow-up tells which).
+func (c *Compute) ForceCompleteMigration(ctx context.Context, id string) (string, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return "", err
+	}
+	list, err := cl.ServerMigrations(ctx, id)
+	if err != nil {
+		return "", novaError("migrations of "+id, err)
+	}
+	if len(list) == 0 {
+		return "no live migration in progress: nothing to force", nil
+	}
+	m := list[0]
+	if err := cl.ForceCompleteLiveMigration(ctx, id, m.ID); err != nil {
+		if gophercloud.ResponseCodeIs(err, http.StatusConflict) {
+			return fmt.Sprintf("migration %d is no longer running: nothing to force", m.ID), nil
+		}
+		return "", novaError("force-complete of "+id, err)
+	}
+	return fmt.Sprintf("migration %d force-completed at %s of %s memory remaining", m.ID, mib(m.MemoryRemaining), mib(m.MemoryTotal)), nil
+}
+
+// AbortMigration aborts the instance's live migration in progress; none in progress is no error.
+func (c *Compute) AbortMigration(ctx context.Context, id string) (string, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := cl.AbortLiveMigration(ctx, id); err != nil {
+		if errors.Is(err, openstack.ErrNoLiveMigration) {
+			return "no live migration in progress: nothing to abort", nil
+		}
+		return "", novaError("abort the live migration of "+id, err)
+	}
+	return "live migration aborted", nil
 }

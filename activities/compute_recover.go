@@ -162,3 +162,32 @@ func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (Hard
 		}
 	}
 }
+
+// LostInstance is an instance the Nova database places on a host that its hypervisor does not run.
+type LostInstance struct {
+	ID     string `json:"id"`
+	Detail string `json:"detail"`
+}
+
+// LostOnHypervisor asks, for each ACTIVE instance given, whether the hypervisor runs it
+// (diagnostics, answered by nova-compute from the driver), and returns those it does not: the
+// hypervisor lost their definition (after a reboot, libvirt's domains or the fake driver's
+// memory are gone) while the database still says ACTIVE and running. Read-only.
+func (c *Compute) LostOnHypervisor(ctx context.Context, ids []string) ([]LostInstance, error) {
+	cl, err := c.clients(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []LostInstance{}
+	for _, id := range ids {
+		runs, why, err := cl.HypervisorRuns(ctx, id)
+		if err != nil {
+			return nil, novaError("ask the hypervisor about "+id, err)
+		}
+		if !runs {
+			out = append(out, LostInstance{ID: id, Detail: why})
+		}
+		activity.RecordHeartbeat(ctx, id)
+	}
+	return out, nil
+}

@@ -60,7 +60,19 @@ type MoveRequest struct {
 	Timeout time.Duration `json:"timeout"`
 	// Expect lists acceptable final statuses (default ACTIVE).
 	Expect []string `json:"expect,omitempty"`
+	// Stall (live migrations): when the migration's remaining memory and disk have not shrunk
+	// for this long, it does not converge; 0: not watched. NotConverging says what then:
+	// "abort" (the activity aborts it and fails) or "force-complete" (the activity fails with
+	// ErrTypeNotConverging and the workflow asks at a gate).
+	Stall         time.Duration `json:"stall,omitempty"`
+	NotConverging string        `json:"not_converging,omitempty"`
+	// ForceCompleted: the workflow force-completed this move's migration; it is followed only.
+	ForceCompleted bool `json:"force_completed,omitempty"`
 }
+
+// ErrTypeNotConverging is the error type of a live migration that does not converge (policy
+// force-complete: the workflow decides at a gate).
+const ErrTypeNotConverging = "NotConverging"
 
 // MoveResult says where the instance went and which migration record moved it.
 type MoveResult struct {
@@ -73,6 +85,8 @@ type MoveResult struct {
 	Started       bool          `json:"started"` // this activity (some attempt of it) asked Nova to move it
 	AlreadyMoved  bool          `json:"already_moved,omitempty"`
 	Duration      time.Duration `json:"duration"`
+	// Progress is the live migration's last progress seen (memory and disk remaining).
+	Progress string `json:"progress,omitempty"`
 }
 
 // InstanceRecovery is what RecoverInstance did to one instance after a host reboot.

@@ -41,6 +41,8 @@ type Hosts struct {
 	LogLines int
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// Ping pings a management address (tests); nil means the system's ping.
+	Ping Pinger
 }
 
 func (h *Hosts) now() time.Time {
@@ -266,7 +268,8 @@ func FindAMQPSocket(ss, pid string, now time.Time) AMQPResult {
 		}
 		for _, m := range ssPIDRE.FindAllStringSubmatch(line, -1) {
 			if m[1] == pid {
-				return AMQPResult{Connected: true, At: now, Line: fmt.Sprintf("pid %s has an established AMQP connection %s -> %s", pid, f[2], peer)}
+				return AMQPResult{Connected: true, At: now, Evidence: EvidenceSocket,
+					Line: fmt.Sprintf("pid %s has an established AMQP connection %s -> %s (seen by ss)", pid, f[2], peer)}
 			}
 		}
 	}
@@ -295,7 +298,7 @@ func FindAMQPConnection(log string, since time.Time) AMQPResult {
 		if len(line) > 300 {
 			line = line[:300]
 		}
-		out = AMQPResult{Connected: true, At: at, Line: line}
+		out = AMQPResult{Connected: true, At: at, Line: line, Evidence: EvidenceLog}
 	}
 	return out
 }

@@ -45,12 +45,25 @@ type AMQPRequest struct {
 	Since time.Time `json:"since"`
 }
 
-// AMQPResult is the newest AMQP connection line found.
+// AMQPResult is the newest AMQP connection line found, or a socket.
 type AMQPResult struct {
 	Connected bool      `json:"connected"`
 	At        time.Time `json:"at,omitempty"`
 	Line      string    `json:"line,omitempty"`
+	// Evidence is what proves the connection: EvidenceLog (the service logged it after Since) or
+	// EvidenceSocket (its process holds an established TCP connection to an AMQP port now: weaker,
+	// it says nothing about when the connection was made). Empty in results of older workers: log.
+	Evidence string `json:"evidence,omitempty"`
 }
+
+// Kinds of AMQP evidence.
+const (
+	EvidenceLog    = "log"
+	EvidenceSocket = "socket"
+)
+
+// WeakAMQP reports whether a connection was seen only as a socket (ss), not in the log.
+func (r AMQPResult) WeakAMQP() bool { return r.Connected && r.Evidence == EvidenceSocket }
 
 // APIProbe asks one OpenStack API a read-only question.
 type APIProbe struct {

@@ -27,6 +27,7 @@ type FileTransfer interface {
 const (
 	ErrTypeRingBuilder        = "RingBuilderError"
 	ErrTypeRingChanged        = "RingChanged"
+	ErrTypeRingNotSaved       = "RingNotSaved"
 	ErrTypeReplicationTimeout = "ReplicationTimeout"
 )
 

@@ -3,13 +3,18 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"go.temporal.io/sdk/temporal"
+
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 // mounts reads /proc/self/mounts on host: mount point -> source.
@@ -58,15 +63,35 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
+// connectFailed: err says the host could not be connected to (refused, no route, connect timeout).
+func connectFailed(err error) bool {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return ae.Type() == remote.TypeConnect
+	}
+	return errors.Is(err, remote.ErrConnect)
+}
+
 func (n SwiftNodeInfo) mountPoint(dev string) string { return path.Join(n.DevicesDir, dev) }
 
-// DeviceHealth reports, for every Swift device of node, whether it is mounted and answers.
+// DeviceHealth reports, for every Swift device of node, whether it is mounted and answers. A
+// node that cannot be reached (the connection is refused or times out) is no error: each of its
+// devices is reported Unreachable, holding none of its copies as far as anyone can tell, so that
+// the caller decides at once (the last-copy guard) instead of retrying the connection.
 func (s *Swift) DeviceHealth(ctx context.Context, node string) ([]DeviceState, error) {
 	n, err := s.node(node)
 	if err != nil {
 		return nil, err
 	}
 	mounts, err := s.mounts(ctx, node)
+	if connectFailed(err) {
+		var states []DeviceState
+		for _, dev := range slices.Sorted(mapKeys(n.Devices)) {
+			states = append(states, DeviceState{Node: node, Device: dev, MountPoint: n.mountPoint(dev), Unreachable: true,
+				Detail: "node cannot be reached: " + firstLines(err.Error(), 1)})
+		}
+		return states, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -210,6 +235,8 @@ func (s *Swift) InspectDisk(ctx context.Context, req DiskRequest) (DiskFacts, er
 	var ls struct {
 		Blockdevices []struct {
 			Name       string          `json:"name"`
+			Type       string          `json:"type"`
+			Children   []any           `json:"children"`
 			Size       json.RawMessage `json:"size"`
 			Fstype     *string         `json:"fstype"`
 			Mountpoint *string         `json:"mountpoint"`
@@ -220,6 +247,10 @@ func (s *Swift) InspectDisk(ctx context.Context, req DiskRequest) (DiskFacts, er
 		return f, fmt.Errorf("lsblk %s on %s: unreadable answer %q", p, req.Node, firstLines(r.Stdout, 3))
 	}
 	bd := ls.Blockdevices[0]
+	f.Type = bd.Type
+	if len(bd.Children) > 0 && f.PartTable == "" {
+		f.PartTable = fmt.Sprintf("%d partition(s)", len(bd.Children))
+	}
 	f.Size, _ = strconv.ParseInt(strings.Trim(string(bd.Size), `"`), 10, 64)
 	if bd.Mountpoint != nil && *bd.Mountpoint != "" {
 		f.Mounted = true
@@ -248,13 +279,51 @@ func (s *Swift) InspectDisk(ctx context.Context, req DiskRequest) (DiskFacts, er
 				f.UUID = v
 			case "LABEL":
 				f.Label = v
+			case "PTTYPE":
+				f.PartTable = v
 			}
 		}
 	case 2: // nothing found: no file system
 	default:
 		return f, fmt.Errorf("blkid %s on %s: exit %d: %s", p, req.Node, r.ExitCode, out(r))
 	}
+	// The kernel's view of the device: what it logged when the disk came (capacity, model) and
+	// any errors. Unreadable (dmesg restricted) is recorded, not fatal: lsblk saw the disk.
+	r, err = s.run(ctx, req.Node, "kernel_log", nil)
+	if err != nil {
+		return f, err
+	}
+	if r.ExitCode != 0 {
+		f.KernelLog = []string{"kernel log unreadable: " + firstLines(out(r), 1)}
+		return f, nil
+	}
+	f.KernelLog, f.KernelErrors = KernelLines(r.Stdout, path.Base(f.Resolved), 20)
 	return f, nil
+}
+
+var kernelErrRE = regexp.MustCompile(`(?i)\b(I/O error|error|fail(ed|ure)?|critical|medium|timeout|reset)\b`)
+
+// KernelLines returns the last max lines of a kernel log that name the kernel device dev (as a
+// word: sdd, not sdd1 nor loop20 for loop2), and those of them that report errors.
+func KernelLines(log, dev string, max int) (lines, errs []string) {
+	if dev == "" || dev == "." || dev == "/" {
+		return nil, nil
+	}
+	re := regexp.MustCompile(`(^|[^A-Za-z0-9])` + regexp.QuoteMeta(dev) + `($|[^A-Za-z0-9])`)
+	for _, l := range strings.Split(log, "\n") {
+		if re.MatchString(l) {
+			lines = append(lines, strings.TrimSpace(l))
+		}
+	}
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	for _, l := range lines {
+		if kernelErrRE.MatchString(l) {
+			errs = append(errs, l)
+		}
+	}
+	return lines, errs
 }
 
 // FormatDisk makes an XFS file system labelled with the device name on the whole disk. It looks
@@ -273,15 +342,18 @@ func (s *Swift) FormatDisk(ctx context.Context, req FormatRequest) (FormatResult
 	if f.Mounted {
 		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) on %s is mounted: refusing to format it", f.Path, f.Resolved, req.Node), ErrTypeRefused, nil)
 	}
+	if !WholeDisk(f.Type) {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) on %s is a %s, not a whole disk: refusing to format it", f.Path, f.Resolved, req.Node, f.Type), ErrTypeRefused, nil)
+	}
 	if f.FSType == "xfs" && f.Label == req.Device && f.UUID != "" && f.UUID != req.PreviousUUID {
 		res.UUID = f.UUID
 		return res, nil
 	}
 	cmd := "mkfs_xfs"
-	if f.FSType != "" {
+	if f.FSType != "" || f.PartTable != "" {
 		if !req.Overwrite {
 			return res, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("%s on %s holds a %s file system (label %q): not overwritten without the overwrite gate", f.Path, req.Node, f.FSType, f.Label), ErrTypeRefused, nil)
+				fmt.Sprintf("%s on %s holds a %s file system (label %q) or partition table %q: not overwritten without the overwrite gate", f.Path, req.Node, f.FSType, f.Label, f.PartTable), ErrTypeRefused, nil)
 		}
 		cmd = "mkfs_xfs_force"
 	}
@@ -303,8 +375,20 @@ func (s *Swift) FormatDisk(ctx context.Context, req FormatRequest) (FormatResult
 	return res, nil
 }
 
-// MountDisk mounts the device by its label at <devices_dir>/<device>, gives it to swift and
-// checks the mount and the owner. A mount already in place from the same device is kept.
+// WholeDisk says whether lsblk's TYPE names a whole disk: disk, a multipath disk, or a loop
+// device (the lab's disks); never a partition, LVM or RAID volume.
+func WholeDisk(typ string) bool {
+	switch typ {
+	case "disk", "loop", "mpath":
+		return true
+	}
+	return false
+}
+
+// MountDisk writes the device's fstab entry (by UUID: a label can be shared by an old disk still
+// attached), mounts it at <devices_dir>/<device> through that entry, gives it to swift and
+// checks the mount, the entry and the owner. A mount already in place from the same device is
+// kept; an entry already right is not rewritten.
 func (s *Swift) MountDisk(ctx context.Context, req DiskRequest) (MountResult, error) {
 	n, p, err := s.device(req)
 	if err != nil {
@@ -326,18 +410,34 @@ func (s *Swift) MountDisk(ctx context.Context, req DiskRequest) (MountResult, er
 			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s on %s is a mount of %s, not of %s (%s)", mp, req.Node, src, p, resolved), ErrTypeRefused, nil)
 		}
 		res.Already = true
-	} else {
+	}
+	f, err := s.InspectDisk(ctx, req)
+	if err != nil {
+		return res, err
+	}
+	if f.FSType != "xfs" || f.UUID == "" {
+		return res, fmt.Errorf("%s (%s) on %s holds %q (UUID %q), not the new XFS: format it first", p, resolved, req.Node, f.FSType, f.UUID)
+	}
+	fstab := n.Fstab
+	if fstab == "" {
+		fstab = "/etc/fstab"
+	}
+	res.Fstab = fmt.Sprintf("UUID=%s %s xfs noatime,nofail 0 0", f.UUID, mp)
+	if res.FstabChanged, err = s.ensureFstab(ctx, req.Node, fstab, mp, res.Fstab); err != nil {
+		return res, err
+	}
+	if !res.Already {
 		if r, err := s.run(ctx, req.Node, "mkdir", map[string]string{"path": mp}); err != nil {
 			return res, err
 		} else if r.ExitCode != 0 {
 			return res, fmt.Errorf("mkdir %s on %s: %s", mp, req.Node, out(r))
 		}
-		r, err := s.run(ctx, req.Node, "mount_label", map[string]string{"label": req.Device, "path": mp})
+		r, err := s.run(ctx, req.Node, "mount_fstab", map[string]string{"fstab": fstab, "path": mp})
 		if err != nil {
 			return res, err
 		}
 		if r.ExitCode != 0 {
-			return res, fmt.Errorf("mount LABEL=%s %s on %s: exit %d: %s", req.Device, mp, req.Node, r.ExitCode, out(r))
+			return res, fmt.Errorf("mount %s (fstab %s: %s) on %s: exit %d: %s", mp, fstab, res.Fstab, req.Node, r.ExitCode, out(r))
 		}
 		if m, err = s.mounts(ctx, req.Node); err != nil {
 			return res, err
@@ -366,4 +466,61 @@ func (s *Swift) MountDisk(ctx context.Context, req DiskRequest) (MountResult, er
 		res.UsedBytes = u.Used
 	}
 	return res, nil
+}
+
+// ensureFstab makes entry the only line of the fstab for mount point mp (over SFTP: the file is
+// read, edited and replaced atomically) and reads it back. It reports whether it wrote.
+func (s *Swift) ensureFstab(ctx context.Context, node, fstab, mp, entry string) (bool, error) {
+	h, err := s.remoteHost(node)
+	if err != nil {
+		return false, err
+	}
+	data, err := s.Files.ReadFile(ctx, h, fstab, 4<<20)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) && !isNotExist(err) {
+		return false, RemoteError(err)
+	}
+	text, ok := FstabWith(string(data), mp, entry)
+	if ok {
+		return false, nil
+	}
+	if _, err := s.Files.CopyFile(ctx, h, strings.NewReader(text), fstab, 0o644); err != nil {
+		return false, RemoteError(err)
+	}
+	back, err := s.Files.ReadFile(ctx, h, fstab, 4<<20)
+	if err != nil {
+		return true, RemoteError(err)
+	}
+	if _, ok := FstabWith(string(back), mp, entry); !ok {
+		return true, fmt.Errorf("%s on %s does not hold %q after writing it", fstab, node, entry)
+	}
+	return true, nil
+}
+
+// FstabWith returns the fstab text with entry as the one line for mount point mp (other lines
+// for mp dropped, comments and other mounts kept), and whether text already was so.
+func FstabWith(text, mp, entry string) (string, bool) {
+	var out []string
+	found, others := false, false
+	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && !strings.HasPrefix(f[0], "#") && unescapeMount(f[1]) == mp {
+			if strings.Join(f, " ") == entry && !found {
+				found = true
+				out = append(out, line)
+			} else {
+				others = true
+			}
+			continue
+		}
+		if line != "" || len(out) > 0 {
+			out = append(out, line)
+		}
+	}
+	if found && !others {
+		return text, true
+	}
+	if !found {
+		out = append(out, entry)
+	}
+	return strings.Join(out, "\n") + "\n", false
 }

@@ -65,7 +65,7 @@ func (s *Swift) FollowReplication(ctx context.Context, req ReplicationRequest) (
 	}
 	frac := req.ShareFraction
 	if frac <= 0 {
-		frac = 0.5
+		frac = DefaultRefillShare
 	}
 	for {
 		res.Polls++
@@ -145,10 +145,83 @@ func (s *Swift) pollReplication(ctx context.Context, req ReplicationRequest, fra
 	}
 	share := RefillShare(target, req.DeviceBaseline, others)
 	res.DeviceBytes, res.ExpectedBytes = share.Have, share.Expected
-	res.Detail = fmt.Sprintf("%s/%s holds %s of data (%s used, %s for the empty file system); its weight %s entitles it to about %s (the other %d mounted devices hold %s per unit of weight); done at %.0f%%",
-		req.Device.Node, req.Device.Device, humanBytes(float64(share.Have)), humanBytes(float64(target.Used)), humanBytes(float64(req.DeviceBaseline)),
-		FormatWeight(target.Weight), humanBytes(share.Expected), share.Counted, humanBytes(share.PerWeight), frac*100)
-	return float64(share.Have) >= frac*share.Expected, nil
+	bytesLine := fmt.Sprintf("%s of data (%s used, %s for the empty file system); its weight %s predicts about %s (the other %d mounted devices hold %s per unit of weight)",
+		humanBytes(float64(share.Have)), humanBytes(float64(target.Used)), humanBytes(float64(req.DeviceBaseline)),
+		FormatWeight(target.Weight), humanBytes(share.Expected), share.Counted, humanBytes(share.PerWeight))
+	// The measure that decides: the ring's own assignment. Disk usage against the weight is
+	// only an estimate (which objects hash to a device's partitions varies by far more than 5%
+	// with little data); a partition the ring gives the device and another replica holder has
+	// data for must be on the device.
+	cov, err := s.partitionCoverage(ctx, req)
+	if err != nil {
+		res.Detail = fmt.Sprintf("%s/%s holds %s; the ring's assignment could not be read (%v): judged by disk usage, done at %.0f%%",
+			req.Device.Node, req.Device.Device, bytesLine, err, frac*100)
+		return float64(share.Have) >= frac*share.Expected, nil
+	}
+	res.Partitions = &cov
+	res.Detail = fmt.Sprintf("%s/%s has %d of the %d partitions (of its %d in the object ring) that its peers hold data for; %s; done at %.0f%% of the partitions",
+		req.Device.Node, req.Device.Device, cov.Have, cov.Expected, cov.Assigned, bytesLine, frac*100)
+	return float64(cov.Have) >= frac*float64(cov.Expected), nil
+}
+
+// DefaultRefillShare is the part of its expected partitions a refilled device must hold.
+const DefaultRefillShare = 0.95
+
+// partitionCoverage reads the object ring on the device's node and the partition directories of
+// the device and of every device sharing a partition with it (one ls each).
+func (s *Swift) partitionCoverage(ctx context.Context, req ReplicationRequest) (PartitionCoverage, error) {
+	n, h, err := s.nodeHost(req.Device.Node)
+	if err != nil {
+		return PartitionCoverage{}, err
+	}
+	data, err := s.Files.ReadFile(ctx, h, path.Join(n.SwiftDir, "object.ring.gz"), 64<<20)
+	if err != nil {
+		return PartitionCoverage{}, err
+	}
+	ra, err := ParseRingFile(data)
+	if err != nil {
+		return PartitionCoverage{}, err
+	}
+	id := ra.DeviceID(n.RingIP, req.Device.Device)
+	if id < 0 {
+		return PartitionCoverage{}, fmt.Errorf("%s/%s (%s) is not in the object ring", req.Device.Node, req.Device.Device, n.RingIP)
+	}
+	assigned := ra.PartitionsOf(id)
+	byIP := map[string]string{}
+	for name, node := range s.Cluster.Nodes {
+		byIP[node.RingIP] = name
+	}
+	list := func(node, dev string) (map[int]bool, error) {
+		nn, _ := s.node(node)
+		r, err := s.run(ctx, node, "list_dir", map[string]string{"path": path.Join(nn.mountPoint(dev), "objects")})
+		if err != nil {
+			return nil, err
+		}
+		if r.ExitCode != 0 {
+			return map[int]bool{}, nil // no objects directory (yet)
+		}
+		return partitionDirs(r.Stdout), nil
+	}
+	mine, err := list(req.Device.Node, req.Device.Device)
+	if err != nil {
+		return PartitionCoverage{}, err
+	}
+	peers := map[int]map[int]bool{}
+	for _, others := range assigned {
+		for _, d := range others {
+			if _, done := peers[d]; done || d >= len(ra.Devs) || ra.Devs[d] == nil {
+				continue
+			}
+			node, ok := byIP[ra.Devs[d].IP]
+			if !ok {
+				continue // a device of a node stackrun does not know: counted as holding nothing
+			}
+			if peers[d], err = list(node, ra.Devs[d].Device); err != nil {
+				return PartitionCoverage{}, err
+			}
+		}
+	}
+	return CoverPartitions(assigned, mine, peers), nil
 }
 
 // DeviceUsage is df's view of one Swift device.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -68,8 +70,9 @@ func (reconFiles) Checksum(context.Context, remote.Host, string) (remote.FileSum
 	return remote.FileSum{}, os.ErrNotExist
 }
 
-// FollowReplication reads one df per device (never a walk of the disk) and waits until the new
-// device holds half its weighted share of data.
+// FollowReplication reads one df per device (never a walk of the disk). Without a readable ring
+// (reconFiles has none) it falls back to disk usage: here until the new device holds half its
+// weighted share of data.
 func TestFollowReplicationRefillByDiskUsage(t *testing.T) {
 	used := map[string]int64{
 		"/srv/node/sdd": 29 * mib, // the new disk: empty file system
@@ -110,7 +113,7 @@ func TestFollowReplicationRefillByDiskUsage(t *testing.T) {
 	env.RegisterActivity(sw)
 	val, err := env.ExecuteActivity(sw.FollowReplication, activities.ReplicationRequest{
 		Nodes: []string{"storage2", "storage3"}, Since: since, Device: &activities.DiskRequest{Node: "storage2", Device: "sdd"},
-		Deadline: time.Now().Add(time.Minute), Interval: 10 * time.Millisecond, DeviceBaseline: 29 * mib,
+		Deadline: time.Now().Add(time.Minute), Interval: 10 * time.Millisecond, DeviceBaseline: 29 * mib, ShareFraction: 0.5,
 		Weights: map[string]float64{"storage2/sdd": 100, "storage2/sde": 100, "storage3/sdf": 100, "storage3/sdg": 100},
 	})
 	require.NoError(t, err)
@@ -133,4 +136,85 @@ func TestFollowReplicationRefillByDiskUsage(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "not settled")
 	assert.Contains(t, err.Error(), "0 B of data")
+}
+
+// ringFiles serves recon files and the lab's object ring (testdata/object.ring.gz).
+type ringFiles struct{ reconFiles }
+
+func (r ringFiles) ReadFile(ctx context.Context, h remote.Host, p string, limit int64) ([]byte, error) {
+	if strings.HasSuffix(p, "object.ring.gz") {
+		return os.ReadFile(filepath.Join("testdata", "object.ring.gz"))
+	}
+	return r.reconFiles.ReadFile(ctx, h, p, limit)
+}
+
+// The refill is done when the device has 95% of the partitions the ring gives it that its peers
+// hold data for, whatever the bytes say: with 90% it is not done, with 100% it is.
+func TestFollowReplicationRefillByPartitions(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "object.ring.gz"))
+	require.NoError(t, err)
+	ra, err := activities.ParseRingFile(data)
+	require.NoError(t, err)
+	sdd := ra.DeviceID("127.0.0.22", "sdd")
+	var mine []int
+	for p := range ra.PartitionsOf(sdd) {
+		mine = append(mine, p)
+	}
+	sort.Ints(mine)
+	all := func(n int) string { // partitions 0..n-1 of the ring, as ls lists them
+		var b strings.Builder
+		for p := range n {
+			fmt.Fprintf(&b, "%d\n", p)
+		}
+		return b.String()
+	}
+	have := 0 // partitions of sdd present on it
+	polls := 0
+	f := &fakeHost{reply: map[string]func([]string) remote.Result{
+		"disk_free": func(argv []string) remote.Result {
+			p := argv[len(argv)-1]
+			return remote.Result{Stdout: fmt.Sprintf("Filesystem 1-byte-blocks Used Available Capacity Mounted on\n/dev/loop9 %d %d %d 7%% %s\n", 448*mib, 30*mib, 418*mib, p)}
+		},
+		"list_dir": func(argv []string) remote.Result {
+			p := argv[len(argv)-1]
+			if p != "/srv/node/sdd/objects" {
+				return remote.Result{Stdout: all(256)} // the peers hold every partition
+			}
+			polls++
+			have = map[int]int{1: 0, 2: len(mine) * 90 / 100, 3: len(mine)}[min(polls, 3)]
+			var b strings.Builder
+			for _, p := range mine[:have] {
+				fmt.Fprintf(&b, "%d\n", p)
+			}
+			return remote.Result{Stdout: b.String()}
+		},
+	}}
+	cat, err := remote.NewCatalogue(nil, nil, nil)
+	require.NoError(t, err)
+	inv := map[string]activities.InventoryHost{}
+	nodes := map[string]activities.SwiftNodeInfo{}
+	for i, n := range []string{"storage1", "storage2", "storage3"} {
+		ip := fmt.Sprintf("127.0.0.2%d", i+1)
+		inv[n] = activities.InventoryHost{Address: ip, Port: 22, Roles: []string{"storage"}}
+		d1, d2 := "sd"+string(rune('b'+2*i)), "sd"+string(rune('c'+2*i))
+		nodes[n] = activities.SwiftNodeInfo{Name: n, RingIP: ip, SwiftDir: "/etc/swift", DevicesDir: "/srv/node", ReconCachePath: "/var/cache/swift",
+			Devices: map[string]string{d1: "/dev/" + d1, d2: "/dev/" + d2}}
+	}
+	since := time.Now().Add(-time.Hour)
+	sw := &activities.Swift{Hosts: &activities.Hosts{Runner: f, Catalogue: cat, Inventory: inv},
+		Files: ringFiles{reconFiles{start: since.Add(time.Minute)}}, Cluster: activities.SwiftCluster{Nodes: nodes}}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	env.RegisterActivity(sw)
+	val, err := env.ExecuteActivity(sw.FollowReplication, activities.ReplicationRequest{
+		Nodes: []string{"storage1", "storage2", "storage3"}, Since: since, Device: &activities.DiskRequest{Node: "storage2", Device: "sdd"},
+		Deadline: time.Now().Add(time.Minute), Interval: 10 * time.Millisecond, DeviceBaseline: 29 * mib,
+	})
+	require.NoError(t, err)
+	var res activities.ReplicationResult
+	require.NoError(t, val.Get(&res))
+	assert.Equal(t, 3, res.Polls, "not done at 0%, nor at 90% of its partitions")
+	require.NotNil(t, res.Partitions)
+	assert.Equal(t, activities.PartitionCoverage{Assigned: len(mine), Expected: len(mine), Have: len(mine)}, *res.Partitions)
+	assert.Contains(t, res.Detail, fmt.Sprintf("has %d of the %d partitions", len(mine), len(mine)))
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/remote"
@@ -32,6 +33,34 @@ func (s *Swift) RingStatus(ctx context.Context) (RingStatus, error) {
 		st.Rings = append(st.Rings, ri)
 	}
 	return st, nil
+}
+
+// AwaitMinPartHours re-reads the builders every Interval (heartbeating) until min_part_hours has
+// passed on every ring or Until is reached, and returns the last status. The waiting happens
+// here, not in workflow timers: a wait of days costs its run a few events per call, not a few
+// per re-read (a re-read every few minutes would fill the history).
+func (s *Swift) AwaitMinPartHours(ctx context.Context, req MinPartHoursRequest) (RingStatus, error) {
+	interval := req.Interval
+	if interval <= 0 {
+		interval = 5 * time.Minute
+	}
+	for {
+		st, err := s.RingStatus(ctx)
+		if err != nil {
+			return st, err
+		}
+		rem := st.MaxRemaining()
+		activity.RecordHeartbeat(ctx, rem.String())
+		left := time.Until(req.Until)
+		if rem <= 0 || left <= 0 {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(min(interval, left, rem+time.Second)):
+		}
+	}
 }
 
 func (s *Swift) ringInfo(ctx context.Context, kind string) (RingInfo, error) {
@@ -290,6 +319,18 @@ func (s *Swift) Rebalance(ctx context.Context, kind string) (RebalanceResult, er
 		res.Warning = res.Output
 	default:
 		return res, ringBuilderError("rebalance "+kind, r)
+	}
+	// Exit 1 also covers "No partitions could be reassigned" and "Cowardly refusing to save":
+	// then nothing was saved and the ring file still lacks the builder's change. The builder's
+	// own view (its ring file up to date with it) says whether the change reached the ring.
+	after, err := s.ringInfo(ctx, kind)
+	if err != nil {
+		return res, err
+	}
+	if after.RingFile != "up-to-date" {
+		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
+			"rebalance %s: exit %d but the ring file is %s: the builder holds the change and the ring does not (nothing to distribute): %s",
+			kind, r.ExitCode, after.RingFile, res.Output), ErrTypeRingNotSaved, nil)
 	}
 	return res, nil
 }

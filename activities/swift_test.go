@@ -2,6 +2,7 @@ package activities_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/internal/infra/remote"
@@ -100,15 +102,35 @@ func (f *fakeHost) count(name string) int {
 	return n
 }
 
-type noFiles struct{}
+// memFiles is SFTP over a map: host:path -> contents.
+type memFiles struct {
+	mu    sync.Mutex
+	files map[string]string
+}
 
-func (noFiles) ReadFile(context.Context, remote.Host, string, int64) ([]byte, error) {
-	return nil, os.ErrNotExist
+func (m *memFiles) ReadFile(_ context.Context, h remote.Host, p string, _ int64) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.files[h.Name+":"+p]
+	if !ok {
+		return nil, os.ErrNotExist
+	}
+	return []byte(s), nil
 }
-func (noFiles) CopyFile(context.Context, remote.Host, io.Reader, string, os.FileMode) (remote.FileSum, error) {
-	return remote.FileSum{}, os.ErrPermission
+func (m *memFiles) CopyFile(_ context.Context, h remote.Host, src io.Reader, p string, _ os.FileMode) (remote.FileSum, error) {
+	b, err := io.ReadAll(src)
+	if err != nil {
+		return remote.FileSum{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.files == nil {
+		m.files = map[string]string{}
+	}
+	m.files[h.Name+":"+p] = string(b)
+	return remote.FileSum{Size: int64(len(b))}, nil
 }
-func (noFiles) Checksum(context.Context, remote.Host, string) (remote.FileSum, error) {
+func (m *memFiles) Checksum(context.Context, remote.Host, string) (remote.FileSum, error) {
 	return remote.FileSum{}, os.ErrNotExist
 }
 
@@ -119,7 +141,7 @@ func newSwift(t *testing.T, f *fakeHost) *activities.Swift {
 		"storage2": {Address: "10.0.0.22", Port: 22, Roles: []string{"storage"}},
 		"ctl":      {Address: "10.0.0.10", Port: 22, Roles: []string{"controller"}},
 	}}
-	return &activities.Swift{Hosts: h, Files: noFiles{}, Cluster: activities.SwiftCluster{
+	return &activities.Swift{Hosts: h, Files: &memFiles{}, Cluster: activities.SwiftCluster{
 		RingBuilderHost: "ctl", BuilderDir: "/etc/swift",
 		Nodes: map[string]activities.SwiftNodeInfo{"storage2": {Name: "storage2", RingIP: "10.0.0.22", SwiftDir: "/etc/swift",
 			DevicesDir: "/srv/node", Devices: map[string]string{"sdd": "/dev/disk/by-id/wwn-1"}}},
@@ -131,7 +153,7 @@ func diskFake(fs *struct{ typ, label, uuid string }, mounts *string) *fakeHost {
 	return &fakeHost{reply: map[string]func([]string) remote.Result{
 		"device_realpath": func([]string) remote.Result { return remote.Result{Stdout: "/dev/sdx\n"} },
 		"block_device_path": func([]string) remote.Result {
-			return remote.Result{Stdout: `{"blockdevices":[{"name":"sdx","size":536870912}]}`}
+			return remote.Result{Stdout: `{"blockdevices":[{"name":"sdx","type":"disk","size":536870912}]}`}
 		},
 		"mount_list": func([]string) remote.Result { return remote.Result{Stdout: *mounts} },
 		"blkid": func([]string) remote.Result {
@@ -236,4 +258,169 @@ func TestApplyRingOpsChecksFirst(t *testing.T) {
 	assert.Contains(t, res.Applied[0], "to 33.33")
 	_, err = s.ApplyRingOps(context.Background(), []activities.RingOp{{Kind: "object", Action: "add", IP: "127.0.0.23", Port: 6200, Device: "sdg", Zone: 3, Weight: 100}})
 	require.ErrorContains(t, err, "marked for removal")
+}
+
+// downHost refuses every connection, as a storage node whose sshd is gone.
+type downHost struct{ calls int }
+
+func (d *downHost) Run(_ context.Context, h remote.Host, _ remote.Command) (remote.Result, error) {
+	d.calls++
+	return remote.Result{}, fmt.Errorf("remote: connect to %s: %w: connection refused", h.Name, remote.ErrConnect)
+}
+
+func TestDeviceHealthUnreachableNode(t *testing.T) {
+	d := &downHost{}
+	s := newSwift(t, &fakeHost{})
+	s.Hosts.Runner = d
+	st, err := s.DeviceHealth(context.Background(), "storage2")
+	require.NoError(t, err, "an unreachable node is an answer, not an error to retry")
+	require.Len(t, st, 1)
+	assert.True(t, st[0].Unreachable)
+	assert.False(t, st[0].Healthy)
+	assert.Contains(t, st[0].Detail, "cannot be reached")
+	assert.Equal(t, 1, d.calls, "one connection attempt")
+}
+
+// A rebalance that exits 1 without saving ("Cowardly refusing", "No partitions could be
+// reassigned") after a real change is an error: the ring file still lacks the change.
+func TestRebalanceExit1WithoutSaveIsDetected(t *testing.T) {
+	for _, tc := range []struct {
+		name, output string
+		saves        bool
+	}{
+		{"cowardly", "Cowardly refusing to save rebalance as it did not change at least 1%.", false},
+		{"nothing reassigned", "No partitions could be reassigned.\nThe time between rebalances must be at least min_part_hours: 1 hours (0:58:41 remaining)", false},
+		{"saved, balance not reached", "Reassigned 12 (4.69%) partitions. Balance is now 33.33.  Dispersion is now 0.00\nNOTE: Balance of 33.33 indicates you should push this ring, wait at least 1 hours, and rebalance/repush.", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			show := ringShow // obsolete: the builder was changed
+			f := &fakeHost{reply: map[string]func([]string) remote.Result{
+				"ring_show": func([]string) remote.Result { return remote.Result{Stdout: show} },
+				"ring_rebalance": func([]string) remote.Result {
+					if tc.saves {
+						show = strings.Replace(ringShow, "is obsolete", "is up-to-date", 1)
+					}
+					return remote.Result{ExitCode: 1, Stdout: tc.output}
+				},
+			}}
+			res, err := newSwift(t, f).Rebalance(context.Background(), "object")
+			if tc.saves {
+				require.NoError(t, err)
+				assert.Contains(t, res.Warning, "Balance of 33.33")
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "the ring file is obsolete")
+			assert.Contains(t, err.Error(), strings.SplitN(tc.output, "\n", 2)[0])
+		})
+	}
+}
+
+// AwaitMinPartHours re-reads the builders until min_part_hours has passed (here: the third read,
+// as after pretend_min_part_hours_passed), or returns at Until with the time still remaining.
+func TestAwaitMinPartHours(t *testing.T) {
+	reads := 0
+	up := strings.Replace(ringShow, "(0:58:41 remaining)", "(0:00:00 remaining)", 1)
+	f := &fakeHost{reply: map[string]func([]string) remote.Result{
+		"ring_show": func([]string) remote.Result {
+			reads++
+			if reads > 6 { // three rings per read: the third read sees it passed
+				return remote.Result{Stdout: up}
+			}
+			return remote.Result{Stdout: ringShow}
+		},
+	}}
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestActivityEnvironment()
+	sw := newSwift(t, f)
+	env.RegisterActivity(sw)
+	v, err := env.ExecuteActivity(sw.AwaitMinPartHours, activities.MinPartHoursRequest{Interval: 10 * time.Millisecond, Until: time.Now().Add(time.Minute)})
+	require.NoError(t, err)
+	var st activities.RingStatus
+	require.NoError(t, v.Get(&st))
+	assert.Zero(t, st.MaxRemaining())
+	assert.Equal(t, 9, reads)
+
+	reads = -1000 // never passes: Until ends the call
+	start := time.Now()
+	v, err = env.ExecuteActivity(sw.AwaitMinPartHours, activities.MinPartHoursRequest{Interval: 10 * time.Millisecond, Until: time.Now().Add(200 * time.Millisecond)})
+	require.NoError(t, err)
+	require.NoError(t, v.Get(&st))
+	assert.Equal(t, 58*time.Minute+41*time.Second, st.MaxRemaining())
+	assert.GreaterOrEqual(t, time.Since(start), 200*time.Millisecond)
+}
+
+// The new disk is mounted through its fstab entry, by UUID: written once (the other lines kept,
+// an old line for the mount point replaced), checked, and mounted with mount --fstab.
+func TestMountDiskThroughFstabByUUID(t *testing.T) {
+	fs := &struct{ typ, label, uuid string }{"xfs", "sdd", "uuid-new"}
+	mounts := ""
+	f := diskFake(fs, &mounts)
+	for k, v := range map[string]func([]string) remote.Result{
+		"mkdir":       func([]string) remote.Result { return remote.Result{} },
+		"chown_swift": func([]string) remote.Result { return remote.Result{} },
+		"stat_owner":  func([]string) remote.Result { return remote.Result{Stdout: "swift:swift\n"} },
+		"disk_free":   func([]string) remote.Result { return remote.Result{ExitCode: 1} },
+		"kernel_log": func([]string) remote.Result {
+			return remote.Result{Stdout: "[  1.0] sd 2:0:0:3: [sdx] 1048576 512-byte logical blocks\n[  2.0] sdx1: other\n[  3.0] loop2: detected capacity change\n"}
+		},
+		"mount_fstab": func(argv []string) remote.Result {
+			mounts = "/dev/sdx " + argv[len(argv)-1] + " xfs rw 0 0\n"
+			return remote.Result{}
+		},
+	} {
+		f.reply[k] = v
+	}
+	s := newSwift(t, f)
+	files := s.Files.(*memFiles)
+	files.files = map[string]string{"storage2:/etc/fstab": "# /etc/fstab\nUUID=root / ext4 defaults 0 1\nLABEL=sdd /srv/node/sdd xfs noatime 0 0\n"}
+	res, err := s.MountDisk(context.Background(), activities.DiskRequest{Node: "storage2", Device: "sdd"})
+	require.NoError(t, err)
+	assert.True(t, res.FstabChanged)
+	assert.Equal(t, "UUID=uuid-new /srv/node/sdd xfs noatime,nofail 0 0", res.Fstab)
+	assert.Equal(t, "# /etc/fstab\nUUID=root / ext4 defaults 0 1\nUUID=uuid-new /srv/node/sdd xfs noatime,nofail 0 0\n", files.files["storage2:/etc/fstab"])
+	assert.Contains(t, f.ran, "mount_fstab")
+	assert.NotContains(t, f.ran, "mount_label")
+	// Again (a retry): nothing written, nothing mounted twice.
+	res, err = s.MountDisk(context.Background(), activities.DiskRequest{Node: "storage2", Device: "sdd"})
+	require.NoError(t, err)
+	assert.False(t, res.FstabChanged)
+	assert.True(t, res.Already)
+	assert.Equal(t, 1, f.count("mount_fstab"))
+
+	// The kernel log is read for the device: its lines, not its partition's or another's.
+	facts, err := s.InspectDisk(context.Background(), activities.DiskRequest{Node: "storage2", Device: "sdd"})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"[  1.0] sd 2:0:0:3: [sdx] 1048576 512-byte logical blocks"}, facts.KernelLog)
+	assert.Equal(t, "disk", facts.Type)
+}
+
+func TestFstabWith(t *testing.T) {
+	e := "UUID=u1 /srv/node/sdd xfs noatime,nofail 0 0"
+	got, same := activities.FstabWith("", "/srv/node/sdd", e)
+	assert.False(t, same)
+	assert.Equal(t, e+"\n", got)
+	_, same = activities.FstabWith("# x\n"+e+"\n", "/srv/node/sdd", e)
+	assert.True(t, same)
+	got, same = activities.FstabWith(e+"\nUUID=u0 /srv/node/sdd xfs defaults 0 0\n/dev/sde /srv/node/sde xfs noatime 0 0\n", "/srv/node/sdd", e)
+	assert.False(t, same, "a second line for the mount point is dropped")
+	assert.Equal(t, e+"\n/dev/sde /srv/node/sde xfs noatime 0 0\n", got)
+}
+
+// A partition is never formatted, nor a disk holding a partition table without the gate.
+func TestFormatDiskWholeDiskOnly(t *testing.T) {
+	fs := &struct{ typ, label, uuid string }{}
+	mounts := ""
+	f := diskFake(fs, &mounts)
+	f.reply["block_device_path"] = func([]string) remote.Result {
+		return remote.Result{Stdout: `{"blockdevices":[{"name":"sdx1","type":"part","size":536870912}]}`}
+	}
+	_, err := newSwift(t, f).FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd"})
+	require.ErrorContains(t, err, "is a part, not a whole disk")
+	f.reply["block_device_path"] = func([]string) remote.Result {
+		return remote.Result{Stdout: `{"blockdevices":[{"name":"sdx","type":"disk","size":536870912,"children":[{"name":"sdx1","type":"part"}]}]}`}
+	}
+	_, err = newSwift(t, f).FormatDisk(context.Background(), activities.FormatRequest{Node: "storage2", Device: "sdd"})
+	require.ErrorContains(t, err, `partition table "1 partition(s)"`)
+	assert.Zero(t, f.count("mkfs_xfs")+f.count("mkfs_xfs_force"))
 }

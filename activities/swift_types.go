@@ -8,11 +8,14 @@ var RingKinds = []string{"account", "container", "object"}
 // SwiftCluster is the worker's Swift configuration (config swift:), resolved: every node has its
 // directories, ring address and device paths filled in.
 type SwiftCluster struct {
-	RingBuilderHost string                   `json:"ring_builder_host"`
-	BuilderDir      string                   `json:"builder_dir"`
-	Ports           map[string]int           `json:"ports"` // ring kind -> server port
-	Parallelism     int                      `json:"parallelism"`
-	Nodes           map[string]SwiftNodeInfo `json:"nodes"`
+	RingBuilderHost string         `json:"ring_builder_host"`
+	BuilderDir      string         `json:"builder_dir"`
+	Ports           map[string]int `json:"ports"` // ring kind -> server port
+	Parallelism     int            `json:"parallelism"`
+	// MaxStepPercent: the largest weight change of one rebalance, in percent of the object
+	// ring's total weight (0 = no limit; a recorded run without it has none).
+	MaxStepPercent float64                  `json:"max_step_percent,omitempty"`
+	Nodes          map[string]SwiftNodeInfo `json:"nodes"`
 }
 
 // SwiftNodeInfo is one Swift node: a storage node (with devices) or a proxy (without).
@@ -22,6 +25,7 @@ type SwiftNodeInfo struct {
 	SwiftDir       string  `json:"swift_dir"`
 	DevicesDir     string  `json:"devices_dir"`
 	ReconCachePath string  `json:"recon_cache_path"`
+	Fstab          string  `json:"fstab,omitempty"` // "" = /etc/fstab
 	Region         int     `json:"region"`
 	Zone           int     `json:"zone"`
 	Weight         float64 `json:"weight"`
@@ -99,6 +103,13 @@ func (s RingStatus) MaxRemaining() time.Duration {
 	return m
 }
 
+// MinPartHoursRequest asks AwaitMinPartHours to re-read the builders every Interval until
+// min_part_hours has passed or Until.
+type MinPartHoursRequest struct {
+	Interval time.Duration `json:"interval"`
+	Until    time.Time     `json:"until"`
+}
+
 // DeviceState is the health of one Swift device as its node sees it.
 type DeviceState struct {
 	Node       string `json:"node"`
@@ -106,8 +117,11 @@ type DeviceState struct {
 	MountPoint string `json:"mount_point"`
 	Mounted    bool   `json:"mounted"`
 	// Healthy: mounted and the file system answers (a shut-down XFS gives EIO).
-	Healthy bool   `json:"healthy"`
-	Detail  string `json:"detail,omitempty"`
+	Healthy bool `json:"healthy"`
+	// Unreachable: the node could not be reached, so nothing is known of the device; it counts
+	// as holding none of its copies.
+	Unreachable bool   `json:"unreachable,omitempty"`
+	Detail      string `json:"detail,omitempty"`
 }
 
 // BackupRequest asks for the builder files to be copied into Dir (under the builder directory).
@@ -209,9 +223,17 @@ type DiskFacts struct {
 	Exists   bool   `json:"exists"`
 	Size     int64  `json:"size"`
 	Mounted  bool   `json:"mounted"`
-	FSType   string `json:"fs_type,omitempty"`
-	UUID     string `json:"uuid,omitempty"`
-	Label    string `json:"label,omitempty"`
+	// Type is lsblk's TYPE: disk (or loop, mpath), never part: a whole disk is formatted.
+	Type string `json:"type,omitempty"`
+	// PartTable is blkid's PTTYPE: the disk holds a partition table (gated like a file system).
+	PartTable string `json:"part_table,omitempty"`
+	// KernelLog is what the kernel log says about the device (its kernel name), last lines.
+	KernelLog []string `json:"kernel_log,omitempty"`
+	// KernelErrors are those of its lines that report errors.
+	KernelErrors []string `json:"kernel_errors,omitempty"`
+	FSType       string   `json:"fs_type,omitempty"`
+	UUID         string   `json:"uuid,omitempty"`
+	Label        string   `json:"label,omitempty"`
 }
 
 // FormatRequest asks for an XFS file system on the whole device. PreviousUUID is the file
@@ -237,6 +259,9 @@ type MountResult struct {
 	Source     string `json:"source"`
 	Owner      string `json:"owner"`
 	Already    bool   `json:"already,omitempty"`
+	// Fstab is the entry the mount goes through, and FstabChanged whether this call wrote it.
+	Fstab        string `json:"fstab,omitempty"`
+	FstabChanged bool   `json:"fstab_changed,omitempty"`
 	// UsedBytes is df's used bytes of the file system right after the mount: the empty file
 	// system's own metadata, the baseline of the refill check (0 = unknown).
 	UsedBytes int64 `json:"used_bytes,omitempty"`
@@ -250,7 +275,8 @@ type ReplicationRequest struct {
 	Device   *DiskRequest  `json:"device,omitempty"`
 	Deadline time.Time     `json:"deadline"`
 	Interval time.Duration `json:"interval"`
-	// ShareFraction is the part of its expected data the device must hold (default 0.5).
+	// ShareFraction is the part of its expected partitions (those its peers hold data for) the
+	// device must hold (default DefaultRefillShare, 0.95).
 	ShareFraction float64 `json:"share_fraction,omitempty"`
 	// Weights are the object-ring weights of the devices, by "node/device": the device's share
 	// is the other devices' data per unit of weight times its own weight. Devices without a
@@ -271,5 +297,7 @@ type ReplicationResult struct {
 	DeviceBytes int64 `json:"device_bytes"`
 	// ExpectedBytes is the data the device's ring weight entitles it to, from the other devices.
 	ExpectedBytes float64 `json:"expected_bytes"`
-	Detail        string  `json:"detail,omitempty"`
+	// Partitions is the decisive measure (nil when the ring could not be read).
+	Partitions *PartitionCoverage `json:"partitions,omitempty"`
+	Detail     string             `json:"detail,omitempty"`
 }

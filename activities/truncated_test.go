@@ -101,7 +101,7 @@ func TestTruncatedOutputIsNeverParsed(t *testing.T) {
 			name: "disk inspection (realpath, lsblk, mounts, blkid)",
 			whole: map[string]remote.Result{
 				"device_realpath":   {Stdout: "/dev/sdx\n"},
-				"block_device_path": {Stdout: `{"blockdevices":[{"name":"sdx","size":536870912,"fstype":null,"mountpoint":null,"label":null}]}`},
+				"block_device_path": {Stdout: `{"blockdevices":[{"name":"sdx","type":"disk","size":536870912,"fstype":null,"mountpoint":null,"label":null}]}`},
 				"mount_list":        {Stdout: mountsWhole},
 				"blkid":             {Stdout: "DEVNAME=/dev/sdx\nLABEL=sdd\nUUID=0b5e\nTYPE=xfs\n"},
 			},
@@ -116,6 +116,8 @@ func TestTruncatedOutputIsNeverParsed(t *testing.T) {
 			whole: map[string]remote.Result{
 				"device_realpath": {Stdout: "/dev/sdx\n"}, "mount_list": {Stdout: mountsWhole}, "chown_swift": {},
 				"stat_owner": {Stdout: "swift:swift\n"}, "disk_free": {Stdout: dfWhole},
+				"block_device_path": {Stdout: `{"blockdevices":[{"name":"sdx","type":"disk","size":536870912}]}`},
+				"blkid":             {Stdout: "DEVNAME=/dev/sdx\nLABEL=sdd\nUUID=0b5e\nTYPE=xfs\n"}, "kernel_log": {}, "mkdir": {}, "mount_fstab": {},
 			},
 			reads: []string{"device_realpath", "mount_list", "stat_owner"},
 			call: swiftCall(func(s *activities.Swift) error {

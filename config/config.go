@@ -140,12 +140,19 @@ type Swift struct {
 	SwiftDir       string `mapstructure:"swift_dir" yaml:"swift_dir" json:"swift_dir"`
 	DevicesDir     string `mapstructure:"devices_dir" yaml:"devices_dir" json:"devices_dir"`
 	ReconCachePath string `mapstructure:"recon_cache_path" yaml:"recon_cache_path" json:"recon_cache_path"`
+	// Fstab is the file system table of the storage nodes: swift-disk mounts a new disk
+	// through its entry there (by UUID).
+	Fstab string `mapstructure:"fstab" yaml:"fstab" json:"fstab"`
 	// Ports of the servers as the rings name them.
 	AccountPort   int `mapstructure:"account_port" yaml:"account_port" json:"account_port"`
 	ContainerPort int `mapstructure:"container_port" yaml:"container_port" json:"container_port"`
 	ObjectPort    int `mapstructure:"object_port" yaml:"object_port" json:"object_port"`
 	// Parallelism is how many nodes receive rings at once.
 	Parallelism int `mapstructure:"parallelism" yaml:"parallelism" json:"parallelism"`
+	// MaxStepPercent is the largest ring change one rebalance makes: the devices' weight
+	// changes summed, as a percent of the object ring's total weight. swift-ring splits a
+	// larger change into steps by itself (0 = no limit).
+	MaxStepPercent float64 `mapstructure:"max_step_percent" yaml:"max_step_percent" json:"max_step_percent"`
 	// Nodes are the storage nodes (with devices) and the proxies (without) by inventory name.
 	Nodes map[string]SwiftNode `mapstructure:"nodes" yaml:"nodes" json:"nodes"`
 }
@@ -220,6 +227,7 @@ const (
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
 	DefaultPlanMaxAge           = time.Hour
+	DefaultLiveMigrationStall   = 3 * time.Minute
 	DefaultEscalation           = EscalationNotifyThenWait
 	DefaultEscalationRepeats    = 1
 	DefaultMaxHostsOutOfService = 1
@@ -228,11 +236,13 @@ const (
 	DefaultSwiftDir             = "/etc/swift"
 	DefaultSwiftDevicesDir      = "/srv/node"
 	DefaultSwiftReconCachePath  = "/var/cache/swift"
+	DefaultSwiftFstab           = "/etc/fstab"
 	DefaultSwiftAccountPort     = 6202
 	DefaultSwiftContainerPort   = 6201
 	DefaultSwiftObjectPort      = 6200
 	DefaultSwiftParallelism     = 8
 	DefaultSwiftWeight          = 100
+	DefaultSwiftMaxStepPercent  = 25
 )
 
 // DefaultTwoPersonGates are the gates the requester may not approve alone: every gate that
@@ -241,7 +251,7 @@ const (
 func DefaultTwoPersonGates() []string {
 	return []string{
 		"approve-plan", "approve-ring-change", "overwrite-disk", "disk-replaced",
-		"confirm-host-dead", "db-rewrite", "start-instances",
+		"confirm-host-dead", "confirm-host-dead-override", "db-rewrite", "start-instances", "force-complete",
 		"data-access", "canary-ok", "release-notes-read", "tested-on-staging", "rollback",
 	}
 }
@@ -281,15 +291,19 @@ func Default() *Config {
 		Commands:     DefaultCommands(),
 		RoleCommands: map[string]map[string][]string{},
 		Policy: policy.Policy{
-			GateApprovers:        map[string][]string{},
-			TwoPersonGates:       DefaultTwoPersonGates(),
-			GateTimeout:          DefaultGateTimeout,
-			Escalation:           DefaultEscalation,
-			EscalationRepeats:    DefaultEscalationRepeats,
-			MaxHostsOutOfService: DefaultMaxHostsOutOfService,
-			DefaultParallelism:   DefaultParallelism,
-			ActivityMaxAttempts:  DefaultActivityMaxAttempts,
-			PlanMaxAge:           DefaultPlanMaxAge,
+			GateApprovers:              map[string][]string{},
+			TwoPersonGates:             DefaultTwoPersonGates(),
+			GateTimeout:                DefaultGateTimeout,
+			Escalation:                 DefaultEscalation,
+			EscalationRepeats:          DefaultEscalationRepeats,
+			MaxHostsOutOfService:       DefaultMaxHostsOutOfService,
+			DefaultParallelism:         DefaultParallelism,
+			ActivityMaxAttempts:        DefaultActivityMaxAttempts,
+			PlanMaxAge:                 DefaultPlanMaxAge,
+			ConfigHold:                 []string{"systemd_mask"},
+			ConfigRelease:              []string{"systemd_unmask"},
+			LiveMigrationStall:         DefaultLiveMigrationStall,
+			LiveMigrationNotConverging: policy.NotConvergingAbort,
 		},
 		Chat:        defaultChat(),
 		Checks:      defaultChecks(),
@@ -298,9 +312,9 @@ func Default() *Config {
 		Trust:       defaultTrust(),
 		Swift: Swift{
 			BuilderDir: DefaultSwiftDir, SwiftDir: DefaultSwiftDir, DevicesDir: DefaultSwiftDevicesDir,
-			ReconCachePath: DefaultSwiftReconCachePath, AccountPort: DefaultSwiftAccountPort,
+			ReconCachePath: DefaultSwiftReconCachePath, Fstab: DefaultSwiftFstab, AccountPort: DefaultSwiftAccountPort,
 			ContainerPort: DefaultSwiftContainerPort, ObjectPort: DefaultSwiftObjectPort,
-			Parallelism: DefaultSwiftParallelism, Nodes: map[string]SwiftNode{},
+			Parallelism: DefaultSwiftParallelism, MaxStepPercent: DefaultSwiftMaxStepPercent, Nodes: map[string]SwiftNode{},
 		},
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/stackrun/stackrun/config/policy"
 )
 
 // Purpose selects the checks that depend on the machine the process runs on.
@@ -398,7 +400,27 @@ func (c *Config) validatePolicy(ps *Problems) {
 	if p.ActivityMaxAttempts < 1 {
 		ps.add("policy.activity_max_attempts", "must be at least 1, got %d", p.ActivityMaxAttempts)
 	}
+	if len(p.ConfigHold) > 0 && len(p.ConfigRelease) == 0 {
+		ps.add("policy.config_release", "empty while policy.config_hold is %v: what holds configuration management must be released", p.ConfigHold)
+	}
+	for key, names := range map[string][]string{"policy.config_hold": p.ConfigHold, "policy.config_release": p.ConfigRelease} {
+		for i, n := range names {
+			if !commandNameRE.MatchString(n) {
+				ps.add(fmt.Sprintf("%s[%d]", key, i), "%q is not a catalogue command name", n)
+			}
+		}
+	}
+	if p.LiveMigrationStall < 0 {
+		ps.add("policy.live_migration_stall", "must be 0 (not watched) or positive, got %v", p.LiveMigrationStall)
+	}
+	switch p.LiveMigrationNotConverging {
+	case "", policy.NotConvergingAbort, policy.NotConvergingForceComplete:
+	default:
+		ps.add("policy.live_migration_not_converging", "%q: want %s or %s", p.LiveMigrationNotConverging, policy.NotConvergingAbort, policy.NotConvergingForceComplete)
+	}
 }
+
+var commandNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
 var swiftDeviceRE = regexp.MustCompile(`^[a-z][a-z0-9]{1,31}$`)
 
@@ -406,7 +428,7 @@ func (c *Config) validateSwift(ps *Problems) {
 	s := c.Swift
 	for _, p := range []struct{ key, path string }{
 		{"swift.builder_dir", s.BuilderDir}, {"swift.swift_dir", s.SwiftDir},
-		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath},
+		{"swift.devices_dir", s.DevicesDir}, {"swift.recon_cache_path", s.ReconCachePath}, {"swift.fstab", s.Fstab},
 	} {
 		if !path.IsAbs(p.path) || path.Clean(p.path) != p.path || p.path == "/" {
 			ps.add(p.key, "%q must be a clean absolute path", p.path)
@@ -422,6 +444,9 @@ func (c *Config) validateSwift(ps *Problems) {
 	}
 	if s.Parallelism < 1 {
 		ps.add("swift.parallelism", "must be at least 1, got %d", s.Parallelism)
+	}
+	if s.MaxStepPercent < 0 || s.MaxStepPercent > 100 {
+		ps.add("swift.max_step_percent", "must be 0 (no limit) to 100, got %g", s.MaxStepPercent)
 	}
 	if len(s.Nodes) == 0 {
 		if s.RingBuilderHost != "" {

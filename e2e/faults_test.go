@@ -26,6 +26,7 @@ import (
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/internal/testenv/faultproxy"
+	"github.com/stackrun/stackrun/tests/crash/results"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -86,6 +87,8 @@ func TestFaultsOnLab(t *testing.T) {
 	all := proxy.Stats()
 	t.Logf("faults injected: evacuation %d of %d requests %v; in all %d of %d %v (by method %v)",
 		evac.Total(), evac.Requests, evac.Faults, all.Total(), all.Requests, all.Faults, all.ByMethod)
+	writeFaults(t, "faults-api", results.Row{Runbook: "evacuate", FaultsInjected: results.Int(evac.Total() + dbCutsSoFar(dbCutter))},
+		results.Row{Runbook: "post-reboot-check", FaultsInjected: results.Int(all.Total() - evac.Total())})
 	require.Greater(t, evac.Total(), 5, "too few faults injected during the evacuation to prove anything")
 	require.Positive(t, all.ByMethod["POST"]+all.ByMethod["PUT"], "no write met a fault")
 	dbConns, dbCuts := dbCutter.Counts()
@@ -204,5 +207,17 @@ func TestSSHFaultsOnLab(t *testing.T) {
 	require.Len(t, pids, 1, "nova-compute ran under %d new PIDs: restarted more than once (%v)", len(pids), pids)
 	conns, cuts := cutter.Counts()
 	t.Logf("SSH connections %d, cut mid-stream %d", conns, cuts)
+	writeFaults(t, "faults-ssh", results.Row{Runbook: "restart-service", FaultsInjected: results.Int(cuts)})
 	require.Positive(t, cuts, "no connection was cut: the test proved nothing")
+}
+
+func dbCutsSoFar(c *faultproxy.TCP) int { _, cuts := c.Counts(); return cuts }
+
+// writeFaults records the faults a passing run survived in the reliability results (the
+// "faults injected" column of make reliability's table; tests/crash/results).
+func writeFaults(t *testing.T, part string, rows ...results.Row) {
+	f := results.File{Part: part, Measured: time.Now().UTC(), Mode: "sample", Rows: rows}
+	if err := results.Write(results.Dir(devserver.RepoRoot(t)), f); err != nil {
+		t.Errorf("reliability results: %v", err)
+	}
 }

@@ -96,6 +96,7 @@ func (l *novaLab) restoreComputes() {
 	defer cancel()
 	c := &activities.Compute{Clients: func(context.Context) (*openstack.Clients, error) { return l.cl, nil }}
 	for _, h := range []string{"compute1", "compute2", "compute3"} {
+		_ = exec.Command(l.labctl, "unmask", h, "nova-compute").Run() // a hold an aborted run left
 		for _, svc := range []string{"sshd", "nova-compute"} {
 			if exec.Command(l.labctl, "status", h, svc).Run() != nil {
 				if out, err := exec.Command(l.labctl, "start", h, svc).CombinedOutput(); err != nil {

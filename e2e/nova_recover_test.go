@@ -35,10 +35,15 @@ func TestNovaRecoverDeadHost(t *testing.T) {
 	}
 
 	id := l.start("recover-host", &workflows.RecoverHostInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "PSU failure"}, Host: "compute2", Parallel: 2})
-	st := l.waitFor(id, 2*time.Minute, "gate confirm-host-dead", func(st workflows.Status) bool {
-		return len(st.OpenGates) == 1 && st.OpenGates[0].Name == workflows.GateConfirmHostDead
+	// Every lab address is on lo, so the dead host's address still answers ping: confirm-down
+	// refuses it, and only the signed override gate lets the run go on (the lab shows that path;
+	// the all-quiet path with gate confirm-host-dead is in workflows' unit tests).
+	st := l.waitFor(id, 2*time.Minute, "gate confirm-host-dead-override", func(st workflows.Status) bool {
+		return len(st.OpenGates) == 1 && st.OpenGates[0].Name == workflows.GateConfirmHostDeadOverride
 	})
 	assert.True(t, st.OpenGates[0].Destructive)
+	assert.Contains(t, st.OpenGates[0].Summary, "REFUSED: compute2 still answers (SSH: no answer")
+	assert.Contains(t, st.OpenGates[0].Summary, "ping 127.0.0.12: answered")
 	for _, f := range st.Findings {
 		assert.NotContains(t, f.Message, "still answers SSH", "a dead host does not answer SSH")
 	}
@@ -47,7 +52,7 @@ func TestNovaRecoverDeadHost(t *testing.T) {
 	for _, sid := range ids {
 		assert.Equal(t, "compute2", l.server(sid).Host, "nothing moves before the gate")
 	}
-	l.approve(id, workflows.GateConfirmHostDead, "bob")
+	l.approve(id, workflows.GateConfirmHostDeadOverride, "bob")
 	rep := l.report(id, 10*time.Minute)
 	require.Equal(t, workflows.StatusCompleted, rep.Status, "%s\nsteps: %+v\nfindings: %+v", rep.Summary, rep.Steps, rep.Findings)
 	assert.Contains(t, rep.Summary, "3 of 3 instance(s) rebuilt elsewhere")

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,6 +25,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/objectstorage/v1/objects"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/app/report"
 	"github.com/stackrun/stackrun/internal/infra/openstack"
@@ -48,6 +51,11 @@ func diskState(t *testing.T) map[string]string {
 
 func blkidUUID(t *testing.T, dev string) string {
 	out, _ := exec.Command("blkid", "-p", "-o", "value", "-s", "UUID", dev).Output()
+	return strings.TrimSpace(string(out))
+}
+
+func blkidType(dev string) string {
+	out, _ := exec.Command("blkid", "-p", "-o", "value", "-s", "TYPE", dev).Output()
 	return strings.TrimSpace(string(out))
 }
 
@@ -153,8 +161,36 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 		t.Logf("%s/%s refused: %s", in.Node, in.Device, rep.Steps[0].Error)
 	}
 
+	// A storage node that cannot be reached holds none of its copies: with storage3's sshd
+	// stopped, sdd's partitions may have their last copy on sdd (zones 1 and 3 of 3 replicas,
+	// zone 3 away), so the last-copy guard refuses at once, naming why; nothing is unmounted.
+	lab(t, "LABCTL", "stop", "storage3", "sshd")
+	sshdBack := false
+	t.Cleanup(func() {
+		if !sshdBack {
+			lab(t, "LABCTL", "start", "storage3", "sshd")
+		}
+	})
+	refusedAt := time.Now()
+	id := rn.mustStart("swift-disk", &workflows.SwiftDiskInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: node away"}, Node: diskNode, Device: diskDev})
+	rep := rn.report(id, 2*time.Minute)
+	lab(t, "LABCTL", "start", "storage3", "sshd")
+	sshdBack = true
+	require.Equal(t, workflows.StatusFailed, rep.Status, "%s: %+v", rep.Summary, rep.Steps)
+	var checkErr string
+	for _, s := range rep.Steps {
+		if s.Name == "check-replicas" {
+			checkErr = s.Error
+		}
+	}
+	require.Contains(t, checkErr, "storage3/sdf (node cannot be reached: counted as holding none of its copies)")
+	require.Contains(t, checkErr, "last copy")
+	require.NotContains(t, activitiesOf(rep), "UnmountDevice")
+	require.NotEmpty(t, diskState(t)["mounted_from"], "still mounted (failed) after the refusal")
+	t.Logf("refused in %s with storage3 away: %s", time.Since(refusedAt).Round(time.Second), checkErr)
+
 	// The replacement.
-	id := rn.mustStart("swift-disk", &workflows.SwiftDiskInput{
+	id = rn.mustStart("swift-disk", &workflows.SwiftDiskInput{
 		Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: failed disk"}, Node: diskNode, Device: diskDev,
 		RefillTimeout: 5 * time.Minute, PollInterval: 3 * time.Second,
 	})
@@ -170,10 +206,17 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	cancel()
 	require.True(t, control.IsRefused(err), "two-person rule: %v", err)
 
-	// A person swaps the disk: a new, empty block device behind /dev/sdd.
+	// A person swaps the disk: a new block device behind /dev/sdd, which came with an ext4 file
+	// system (a used disk): the runbook asks before it overwrites it.
 	loop := lab(t, "LABFAIL", "disk-new", diskNode, diskDev)
 	t.Logf("new disk: %s", loop)
+	out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "olddata", loop).CombinedOutput()
+	require.NoError(t, err, "test setup: a used disk: %s", out)
 	rn.approve(id, workflows.GateDiskReplaced, "bob")
+	st = rn.waitGate(id, workflows.GateOverwriteDisk, 2*time.Minute)
+	require.Contains(t, st.OpenGates[len(st.OpenGates)-1].Summary, "ext4")
+	require.Equal(t, "ext4", blkidType(loop), "nothing written before the overwrite gate")
+	rn.approve(id, workflows.GateOverwriteDisk, "bob")
 
 	// SIGKILL the worker once the disk is formatted (mount, restart or refill running).
 	st = rn.waitFor(id, 2*time.Minute, "format done", func(st workflows.Status) bool {
@@ -186,8 +229,9 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	_, _ = worker.Process.Wait()
 	startWorker(t, cfgPath, srv)
 
-	rep := rn.report(id, 8*time.Minute)
+	rep = rn.report(id, 8*time.Minute)
 	require.Equal(t, workflows.StatusCompleted, rep.Status, "%s: %+v", rep.Summary, rep.Steps)
+	require.Equal(t, "xfs", blkidType("/dev/"+diskDev), "the ext4 was overwritten after the gate")
 	t.Logf("report: %s", rep.Summary)
 	for _, s := range rep.Steps {
 		t.Logf("  %-18s %-8s %s", s.Name, s.State, s.Detail)
@@ -202,11 +246,59 @@ func TestSwiftDiskReplacementOnLab(t *testing.T) {
 	require.Equal(t, 1, formats, "one completed format")
 	require.Equal(t, "mounted", diskState(t)["state"])
 	require.Positive(t, countData(mp), "the new disk was refilled by replication")
+	// The fill level, read from the disks themselves: of the partitions the object ring gives
+	// sdd that another of their replica holders has, sdd holds at least 95%.
+	cov := diskCoverage(t, cfg, diskNode, diskDev)
+	t.Logf("fill level of %s/%s: %d of %d partitions (%d assigned)", diskNode, diskDev, cov.Have, cov.Expected, cov.Assigned)
+	require.Positive(t, cov.Expected)
+	require.GreaterOrEqual(t, float64(cov.Have), 0.95*float64(cov.Expected), "refilled to its share")
+	fstabEntry := mustRead(t, cfg.Swift.Fstab)
+	require.Contains(t, fstabEntry, "UUID="+uuidAtKill+" "+mp+" xfs noatime,nofail 0 0", "mounted through an fstab entry by UUID")
+	require.Equal(t, 1, strings.Count(fstabEntry, " "+mp+" "), "one entry for the mount point")
 	t.Logf("objects on %s: %d before the failure, %d after the refill", mp, before, countData(mp))
 	readAll("after the replacement")
 	md := report.Markdown(rep)
 	require.Contains(t, md, "refill")
 	require.Contains(t, md, workflows.GateDiskReplaced)
+}
+
+// diskCoverage compares the partition directories on the lab's disks with the object ring on
+// the node (read locally: the lab's hosts share this machine).
+func diskCoverage(t *testing.T, cfg *config.Config, node, dev string) activities.PartitionCoverage {
+	t.Helper()
+	n := cfg.Swift.Nodes[node]
+	data, err := os.ReadFile(filepath.Join(n.SwiftDir, "object.ring.gz"))
+	require.NoError(t, err)
+	ra, err := activities.ParseRingFile(data)
+	require.NoError(t, err)
+	ipOf := map[string]string{}
+	for name := range cfg.Swift.Nodes {
+		ipOf[name] = cfg.Inventory[name].Address
+		if r := cfg.Swift.Nodes[name].RingIP; r != "" {
+			ipOf[name] = r
+		}
+	}
+	parts := func(node, dev string) map[int]bool {
+		out := map[int]bool{}
+		ents, _ := os.ReadDir(filepath.Join(cfg.Swift.Nodes[node].DevicesDir, dev, "objects"))
+		for _, e := range ents {
+			if p, err := strconv.Atoi(e.Name()); err == nil {
+				out[p] = true
+			}
+		}
+		return out
+	}
+	id := ra.DeviceID(ipOf[node], dev)
+	require.GreaterOrEqual(t, id, 0, "%s/%s in the object ring", node, dev)
+	peers := map[int]map[int]bool{}
+	for name, sn := range cfg.Swift.Nodes {
+		for d := range sn.Devices {
+			if i := ra.DeviceID(ipOf[name], d); i >= 0 && i != id {
+				peers[i] = parts(name, d)
+			}
+		}
+	}
+	return activities.CoverPartitions(ra.PartitionsOf(id), parts(node, dev), peers)
 }
 
 func mustRead(t *testing.T, p string) string {

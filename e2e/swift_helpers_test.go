@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
@@ -45,10 +46,39 @@ func labEnv(t *testing.T) map[string]string {
 	return env
 }
 
-// swiftLabConfig returns a configuration file for the lab with a swift: section. When the lab's
+// swiftLabConfig returns a configuration file for the lab with a swift: section, and with the
+// test's own swift.fstab (the lab's hosts share this machine's /etc/fstab, which no test
+// touches) and swift.max_step_percent 0 unless set (the ring tests' changes go in one rebalance
+// unless they ask). Keys are written only into this test's copy, never into the lab's file.
+func swiftLabConfig(t *testing.T, swiftKeys ...map[string]any) (string, *config.Config) {
+	t.Helper()
+	p, _ := swiftLabConfigBase(t)
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, yaml.Unmarshal(b, &doc))
+	sw, _ := doc["swift"].(map[string]any)
+	require.NotNil(t, sw, "swift section")
+	sw["fstab"] = filepath.Join(t.TempDir(), "fstab")
+	sw["max_step_percent"] = 0
+	for _, m := range swiftKeys {
+		for k, v := range m {
+			sw[k] = v
+		}
+	}
+	out, err := yaml.Marshal(doc)
+	require.NoError(t, err)
+	p = filepath.Join(t.TempDir(), "stackrun-swift-test.yaml")
+	require.NoError(t, os.WriteFile(p, out, 0o600))
+	cfg, err := config.Load(config.LoadOptions{Path: p})
+	require.NoError(t, err)
+	return p, cfg
+}
+
+// swiftLabConfigBase is the lab's configuration with a swift: section. When the lab's
 // stackrun.yaml has none (lab/up.sh predates it), one is derived from the inventory labels the
 // lab writes (swift_ring_builder, swift_dir, swift_devices, swift_disks).
-func swiftLabConfig(t *testing.T) (string, *config.Config) {
+func swiftLabConfigBase(t *testing.T) (string, *config.Config) {
 	t.Helper()
 	src := labConfig(t)
 	b, err := os.ReadFile(src)

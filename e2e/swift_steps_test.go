@@ -2,8 +2,9 @@
 
 package e2e
 
-// SwiftRing --steps 2 end to end on the lab: storage3/sdg goes from weight 100 to 50 in two
-// rebalances. After the first (75) the runbook follows replication until every replicator has
+// SwiftRing in steps end to end on the lab: storage3/sdg goes from weight 100 to 50 in two
+// rebalances, split by the runbook itself (swift.max_step_percent 5: 50 of the ring's 600 is
+// 8.3%), without --steps. After the first (75) the runbook follows replication until every replicator has
 // finished a pass, then waits on a durable timer for min_part_hours (1 h in the lab). The TEST —
 // never the runbook — then runs `swift-ring-builder <builder> pretend_min_part_hours_passed`, as
 // an operator could; the runbook re-reads the builders during its wait (every 10 poll intervals,
@@ -58,7 +59,7 @@ func stepOf(st []workflows.StepStatus, name string) workflows.StepStatus {
 }
 
 func TestSwiftRingWeightInStepsOnLab(t *testing.T) {
-	cfgPath, cfg := swiftLabConfig(t)
+	cfgPath, cfg := swiftLabConfig(t, map[string]any{"max_step_percent": 5})
 	ringDir := cfg.Swift.BuilderDir
 	var nodeDirs []string
 	for _, n := range cfg.Swift.Nodes {
@@ -93,10 +94,11 @@ func TestSwiftRingWeightInStepsOnLab(t *testing.T) {
 	started := time.Now()
 	id := rn.mustStart("swift-ring", &workflows.SwiftRingInput{
 		Meta:      workflows.Meta{RequestedBy: "alice", Reason: "e2e: weight in steps"},
-		SetWeight: []string{"storage3/sdg=50"}, Steps: 2, SettleTimeout: 5 * time.Minute, PollInterval: 3 * time.Second,
+		SetWeight: []string{"storage3/sdg=50"}, SettleTimeout: 5 * time.Minute, PollInterval: 3 * time.Second,
 	})
 	st := rn.waitGate(id, workflows.GateApproveRingChange, 2*time.Minute)
 	plan := strings.Join(st.Plan, "\n")
+	require.Contains(t, plan, "(8.3%); swift.max_step_percent is 5: 2 steps", "plan:\n%s", plan)
 	for _, kind := range ringKinds {
 		require.Contains(t, plan, "step 1/2: "+kind+": set_weight 127.0.0.23:", "plan:\n%s", plan)
 	}

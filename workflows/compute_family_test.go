@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
@@ -104,7 +106,11 @@ type evacFixture struct {
 	inflight  int
 	maxFlight int
 	failMove  map[string]bool
-	onHost    []activities.Instance // what the API and the database list on compute1
+	onHost    []activities.Instance   // what the API and the database list on compute1
+	amqp      activities.AMQPResult   // what CheckAMQP answers
+	home      activities.HostCapacity // compute1's free capacity, when migrate-back asks
+	// notConverge: the live migration of these never converges until force-completed.
+	notConverge map[string]bool
 }
 
 // vanish deletes an instance from compute1 behind the run's back (a user deleted it).
@@ -118,9 +124,37 @@ var computeFacts = activities.HostFacts{Name: "compute1", Address: "127.0.0.11",
 	Services: []activities.ServiceFacts{{Role: "compute", Name: "nova-compute", Log: "/var/log/nova-compute.log", AMQP: true}}}
 
 func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities.HostCapacity) *evacFixture {
+	return newEvacFixtureP(t, insts, caps, nil)
+}
+
+// newEvacFixtureP is newEvacFixture with a change of the policy.
+func newEvacFixtureP(t *testing.T, insts []activities.Instance, caps []activities.HostCapacity, pol func(p *policy.Policy)) *evacFixture {
 	p := basePolicy()
+
 	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateConfirmHostDead, wf.GateStartInstances}
-	f := &evacFixture{fixture: newFixture(t, p), failMove: map[string]bool{}}
+	p.ConfigHold, p.ConfigRelease = []string{"systemd_mask", "puppet_disable"}, []string{"puppet_enable", "systemd_unmask"}
+	if pol != nil {
+		pol(&p)
+	}
+	f := &evacFixture{fixture: newFixture(t, p), failMove: map[string]bool{}, notConverge: map[string]bool{}}
+	for _, act := range []struct {
+		fn   any
+		verb string
+	}{{computeAct.ForceCompleteMigration, "force-complete"}, {computeAct.AbortMigration, "abort-migration"}} {
+		verb := act.verb
+		f.env.OnActivity(act.fn, mock.Anything, mock.Anything).Return(func(_ context.Context, id string) (string, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.calls = append(f.calls, verb+":"+id)
+			return verb + " done", nil
+		})
+	}
+	f.env.OnActivity(hosts.ConfigManagement, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.ConfigManagementRequest) (activities.ConfigManagementResult, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.calls = append(f.calls, req.Action+":"+strings.Join(req.Commands, ","))
+		return activities.ConfigManagementResult{Ran: req.Commands}, nil
+	})
 	f.env.RegisterActivity(computeAct)
 	f.env.RegisterActivity(novaDBAct)
 	f.grantLeases()
@@ -146,7 +180,15 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		}
 		return ids, nil
 	})
-	f.env.OnActivity(computeAct.Capacity, mock.Anything, mock.Anything).Return(caps, nil)
+	f.home = activities.HostCapacity{Host: "compute1", FreeVCPUs: 10000, FreeRAMMB: 10000000, FreeDiskGB: 100000}
+	f.env.OnActivity(computeAct.Capacity, mock.Anything, mock.Anything).Return(func(_ context.Context, hosts []string) ([]activities.HostCapacity, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if slices.Equal(hosts, []string{"compute1"}) { // migrate-back asks for the source alone
+			return []activities.HostCapacity{f.home}, nil
+		}
+		return caps, nil
+	})
 	f.env.OnActivity(computeAct.SetComputeService, mock.Anything, mock.Anything).Return(func(_ context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -166,6 +208,15 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		f.maxFlight = max(f.maxFlight, f.inflight)
 		f.calls = append(f.calls, "move:"+req.ID+":"+req.Kind+":"+req.Target)
 		fail := f.failMove[req.ID]
+		if f.notConverge[req.ID] && !req.ForceCompleted {
+			f.calls = append(f.calls, fmt.Sprintf("stall-watch:%s:%s:%s", req.ID, req.Stall, req.NotConverging))
+		}
+		if f.notConverge[req.ID] && !req.ForceCompleted && req.NotConverging == policy.NotConvergingForceComplete {
+			f.inflight--
+			f.mu.Unlock()
+			return activities.MoveResult{}, temporal.NewNonRetryableApplicationError("live migration of "+req.ID+" does not converge", activities.ErrTypeNotConverging, nil,
+				activities.MoveResult{Progress: "migration 12: 2048 MiB of 8192 MiB memory remaining"})
+		}
 		f.mu.Unlock()
 		time.Sleep(20 * time.Millisecond) // real time: lets parallel activities overlap
 		f.mu.Lock()
@@ -178,7 +229,12 @@ func newEvacFixture(t *testing.T, insts []activities.Instance, caps []activities
 		return activities.MoveResult{ID: req.ID, From: req.Source, To: req.Target, Status: "ACTIVE", Migration: "m-" + req.ID, MigrationStat: "completed", Started: true}, nil
 	})
 	f.env.OnActivity(hosts.ServiceStatus, mock.Anything, mock.Anything).Return(activities.ServiceState{Running: true}, nil)
-	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(activities.AMQPResult{Connected: true, At: time.Now()}, nil)
+	f.amqp = activities.AMQPResult{Connected: true, At: time.Now()}
+	f.env.OnActivity(hosts.CheckAMQP, mock.Anything, mock.Anything).Return(func(context.Context, activities.AMQPRequest) (activities.AMQPResult, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.amqp, nil
+	})
 	return f
 }
 

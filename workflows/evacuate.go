@@ -88,7 +88,7 @@ func (in *EvacuateInput) Validate() error {
 func evacuateSteps(in *EvacuateInput) []string {
 	steps := []string{"describe-host", "preflight", "capacity", GateApprovePlan, "acquire-lease", "disable-service", "migrate", "verify-empty"}
 	if in.MaintenanceGate {
-		steps = append(steps, "stop-compute", GateMaintenanceDone, "start-compute")
+		steps = append(steps, "stop-compute", "hold-config", GateMaintenanceDone, "release-config", "start-compute")
 	}
 	steps = append(steps, "verify-reconnect", "enable-service")
 	if in.MigrateBack {
@@ -141,7 +141,7 @@ func planEvacuate(r *Run, in *EvacuateInput, p *evacuatePlan) (Approval, error) 
 
 	p.moves, err = planMoves(r, in.Host, p.instances, p.targets, false)
 	p.parallel = r.parallelism(in.Parallel)
-	r.SetPlan(p.planText(in))
+	r.SetPlan(p.planText(r, in))
 	r.SetDetail("moves", compactMoves(p.moves))
 	if err != nil {
 		return Approval{}, Summarize("refused: capacity", err)
@@ -161,6 +161,10 @@ type evacuation struct {
 	*evacuatePlan
 	disabled bool
 	stopped  bool
+	// held: the configuration-management hold ran (or was started) and is not released yet.
+	held bool
+	// config records the hold and release commands that ran, for the report.
+	config map[string][]string
 }
 
 func evacuate(r *Run, in *EvacuateInput, p *evacuatePlan) (string, error) {
@@ -185,14 +189,18 @@ func (p *evacuatePlan) count(what string) int {
 	return n
 }
 
-func (p *evacuatePlan) planText(in *EvacuateInput) []string {
+func (p *evacuatePlan) planText(r *Run, in *EvacuateInput) []string {
 	plan := []string{fmt.Sprintf("host %s: %d instance(s); targets %s; at most %d migration(s) in flight; block migration %s",
 		in.Host, len(p.instances), strings.Join(p.targets, ", "), p.parallel, cmp.Or(in.BlockMigration, "auto"))}
 	plan = append(plan, fmt.Sprintf("disable nova-compute on %s with reason %q", in.Host, in.Reason))
 	plan = append(plan, planLines(p.moves)...)
 	plan = append(plan, fmt.Sprintf("verify %s is empty (API and database)", in.Host))
 	if in.MaintenanceGate {
-		plan = append(plan, fmt.Sprintf("stop nova-compute on %s; gate %s; start it and check it reconnected", in.Host, GateMaintenanceDone))
+		hold := "no configuration-management hold (policy.config_hold is empty)"
+		if h := r.Policy().ConfigHold; len(h) > 0 {
+			hold = fmt.Sprintf("hold configuration management (%s; released with %s before the start and on every way out)", strings.Join(h, ", "), strings.Join(r.Policy().ConfigRelease, ", "))
+		}
+		plan = append(plan, fmt.Sprintf("stop nova-compute on %s; %s; gate %s; start it and check it reconnected (AMQP in its log)", in.Host, hold, GateMaintenanceDone))
 	}
 	plan = append(plan, fmt.Sprintf("enable nova-compute on %s", in.Host))
 	if in.MigrateBack {
@@ -203,7 +211,7 @@ func (p *evacuatePlan) planText(in *EvacuateInput) []string {
 
 // leftState says honestly where the run leaves the host and its instances.
 func (e *evacuation) leftState() {
-	if !e.disabled && !e.stopped {
+	if !e.disabled && !e.stopped && !e.held {
 		e.r.SetLeftState("")
 		return
 	}
@@ -213,6 +221,9 @@ func (e *evacuation) leftState() {
 	}
 	if e.stopped {
 		parts = append(parts, fmt.Sprintf("nova-compute on %s is STOPPED", e.in.Host))
+	}
+	if e.held {
+		parts = append(parts, fmt.Sprintf("configuration management of nova-compute on %s is still HELD (release: %s)", e.in.Host, strings.Join(e.r.Policy().ConfigRelease, ", ")))
 	}
 	var moved, left []string
 	for _, m := range e.moves {
@@ -336,6 +347,9 @@ func (e *evacuation) afterLease() (string, error) {
 					back = append(back, b)
 				}
 			}
+			if err := e.checkRoomBack(ctx, back); err != nil {
+				return err
+			}
 			if err := r.moveAll("migrate-back", back, e.parallel, in.BlockMigration); err != nil {
 				return err
 			}
@@ -373,11 +387,17 @@ func (e *evacuation) maintenance(remaining int) error {
 		return err
 	}
 	e.leftState()
+	if err := e.holdConfig(req); err != nil {
+		return err
+	}
 	summary := fmt.Sprintf("nova-compute on %s is stopped and its service disabled: do the maintenance, then approve to start it again.", in.Host)
 	if remaining > 0 {
 		summary += fmt.Sprintf(" WARNING: %d instance(s) are still on the host (skipped).", remaining)
 	}
 	if err := r.Gate(GateMaintenanceDone, GateOptions{Summary: summary}); err != nil {
+		return err
+	}
+	if err := e.releaseConfig(req, "release-config"); err != nil {
 		return err
 	}
 	var startedAt time.Time

@@ -280,7 +280,11 @@ type GateOptions struct {
 // Gate waits for a person to approve or reject. It returns nil when approved and an *AbortError
 // when rejected or when it timed out under the notify-then-abort policy. Gates named in the
 // policy's two_person_gates are destructive: the requester may not approve them.
-func (r *Run) Gate(name string, opts GateOptions) error {
+func (r *Run) Gate(name string, opts GateOptions) error { return r.GateIn(r.ctx, name, opts) }
+
+// GateIn is Gate for a gate opened inside a coroutine of the run (workflow.Go), e.g. one of
+// several moves in flight: ctx is the coroutine's context, which the wait uses.
+func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error {
 	if g, ok := r.gates[name]; ok && g.decided {
 		return fmt.Errorf("gate %q was already decided in this run", name)
 	}
@@ -288,7 +292,7 @@ func (r *Run) Gate(name string, opts GateOptions) error {
 	if timeout <= 0 {
 		timeout = r.policy.GateTimeout
 	}
-	now := workflow.Now(r.ctx)
+	now := workflow.Now(ctx)
 	g := &gate{GateStatus: GateStatus{
 		Name: name, Destructive: r.destructive(name), Approvers: r.approversFor(name),
 		OpenedAt: now, Deadline: now.Add(timeout), Summary: opts.Summary,
@@ -303,12 +307,12 @@ func (r *Run) Gate(name string, opts GateOptions) error {
 	for !g.decided {
 		if g.Escalations >= r.policy.EscalationRepeats && r.policy.EscalationRepeats > 0 && r.policy.Escalation != EscalateThenAbort {
 			// Escalated as often as policy says: keep waiting without further timers.
-			if err := workflow.Await(r.ctx, decided); err != nil {
+			if err := workflow.Await(ctx, decided); err != nil {
 				return err
 			}
 			break
 		}
-		ok, err := workflow.AwaitWithTimeout(r.ctx, timeout, decided)
+		ok, err := workflow.AwaitWithTimeout(ctx, timeout, decided)
 		if err != nil {
 			return err
 		}
@@ -316,12 +320,12 @@ func (r *Run) Gate(name string, opts GateOptions) error {
 			break
 		}
 		g.Escalations++
-		g.Deadline = workflow.Now(r.ctx).Add(timeout)
-		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(r.ctx).Sub(g.OpenedAt), name),
+		g.Deadline = workflow.Now(ctx).Add(timeout)
+		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(ctx).Sub(g.OpenedAt), name),
 			fmt.Sprintf("stackrun approve %s %s", r.info.WorkflowExecution.ID, name))
 		if r.policy.Escalation == EscalateThenAbort && g.Escalations >= max(1, r.policy.EscalationRepeats) {
 			g.decided = true
-			r.decisions = append(r.decisions, Decision{Kind: "gate", Name: name, Outcome: "timed-out", By: "policy", Comment: "escalation policy notify-then-abort", At: workflow.Now(r.ctx)})
+			r.decisions = append(r.decisions, Decision{Kind: "gate", Name: name, Outcome: "timed-out", By: "policy", Comment: "escalation policy notify-then-abort", At: workflow.Now(ctx)})
 			r.setStepState(s, StepFailed, "timed out")
 			return &AbortError{Reason: fmt.Sprintf("gate %q timed out after %d escalation(s)", name, g.Escalations)}
 		}

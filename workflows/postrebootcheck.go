@@ -157,8 +157,11 @@ func postRebootCheck(r *Run, in *PostRebootCheckInput, p *postRebootCheckPlan) (
 			if err := r.Exec(ctx, "amqp", in.Host+"/"+s.Name, hosts.CheckAMQP, &res, req); err != nil {
 				return err
 			}
-			if !res.Connected {
+			switch {
+			case !res.Connected:
 				r.AddFinding(activities.SeverityWarning, in.Host+"/"+s.Name, "no AMQP connection logged in %s since %s", s.Log, since.Format(time.RFC3339))
+			case res.WeakAMQP():
+				r.AddFinding(activities.SeverityInfo, in.Host+"/"+s.Name, "AMQP: weaker evidence, only a socket seen by ss (%s); no connection logged in %s since %s", res.Line, s.Log, since.Format(time.RFC3339))
 			}
 		}
 		return nil
@@ -185,7 +188,7 @@ func postRebootCheck(r *Run, in *PostRebootCheckInput, p *postRebootCheckPlan) (
 		return "", err
 	}
 	if slices.Contains(roles, "compute") {
-		if err := r.computeInstances(in); err != nil {
+		if err := r.computeInstances(in, running); err != nil {
 			return "", err
 		}
 	}
@@ -223,9 +226,10 @@ func healthyInstance(i activities.Instance) bool {
 
 // computeInstances is the compute part of the post-reboot check: the host's instances are listed
 // and, with StartInstances, brought back one by one (RecoverInstance checks each first).
-func (r *Run) computeInstances(in *PostRebootCheckInput) error {
+func (r *Run) computeInstances(in *PostRebootCheckInput, running map[string]bool) error {
 	r.AddSteps("instances")
 	var list, down []activities.Instance
+	var lost map[string]string
 	// Listing reads only; with verified identities the start comes after a gate (below).
 	err := r.Do("instances", StepOptions{Target: in.Host, ReadOnly: r.Verifies()}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, "instances", in.Host, compute.InstancesOnHost, &list, in.Host); err != nil {
@@ -238,16 +242,20 @@ func (r *Run) computeInstances(in *PostRebootCheckInput) error {
 			}
 		}
 		r.SetDetail("instances", list)
+		lost = r.lostInstances(ctx, in.Host, list, running["nova-compute"], &down)
 		switch {
 		case !in.StartInstances:
 			for _, i := range down {
+				if lost[i.ID] != "" {
+					continue // its own finding (lostInstances)
+				}
 				r.AddFinding(activities.SeverityWarning, in.Host+"/"+i.ID, "%s (%s) is %s (power state %d) after the reboot", i.Name, i.ID, i.Status, i.PowerState)
 			}
 			r.step("instances").Detail = fmt.Sprintf("%d instance(s), %d not running (listed only)", len(list), len(down))
 		case r.Verifies():
 			r.step("instances").Detail = fmt.Sprintf("%d instance(s), %d not running", len(list), len(down))
 		default: // a run begun before the gate existed
-			r.recoverInstances(ctx, "instances", in, list, down)
+			r.recoverInstances(ctx, "instances", in, list, down, nil)
 		}
 		return nil
 	})
@@ -262,6 +270,9 @@ func (r *Run) computeInstances(in *PostRebootCheckInput) error {
 	names := make([]string, len(down))
 	for i, d := range down {
 		names[i] = fmt.Sprintf("%s (%s, %s)", d.Name, d.ID, d.Status)
+		if lost[d.ID] != "" {
+			names[i] = fmt.Sprintf("%s (%s, LOST by the hypervisor: hard reboot)", d.Name, d.ID)
+		}
 	}
 	r.AddSteps(GateStartInstances, "start-instances-run")
 	if err := r.Gate(GateStartInstances, GateOptions{Summary: fmt.Sprintf("Start or reboot %d instance(s) on %s (hard reboot when a soft one fails): %s. Reason: %s",
@@ -269,17 +280,28 @@ func (r *Run) computeInstances(in *PostRebootCheckInput) error {
 		return err
 	}
 	return r.Do("start-instances-run", StepOptions{Target: in.Host}, func(ctx workflow.Context) error {
-		r.recoverInstances(ctx, "start-instances-run", in, list, down)
+		r.recoverInstances(ctx, "start-instances-run", in, list, down, lost)
 		return nil
 	})
 }
 
 // recoverInstances brings the instances that do not run back, one by one (RecoverInstance checks
 // each first); step is the step that records it.
-func (r *Run) recoverInstances(ctx workflow.Context, step string, in *PostRebootCheckInput, list, down []activities.Instance) {
+func (r *Run) recoverInstances(ctx workflow.Context, step string, in *PostRebootCheckInput, list, down []activities.Instance, lost map[string]string) {
 	var done []activities.InstanceRecovery
 	actx := r.ActivityOptions(ctx, 10*time.Minute, time.Minute)
 	for _, i := range down {
+		if lost[i.ID] != "" {
+			// The hypervisor lost its definition: policy is a hard reboot, which recreates the
+			// guest from the database (a soft one has nothing to reboot).
+			var res activities.HardRebootResult
+			if err := r.Exec(actx, step, i.ID, compute.HardRebootOn, &res, activities.HardRebootRequest{ID: i.ID, Host: in.Host, Wait: 4 * time.Minute}); err != nil {
+				r.AddFinding(activities.SeverityCritical, in.Host+"/"+i.ID, "%s (%s), lost by the hypervisor, could not be brought back by a hard reboot: %s", i.Name, i.ID, errText(err))
+				continue
+			}
+			done = append(done, activities.InstanceRecovery{ID: i.ID, Name: i.Name, Before: "ACTIVE (lost by the hypervisor)", Action: "hard-reboot", After: res.Status})
+			continue
+		}
 		var rec activities.InstanceRecovery
 		if err := r.Exec(actx, step, i.ID, compute.RecoverInstance, &rec, i.ID, 3*time.Minute); err != nil {
 			r.AddFinding(activities.SeverityCritical, in.Host+"/"+i.ID, "%s (%s) could not be brought back: %s", i.Name, i.ID, errText(err))
@@ -289,4 +311,65 @@ func (r *Run) recoverInstances(ctx workflow.Context, step string, in *PostReboot
 	}
 	r.SetDetail("recovered", done)
 	r.step(step).Detail = fmt.Sprintf("%d instance(s), %d were not running, %d brought back", len(list), len(down), len(done))
+}
+
+// lostInstancesChange is the workflow.GetVersion change that made the compute part ask the
+// hypervisor, and the Nova database, about the host's instances.
+const lostInstancesChange = "post-reboot-lost-instances"
+
+// lostInstances finds the instances the hypervisor lost: the Nova database places them on the
+// host (cross-checked with the API: a row the API does not list is a finding), the API says
+// ACTIVE, but nova-compute's driver does not run them (LostOnHypervisor). They join down, and
+// each is a critical finding. The question goes to nova-compute over RPC: asked only when it runs.
+func (r *Run) lostInstances(ctx workflow.Context, host string, list []activities.Instance, computeRuns bool, down *[]activities.Instance) map[string]string {
+	lost := map[string]string{}
+	if workflow.GetVersion(ctx, lostInstancesChange, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return lost
+	}
+	var db []string
+	if err := r.Exec(ctx, "instances", host, novadb.DBInstancesOnHost, &db, host); err != nil {
+		r.AddFinding(activities.SeverityWarning, host, "the Nova database could not be read, so lost instances are not looked for: %s", errText(err))
+		return lost
+	}
+	crossCheck(r, host, list, db)
+	if !computeRuns {
+		r.AddFinding(activities.SeverityWarning, host, "nova-compute does not run: the hypervisor was not asked which of the %d instance(s) it lost", len(db))
+		return lost
+	}
+	if len(db) == 0 {
+		return lost
+	}
+	inDB := map[string]bool{}
+	for _, id := range db {
+		inDB[id] = true
+	}
+	var ask []string
+	var gone []activities.LostInstance
+	for _, i := range list {
+		switch {
+		case i.Status != "ACTIVE" || i.TaskState != "" || !inDB[i.ID]:
+		case i.PowerState == 0: // NOSTATE: Nova's power sync already found it missing
+			gone = append(gone, activities.LostInstance{ID: i.ID, Detail: "power state NOSTATE: the hypervisor does not know it"})
+		default:
+			ask = append(ask, i.ID)
+		}
+	}
+	if len(ask) > 0 {
+		var more []activities.LostInstance
+		actx := r.ActivityOptions(ctx, 5*time.Minute, time.Minute)
+		if err := r.Exec(actx, "instances", host, compute.LostOnHypervisor, &more, ask); err != nil {
+			r.AddFinding(activities.SeverityWarning, host, "the hypervisor could not be asked about its instances: %s", errText(err))
+		}
+		gone = append(gone, more...)
+	}
+	for _, g := range gone {
+		lost[g.ID] = g.Detail
+		i := slices.IndexFunc(list, func(x activities.Instance) bool { return x.ID == g.ID })
+		r.AddFinding(activities.SeverityCritical, host+"/"+g.ID, "%s (%s) is ACTIVE in the Nova database but LOST by the hypervisor (%s): policy is a hard reboot (--start-instances)", list[i].Name, g.ID, g.Detail)
+		if !slices.ContainsFunc(*down, func(x activities.Instance) bool { return x.ID == g.ID }) {
+			*down = append(*down, list[i])
+		}
+	}
+	r.SetDetail("lost_instances", gone)
+	return lost
 }

@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -54,7 +55,21 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 		f := newEvacFixture(t, insts, bigCaps)
 		f.env.OnActivity(hosts.BootTime, mock.Anything, "compute1").Return(time.Now().Add(-time.Hour), nil)
 		f.env.OnActivity(cloud.Probe, mock.Anything, mock.Anything).Return(activities.APIProbeResult{OK: true}, nil)
-		var recovered []string
+		var recovered, hard []string
+		insts3 := append(slices.Clone(insts), activities.Instance{ID: "id-003", Name: "vm-003", Status: "ACTIVE", PowerState: 1, Host: "compute1"})
+		f.onHost = insts3
+		// id-003 is ACTIVE and running in the database, but the hypervisor does not run it.
+		f.env.OnActivity(computeAct.LostOnHypervisor, mock.Anything, mock.Anything).Return(func(_ context.Context, ids []string) ([]activities.LostInstance, error) {
+			assert.Equal(t, []string{"id-000", "id-003"}, ids, "asked about the ACTIVE, running ones only")
+			return []activities.LostInstance{{ID: "id-003", Detail: "diagnostics: 409"}}, nil
+		})
+		f.env.OnActivity(computeAct.HardRebootOn, mock.Anything, mock.Anything).Return(func(_ context.Context, req activities.HardRebootRequest) (activities.HardRebootResult, error) {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			assert.Equal(t, "compute1", req.Host)
+			hard = append(hard, req.ID)
+			return activities.HardRebootResult{ID: req.ID, Status: "ACTIVE", Host: req.Host}, nil
+		})
 		f.env.OnActivity(computeAct.RecoverInstance, mock.Anything, mock.Anything, mock.Anything).Return(func(_ context.Context, id string, _ time.Duration) (activities.InstanceRecovery, error) {
 			f.mu.Lock()
 			defer f.mu.Unlock()
@@ -68,7 +83,8 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 				require.Equal(t, wf.StatusWaitingApproval, st.Status)
 				require.Equal(t, wf.GateStartInstances, st.OpenGates[0].Name)
 				assert.Contains(t, st.OpenGates[0].Summary, "id-001")
-				assert.Contains(t, st.OpenGates[0].Summary, "id-002")
+				assert.Contains(t, st.OpenGates[0].Summary, "vm-002 (id-002, LOST by the hypervisor: hard reboot)")
+				assert.Contains(t, st.OpenGates[0].Summary, "vm-003 (id-003, LOST by the hypervisor: hard reboot)")
 				assert.NotContains(t, st.OpenGates[0].Summary, "id-000", "running instances are not touched")
 				f.mu.Lock()
 				assert.Empty(t, recovered)
@@ -82,11 +98,19 @@ func TestPostRebootCheckComputeStartsInstancesOnlyWhenAsked(t *testing.T) {
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		if !start {
 			assert.Empty(t, recovered, "read-only by default")
-			assert.Len(t, rep.Findings, 2)
+			assert.Empty(t, hard, "read-only by default")
+			sev := map[string]string{}
+			for _, fi := range rep.Findings {
+				sev[fi.Subject] = fi.Severity
+			}
+			assert.Equal(t, map[string]string{"compute1/id-001": "warning", "compute1/id-002": "critical", "compute1/id-003": "critical"}, sev)
 			continue
 		}
-		assert.Equal(t, []string{"id-001", "id-002"}, recovered)
-		assert.Empty(t, rep.Findings)
+		assert.Equal(t, []string{"id-001"}, recovered, "SHUTOFF: started")
+		assert.Equal(t, []string{"id-002", "id-003"}, hard, "lost by the hypervisor: hard reboot, per policy")
+		for _, fi := range rep.Findings {
+			assert.Contains(t, fi.Message, "LOST by the hypervisor", "only the lost ones are findings: %+v", fi)
+		}
 		assert.Equal(t, "bob", rep.Decisions[0].By)
 	}
 }

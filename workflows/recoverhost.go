@@ -31,6 +31,15 @@ var RecoverHost = Define(Def[RecoverHostInput, recoverHostPlan]{
 // really dead (powered off, fenced) before its instances are rebuilt elsewhere.
 const GateConfirmHostDead = "confirm-host-dead"
 
+// GateConfirmHostDeadOverride replaces the fencing gate when the host still answers (SSH or
+// ping): approving it is the operator's explicit, signed override of the refusal.
+const GateConfirmHostDeadOverride = "confirm-host-dead-override"
+
+// confirmSignalsChange is the workflow.GetVersion change that made confirm-down read more than
+// one signal (ping of the management address besides the service state and SSH) and refuse a
+// host that answers unless overridden.
+const confirmSignalsChange = "recover-host-confirm-signals"
+
 // GateDBRewrite guards RecoverHost's database-rewrite fallback: a second person approves
 // the exact instance rows that will be rewritten (policy two_person_gates lists it by default).
 const GateDBRewrite = "db-rewrite"
@@ -71,20 +80,23 @@ func recoverHostSteps(in *RecoverHostInput) []string {
 // recoverHostPlan is what the recovery acts on: the dead host's service, the targets, its
 // instances and volumes, one evacuation per instance, and the plan's lines.
 type recoverHostPlan struct {
-	// sshAnswered: the host answered SSH when the plan was made (the gate's summary warned).
-	sshAnswered bool
-	targets     []string
-	instances   []activities.Instance
-	volumes     []activities.VolumeAttachment
-	moves       []Move
-	lines       []string
-	parallel    int
+	// sshAnswered, pingAnswered: the host answered SSH, ping when the plan was made (the gate's
+	// summary warned; with the multi-signal check only an override lets the run go on).
+	sshAnswered  bool
+	pingAnswered bool
+	signals      bool // the run checks ping too (confirmSignalsChange)
+	targets      []string
+	instances    []activities.Instance
+	volumes      []activities.VolumeAttachment
+	moves        []Move
+	lines        []string
+	parallel     int
 }
 
 func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval, error) {
 	var (
-		svc       activities.ComputeService
-		sshAnswer activities.Reachability
+		svc                   activities.ComputeService
+		sshAnswer, pingAnswer activities.Reachability
 	)
 	facts, err := r.DescribeHost(in.Host)
 	if err != nil {
@@ -110,6 +122,19 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 		}
 		r.step("confirm-down").Detail = fmt.Sprintf("service %s (forced down %v); SSH answers: %v", svc.State, svc.ForcedDown, sshAnswer.Reachable)
 		p.sshAnswered = sshAnswer.Reachable
+		p.signals = workflow.GetVersion(ctx, confirmSignalsChange, workflow.DefaultVersion, 1) == 1
+		if p.signals {
+			if err := r.Exec(ctx, "confirm-down", in.Host, hosts.PingAddress, &pingAnswer, in.Host); err != nil {
+				return err
+			}
+			p.pingAnswered = pingAnswer.Reachable
+			if pingAnswer.Reachable {
+				r.AddFinding(activities.SeverityCritical, in.Host, "the host's management address still answers (%s): it may still run its instances", pingAnswer.Detail)
+			}
+			r.step("confirm-down").Detail = fmt.Sprintf("service %s (forced down %v, last report %s); SSH: %s; %s", svc.State, svc.ForcedDown,
+				svc.UpdatedAt.Format(time.RFC3339), answerText(sshAnswer), answerText(pingAnswer))
+			r.SetDetail("confirm_down", map[string]any{"service": svc.State, "forced_down": svc.ForcedDown, "ssh": sshAnswer, "ping": pingAnswer})
+		}
 		p.targets, err = chooseTargets(svcs, in.Host, in.Targets, "rebuild")
 		return err
 	})
@@ -153,6 +178,12 @@ func planRecoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (Approval
 		return Approval{}, Summarize("refused: capacity", err)
 	}
 	summary := fmt.Sprintf("Confirm that %s is dead and fenced (powered off): %d instance(s) will be rebuilt on %s.", in.Host, len(p.instances), strings.Join(p.targets, ", "))
+	if p.signals && (sshAnswer.Reachable || pingAnswer.Reachable) {
+		// Refused, unless the operator overrides explicitly: a gate of its own name, signed.
+		r.setStepState(r.step(GateConfirmHostDead), StepSkipped, "the host still answers: replaced by gate "+GateConfirmHostDeadOverride)
+		return Approval{Gate: GateConfirmHostDeadOverride, Summary: fmt.Sprintf("REFUSED: %s still answers (SSH: %s; %s): it may still run its instances, and rebuilding them elsewhere would run them twice. Fence it (power it off) and start recover-host again, or approve this gate to OVERRIDE the refusal (signed, recorded): %d instance(s) will be rebuilt on %s.",
+			in.Host, answerText(sshAnswer), answerText(pingAnswer), len(p.instances), strings.Join(p.targets, ", "))}, nil
+	}
 	if sshAnswer.Reachable {
 		summary += " WARNING: the host still answers SSH."
 	}
@@ -182,7 +213,7 @@ func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, erro
 		if r.Verifies() {
 			// The gate may have waited for hours: right before fencing, the host must still be
 			// down. One that reports up, or answers SSH when it did not before, is refused.
-			if err := recheckDown(r, ctx, in.Host, p.sshAnswered); err != nil {
+			if err := recheckDown(r, ctx, in.Host, p); err != nil {
 				return err
 			}
 		}
@@ -241,10 +272,11 @@ func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, erro
 			r.step("volumes").Detail = "no volume attachments"
 			return nil
 		}
-		newHost := map[string]string{}
+		newHost, rewritten := map[string]string{}, map[string]bool{}
 		for _, m := range moves {
 			if m.Outcome == "moved" {
 				newHost[m.ID] = m.To
+				rewritten[m.ID] = strings.Contains(m.Detail, "by database rewrite")
 			}
 		}
 		var after []activities.VolumeAttachment
@@ -257,6 +289,24 @@ func recoverHost(r *Run, in *RecoverHostInput, p *recoverHostPlan) (string, erro
 		}
 		r.SetDetail("volumes_after", after)
 		attention := 0
+		// What was done about each attachment, and precisely why not where the guide detaches
+		// and re-attaches (its manual database path only: an evacuation rebuilds through Nova,
+		// which re-connects the block-device mappings on the new host itself).
+		var actions []string
+		for _, v := range volumes {
+			switch {
+			case newHost[v.InstanceID] == "":
+				actions = append(actions, fmt.Sprintf("%s of %s: nothing done (the instance was not rebuilt)", v.VolumeID, v.InstanceID))
+			case rewritten[v.InstanceID]:
+				actions = append(actions, fmt.Sprintf("%s of %s: NOT detached and re-attached by this runbook, although the guide does so after its database path: that goes through Cinder's attachment API (reset the attachment, then attach to the instance on %s), which recover-host does not drive because it could not be tested (the lab's Cinder cannot attach: LAB.md). Do it by hand: openstack server remove volume %s %s; openstack server add volume %s %s",
+					v.VolumeID, v.InstanceID, newHost[v.InstanceID], v.InstanceID, v.VolumeID, v.InstanceID, v.VolumeID))
+				attention++
+				r.AddFinding(activities.SeverityCritical, "volume/"+v.VolumeID, "volume %s of %s was moved by the database rewrite: detach and re-attach it by hand (see the report's volume_actions)", v.VolumeID, v.InstanceID)
+			default:
+				actions = append(actions, fmt.Sprintf("%s of %s: no detach/re-attach needed: Nova's evacuation rebuilt the instance on %s with its block-device mappings and re-connected the volume (checked below against the mappings on the new host)", v.VolumeID, v.InstanceID, newHost[v.InstanceID]))
+			}
+		}
+		r.SetDetail("volume_actions", actions)
 		for _, v := range volumes {
 			i := slices.IndexFunc(after, func(a activities.VolumeAttachment) bool {
 				return a.VolumeID == v.VolumeID && a.InstanceID == v.InstanceID
@@ -399,7 +449,8 @@ func dbRewriteFallback(r *Run, in *RecoverHostInput, moves []Move, targets []str
 }
 
 // recheckDown reads the host's state again right before it is forced down.
-func recheckDown(r *Run, ctx workflow.Context, host string, answeredBefore bool) error {
+func recheckDown(r *Run, ctx workflow.Context, host string, p *recoverHostPlan) error {
+	answeredBefore := p.sshAnswered
 	svc, _, err := hostService(r, ctx, "force-down", host)
 	if err != nil {
 		return err
@@ -414,5 +465,22 @@ func recheckDown(r *Run, ctx workflow.Context, host string, answeredBefore bool)
 	if ssh.Reachable && !answeredBefore {
 		return refused("%s answers SSH again (%s) since the fencing gate was approved: it may run its instances; nothing was forced down", host, ssh.Detail)
 	}
+	if p.signals {
+		var ping activities.Reachability
+		if err := r.Exec(ctx, "force-down", host, hosts.PingAddress, &ping, host); err != nil {
+			return err
+		}
+		if ping.Reachable && !p.pingAnswered {
+			return refused("%s answers ping again (%s) since the fencing gate was approved: it may run its instances; nothing was forced down", host, ping.Detail)
+		}
+	}
 	return nil
+}
+
+// answerText says what one signal answered.
+func answerText(a activities.Reachability) string {
+	if a.Reachable {
+		return "ANSWERS (" + a.Detail + ")"
+	}
+	return "no answer (" + a.Detail + ")"
 }

@@ -26,8 +26,10 @@ type recoverFixture struct {
 	rewrites    int
 	reboots     int
 	failReboots int // the first failReboots hard reboots fail
-	// revived and answers make the dead host report up / answer SSH from now on.
-	revived, answers bool
+	// revived, answers and pings make the dead host report up / answer SSH / answer ping from now on.
+	revived, answers, pings bool
+	// volumes are the attachments the Nova/Cinder join lists, by host.
+	volumes map[string][]activities.VolumeAttachment
 }
 
 func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...string) *recoverFixture {
@@ -48,6 +50,15 @@ func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...st
 			return activities.Reachability{Host: "compute1", Reachable: true, Detail: "SSH-2.0-OpenSSH_9.2"}, nil
 		}
 		return activities.Reachability{Host: "compute1", Detail: "connection refused"}, nil
+	})
+	f.env.OnActivity(hosts.PingAddress, mock.Anything, "compute1").Return(func(context.Context, string) (activities.Reachability, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.calls = append(f.calls, "ping:compute1")
+		if f.pings {
+			return activities.Reachability{Host: "compute1", Reachable: true, Detail: "ping 127.0.0.11: answered (rtt min/avg/max/mdev = 0.05/0.06/0.07/0.01 ms)"}, nil
+		}
+		return activities.Reachability{Host: "compute1", Detail: "ping 127.0.0.11: no answer (2 packets transmitted, 0 received, 100% packet loss)"}, nil
 	})
 	f.env.OnActivity(computeAct.ComputeServices, mock.Anything).Return(func(context.Context) ([]activities.ComputeService, error) {
 		f.mu.Lock()
@@ -84,7 +95,11 @@ func newRecoverFixture(t *testing.T, insts []activities.Instance, failMove ...st
 		return out, nil
 	})
 	f.env.OnActivity(novaDBAct.DBInstancesOnHost, mock.Anything, "compute1").Return(func(context.Context, string) ([]string, error) { return onHost(), nil })
-	f.env.OnActivity(novaDBAct.DBVolumeAttachments, mock.Anything, mock.Anything).Return([]activities.VolumeAttachment{}, nil)
+	f.env.OnActivity(novaDBAct.DBVolumeAttachments, mock.Anything, mock.Anything).Return(func(_ context.Context, host string) ([]activities.VolumeAttachment, error) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return append([]activities.VolumeAttachment{}, f.volumes[host]...), nil
+	})
 	f.env.OnActivity(computeAct.Capacity, mock.Anything, mock.Anything).Return(bigCaps, nil)
 	f.env.OnActivity(computeAct.SetComputeService, mock.Anything, mock.Anything).Return(func(_ context.Context, ch activities.ServiceChange) (activities.ComputeService, error) {
 		f.mu.Lock()
@@ -268,6 +283,7 @@ func TestRecoverHostRechecksRightBeforeForcingDown(t *testing.T) {
 	for name, revive := range map[string]func(f *recoverFixture){
 		"nova-compute up again": func(f *recoverFixture) { f.revived = true },
 		"answers SSH again":     func(f *recoverFixture) { f.answers = true },
+		"answers ping again":    func(f *recoverFixture) { f.pings = true },
 	} {
 		t.Run(name, func(t *testing.T) {
 			f := newRecoverFixture(t, sampleInstances(2))
@@ -316,4 +332,83 @@ func TestRecoverHostReasonFitsNova(t *testing.T) {
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, rep.Summary, "invalid input")
 	f.env.AssertNotCalled(t, "SetComputeService", mock.Anything, mock.Anything)
+}
+
+// A host whose service is down but that still answers (ping here, SSH below) is refused: the
+// fencing gate is replaced by confirm-host-dead-override, and nothing is forced down or moved
+// unless that gate is approved (signed). Rejected, the run ends with nothing done.
+func TestRecoverHostRefusesAHostThatAnswersUnlessOverridden(t *testing.T) {
+	for name, answer := range map[string]func(f *recoverFixture){
+		"ping": func(f *recoverFixture) { f.pings = true },
+		"ssh":  func(f *recoverFixture) { f.answers = true },
+	} {
+		t.Run(name+" rejected", func(t *testing.T) {
+			f := newRecoverFixture(t, sampleInstances(2))
+			answer(f)
+			f.env.RegisterDelayedCallback(func() {
+				st := f.status()
+				require.Len(t, st.OpenGates, 1)
+				assert.Equal(t, wf.GateConfirmHostDeadOverride, st.OpenGates[0].Name)
+				assert.Contains(t, st.OpenGates[0].Summary, "REFUSED")
+				assert.Contains(t, st.OpenGates[0].Summary, "ANSWERS")
+				f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateConfirmHostDeadOverride, By: "bob", Comment: "fence it first"}, "")
+			}, 10*time.Minute)
+			f.run(wf.RecoverHost.Type, recoverInput(false))
+			rep := f.report()
+			require.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
+			assert.Equal(t, wf.StepSkipped, stepNamed(rep, wf.GateConfirmHostDead).State)
+			for _, c := range f.calls {
+				assert.False(t, strings.HasPrefix(c, "forced-down:") || strings.HasPrefix(c, "move:"), "acted on a host that answers: %s", c)
+			}
+		})
+		t.Run(name+" overridden", func(t *testing.T) {
+			f := newRecoverFixture(t, sampleInstances(2))
+			answer(f)
+			f.approveAt(wf.GateConfirmHostDeadOverride, 10*time.Minute)
+			f.run(wf.RecoverHost.Type, recoverInput(false))
+			rep := f.report()
+			require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+			assert.Contains(t, rep.Summary, "2 of 2 instance(s) rebuilt elsewhere")
+			var override bool
+			for _, d := range rep.Decisions {
+				override = override || (d.Name == wf.GateConfirmHostDeadOverride && d.Outcome == "approved" && d.By == "bob")
+			}
+			assert.True(t, override, "the override is recorded: %+v", rep.Decisions)
+		})
+	}
+}
+
+// All three signals quiet: the usual fencing gate, and the report lists what each said.
+func TestRecoverHostConfirmDownReadsThreeSignals(t *testing.T) {
+	f := newRecoverFixture(t, sampleInstances(1))
+	f.approveAt(wf.GateConfirmHostDead, 10*time.Minute)
+	f.run(wf.RecoverHost.Type, recoverInput(false))
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	d := stepNamed(rep, "confirm-down").Detail
+	assert.Contains(t, d, "service down")
+	assert.Contains(t, d, "SSH: no answer")
+	assert.Contains(t, d, "ping 127.0.0.11: no answer")
+	assert.Contains(t, rep.Details, "confirm_down")
+}
+
+// Volumes: after an evacuation Nova re-connected the volume itself (the report says so and checks
+// the mapping on the new host); nothing is detached or re-attached.
+func TestRecoverHostSaysWhatItDidAboutVolumes(t *testing.T) {
+	f := newRecoverFixture(t, sampleInstances(1))
+	vol := activities.VolumeAttachment{VolumeID: "vol-1", InstanceID: "id-000"}
+	f.volumes = map[string][]activities.VolumeAttachment{"compute1": {vol}}
+	f.env.RegisterDelayedCallback(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.volumes = map[string][]activities.VolumeAttachment{"compute2": {vol}} // the rebuild moved the mapping
+	}, 15*time.Minute)
+	f.approveAt(wf.GateConfirmHostDead, 10*time.Minute)
+	f.run(wf.RecoverHost.Type, recoverInput(false))
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	actions, ok := rep.Details["volume_actions"].([]any)
+	require.True(t, ok, "%#v", rep.Details["volume_actions"])
+	require.Len(t, actions, 1)
+	assert.Contains(t, actions[0], "vol-1 of id-000: no detach/re-attach needed: Nova's evacuation rebuilt the instance on compute2")
 }

@@ -131,6 +131,10 @@ func recheckInterval(poll time.Duration) time.Duration {
 	return min(max(10*poll, time.Minute), 15*time.Minute)
 }
 
+// minPartHoursWindow is the longest one AwaitMinPartHours call waits before the workflow looks
+// again (and records where the wait stands).
+const minPartHoursWindow = 6 * time.Hour
+
 // waitMinPartHours re-reads the rings and, while the last rebalance is too recent, waits on a
 // durable timer (wait), re-reading the builders every recheck, or refuses.
 func waitMinPartHours(r *Run, name string, cl activities.SwiftCluster, wait bool, recheck time.Duration) error {
@@ -151,7 +155,20 @@ func waitMinPartHours(r *Run, name string, cl activities.SwiftCluster, wait bool
 			until := workflow.Now(ctx).Add(rem + time.Minute)
 			r.step(name).Detail = fmt.Sprintf("waiting until %s for min_part_hours (%s remaining; the builders are re-read every %s)", until.UTC().Format(time.RFC3339), rem, recheck)
 			r.updateDetails()
-			if err := workflow.Sleep(ctx, min(rem+time.Minute, recheck)); err != nil {
+			if workflow.GetVersion(ctx, "swift-min-part-hours-in-activity", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+				// Runs recorded before: a workflow timer per re-read (about 11 events each).
+				if err := workflow.Sleep(ctx, min(rem+time.Minute, recheck)); err != nil {
+					return err
+				}
+				continue
+			}
+			// One heartbeating activity re-reads the builders for up to minPartHoursWindow: a
+			// day's wait costs about ten events per step, whatever the re-read interval.
+			window := min(rem+time.Minute, minPartHoursWindow)
+			actx := r.ActivityOptions(ctx, window+5*time.Minute, max(3*recheck, time.Minute))
+			var after activities.RingStatus
+			req := activities.MinPartHoursRequest{Interval: recheck, Until: workflow.Now(ctx).Add(window)}
+			if err := r.Exec(actx, name, cl.RingBuilderHost, swift.AwaitMinPartHours, &after, req); err != nil {
 				return err
 			}
 		}

@@ -56,6 +56,7 @@ var ringFiles = []activities.RingFile{{Name: "account.ring.gz", MD5: "a1"}, {Nam
 
 type swiftRec struct {
 	onApply  func()
+	maxStep  float64 // swift.max_step_percent
 	applyErr func() error
 	sums     func(activities.PushRingsRequest) activities.RingSumsResult
 	mu       sync.Mutex
@@ -82,9 +83,21 @@ func (f *fixture) swiftMocks(rec *swiftRec, status func() activities.RingStatus)
 	})
 	f.env.OnActivity(lease.ReleaseLease, mock.Anything, mock.Anything).Return(nil)
 	f.answerHolds()
-	f.env.OnActivity(swift.SwiftTopology, mock.Anything).Return(swiftCluster(), nil)
+	f.env.OnActivity(swift.SwiftTopology, mock.Anything).Return(func(context.Context) (activities.SwiftCluster, error) {
+		c := swiftCluster()
+		c.MaxStepPercent = rec.maxStep
+		return c, nil
+	})
 	f.env.OnActivity(swift.RingStatus, mock.Anything).Return(func(context.Context) (activities.RingStatus, error) {
 		rec.add("RingStatus")
+		return status(), nil
+	})
+	// AwaitMinPartHours waits on the test clock as the real one polls: one re-read interval (5
+	// min by default) or until min_part_hours has passed, then answers the builders' status.
+	f.env.OnActivity(swift.AwaitMinPartHours, mock.Anything, mock.Anything).AfterFn(func() time.Duration {
+		return min(status().MaxRemaining(), 5*time.Minute)
+	}).Return(func(context.Context, activities.MinPartHoursRequest) (activities.RingStatus, error) {
+		rec.add("AwaitMinPartHours")
 		return status(), nil
 	})
 	f.env.OnActivity(swift.BackupBuilders, mock.Anything, mock.Anything).Return(activities.BackupResult{Dir: "/etc/swift/backups/x"}, nil)

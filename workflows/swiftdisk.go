@@ -17,9 +17,10 @@ import (
 // device is one of the node's Swift devices, in the rings, and no partition would be left without
 // a copy), optional drain (a child SwiftRing run), unmount (stopping the node's Swift services
 // when the target is busy), gate disk-replaced while a person swaps the disk, checks of the new
-// disk (present, its size, not mounted, no file system — or the overwrite-disk gate), mkfs.xfs
-// with a label on the whole disk (never twice), mount by label owned by swift, restart of the
-// node's Swift services, and replication followed until the device holds its share again.
+// disk (present, a whole disk, its size and kernel log, not mounted, no file system or partition
+// table — or the overwrite-disk gate), mkfs.xfs with a label on the whole disk (never twice), an
+// fstab entry by UUID and a mount through it, owned by swift, restart of the node's Swift
+// services, and replication followed until the device holds 95% of its partitions again.
 var SwiftDisk = Define(Def[SwiftDiskInput, swiftDiskPlan]{
 	Name:     "swift-disk",
 	Short:    "Replace a failed Swift disk: unmount, swap (gate), mkfs.xfs, mount, refill by replication",
@@ -78,12 +79,16 @@ func lastCopyRisk(st activities.RingStatus, ip, dev string, unhealthy []activiti
 		var down []string
 		for _, u := range unhealthy {
 			if len(ri.Find(nodeIP[u.Node], u.Device)) > 0 {
-				down = append(down, u.Node+"/"+u.Device)
+				why := "unmounted or failing"
+				if u.Unreachable {
+					why = "node cannot be reached: counted as holding none of its copies"
+				}
+				down = append(down, u.Node+"/"+u.Device+" ("+why+")")
 			}
 		}
 		left := int(math.Floor(ri.Replicas)) - 1 - len(down)
 		if left < 1 {
-			return fmt.Sprintf("the %s ring keeps %.0f replica(s) and %d other device(s) are unmounted or failing (%s): %s may hold the last copy of some partitions",
+			return fmt.Sprintf("the %s ring keeps %.0f replica(s) and %d other device(s) are unavailable: %s; %s may hold the last copy of some partitions",
 				ri.Kind, ri.Replicas, len(down), strings.Join(down, ", "), dev)
 		}
 	}
@@ -227,6 +232,9 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 				}
 			}
 		}
+		if target.Unreachable {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("refused: %s itself cannot be reached (%s): nothing can be unmounted or checked there", in.Node, target.Detail), activities.ErrTypeRefused, nil)
+		}
 		if why := lastCopyRisk(st, node.RingIP, in.Device, unhealthy, nodeIP); why != "" {
 			return temporal.NewNonRetryableApplicationError("refused: "+why, activities.ErrTypeRefused, nil)
 		}
@@ -262,15 +270,15 @@ func planSwiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (Approval, erro
 	plan = append(plan,
 		fmt.Sprintf("unmount %s on %s (stopping the node's Swift services if the target is busy)", mountPoint, in.Node),
 		fmt.Sprintf("gate %s: a person replaces the disk", GateDiskReplaced),
-		fmt.Sprintf("check the new disk at %s: present, size, not mounted, no file system (else gate %s)", devPath, GateOverwriteDisk),
-		fmt.Sprintf("mkfs.xfs -L %s %s (whole disk), mount LABEL=%s %s, chown swift:swift", in.Device, devPath, in.Device, mountPoint),
+		fmt.Sprintf("check the new disk at %s: present, a whole disk, its size and kernel log, not mounted, no file system or partition table (else gate %s)", devPath, GateOverwriteDisk),
+		fmt.Sprintf("mkfs.xfs -L %s %s (whole disk), fstab entry UUID=<new> %s xfs noatime,nofail, mount through it, chown swift:swift", in.Device, devPath, mountPoint),
 		fmt.Sprintf("restart the Swift services of %s", in.Node),
 	)
 	if in.DrainFirst {
 		plan = append(plan, fmt.Sprintf("restore the weight of %s/%s to %s in every ring (child swift-ring run; waits durably for min_part_hours since the drain)",
 			in.Node, in.Device, activities.FormatWeight(restoreTo)))
 	}
-	plan = append(plan, fmt.Sprintf("follow replication until %s holds its share of data again (disk usage against the other devices, by ring weight)", in.Device))
+	plan = append(plan, fmt.Sprintf("follow replication until %s holds its share again: 95%% of the object-ring partitions it is given that its peers hold data for", in.Device))
 	r.SetPlan(plan)
 	*p = swiftDiskPlan{cl: cl, devPath: devPath, mountPoint: mountPoint, origWeight: origWeight, weights: weights,
 		restoreTo: restoreTo, differ: differ, restoreCmd: restoreCmd}
@@ -342,19 +350,34 @@ func swiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (string, error) {
 			return fmt.Errorf("%s (%s) on %s reports size 0", devPath, facts.Resolved, in.Node)
 		case facts.Mounted:
 			return fmt.Errorf("%s (%s) on %s is mounted: not a new disk", devPath, facts.Resolved, in.Node)
+		case facts.Type != "" && !activities.WholeDisk(facts.Type):
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) on %s is a %s, not a whole disk: swift-disk formats whole disks only (point swift.nodes.%s.devices.%s at the disk)",
+				devPath, facts.Resolved, in.Node, facts.Type, in.Node, in.Device), activities.ErrTypeRefused, nil)
 		}
-		r.step("inspect-new-disk").Detail = fmt.Sprintf("%s -> %s, %d bytes, not mounted, file system %q", devPath, facts.Resolved, facts.Size, facts.FSType)
+		kernel := "the kernel log names it nowhere (ring buffer rotated?)"
+		if n := len(facts.KernelLog); n > 0 {
+			kernel = fmt.Sprintf("kernel log: %d line(s), last %q", n, facts.KernelLog[n-1])
+		}
+		r.step("inspect-new-disk").Detail = fmt.Sprintf("%s -> %s (%s), %d bytes, not mounted, file system %q, partition table %q; %s",
+			devPath, facts.Resolved, facts.Type, facts.Size, facts.FSType, facts.PartTable, kernel)
 		return nil
 	})
 	if err != nil {
 		return "", err
 	}
 	r.SetDetail("new_disk", facts)
+	for _, l := range facts.KernelErrors {
+		r.AddFinding(activities.SeverityWarning, in.Node+"/"+in.Device, "the kernel log reports for %s: %s", facts.Resolved, l)
+	}
 	overwrite := false
-	if facts.FSType != "" {
+	if facts.FSType != "" || facts.PartTable != "" {
 		r.AddSteps(GateOverwriteDisk)
-		if err := r.Gate(GateOverwriteDisk, GateOptions{Summary: fmt.Sprintf("The new disk %s (%s, %d bytes) on %s already holds a %s file system (label %q, UUID %s). Approve to overwrite it.",
-			devPath, facts.Resolved, facts.Size, in.Node, facts.FSType, facts.Label, facts.UUID)}); err != nil {
+		what := fmt.Sprintf("a %s file system (label %q, UUID %s)", facts.FSType, facts.Label, facts.UUID)
+		if facts.FSType == "" {
+			what = "a partition table (" + facts.PartTable + ")"
+		}
+		if err := r.Gate(GateOverwriteDisk, GateOptions{Summary: fmt.Sprintf("The new disk %s (%s, %d bytes) on %s already holds %s. Approve to overwrite it.",
+			devPath, facts.Resolved, facts.Size, in.Node, what)}); err != nil {
 			return "", err
 		}
 		overwrite = true
@@ -378,7 +401,8 @@ func swiftDisk(r *Run, in *SwiftDiskInput, p *swiftDiskPlan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	r.step("mount").Detail = fmt.Sprintf("%s on %s, owner %s, %d bytes used by the empty file system", mr.Source, mr.MountPoint, mr.Owner, mr.UsedBytes)
+	r.step("mount").Detail = fmt.Sprintf("%s on %s through fstab entry %q (written now: %v), owner %s, %d bytes used by the empty file system",
+		mr.Source, mr.MountPoint, mr.Fstab, mr.FstabChanged, mr.Owner, mr.UsedBytes)
 	r.SetLeftState(strings.TrimPrefix(drained, "; "))
 
 	since := workflow.Now(r.ctx)

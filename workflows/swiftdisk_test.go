@@ -106,6 +106,40 @@ func TestSwiftDiskOverwriteNeedsGate(t *testing.T) {
 	assert.Contains(t, rec.calls, "FormatDisk overwrite=yes prev=old-uuid")
 }
 
+// A partition table counts as something to overwrite (gate); a partition is never formatted.
+func TestSwiftDiskWholeDiskOnly(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	withPT := emptyDisk
+	withPT.Type, withPT.PartTable, withPT.KernelErrors = "disk", "gpt", []string{"[ 9.1] blk_update_request: I/O error, dev loop9, sector 0"}
+	f.diskMocks(rec, healthy("storage2/sdd"), withPT)
+	f.approveAt(wf.GateDiskReplaced, "bob", time.Minute)
+	f.approveAt(wf.GateOverwriteDisk, "bob", 2*time.Minute)
+	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd"})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Contains(t, rec.calls, "FormatDisk overwrite=yes prev=")
+	found := false
+	for _, fd := range rep.Findings {
+		found = found || strings.Contains(fd.Message, "I/O error, dev loop9")
+	}
+	assert.True(t, found, "the kernel log's error is a finding: %+v", rep.Findings)
+
+	f = newFixture(t, swiftPolicy())
+	rec = &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+	part := emptyDisk
+	part.Type = "part"
+	f.diskMocks(rec, healthy("storage2/sdd"), part)
+	f.approveAt(wf.GateDiskReplaced, "bob", time.Minute)
+	f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd"})
+	rep = f.result()
+	assert.NotEqual(t, wf.StatusCompleted, rep.Status)
+	assert.Contains(t, stepDetailErr(rep, "inspect-new-disk"), "not a whole disk")
+	assert.NotContains(t, strings.Join(rec.calls, ","), "FormatDisk")
+}
+
 func TestSwiftDiskRefusesLastCopy(t *testing.T) {
 	f := newFixture(t, swiftPolicy())
 	rec := &swiftRec{}
@@ -118,6 +152,38 @@ func TestSwiftDiskRefusesLastCopy(t *testing.T) {
 	require.Equal(t, wf.StatusFailed, rep.Status)
 	assert.Contains(t, stepDetailErr(rep, "check-replicas"), "last copy")
 	assert.NotContains(t, rec.calls, "UnmountDevice")
+}
+
+// A storage node that cannot be reached holds none of its copies: with storage3 (zone 3, two
+// devices) away, a partition of sdd may have no copy left but the one on sdd.
+func TestSwiftDiskRefusesWhenNodeUnreachable(t *testing.T) {
+	for _, tc := range []struct {
+		name, want string
+		down       []string
+	}{
+		{"other node", "storage3/sdf (node cannot be reached: counted as holding none of its copies)", []string{}},
+		{"the node itself", "storage2 itself cannot be reached", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, swiftPolicy())
+			rec := &swiftRec{}
+			f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+			health := healthy(append([]string{"storage2/sdd"}, tc.down...)...)
+			away := "storage3"
+			if tc.down == nil {
+				away = "storage2"
+			}
+			for i := range health[away] {
+				health[away][i] = activities.DeviceState{Node: away, Device: health[away][i].Device, Unreachable: true, Detail: "node cannot be reached: connection refused"}
+			}
+			f.diskMocks(rec, health, emptyDisk)
+			f.run(wf.SwiftDisk.Type, wf.SwiftDiskInput{Meta: wf.Meta{RequestedBy: "alice"}, Node: "storage2", Device: "sdd"})
+			rep := f.result()
+			require.Equal(t, wf.StatusFailed, rep.Status, rep.Summary)
+			assert.Contains(t, stepDetailErr(rep, "check-replicas"), tc.want)
+			assert.NotContains(t, rec.calls, "UnmountDevice")
+		})
+	}
 }
 
 func TestSwiftDiskUnknownDeviceNeverConnects(t *testing.T) {

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -279,6 +280,41 @@ func stepOps(targets []*ringTarget, ports map[string]int, k, steps int) []activi
 	return ops
 }
 
+// autoSteps is how many rebalances a change needs so that none changes more than maxPct percent
+// of the object ring's total weight (the devices' weight changes summed), and why; 1 when the
+// change is small, the limit is 0 or the ring has no weight yet. At most 100 (--steps' limit).
+func autoSteps(targets []*ringTarget, st activities.RingStatus, maxPct float64) (int, string) {
+	ri, ok := st.Ring("object")
+	if !ok || maxPct <= 0 {
+		return 1, ""
+	}
+	var total, change float64
+	for _, d := range ri.Devices {
+		total += d.Weight
+	}
+	for _, t := range targets {
+		from, in := t.From["object"]
+		if !in {
+			from = 0
+		}
+		to := t.To
+		if t.Remove {
+			to = 0
+		}
+		change += math.Abs(to - from)
+	}
+	if total <= 0 || change <= 0 {
+		return 1, ""
+	}
+	pct := 100 * change / total
+	n := min(int(math.Ceil(pct/maxPct-1e-9)), 100)
+	if n <= 1 {
+		return 1, ""
+	}
+	return n, fmt.Sprintf("the change moves %s of the object ring's weight %s (%.1f%%); swift.max_step_percent is %g: %d steps",
+		activities.FormatWeight(change), activities.FormatWeight(total), pct, maxPct, n)
+}
+
 func describeOp(op activities.RingOp) string {
 	switch op.Action {
 	case "add":
@@ -344,6 +380,12 @@ func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, erro
 			return Approval{}, Summarize("invalid input", &FieldError{Field: "add", Value: t.Node, Problem: "swift.nodes." + t.Node + ".zone is not set: cannot place its devices"})
 		}
 	}
+	var plan []string
+	if auto, why := autoSteps(p.targets, st, cl.MaxStepPercent); auto > p.steps {
+		p.steps = auto
+		r.SetDetail("steps_why", why)
+		plan = append(plan, why)
+	}
 	ringsSummary := map[string]any{}
 	for _, ri := range st.Rings {
 		ringsSummary[ri.Kind] = map[string]any{"partitions": ri.Partitions, "replicas": ri.Replicas, "devices": ri.DeviceCount,
@@ -353,7 +395,6 @@ func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, erro
 		r.SetDetail("rings_before", ringsSummary)
 	}
 
-	var plan []string
 	changes := 0
 	for k := 1; k <= p.steps; k++ {
 		ops := stepOps(p.targets, cl.Ports, k, p.steps)

@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -112,6 +113,55 @@ func TestSwiftRingWeightInSteps(t *testing.T) {
 	}
 	assert.Equal(t, 3, n, "replication settles between steps")
 	assert.GreaterOrEqual(t, f.env.Now().Sub(start), 3*time.Hour, "min_part_hours between steps")
+}
+
+// A large change goes in steps by itself: swift.max_step_percent 10 and sdd from 100 to 0 (100
+// of the ring's 600, 16.7%) make two rebalances, without --steps.
+func TestSwiftRingSplitsLargeChangeByConfig(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{maxStep: 10}
+	var lastApply time.Time
+	f.swiftMocks(rec, func() activities.RingStatus {
+		if lastApply.IsZero() {
+			return ringStatus(0)
+		}
+		return ringStatus(max(time.Hour-f.env.Now().Sub(lastApply), 0))
+	})
+	f.env.OnActivity(swift.FollowReplication, mock.Anything, mock.Anything).Return(activities.ReplicationResult{Settled: true, Detail: "settled"}, nil)
+	rec.onApply = func() { lastApply = f.env.Now() }
+	f.approveAt(wf.GateApproveRingChange, "bob", time.Minute)
+	f.run(wf.SwiftRing.Type, wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}})
+	rep := f.result()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Len(t, rec.ops, 2)
+	assert.Equal(t, []string{"account set_weight 10.0.0.22/sdd 50", "container set_weight 10.0.0.22/sdd 50", "object set_weight 10.0.0.22/sdd 50"}, opWords(rec.ops[0]))
+	assert.Equal(t, 0.0, rec.ops[1][0].Weight)
+	assert.Contains(t, rep.Plan[0], "(16.7%); swift.max_step_percent is 10: 2 steps")
+	// A small change stays one rebalance; --steps may still ask for more.
+	for _, tc := range []struct {
+		in    wf.SwiftRingInput
+		steps int
+	}{
+		{wf.SwiftRingInput{SetWeight: []string{"storage2/sdd=50"}}, 1},
+		{wf.SwiftRingInput{SetWeight: []string{"storage2/sdd=50"}, Steps: 3}, 3},
+		{wf.SwiftRingInput{Remove: []string{"storage3"}}, 4}, // 200 of 600
+	} {
+		f := newFixture(t, swiftPolicy())
+		rec := &swiftRec{maxStep: 10}
+		f.swiftMocks(rec, func() activities.RingStatus { return ringStatus(0) })
+		tc.in.Meta = wf.Meta{RequestedBy: "alice"}
+		f.env.RegisterDelayedCallback(func() {
+			f.update(wf.UpdateReject, wf.GateDecisionRequest{Gate: wf.GateApproveRingChange, By: "bob"}, "")
+		}, time.Minute)
+		f.run(wf.SwiftRing.Type, tc.in)
+		rep := f.result()
+		plan := strings.Join(rep.Plan, "\n")
+		if tc.steps == 1 {
+			assert.NotContains(t, plan, "step ", "%+v", tc.in)
+		} else {
+			assert.Contains(t, plan, fmt.Sprintf("step %d/%d: object:", tc.steps, tc.steps), "%+v", tc.in)
+		}
+	}
 }
 
 func TestSwiftRingDistributeRepairsStaleNode(t *testing.T) {

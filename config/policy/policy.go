@@ -22,4 +22,21 @@ type Policy struct {
 	// PlanMaxAge: a plan older than this when its run is about to act (after a gate, a lease or
 	// a stalled step that waited) is made again, and approved again if it drifted.
 	PlanMaxAge time.Duration `mapstructure:"plan_max_age" yaml:"plan_max_age" json:"plan_max_age"`
+	// ConfigHold lists the catalogue commands (in order) that keep configuration management from
+	// starting nova-compute again while evacuate's host is in maintenance (systemd_mask,
+	// puppet_disable...); ConfigRelease undoes them (systemd_unmask, puppet_enable). Empty: none.
+	ConfigHold    []string `mapstructure:"config_hold" yaml:"config_hold" json:"config_hold,omitempty"`
+	ConfigRelease []string `mapstructure:"config_release" yaml:"config_release" json:"config_release,omitempty"`
+	// LiveMigrationStall: a live migration whose remaining memory has not shrunk for this long
+	// does not converge; LiveMigrationNotConverging says what then: "abort" (the migration is
+	// aborted and the move fails, then retries per policy and stalls) or "force-complete" (after
+	// the signed gate force-complete:<instance>, since it pauses the guest). Zero: not watched.
+	LiveMigrationStall         time.Duration `mapstructure:"live_migration_stall" yaml:"live_migration_stall" json:"live_migration_stall,omitempty"`
+	LiveMigrationNotConverging string        `mapstructure:"live_migration_not_converging" yaml:"live_migration_not_converging" json:"live_migration_not_converging,omitempty"`
 }
+
+// What a live migration that does not converge gets (LiveMigrationNotConverging).
+const (
+	NotConvergingAbort         = "abort"
+	NotConvergingForceComplete = "force-complete"
+)

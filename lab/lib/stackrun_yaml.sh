@@ -176,6 +176,9 @@ commands:
   # a host's boot time is that of its last "reboot" (labctl reboot: rolling-maintenance --action reboot)
   uptime: [$labctl, uptime, "{host}"]
   host_reboot: [$labctl, reboot, "{host}"]
+  # evacuate's configuration-management hold (policy.config_hold): labctl's mask, like systemctl's
+  systemd_mask: [$labctl, mask, "{host}", "{service}"]
+  systemd_unmask: [$labctl, unmask, "{host}", "{service}"]
   # the staged upgrade: the lab has the python3-* packages only, so the tools of nova-common,
   # glance-common and cinder-common run through labmanage; keystone-manage and placement-manage
   # are the packaged ones (the catalogue's defaults)
@@ -187,7 +190,7 @@ commands:
   nova_online_data_migrations: [$LAB_SRC/bin/labmanage, nova-manage, --config-file, "{config_file}", db, online_data_migrations, --max-count, "{count}"]
 policy:
   approvers: [alice, bob]
-  two_person_gates: [approve-plan, confirm-host-dead, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
+  two_person_gates: [approve-plan, confirm-host-dead, confirm-host-dead-override, force-complete, disk-replaced, db-rewrite, data-access, release-notes-read, tested-on-staging, canary-ok, config-updated, rollback]
   gate_timeout: 4h
   escalation: notify-then-wait
   escalation_repeats: 1

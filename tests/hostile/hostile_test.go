@@ -45,6 +45,7 @@ import (
 	"github.com/stackrun/stackrun/internal/app/inputflags"
 	"github.com/stackrun/stackrun/internal/app/workerapp"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
+	"github.com/stackrun/stackrun/tests/crash/results"
 	"github.com/stackrun/stackrun/internal/testenv/operators"
 	"github.com/stackrun/stackrun/workflows"
 )
@@ -388,29 +389,35 @@ func activities(ctx context.Context, t *testing.T, c client.Client, id string) [
 	return out
 }
 
-// writeResults writes .state/reliability/hostile.json (make reliability's "hostile inputs
-// refused" column reads it).
+// writeResults writes the hostile part of the reliability results (tests/crash/results, the
+// format make reliability's table reads): per runbook the inputs refused before any side effect,
+// of those tried ("chat" is the chat command lines).
 func writeResults(t *testing.T, tallies map[string]*tally, byKind map[string]int) {
-	root := devserver.RepoRoot(t)
-	dir := filepath.Join(root, ".state", "reliability")
-	must(t, os.MkdirAll(dir, 0o755))
 	names := make([]string, 0, len(tallies))
 	for n := range tallies {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	file := results.File{Part: "hostile", Measured: time.Now().UTC(), Mode: "sample"}
+	if os.Getenv("STACKRUN_HOSTILE_ALL") == "1" {
+		file.Mode = "full"
+	}
 	for _, n := range names {
 		tl := tallies[n]
 		t.Logf("%-18s hostile %4d  refused %4d  refused by the workflow %4d  side effects %d", n, tl.Hostile, tl.Refused, tl.RefusedByWorkflow, tl.SideEffects)
+		refused := tl.Refused
+		if tl.SideEffects > 0 { // refused after something happened is not refused
+			refused = 0
+		}
+		file.Rows = append(file.Rows, results.Row{Runbook: n, HostileRefused: results.Int(refused), HostileTotal: results.Int(tl.Hostile)})
 	}
-	out := struct {
-		Measured string            `json:"measured"`
-		Runbooks map[string]*tally `json:"runbooks"`
-		Kinds    map[string]int    `json:"kinds"`
-	}{time.Now().UTC().Format(time.RFC3339), tallies, byKind}
-	b, err := json.MarshalIndent(out, "", "  ")
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(dir, "hostile.json"), append(b, '\n'), 0o644))
+	kinds := make([]string, 0, len(byKind))
+	for k, n := range byKind {
+		kinds = append(kinds, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(kinds)
+	t.Logf("hostile values per kind of field: %s", strings.Join(kinds, ", "))
+	must(t, results.Write(results.Dir(devserver.RepoRoot(t)), file))
 }
 
 // TestFuzzSeeds writes the corpus as seed inputs of the fuzz targets (Go's testdata/fuzz/FuzzX/

@@ -83,6 +83,15 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
+	// evacuate's configuration-management hold runs these on computes: unknown names would only
+	// show when a host is already stopped for maintenance.
+	for key, names := range map[string][]string{"policy.config_hold": cfg.Policy.ConfigHold, "policy.config_release": cfg.Policy.ConfigRelease} {
+		for _, n := range names {
+			if _, ok := cat.Template(n, "compute"); !ok {
+				return nil, fmt.Errorf("%s: %q is not a catalogue command (commands, role_commands.compute)", key, n)
+			}
+		}
+	}
 
 	inv := map[string]activities.InventoryHost{}
 	for name, h := range cfg.Inventory {
@@ -176,7 +185,7 @@ func New(c client.Client, cfg *config.Config, log *slog.Logger) (*App, error) {
 func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFacts) activities.SwiftCluster {
 	sw := cfg.Swift
 	c := activities.SwiftCluster{
-		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism,
+		RingBuilderHost: sw.RingBuilderHost, BuilderDir: sw.BuilderDir, Parallelism: sw.Parallelism, MaxStepPercent: sw.MaxStepPercent,
 		Ports: map[string]int{"account": sw.AccountPort, "container": sw.ContainerPort, "object": sw.ObjectPort},
 		Nodes: map[string]activities.SwiftNodeInfo{},
 	}
@@ -190,8 +199,8 @@ func SwiftCluster(cfg *config.Config, services map[string][]activities.ServiceFa
 		info := activities.SwiftNodeInfo{
 			Name: name, RingIP: or(n.RingIP, cfg.Inventory[name].Address),
 			SwiftDir: or(n.SwiftDir, sw.SwiftDir), DevicesDir: or(n.DevicesDir, sw.DevicesDir),
-			ReconCachePath: or(n.ReconCachePath, sw.ReconCachePath),
-			Region:         max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
+			ReconCachePath: or(n.ReconCachePath, sw.ReconCachePath), Fstab: sw.Fstab,
+			Region: max(n.Region, 1), Zone: n.Zone, Weight: n.Weight, Devices: map[string]string{},
 		}
 		if info.Weight == 0 {
 			info.Weight = config.DefaultSwiftWeight

@@ -49,6 +49,7 @@ var Kinds = map[string]string{
 	"path":        KindPath,
 	"dest":        KindPath,
 	"label":       KindLabel,
+	"fstab":       KindPath,
 	"builder":     KindBuilder,
 	"weight":      KindDecimal,
 	"count":       KindNumber,

@@ -41,6 +41,12 @@ var defaultCommands = map[string][]string{
 	"log_tail":        {"tail", "-n", "{lines}", "{log}"},
 	"service_pid":     {"systemctl", "show", "-p", "MainPID", "--value", "{service}"}, // 0 = not running
 	"tcp_established": {"ss", "-H", "-t", "-n", "-p", "state", "established"},
+	// configuration management hold and release (evacuate's maintenance, policy.config_hold and
+	// policy.config_release): each is idempotent, so a retried step does no harm
+	"systemd_mask":   {"systemctl", "mask", "{service}"}, // `systemctl start` refuses a masked unit
+	"systemd_unmask": {"systemctl", "unmask", "{service}"},
+	"puppet_disable": {"puppet", "agent", "--disable", "stackrun maintenance (evacuate)"},
+	"puppet_enable":  {"puppet", "agent", "--enable"},
 	// host facts
 	"uptime":   {"cat", "/proc/uptime"},
 	"hostname": {"cat", "/proc/sys/kernel/hostname"},
@@ -61,11 +67,15 @@ var defaultCommands = map[string][]string{
 	"file_copy":      {"cp", "-p", "{path}", "{dest}"},
 	"mkfs_xfs":       {"mkfs.xfs", "-L", "{label}", "{device_path}"}, // no -f: refuses to overwrite a file system
 	"mount_label":    {"mount", "LABEL={label}", "{path}"},
-	"mkdir":          {"mkdir", "-p", "{path}"},
-	"chown_swift":    {"chown", "swift:swift", "{path}"},
-	"list_dir":       {"ls", "-1A", "{path}"},
-	"disk_free":      {"df", "-P", "-B1", "{path}"},
-	"disk_free_all":  {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
+	// mount_fstab mounts a mount point as its fstab entry says (swift-disk: by UUID).
+	"mount_fstab": {"mount", "--fstab", "{fstab}", "{path}"},
+	// kernel_log is the kernel's ring buffer (swift-disk reads what it says about a new disk).
+	"kernel_log":    {"dmesg"},
+	"mkdir":         {"mkdir", "-p", "{path}"},
+	"chown_swift":   {"chown", "swift:swift", "{path}"},
+	"list_dir":      {"ls", "-1A", "{path}"},
+	"disk_free":     {"df", "-P", "-B1", "{path}"},
+	"disk_free_all": {"df", "-P", "-B1", "-l"}, // every local file system (weekly disk check)
 	// pending security updates, per OS family (checks.os_family_label): the daily check
 	"security_updates_debian": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},
 	"security_updates_ubuntu": {"apt-get", "-s", "-o", "Debug::NoLocking=true", "upgrade"},

@@ -22,7 +22,7 @@ var readOnlyCommands = []string{
 	"service_status", "service_pid", "journal_tail", "log_tail", "tcp_established",
 	"uptime", "hostname",
 	"mount_list", "block_devices", "block_device", "blkid", "block_device_path", "device_realpath",
-	"stat_owner", "list_dir", "disk_free", "disk_free_all",
+	"stat_owner", "list_dir", "disk_free", "disk_free_all", "kernel_log",
 	"security_updates_debian", "security_updates_ubuntu", "security_updates_rhel",
 	"md5sum", "sha256sum",
 	"ring_show", "ring_search",
@@ -38,8 +38,8 @@ var readOnlyCommands = []string{
 // exactly one of the two lists (a test checks it), so a new command must be classified.
 var mutatingCommands = []string{
 	"service_start", "service_stop", "service_restart", "service_enable", "service_disable",
-	"host_reboot",
-	"umount", "umount_lazy", "mkfs_xfs_force", "mkfs_xfs", "mount_label", "mkdir", "chown_swift", "file_copy",
+	"host_reboot", "systemd_mask", "systemd_unmask", "puppet_disable", "puppet_enable",
+	"umount", "umount_lazy", "mkfs_xfs_force", "mkfs_xfs", "mount_label", "mount_fstab", "mkdir", "chown_swift", "file_copy",
 	"ring_add", "ring_set_weight", "ring_remove", "ring_rebalance", "ring_write",
 	// validate and dispersion read the builder only, as far as Swift 2.30 goes; nothing
 	// read-only needs them, so they are not vouched for.
