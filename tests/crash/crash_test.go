@@ -267,6 +267,13 @@ func (r *rig) approve(ctx context.Context, id string) {
 		if d.GetWorkflowExecutionInfo().GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
 			return
 		}
+		// A child with gates of its own (rolling-maintenance's evacuate): approved the same way.
+		for _, c := range d.GetPendingChildren() {
+			if cid := c.GetWorkflowId(); !done["child "+cid] {
+				done["child "+cid] = true
+				go r.approve(ctx, cid)
+			}
+		}
 		var status string
 		if p := d.GetWorkflowExecutionInfo().GetSearchAttributes().GetIndexedFields()[workflows.AttrStatus.GetName()]; p != nil {
 			_ = converter.GetDefaultDataConverter().FromPayload(p, &status)

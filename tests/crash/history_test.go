@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -41,7 +42,8 @@ var historyOnly = []runbookCase{
 // TestHistoryWorstCase runs every case of the matrix once at its largest plan, on the dev server
 // with the crash worker (activities answer at once), and counts the events of its history and
 // of every child run's: each must stay under historyLimit. STACKRUN_HISTORY_SCALE overrides
-// the scales (one number for every growing case).
+// the scales (one number for every growing case); STACKRUN_HISTORY_RUN (a regexp of labels)
+// runs only the cases it matches.
 func TestHistoryWorstCase(t *testing.T) {
 	if os.Getenv("STACKRUN_HISTORY") == "" {
 		// About 10 minutes on a loaded 2-core machine: make reliability runs it, make test does not.
@@ -52,7 +54,14 @@ func TestHistoryWorstCase(t *testing.T) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var table []string
+	only, err := regexp.Compile(os.Getenv("STACKRUN_HISTORY_RUN"))
+	if err != nil {
+		t.Fatalf("STACKRUN_HISTORY_RUN: %v", err)
+	}
 	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
+		if !only.MatchString(rc.label()) {
+			continue
+		}
 		n := historyScale[rc.label()]
 		if v, err := strconv.Atoi(os.Getenv("STACKRUN_HISTORY_SCALE")); err == nil && n > 0 {
 			n = v

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/stackrun/stackrun/activities"
@@ -91,7 +92,10 @@ func registerCompute(w worker.Worker, st *Store, hosts []string, status string, 
 	reg("SSHReachable", c.SSHReachable)
 	reg("PingAddress", c.PingAddress)
 	reg("DBVolumeAttachments", c.DBVolumeAttachments)
+	theCompute = c // GetInstance is registered by the inspector's mock, which asks this world for vm-N
 }
+
+var theCompute *mockCompute
 
 func (c *mockCompute) service(h string) activities.ComputeService {
 	s := activities.ComputeService{Host: h, ID: "svc-" + h, Status: "enabled", State: "up"}
@@ -150,6 +154,19 @@ func (c *mockCompute) InstancesOnHost(ctx context.Context, host string) ([]activ
 		}
 	}
 	return out, nil
+}
+
+// GetInstance: an instance of the world, on its host (rolling-maintenance's migrate-back).
+// mockInspector.GetInstance answers for these instances with it.
+func (c *mockCompute) GetInstance(ctx context.Context, id string) (activities.Instance, error) {
+	time.Sleep(work)
+	list, _ := c.InstancesOnHost(ctx, c.where(id))
+	for _, i := range list {
+		if i.ID == id {
+			return i, nil
+		}
+	}
+	return activities.Instance{}, temporal.NewNonRetryableApplicationError("no instance "+id, activities.ErrTypeNotFound, nil)
 }
 
 func (c *mockCompute) DBInstancesOnHost(ctx context.Context, host string) ([]string, error) {

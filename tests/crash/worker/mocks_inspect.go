@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -124,6 +125,9 @@ func (d *mockInspector) DiskInspectionState(ctx context.Context, loc activities.
 }
 
 func (d *mockInspector) GetInstance(ctx context.Context, id string) (activities.Instance, error) {
+	if theCompute != nil && slices.Contains(instances, id) {
+		return theCompute.GetInstance(ctx, id)
+	}
 	time.Sleep(work)
 	return activities.Instance{ID: id, Name: "broken-vm", Status: d.status(), Host: d.host}, nil
 }

@@ -45,11 +45,19 @@ func registerSwift(w worker.Worker, st *Store, host string) {
 	reg("RingSums", s.RingSums)
 }
 
+// nodes are HOST-s1..3, or HOST-s1..N with CRASH_SCALE=N (history_test.go's largest ring).
 func (s *mockSwift) nodes() []string {
-	return []string{s.host + "-s1", s.host + "-s2", s.host + "-s3"}
+	out := make([]string, max(scale, 3))
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-s%d", s.host, i+1)
+	}
+	return out
 }
 
+// devicesOf names node i's two devices: sdb/sdc, sdd/sde, sdf/sdg, again from sdb on the 4th
+// node of a scaled cluster (zone i%3+1).
 func devicesOf(i int) []string {
+	i %= 3
 	return []string{"sd" + string(rune('b'+2*i)), "sd" + string(rune('c'+2*i))}
 }
 
@@ -65,7 +73,7 @@ func (s *mockSwift) SwiftTopology(ctx context.Context) (activities.SwiftCluster,
 			devs[d] = "/dev/" + d
 		}
 		c.Nodes[n] = activities.SwiftNodeInfo{Name: n, RingIP: ringIP(i), SwiftDir: "/etc/swift", DevicesDir: "/srv/node",
-			Region: 1, Zone: i + 1, Weight: 100, Devices: devs}
+			Region: 1, Zone: i%3 + 1, Weight: 100, Devices: devs}
 	}
 	return c, nil
 }
@@ -79,7 +87,7 @@ func (s *mockSwift) weight(kind, node, dev string) float64 {
 }
 
 func (s *mockSwift) ring(kind string) activities.RingInfo {
-	ri := activities.RingInfo{Kind: kind, Builder: "/etc/swift/" + kind + ".builder", Partitions: 256, Replicas: 3, Zones: 3, DeviceCount: 6,
+	ri := activities.RingInfo{Kind: kind, Builder: "/etc/swift/" + kind + ".builder", Partitions: 256, Replicas: 3, Zones: 3, DeviceCount: 2 * len(s.nodes()),
 		MinPartHours: 1, RingFile: "up-to-date"}
 	if s.st.Get("dirty/"+kind) == "yes" {
 		ri.RingFile = "older than the builder"
@@ -87,7 +95,7 @@ func (s *mockSwift) ring(kind string) activities.RingInfo {
 	id := 0
 	for i, n := range s.nodes() {
 		for _, d := range devicesOf(i) {
-			ri.Devices = append(ri.Devices, activities.RingDevice{ID: id, Region: 1, Zone: i + 1, IP: ringIP(i),
+			ri.Devices = append(ri.Devices, activities.RingDevice{ID: id, Region: 1, Zone: i%3 + 1, IP: ringIP(i),
 				Port: 6200, Name: d, Weight: s.weight(kind, n, d), Partitions: 128})
 			id++
 		}
