@@ -282,6 +282,10 @@ type GateOptions struct {
 // policy's two_person_gates are destructive: the requester may not approve them.
 func (r *Run) Gate(name string, opts GateOptions) error { return r.GateIn(r.ctx, name, opts) }
 
+// maxEscalationInterval bounds the wait between escalations of a gate that escalates without end
+// (policy.escalation_repeats 0).
+const maxEscalationInterval = 7 * 24 * time.Hour
+
 // GateIn is Gate for a gate opened inside a coroutine of the run (workflow.Go), e.g. one of
 // several moves in flight: ctx is the coroutine's context, which the wait uses.
 func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error {
@@ -304,6 +308,7 @@ func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error 
 		fmt.Sprintf("stackrun approve %s %s   (web UI: paste the JSON of `stackrun approve %s %s --print-signal` into \"Send a Signal\" %q)", r.info.WorkflowExecution.ID, name, r.info.WorkflowExecution.ID, name, SignalApprove))
 
 	decided := func() bool { return g.decided }
+	wait := timeout
 	for !g.decided {
 		if g.Escalations >= r.policy.EscalationRepeats && r.policy.EscalationRepeats > 0 && r.policy.Escalation != EscalateThenAbort {
 			// Escalated as often as policy says: keep waiting without further timers.
@@ -312,7 +317,7 @@ func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error 
 			}
 			break
 		}
-		ok, err := workflow.AwaitWithTimeout(ctx, timeout, decided)
+		ok, err := workflow.AwaitWithTimeout(ctx, wait, decided)
 		if err != nil {
 			return err
 		}
@@ -320,7 +325,12 @@ func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error 
 			break
 		}
 		g.Escalations++
-		g.Deadline = workflow.Now(ctx).Add(timeout)
+		if r.policy.EscalationRepeats == 0 {
+			// Escalating without end: each wait twice the last, up to a week, so that a gate
+			// nobody answers for months keeps its history small (12 events an escalation).
+			wait = min(2*wait, max(timeout, maxEscalationInterval))
+		}
+		g.Deadline = workflow.Now(ctx).Add(wait)
 		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(ctx).Sub(g.OpenedAt), name),
 			fmt.Sprintf("stackrun approve %s %s", r.info.WorkflowExecution.ID, name))
 		if r.policy.Escalation == EscalateThenAbort && g.Escalations >= max(1, r.policy.EscalationRepeats) {

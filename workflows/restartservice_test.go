@@ -304,3 +304,32 @@ func TestStalledStepSkipContinues(t *testing.T) {
 		}
 	}
 }
+
+// A gate that escalates without end (escalation_repeats 0) doubles its wait up to a week: a
+// year unanswered is about 60 escalations, not 2,190, and its history stays small.
+func TestGateEscalatingWithoutEndBacksOff(t *testing.T) {
+	p := basePolicy()
+	p.EscalationRepeats = 0
+	f := newFixture(t, p)
+	f.hostMocks()
+	f.grantLeases()
+	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StatusWaitingApproval, st.Status)
+		// Escalations after timeout, 2×, 4×, ... up to 7 days, then every 7 days.
+		want, at, wait := 0, time.Duration(0), p.GateTimeout
+		for at+wait <= 365*24*time.Hour {
+			at += wait
+			want++
+			wait = min(2*wait, 7*24*time.Hour)
+		}
+		require.Equal(t, want, st.OpenGates[0].Escalations)
+		require.Less(t, want, 70)
+		f.update(wf.UpdateApprove, wf.GateDecisionRequest{Gate: wf.GateApproveRestart, By: "bob"}, "")
+	}, 365*24*time.Hour)
+	f.run(wf.RestartService.Type, restartInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status)
+	require.Less(t, strings.Count(strings.Join(f.notified, ","), "gate-escalated"), 70)
+}
