@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.temporal.io/api/serviceerror"
 	"io"
 	"os"
 	"os/signal"
@@ -34,6 +35,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	fmt.Fprintln(stderr, "Error:", err)
+	if h := refusalHint(err); h != "" {
+		fmt.Fprintln(stderr, h)
+	}
 	if isUsage(err) {
 		path := "stackrun"
 		if cmd != nil {
@@ -68,4 +72,16 @@ func isUsage(err error) bool {
 		}
 	}
 	return false
+}
+
+// refusalHint explains Temporal's own refusal, which says only "Request unauthorized.": the
+// frontend grants by the client certificate (docs/production.md, authorization).
+func refusalHint(err error) string {
+	var pd *serviceerror.PermissionDenied
+	if !errors.As(err, &pd) {
+		return ""
+	}
+	return "Temporal refused this client: its frontend grants by the client certificate's name (CN), and this one " +
+		"(temporal.tls.cert_file / --temporal-tls-cert) has no role for this call; ask the Temporal admin to add it to the " +
+		"roles file (deploy/temporal/tls-roles; docs/production.md, \"TLS and who may call\")."
 }
