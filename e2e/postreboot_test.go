@@ -45,7 +45,8 @@ func TestPostRebootCheckOnLab(t *testing.T) {
 	critical := func(rep *workflows.Report) []string {
 		var out []string
 		for _, f := range rep.Findings {
-			if f.Severity == activities.SeverityCritical || strings.Contains(f.Message, "AMQP") {
+			// An AMQP socket seen only by ss is weaker evidence, an info finding: not a failure.
+			if f.Severity == activities.SeverityCritical || f.Severity != activities.SeverityInfo && strings.Contains(f.Message, "AMQP") {
 				out = append(out, f.Subject+": "+f.Message)
 			}
 		}

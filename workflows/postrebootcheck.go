@@ -157,11 +157,12 @@ func postRebootCheck(r *Run, in *PostRebootCheckInput, p *postRebootCheckPlan) (
 			if err := r.Exec(ctx, "amqp", in.Host+"/"+s.Name, hosts.CheckAMQP, &res, req); err != nil {
 				return err
 			}
+			logPath := strings.ReplaceAll(s.Log, "{host}", in.Host) // as the host's command sees it
 			switch {
 			case !res.Connected:
-				r.AddFinding(activities.SeverityWarning, in.Host+"/"+s.Name, "no AMQP connection logged in %s since %s", s.Log, since.Format(time.RFC3339))
+				r.AddFinding(activities.SeverityWarning, in.Host+"/"+s.Name, "no AMQP connection logged in %s since %s", logPath, since.Format(time.RFC3339))
 			case res.WeakAMQP():
-				r.AddFinding(activities.SeverityInfo, in.Host+"/"+s.Name, "AMQP: weaker evidence, only a socket seen by ss (%s); no connection logged in %s since %s", res.Line, s.Log, since.Format(time.RFC3339))
+				r.AddFinding(activities.SeverityInfo, in.Host+"/"+s.Name, "AMQP: weaker evidence, only a socket seen by ss (%s); no connection logged in %s since %s", res.Line, logPath, since.Format(time.RFC3339))
 			}
 		}
 		return nil
