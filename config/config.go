@@ -223,7 +223,7 @@ const (
 	DefaultKnownHostsFile       = "~/.ssh/known_hosts"
 	DefaultConnectTimeout       = 10 * time.Second
 	DefaultCommandTimeout       = 2 * time.Minute
-	DefaultRequestTimeout       = 60 * time.Second // openstack.request_timeout
+	DefaultRequestTimeout       = 2 * time.Minute // openstack.request_timeout: above Nova's rpc_response_timeout (60 s)
 	DefaultMaxOutputBytes       = 1 << 20
 	DefaultGateTimeout          = 4 * time.Hour
 	DefaultPlanMaxAge           = time.Hour

@@ -14,8 +14,9 @@ import (
 // DefaultRequestTimeout bounds one HTTP request (connect, headers and body). Without it a
 // request to an API that accepted the connection and never answers would hang until the
 // activity's own timeout; with it the request fails and is retried (reads) or the activity
-// re-checks the world and decides (writes).
-const DefaultRequestTimeout = 60 * time.Second
+// re-checks the world and decides (writes). Above Nova's rpc_response_timeout (60 s): some
+// calls (a service update, server diagnostics) wait for an RPC reply and answer after it.
+const DefaultRequestTimeout = 2 * time.Minute
 
 // DefaultReadRetries is how often a read (GET, HEAD) is retried in place after a transport error,
 // a 5xx answer or a cut body, before the error reaches the activity.
