@@ -80,11 +80,15 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 			}
 		case in.Host != req.Source && !busy(in):
 			res.To = in.Host
+			m, err := latestMigration(ctx, cl, req.ID, hb.FirstStart)
+			if err == nil && m != nil {
+				res.Migration, res.MigrationStat = m.UUID, m.Status
+				// A request whose answer was lost (hb.Requested is set only after Nova's answer)
+				// left its migration record: the move is this step's, not someone else's.
+				hb.Requested = hb.Requested || fromSource(m, req)
+			}
 			res.Started = hb.Requested
 			res.AlreadyMoved = !hb.Requested
-			if m, err := latestMigration(ctx, cl, req.ID, hb.FirstStart); err == nil && m != nil {
-				res.Migration, res.MigrationStat = m.UUID, m.Status
-			}
 			res.Duration = time.Since(hb.FirstStart)
 			if !slices.Contains(expect, in.Status) {
 				return res, temporal.NewApplicationError(fmt.Sprintf("%s (%s) is on %s but %s (expected %s)%s",
@@ -92,6 +96,17 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 			}
 			return res, nil
 		case in.Host == req.Source && !busy(in):
+			if !requestedHere {
+				// An earlier attempt may have sent the request and lost Nova's answer: a migration
+				// record since this step began says the request arrived, and its move is over.
+				m, err := latestMigration(ctx, cl, req.ID, hb.FirstStart)
+				if err != nil {
+					return res, err
+				}
+				if fromSource(m, req) {
+					requestedHere, hb.Requested = true, true
+				}
+			}
 			if requestedHere {
 				// It was asked to move and is idle on the source again: the move failed.
 				detail := ""
@@ -119,6 +134,8 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 			if time.Now().After(deadline) {
 				return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("move of %s: deadline %s passed before it could start", req.ID, timeout), "MoveTimeout", nil)
 			}
+			// FirstStart reaches the next attempt even if the answer to the request is lost.
+			activity.RecordHeartbeat(ctx, hb)
 			if err := startMove(ctx, cl, req); err != nil {
 				return res, err
 			}
@@ -169,6 +186,12 @@ func startMove(ctx context.Context, cl *openstack.Clients, req MoveRequest) erro
 		return novaError(fmt.Sprintf("%s move of %s to %s", req.Kind, req.ID, cmp.Or(req.Target, "(scheduler)")), err)
 	}
 	return nil
+}
+
+// fromSource says whether migration record m (nil: none) moves the instance off req's source: a
+// record of an earlier move to the source (the evacuation before a migrate-back) is not this one.
+func fromSource(m *openstack.Migration, req MoveRequest) bool {
+	return m != nil && (m.SourceCompute == "" || m.SourceCompute == req.Source)
 }
 
 // latestMigration returns the newest migration record of the instance created at or after since

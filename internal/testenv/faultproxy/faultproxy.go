@@ -51,6 +51,17 @@ type Options struct {
 	SlowChunk time.Duration
 	// Exempt requests are never faulted (nil: none).
 	Exempt func(*http.Request) bool
+	// Force injects each of its faults once, into the first request (while enabled) that it
+	// matches, whatever the seed says: a test that must see a write meet a fault does not
+	// depend on the order in which concurrent requests draw from the seed.
+	Force []Forced
+}
+
+// Forced is one fault for the first request with this method whose path ends with PathSuffix.
+type Forced struct {
+	Method     string
+	PathSuffix string
+	Kind       Kind
 }
 
 // Stats count what the proxy did.
@@ -79,6 +90,7 @@ type Proxy struct {
 	stats   Stats
 	enabled bool
 	closed  bool
+	forced  []bool // Options.Force used
 }
 
 type front struct {
@@ -105,6 +117,7 @@ func New(opts Options) *Proxy {
 		fronts:  map[string]*front{},
 		stats:   Stats{Faults: map[Kind]int{}, ByMethod: map[string]int{}},
 		enabled: true,
+		forced:  make([]bool, len(opts.Force)),
 	}
 }
 
@@ -183,10 +196,22 @@ func (p *Proxy) pick(r *http.Request) Kind {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stats.Requests++
-	if !p.enabled || exempt || p.rnd.Float64() >= p.opts.Rate {
+	if !p.enabled || exempt {
 		return ""
 	}
-	k := p.opts.Kinds[p.rnd.Intn(len(p.opts.Kinds))]
+	k := Kind("")
+	for i, f := range p.opts.Force {
+		if !p.forced[i] && r.Method == f.Method && strings.HasSuffix(r.URL.Path, f.PathSuffix) {
+			p.forced[i], k = true, f.Kind
+			break
+		}
+	}
+	if k == "" {
+		if p.rnd.Float64() >= p.opts.Rate {
+			return ""
+		}
+		k = p.opts.Kinds[p.rnd.Intn(len(p.opts.Kinds))]
+	}
 	p.stats.Faults[k]++
 	p.stats.ByMethod[r.Method]++
 	return k

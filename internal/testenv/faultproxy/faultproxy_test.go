@@ -136,3 +136,39 @@ func TestResetAfterReachesTheServiceOnce(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, 202, resp.StatusCode)
 }
+
+// A forced fault hits the first matching request even at rate 0, once; disabled, it waits.
+func TestForcedFaultHitsTheFirstMatchOnce(t *testing.T) {
+	var posts atomic.Int64
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			posts.Add(1)
+		}
+		w.WriteHeader(202)
+	}))
+	defer up.Close()
+	p := New(Options{Rate: 0, Force: []Forced{{Method: http.MethodPost, PathSuffix: "/action", Kind: ResetAfter}}})
+	defer p.Close()
+	base, err := p.Front(up.URL + "/")
+	require.NoError(t, err)
+	post := func(path string) error {
+		resp, err := http.Post(base+path, "application/json", strings.NewReader(`{}`))
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	p.Enable(false)
+	require.NoError(t, post("servers/1/action"), "not while disabled")
+	p.Enable(true)
+	require.NoError(t, post("servers/1/metadata"), "another path")
+	resp, err := http.Get(base + "servers/1/action")
+	require.NoError(t, err, "another method")
+	resp.Body.Close()
+	require.Error(t, post("servers/1/action"), "the first match")
+	require.NoError(t, post("servers/2/action"), "only once")
+	s := p.Stats()
+	require.Equal(t, 1, s.Faults[ResetAfter])
+	require.Equal(t, 1, s.ByMethod[http.MethodPost])
+	require.EqualValues(t, 4, posts.Load(), "the reset came after the service saw it")
+}
