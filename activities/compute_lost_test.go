@@ -11,6 +11,7 @@ import (
 	fakeclient "github.com/gophercloud/gophercloud/v2/testhelper/client"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/testsuite"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/internal/infra/openstack"
@@ -95,7 +96,7 @@ func TestMoveInstanceLostAnswerMoveDoneIsOurs(t *testing.T) {
 	req := activities.MoveRequest{ID: "s1", Source: "compute1", Target: "compute2", Kind: activities.MoveLive, Timeout: time.Minute}
 	_, err := activityEnv(t, c).ExecuteActivity(c.MoveInstance, req)
 	require.Error(t, err, "the first attempt lost Nova's answer")
-	v, err := activityEnv(t, c).ExecuteActivity(c.MoveInstance, req)
+	v, err := retried(t, c).ExecuteActivity(c.MoveInstance, req)
 	require.NoError(t, err)
 	var res activities.MoveResult
 	require.NoError(t, v.Get(&res))
@@ -114,7 +115,7 @@ func TestMoveInstanceLostAnswerFailedMoveIsNotRepeated(t *testing.T) {
 	req := activities.MoveRequest{ID: "s1", Source: "compute1", Target: "compute2", Kind: activities.MoveLive, Timeout: time.Minute}
 	_, err := activityEnv(t, c).ExecuteActivity(c.MoveInstance, req)
 	require.Error(t, err)
-	_, err = activityEnv(t, c).ExecuteActivity(c.MoveInstance, req)
+	_, err = retried(t, c).ExecuteActivity(c.MoveInstance, req)
 	require.Error(t, err)
 	assert.Equal(t, "MoveFailed", errType(err), "%v", err)
 	assert.Contains(t, err.Error(), "m-11 error")
@@ -127,7 +128,25 @@ func TestMoveInstanceEarlierMoveToTheSourceIsNotOurs(t *testing.T) {
 	n, cl := newLostAnswerNova(t, false, migrationJSON(5, "compute2", "compute1", "completed", time.Now().Add(-10*time.Second)))
 	c := moveCompute(cl)
 	req := activities.MoveRequest{ID: "s1", Source: "compute1", Target: "compute2", Kind: activities.MoveLive, Timeout: time.Minute}
-	_, err := activityEnv(t, c).ExecuteActivity(c.MoveInstance, req)
+	_, err := retried(t, c).ExecuteActivity(c.MoveInstance, req)
 	require.Error(t, err, "the answer is lost")
 	assert.Equal(t, 1, n.sentPosts(), "the earlier record did not stop the request")
+}
+
+// A new activity (an operator's retry after a stall: no heartbeat of an earlier attempt) asks
+// again although a failed move of the same source is in the records.
+func TestMoveInstanceNewActivityAsksAgain(t *testing.T) {
+	n, cl := newLostAnswerNova(t, false, migrationJSON(5, "compute1", "compute2", "error", time.Now().Add(-10*time.Second)))
+	c := moveCompute(cl)
+	req := activities.MoveRequest{ID: "s1", Source: "compute1", Target: "compute2", Kind: activities.MoveLive, Timeout: time.Minute}
+	_, err := activityEnv(t, c).ExecuteActivity(c.MoveInstance, req)
+	require.Error(t, err, "the answer is lost")
+	assert.Equal(t, 1, n.sentPosts())
+}
+
+// retried is the environment of a later attempt: the first heartbeated just before asking.
+func retried(t *testing.T, c *activities.Compute) *testsuite.TestActivityEnvironment {
+	env := activityEnv(t, c)
+	env.SetHeartbeatDetails(map[string]any{"first_start": time.Now().Add(-2 * time.Second)})
+	return env
 }

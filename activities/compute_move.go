@@ -49,7 +49,11 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 		expect = []string{"ACTIVE"}
 	}
 	var hb moveProgress
-	if activity.HasHeartbeatDetails(ctx) {
+	// resumed: an earlier attempt of this activity heartbeated (always before it asks Nova), so
+	// it may have asked and lost the answer. A new activity (an operator's retry after a stall)
+	// is not resumed: a failed move before it does not stop it from asking again.
+	resumed := activity.HasHeartbeatDetails(ctx)
+	if resumed {
 		_ = activity.GetHeartbeatDetails(ctx, &hb)
 	}
 	now := time.Now()
@@ -85,7 +89,7 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 				res.Migration, res.MigrationStat = m.UUID, m.Status
 				// A request whose answer was lost (hb.Requested is set only after Nova's answer)
 				// left its migration record: the move is this step's, not someone else's.
-				hb.Requested = hb.Requested || fromSource(m, req)
+				hb.Requested = hb.Requested || (resumed && fromSource(m, req))
 			}
 			res.Started = hb.Requested
 			res.AlreadyMoved = !hb.Requested
@@ -96,7 +100,7 @@ func (c *Compute) MoveInstance(ctx context.Context, req MoveRequest) (MoveResult
 			}
 			return res, nil
 		case in.Host == req.Source && !busy(in):
-			if !requestedHere {
+			if !requestedHere && resumed {
 				// An earlier attempt may have sent the request and lost Nova's answer: a migration
 				// record since this step began says the request arrived, and its move is over.
 				m, err := latestMigration(ctx, cl, req.ID, hb.FirstStart)

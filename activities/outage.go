@@ -418,8 +418,30 @@ func (o *Outage) OutageStartInstance(ctx context.Context, req OutageInstanceRequ
 	if err != nil {
 		return OutageInstanceResult{}, err
 	}
+	// FirstStart reaches a retry in the heartbeat, recorded before any request: a start or
+	// reboot whose answer was lost is then found in the action log, not sent a second time.
+	var hb struct {
+		FirstStart time.Time `json:"first_start"`
+	}
+	resumed := activity.HasHeartbeatDetails(ctx) // an earlier attempt may have asked
+	if resumed {
+		_ = activity.GetHeartbeatDetails(ctx, &hb)
+	}
+	if hb.FirstStart.IsZero() {
+		hb.FirstStart = time.Now()
+	}
+	activity.RecordHeartbeat(ctx, hb)
 	res := OutageInstanceResult{ID: id, Action: "already-up"}
+	var asked string
+	if resumed && s.TaskState == "" && (s.Status == "ACTIVE" || s.Status == "SHUTOFF") {
+		if asked, err = askedSince(ctx, cl, id, hb.FirstStart, "start", "reboot"); err != nil {
+			return res, err
+		}
+	}
 	switch {
+	case asked != "":
+		// This step asked already (an earlier attempt whose answer was lost): follow it.
+		res.Action = map[string]string{"start": "start", "reboot": "hard-reboot"}[asked]
 	case strings.HasPrefix(s.TaskState, "reboot") || s.TaskState == "powering-on":
 		res.Action = "wait"
 	case s.TaskState != "":
@@ -451,11 +473,26 @@ func (o *Outage) OutageStartInstance(ctx context.Context, req OutageInstanceRequ
 		if s.Status == "ERROR" {
 			return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("instance %s went to ERROR: %s", id, s.Fault), ErrTypeRefused, nil)
 		}
-		activity.RecordHeartbeat(ctx, s.Status+"/"+s.TaskState)
+		activity.RecordHeartbeat(ctx, hb)
 		select {
 		case <-ctx.Done():
 			return res, fmt.Errorf("instance %s is %s (task %s), not ACTIVE yet", id, s.Status, s.TaskState)
 		case <-time.After(o.poll()):
 		}
 	}
+}
+
+// askedSince returns the first of actions that the server's action log shows started at or after
+// since (less a minute of clock skew between the worker and Nova), or "".
+func askedSince(ctx context.Context, cl *openstack.Clients, id string, since time.Time, actions ...string) (string, error) {
+	log, err := cl.InstanceActions(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	for _, a := range log {
+		if slices.Contains(actions, a.Action) && !a.StartTime.Before(since.Add(-time.Minute)) {
+			return a.Action, nil
+		}
+	}
+	return "", nil
 }

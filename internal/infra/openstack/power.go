@@ -3,7 +3,9 @@ package openstack
 import (
 	"context"
 	"fmt"
+	"time"
 
+	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/instanceactions"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 )
 
@@ -48,4 +50,26 @@ func (c *Clients) ServerPowerAction(ctx context.Context, id, action string) erro
 		return fmt.Errorf("%s server %s: %w", action, id, err)
 	}
 	return nil
+}
+
+// InstanceAction is one entry of a server's action log (os-instance-actions): what was asked
+// of it (reboot, start, migrate...) and when Nova started it.
+type InstanceAction struct {
+	Action    string
+	RequestID string
+	StartTime time.Time
+}
+
+// InstanceActions lists a server's action log. A request whose answer was lost is in it: the
+// way to tell "asked, answer lost" from "never asked" before asking again.
+func (c *Clients) InstanceActions(ctx context.Context, id string) ([]InstanceAction, error) {
+	list, err := listAll(ctx, "instance actions of "+id, instanceactions.List(c.Compute, id, nil), instanceactions.ExtractInstanceActions)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]InstanceAction, 0, len(list))
+	for _, a := range list {
+		out = append(out, InstanceAction{Action: a.Action, RequestID: a.RequestID, StartTime: a.StartTime})
+	}
+	return out, nil
 }
