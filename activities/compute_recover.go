@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -169,25 +171,104 @@ type LostInstance struct {
 	Detail string `json:"detail"`
 }
 
+// lostAsks is how often LostOnHypervisor asks about one instance before the attempt fails: a
+// diagnostics call crosses nova-api -> RabbitMQ -> nova-compute, and one lost RPC reply (Nova's
+// MessagingTimeout, a 500 after rpc_response_timeout) must not decide the question.
+const lostAsks = 3
+
 // LostOnHypervisor asks, for each ACTIVE instance given, whether the hypervisor runs it
 // (diagnostics, answered by nova-compute from the driver), and returns those it does not: the
 // hypervisor lost their definition (after a reboot, libvirt's domains or the fake driver's
-// memory are gone) while the database still says ACTIVE and running. Read-only.
+// memory are gone) while the database still says ACTIVE and running. Read-only. A failed
+// question is asked again (lostAsks times); the answers so far are heartbeat details, so a
+// retried attempt asks only about the rest. An instance deleted meanwhile (404) is not lost.
 func (c *Compute) LostOnHypervisor(ctx context.Context, ids []string) ([]LostInstance, error) {
 	cl, err := c.clients(ctx)
 	if err != nil {
 		return nil, err
 	}
+	answered := map[string]string{} // id -> why it is lost, "" when the hypervisor runs it
+	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
+		_ = activity.GetHeartbeatDetails(ctx, &answered)
+	}
+	var mu sync.Mutex
+	beat := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		heartbeat(ctx, maps.Clone(answered))
+	}
+	// One call can take Nova's whole RPC timeout (60 s): heartbeat while it runs.
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				beat()
+			}
+		}
+	}()
+	for _, id := range ids {
+		mu.Lock()
+		_, known := answered[id]
+		mu.Unlock()
+		if known {
+			continue
+		}
+		why, err := c.askHypervisor(ctx, cl, id)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		answered[id] = why
+		mu.Unlock()
+		beat()
+	}
 	out := []LostInstance{}
 	for _, id := range ids {
-		runs, why, err := cl.HypervisorRuns(ctx, id)
-		if err != nil {
-			return nil, novaError("ask the hypervisor about "+id, err)
-		}
-		if !runs {
+		if why := answered[id]; why != "" && why != deletedMeanwhile {
 			out = append(out, LostInstance{ID: id, Detail: why})
 		}
-		activity.RecordHeartbeat(ctx, id)
 	}
 	return out, nil
+}
+
+// deletedMeanwhile marks an instance that Nova no longer knows (404): not lost, gone.
+const deletedMeanwhile = "-deleted"
+
+// askHypervisor asks about one instance, lostAsks times at most: "" when the hypervisor runs
+// it, why it does not otherwise.
+func (c *Compute) askHypervisor(ctx context.Context, cl *openstack.Clients, id string) (string, error) {
+	var last error
+	for try := 1; try <= lostAsks; try++ {
+		runs, why, err := cl.HypervisorRuns(ctx, id)
+		switch {
+		case err == nil && runs:
+			return "", nil
+		case err == nil:
+			return why, nil
+		}
+		last = novaError("ask the hypervisor about "+id, err)
+		var app *temporal.ApplicationError
+		if errors.As(last, &app) {
+			if app.Type() == ErrTypeNotFound {
+				return deletedMeanwhile, nil
+			}
+			if app.NonRetryable() {
+				return "", last
+			}
+		}
+		if try < lostAsks {
+			select {
+			case <-ctx.Done():
+				return "", ctx.Err()
+			case <-time.After(c.poll()):
+			}
+		}
+	}
+	return "", fmt.Errorf("asked %d times: %w", lostAsks, last)
 }
