@@ -241,6 +241,13 @@ func (h *Hosts) amqpSockets(ctx context.Context, req AMQPRequest) (AMQPResult, e
 	if !res.OK() || pid == "" || pid == "0" {
 		return AMQPResult{}, nil // not running: no connection
 	}
+	// A service that forks workers (cinder-volume, the API servers) talks to the queue from its
+	// children: their sockets count too.
+	kids, err := h.run(ctx, req.Host, req.Role, "process_children", map[string]string{"pid": pid})
+	if err != nil {
+		return AMQPResult{}, err
+	}
+	children := strings.Fields(kids.Stdout)
 	res, err = h.run(ctx, req.Host, req.Role, "tcp_established", nil)
 	if err != nil {
 		return AMQPResult{}, err
@@ -248,14 +255,15 @@ func (h *Hosts) amqpSockets(ctx context.Context, req AMQPRequest) (AMQPResult, e
 	if !res.OK() {
 		return AMQPResult{}, fmt.Errorf("list connections on %s: exit %d: %s", req.Host, res.ExitCode, strings.TrimSpace(res.Stderr))
 	}
-	return FindAMQPSocket(res.Stdout, pid, h.now()), nil
+	return FindAMQPSocket(res.Stdout, pid, h.now(), children...), nil
 }
 
 var ssPIDRE = regexp.MustCompile(`pid=(\d+),`)
 
 // FindAMQPSocket finds, in `ss -H -t -n -p state established` output, a connection of process
-// pid to an AMQP port.
-func FindAMQPSocket(ss, pid string, now time.Time) AMQPResult {
+// pid (or of one of its children) to an AMQP port.
+func FindAMQPSocket(ss, pid string, now time.Time, children ...string) AMQPResult {
+	pids := append([]string{pid}, children...)
 	for _, line := range strings.Split(ss, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 5 {
@@ -267,9 +275,13 @@ func FindAMQPSocket(ss, pid string, now time.Time) AMQPResult {
 			continue
 		}
 		for _, m := range ssPIDRE.FindAllStringSubmatch(line, -1) {
-			if m[1] == pid {
+			if slices.Contains(pids, m[1]) {
+				who := "pid " + pid
+				if m[1] != pid {
+					who += " (its child " + m[1] + ")"
+				}
 				return AMQPResult{Connected: true, At: now, Evidence: EvidenceSocket,
-					Line: fmt.Sprintf("pid %s has an established AMQP connection %s -> %s (seen by ss)", pid, f[2], peer)}
+					Line: fmt.Sprintf("%s has an established AMQP connection %s -> %s (seen by ss)", who, f[2], peer)}
 			}
 		}
 	}

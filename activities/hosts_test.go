@@ -120,4 +120,7 @@ func TestFindAMQPSocket(t *testing.T) {
 	require.True(t, FindAMQPSocket(ss, "78", now).Connected, "TLS port, second process of the socket")
 	require.False(t, FindAMQPSocket(ss, "26189", now).Connected, "the broker's own listening side is not a client connection")
 	require.False(t, FindAMQPSocket(ss, "3", now).Connected)
+	child := FindAMQPSocket(ss, "3000", now, "3100", "3263")
+	require.True(t, child.Connected, "a worker child's connection (cinder-volume's sockets are its child's)")
+	require.Contains(t, child.Line, "pid 3000 (its child 3263)")
 }

@@ -31,16 +31,17 @@ func (c Command) String() string { return ShellJoin(c.Argv) }
 // (`commands`, `role_commands`) overrides entries or adds new ones.
 var defaultCommands = map[string][]string{
 	// services
-	"service_start":   {"systemctl", "start", "{service}"},
-	"service_stop":    {"systemctl", "stop", "{service}"},
-	"service_restart": {"systemctl", "restart", "{service}"},
-	"service_status":  {"systemctl", "is-active", "{service}"}, // exit 0 = active
-	"service_enable":  {"systemctl", "enable", "{service}"},
-	"service_disable": {"systemctl", "disable", "{service}"},
-	"journal_tail":    {"journalctl", "--no-pager", "-o", "short-iso", "-n", "{lines}", "-u", "{service}"},
-	"log_tail":        {"tail", "-n", "{lines}", "{log}"},
-	"service_pid":     {"systemctl", "show", "-p", "MainPID", "--value", "{service}"}, // 0 = not running
-	"tcp_established": {"ss", "-H", "-t", "-n", "-p", "state", "established"},
+	"service_start":    {"systemctl", "start", "{service}"},
+	"service_stop":     {"systemctl", "stop", "{service}"},
+	"service_restart":  {"systemctl", "restart", "{service}"},
+	"service_status":   {"systemctl", "is-active", "{service}"}, // exit 0 = active
+	"service_enable":   {"systemctl", "enable", "{service}"},
+	"service_disable":  {"systemctl", "disable", "{service}"},
+	"journal_tail":     {"journalctl", "--no-pager", "-o", "short-iso", "-n", "{lines}", "-u", "{service}"},
+	"log_tail":         {"tail", "-n", "{lines}", "{log}"},
+	"service_pid":      {"systemctl", "show", "-p", "MainPID", "--value", "{service}"}, // 0 = not running
+	"tcp_established":  {"ss", "-H", "-t", "-n", "-p", "state", "established"},
+	"process_children": {"pgrep", "-P", "{pid}"}, // exit 1 = none
 	// configuration management hold and release (evacuate's maintenance, policy.config_hold and
 	// policy.config_release): each is idempotent, so a retried step does no harm
 	"systemd_mask":   {"systemctl", "mask", "{service}"}, // `systemctl start` refuses a masked unit

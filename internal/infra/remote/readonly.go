@@ -19,7 +19,7 @@ var ErrNotReadOnly = errors.New("not a read-only command")
 // stays read-only — the operator who maps log_tail to a lab's controller vouches for it — and a
 // name that only config adds is mutating, so a read-only run can never reach it.
 var readOnlyCommands = []string{
-	"service_status", "service_pid", "journal_tail", "log_tail", "tcp_established",
+	"service_status", "service_pid", "journal_tail", "log_tail", "tcp_established", "process_children",
 	"uptime", "hostname",
 	"mount_list", "block_devices", "block_device", "blkid", "block_device_path", "device_realpath",
 	"stat_owner", "list_dir", "disk_free", "disk_free_all", "kernel_log",
