@@ -22,7 +22,9 @@ func TestEvacuationForceCompleteBehindAGate(t *testing.T) {
 	f := newEvacFixtureP(t, sampleInstances(3), bigCaps, forceCompletePolicy)
 	f.notConverge["id-001"] = true
 	f.approveAt(wf.GateApprovePlan, time.Minute)
+	var gateSeen bool // a run that never opens the gate ends before the callback: it must not pass
 	f.env.RegisterDelayedCallback(func() {
+		gateSeen = true
 		st := f.status()
 		require.Equal(t, wf.StatusWaitingApproval, st.Status)
 		require.Len(t, st.OpenGates, 1)
@@ -38,6 +40,7 @@ func TestEvacuationForceCompleteBehindAGate(t *testing.T) {
 	f.run(wf.Evacuate.Type, evacInput())
 	rep := f.report()
 	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.True(t, gateSeen, "the run ended before it waited at force-complete:id-001")
 	joined := strings.Join(f.calls, " ")
 	assert.Contains(t, joined, "stall-watch:id-001:3m0s:force-complete")
 	iForce := strings.Index(joined, "force-complete:id-001")

@@ -412,3 +412,53 @@ func TestRecoverHostSaysWhatItDidAboutVolumes(t *testing.T) {
 	require.Len(t, actions, 1)
 	assert.Contains(t, actions[0], "vol-1 of id-000: no detach/re-attach needed: Nova's evacuation rebuilt the instance on compute2")
 }
+
+// Volumes when the guide's detach/re-attach applies: an instance moved by the database rewrite is
+// NOT re-attached by the runbook, and the report says precisely why and what to run by hand (a
+// critical finding); an instance Nova rebuilt whose mapping is gone on its new host is a critical
+// finding too. (Only Nova's own rebuild, with its mapping in place, needs nothing.)
+func TestRecoverHostVolumesAfterRewriteAndLostMapping(t *testing.T) {
+	f := newRecoverFixture(t, sampleInstances(2), "id-001")
+	volA := activities.VolumeAttachment{VolumeID: "vol-a", InstanceID: "id-000"} // rebuilt by Nova, mapping lost
+	volB := activities.VolumeAttachment{VolumeID: "vol-b", InstanceID: "id-001"} // moved by the rewrite
+	f.volumes = map[string][]activities.VolumeAttachment{"compute1": {volA, volB}}
+	f.env.RegisterDelayedCallback(func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.volumes = map[string][]activities.VolumeAttachment{"compute2": {volB}, "compute3": {volB}}
+	}, 2*time.Hour)
+	f.approveAt(wf.GateConfirmHostDead, time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "evacuate/id-001", Action: wf.ResolveSkip, By: "bob"}, "")
+	}, 3*time.Hour)
+	f.approveAt(wf.GateDBRewrite, 4*time.Hour)
+	f.run(wf.RecoverHost.Type, recoverInput(true))
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	f.mu.Lock()
+	require.Equal(t, 1, f.rewrites, "id-001 moved by the rewrite")
+	f.mu.Unlock()
+
+	actions, ok := rep.Details["volume_actions"].([]any)
+	require.True(t, ok, "%#v", rep.Details["volume_actions"])
+	require.Len(t, actions, 2)
+	var rewritten string
+	for _, a := range actions {
+		if s, _ := a.(string); strings.HasPrefix(s, "vol-b of id-001: ") {
+			rewritten = s
+		}
+	}
+	assert.Contains(t, rewritten, "NOT detached and re-attached by this runbook")
+	assert.Contains(t, rewritten, "the lab's Cinder cannot attach")
+	assert.Contains(t, rewritten, "openstack server remove volume id-001 vol-b; openstack server add volume id-001 vol-b")
+
+	crit := map[string]string{}
+	for _, fd := range rep.Findings {
+		if fd.Severity == activities.SeverityCritical && strings.HasPrefix(fd.Subject, "volume/") {
+			crit[fd.Subject] += fd.Message + "\n"
+		}
+	}
+	assert.Contains(t, crit["volume/vol-b"], "moved by the database rewrite: detach and re-attach it by hand", crit)
+	assert.Contains(t, crit["volume/vol-a"], "no longer mapped to id-000 after the rebuild", crit)
+	assert.Contains(t, stepNamed(rep, "volumes").Detail, "2 attachment(s), 2 need attention")
+}
