@@ -30,7 +30,7 @@ type rollFixture struct {
 	bootFails map[string]int // host -> WaitForBoot failures left
 	critical  map[string]int // host -> post-reboot checks that still find something critical
 	evacuated []wf.EvacuateInput
-	tight     bool // every host has room for one small instance only
+	tight     bool                   // every host has room for one small instance only
 	amqp      *activities.AMQPResult // what CheckAMQP finds (default: a connection in the log)
 	amqpCalls map[string]int         // host -> CheckAMQP calls
 }
