@@ -123,6 +123,31 @@ func (l *novaLab) approveAll(id string, children []string, timeout time.Duration
 	return nil
 }
 
+// logTimeline logs each step of the runs (that answer) with its start, duration and state: where
+// the wave's time went, also when the test fails.
+func (l *novaLab) logTimeline(t0 time.Time, runs []string) {
+	for _, run := range runs {
+		ctx, cancel := l.ctx()
+		st, err := control.Status(ctx, l.srv.Client, run)
+		cancel()
+		if err != nil {
+			continue
+		}
+		var b strings.Builder
+		for _, s := range st.Steps {
+			if s.Started == nil {
+				continue
+			}
+			d := "-"
+			if s.Ended != nil {
+				d = s.Ended.Sub(*s.Started).Round(100 * time.Millisecond).String()
+			}
+			fmt.Fprintf(&b, "\n  +%4.0fs %-8s %-28s %s", s.Started.Sub(t0).Seconds(), d, s.Name, s.State)
+		}
+		l.t.Logf("timeline of %s (%s):%s", run, st.Status, b.String())
+	}
+}
+
 func TestRollingMaintenanceRebootOnLab(t *testing.T) {
 	t0 := time.Now()
 	if b, err := os.ReadFile(labConfig(t)); err != nil || !strings.Contains(string(b), "host_reboot:") {
@@ -171,6 +196,13 @@ func TestRollingMaintenanceRebootOnLab(t *testing.T) {
 	for _, h := range rollComputes {
 		children = append(children, id+"/"+h+"/evacuate")
 	}
+	defer func() {
+		runs := []string{id}
+		for _, h := range rollComputes {
+			runs = append(runs, id+"/"+h+"/evacuate", id+"/"+h+"/post-reboot-check")
+		}
+		l.logTimeline(started, runs)
+	}()
 	approved := l.approveAll(id, children, 12*time.Minute)
 	close(w.stop)
 	<-w.done

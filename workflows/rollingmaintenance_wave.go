@@ -302,7 +302,9 @@ func (w *wave) action(h *rollingHost) error {
 	if err != nil {
 		return err
 	}
-	if err := verifyComputeBack(r, name, svc, boot); err != nil {
+	// wait-compute saw a report after the boot: the proof of the reconnect (verifyComputeBackWith).
+	once := workflow.GetVersion(r.ctx, rollingRebootCheckOnce, workflow.DefaultVersion, 1) == 1
+	if err := verifyComputeBackWith(r, name, svc, boot, once); err != nil {
 		return err
 	}
 	pr := PostRebootCheckInput{Meta: Meta{RequestedBy: r.meta.RequestedBy, Reason: "after the rolling reboot of " + name}, Host: name, Role: "compute", Since: boot}
@@ -325,6 +327,11 @@ func (w *wave) action(h *rollingHost) error {
 		return nil
 	})
 }
+
+// rollingRebootCheckOnce is the workflow.GetVersion change after which the reboot path checks
+// the AMQP evidence once (the service report after the boot proves the reconnect) instead of
+// waiting up to 30 s per host for a log line oslo.messaging writes only at DEBUG level.
+const rollingRebootCheckOnce = "rolling-reboot-check-once"
 
 func novaComputeOf(f activities.HostFacts) activities.ServiceFacts {
 	for _, s := range f.Services {
