@@ -36,6 +36,7 @@ nova http://$CONTROLLER_IP:$P_NOVA/v2.1/servers 200
 neutron http://$CONTROLLER_IP:$P_NEUTRON/v2.0/networks 200
 swift http://$CONTROLLER_IP:$P_SWIFT_PROXY/v1/AUTH_$project_id 200|204
 EOT
+  check_cinder "$token" "$project_id" || fail=1 # lib/cinder.sh
   local computes
   computes=$(curl -s -m 15 -H "X-Auth-Token: $token" -H 'OpenStack-API-Version: compute 2.60' \
     "http://$CONTROLLER_IP:$P_NOVA/v2.1/os-services?binary=nova-compute" | "$PY" -c '
