@@ -47,7 +47,7 @@ type upgradeWorld struct {
 	installed map[string]string // package -> version (one shared package set, as in the lab)
 	order     []string          // hosts in the order their packages step ran
 	restores  []string
-	verifyBad map[string]bool // "glance-api": not running after start
+	verifyBad map[string]bool          // "glance-api": not running after start
 	facts     *activities.UpgradeFacts // nil: upgradeFacts
 	probes    []activities.APIProbe    // every API probe asked, in order
 	smokes    []activities.SmokeRequest
