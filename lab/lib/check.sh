@@ -1,5 +1,7 @@
 # shellcheck shell=bash disable=SC2153  # (COMPUTES and the like come from common.sh)
-# API checks shared by up.sh and status.sh. Sourced after common.sh.
+# API checks shared by up.sh, status.sh, labpkg and labfail. Sourced after common.sh.
+# shellcheck source=cinder.sh
+source "$LAB_SRC/lib/cinder.sh" # check_cinder
 
 lab_token() {
   curl -s -m 10 -D - -o /dev/null -H 'Content-Type: application/json' \
