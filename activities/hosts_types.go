@@ -67,8 +67,12 @@ func (r AMQPResult) WeakAMQP() bool { return r.Connected && r.Evidence == Eviden
 
 // APIProbe asks one OpenStack API a read-only question.
 type APIProbe struct {
-	Kind string `json:"kind"` // servers, images, projects, object-store, compute-service
+	Kind string `json:"kind"` // servers, images, projects, object-store, compute-service, volumes, volume-services
 	Host string `json:"host,omitempty"`
+	// volume-services: the Cinder binaries that must be up on Host (cinder-volume as Host@backend),
+	// each with a report since Since (a state "up" from before a restart proves nothing).
+	Binaries []string  `json:"binaries,omitempty"`
+	Since    time.Time `json:"since,omitempty"`
 }
 
 // APIProbeResult is the answer to an APIProbe.

@@ -232,14 +232,18 @@ func TestComputeActivitiesOnAFakeCloud(t *testing.T) {
 func TestAPIProbesOnAFakeCloud(t *testing.T) {
 	cl := fakeCloud(t)
 	c := &activities.Cloud{Clients: func(context.Context) (*openstack.Clients, error) { return cl, nil }}
-	for probe, want := range map[activities.APIProbe]activities.APIProbeResult{
-		{Kind: "servers"}:  {OK: true, Detail: "compute API answers: 4 server(s) listed"},
-		{Kind: "images"}:   {OK: true, Detail: "image API answers: 2 image(s)"},
-		{Kind: "projects"}: {OK: true, Detail: "identity API answers: 2 project(s)"},
-		{Kind: "compute-service", Host: "compute1"}: {OK: true, Detail: "nova-compute on compute1 is up (enabled)"},
-		{Kind: "compute-service", Host: "compute2"}: {OK: false, Detail: "nova-compute on compute2 is down (status disabled, forced down true)"},
-		{Kind: "compute-service", Host: "compute9"}: {OK: false, Detail: "no nova-compute service registered for host compute9"},
+	for _, c2 := range []struct {
+		probe activities.APIProbe
+		want  activities.APIProbeResult
+	}{
+		{activities.APIProbe{Kind: "servers"}, activities.APIProbeResult{OK: true, Detail: "compute API answers: 4 server(s) listed"}},
+		{activities.APIProbe{Kind: "images"}, activities.APIProbeResult{OK: true, Detail: "image API answers: 2 image(s)"}},
+		{activities.APIProbe{Kind: "projects"}, activities.APIProbeResult{OK: true, Detail: "identity API answers: 2 project(s)"}},
+		{activities.APIProbe{Kind: "compute-service", Host: "compute1"}, activities.APIProbeResult{OK: true, Detail: "nova-compute on compute1 is up (enabled)"}},
+		{activities.APIProbe{Kind: "compute-service", Host: "compute2"}, activities.APIProbeResult{OK: false, Detail: "nova-compute on compute2 is down (status disabled, forced down true)"}},
+		{activities.APIProbe{Kind: "compute-service", Host: "compute9"}, activities.APIProbeResult{OK: false, Detail: "no nova-compute service registered for host compute9"}},
 	} {
+		probe, want := c2.probe, c2.want
 		got, err := c.Probe(context.Background(), probe)
 		require.NoError(t, err, probe)
 		assert.Equal(t, want, got, probe)

@@ -14,17 +14,20 @@ import (
 )
 
 // SmokeRequest asks for the staged upgrade's smoke test: a token, the image list, Placement's
-// resource providers and, with Boot, a server booted (networks none) and deleted.
+// resource providers and, with Boot, a server booted (networks none) and deleted; with Volume, a
+// 1 GiB volume created until available and deleted.
 type SmokeRequest struct {
-	// Name makes the test server's name, stackrun-smoke-<name>: one per run and service.
-	Name string `json:"name"`
-	Boot bool   `json:"boot,omitempty"`
+	// Name makes the test server's and volume's name, stackrun-smoke-<name>: one per run and service.
+	Name   string `json:"name"`
+	Boot   bool   `json:"boot,omitempty"`
+	Volume bool   `json:"volume,omitempty"`
 }
 
 // SmokeResult lists what the smoke test saw.
 type SmokeResult struct {
 	Checks []string      `json:"checks"`
 	Server string        `json:"server,omitempty"` // the test server's ID
+	Volume string        `json:"volume,omitempty"` // the test volume's ID
 	Took   time.Duration `json:"took"`
 }
 
@@ -64,6 +67,11 @@ func (c *Cloud) UpgradeSmokeTest(ctx context.Context, req SmokeRequest) (SmokeRe
 		return out, fmt.Errorf("smoke test: placement: %w", err)
 	}
 	out.Checks = append(out.Checks, fmt.Sprintf("placement: %d resource providers", len(rps)))
+	if req.Volume {
+		if err := c.smokeVolume(ctx, cl, "stackrun-smoke-"+req.Name, &out); err != nil {
+			return out, err
+		}
+	}
 	if !req.Boot {
 		out.Took = time.Since(start)
 		return out, nil

@@ -114,7 +114,7 @@ check_ports
 # --- configuration -----------------------------------------------------------------------
 say "writing configuration"
 write_mariadb; write_rabbitmq; write_keystone; write_placement; write_glance; write_nova
-write_neutron; write_swift; write_sshd; write_clouds; write_alertmanager
+write_neutron; write_swift; write_sshd; write_clouds; write_alertmanager; write_cinder
 
 # --- SSH keys ----------------------------------------------------------------------------
 [[ -f $LAB/ssh/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C stackrun-lab-user -f "$LAB/ssh/id_ed25519"
@@ -228,8 +228,9 @@ sync_job placement placement-manage --config-file "$C/etc/placement/placement.co
 sync_job glance manage glance.cmd.manage --config-file "$C/etc/glance/glance-api.conf" db_sync
 sync_job nova sync_nova
 sync_job neutron sync_neutron
+sync_job cinder sync_cinder # lib/cinder.sh
 for pid in "${SYNC_PIDS[@]}"; do wait "$pid" || true; done
-for name in keystone placement glance nova neutron; do
+for name in keystone placement glance nova neutron cinder; do
   [[ -f $LAB/state/db-$name.done ]] && continue
   if [[ $name == neutron ]]; then
     warn "neutron schema failed (see $LAB/log/db-neutron.log): falling back to the Neutron stand-in"
@@ -262,6 +263,9 @@ CONTROLLER_IP=$CONTROLLER_IP LAB_PASS=$PASS LAB_IMAGE=$LAB/state/image.raw LAB_N
 # conductor, scheduler and computes talk to Placement with their service users: start them now
 for svc in nova-conductor nova-scheduler; do "$LABCTL" start controller "$svc"; done
 for h in "${COMPUTES[@]}"; do "$LABCTL" start "$h" nova-compute; done
+T_CINDER=$(date +%s)
+start_cinder # lib/cinder.sh
+say "cinder-api answers after $(($(date +%s) - T_CINDER)) s"
 
 # --- cells: map the three computes -------------------------------------------------------
 say "waiting for the computes to register ($(elapsed))"
@@ -305,6 +309,7 @@ Stackrun lab is up after $(elapsed).
   Nova         http://$CONTROLLER_IP:$P_NOVA/v2.1    (compute1..3, fake.FakeLiveMigrateDriver)
   Neutron      http://$CONTROLLER_IP:$P_NEUTRON       ($neutron_kind)
   Swift        http://$CONTROLLER_IP:$P_SWIFT_PROXY/v1/AUTH_<project_id>
+  Cinder       http://$CONTROLLER_IP:$P_CINDER/v3/<project_id>  (controller@fake, FakeLoggingVolumeDriver; no attach)
   MariaDB      $CONTROLLER_IP:$P_MYSQL  openstack/$PASS, read-only $RO_USER/$RO_PASS (nova, nova_api, cinder)
   RabbitMQ     $CONTROLLER_IP:$P_RABBIT guest/guest
   SSH          root@127.0.0.{10..13,21..23}:$SSH_PORT  key $LAB/ssh/id_ed25519  known_hosts $LAB/ssh/known_hosts

@@ -21,6 +21,7 @@ var upg *activities.Upgrade
 const (
 	glanceOld, glanceNew = "2:25.1.0-2+deb12u3", "2:25.1.0-2+deb12u5"
 	novaOld, novaNew     = "2:26.2.2-1~deb12u4", "2:26.2.2-1~deb12u5"
+	cinderOnly           = "2:21.3.1-1~deb12u1" // Debian 12 has one build
 )
 
 func upgradePolicy() policy.Policy {
@@ -46,17 +47,26 @@ type upgradeWorld struct {
 	installed map[string]string // package -> version (one shared package set, as in the lab)
 	order     []string          // hosts in the order their packages step ran
 	restores  []string
-	verifyBad map[string]bool // "glance-api": not running after start
+	verifyBad map[string]bool          // "glance-api": not running after start
+	facts     *activities.UpgradeFacts // nil: upgradeFacts
+	probes    []activities.APIProbe    // every API probe asked, in order
+	smokes    []activities.SmokeRequest
+	probe     func(activities.APIProbe) activities.APIProbeResult // nil: OK
 }
 
 func (f *fixture) upgradeMocks(w *upgradeWorld) {
 	f.env.RegisterActivity(upg)
-	f.env.OnActivity(upg.DescribeUpgrade, mock.Anything).Return(upgradeFacts, nil)
+	f.env.OnActivity(upg.DescribeUpgrade, mock.Anything).Return(func(context.Context) (activities.UpgradeFacts, error) {
+		if w.facts != nil {
+			return *w.facts, nil
+		}
+		return upgradeFacts, nil
+	})
 	f.env.OnActivity(upg.PackageFacts, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.PackageFactsRequest) ([]activities.PackageFact, error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
-		pkg := map[string]string{"glance": "python3-glance", "nova": "python3-nova"}[r.Service]
-		avail := map[string][]string{"python3-glance": {glanceNew, glanceOld}, "python3-nova": {novaNew, novaOld}}[pkg]
+		pkg := map[string]string{"glance": "python3-glance", "nova": "python3-nova", "cinder": "python3-cinder"}[r.Service]
+		avail := map[string][]string{"python3-glance": {glanceNew, glanceOld}, "python3-nova": {novaNew, novaOld}, "python3-cinder": {cinderOnly}}[pkg]
 		return []activities.PackageFact{{Package: pkg, Installed: w.installed[pkg], Status: "install ok installed", Candidate: avail[0], Available: avail}}, nil
 	})
 	f.env.OnActivity(upg.InstallPackages, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.PackageInstallRequest) (activities.PackageTransaction, error) {
@@ -105,8 +115,21 @@ func (f *fixture) upgradeMocks(w *upgradeWorld) {
 		w.mu.Unlock()
 		return activities.RestoreResult{Verified: true}, nil
 	})
-	f.env.OnActivity(cloud.UpgradeSmokeTest, mock.Anything, mock.Anything).Return(activities.SmokeResult{Checks: []string{"keystone: token issued"}}, nil)
-	f.env.OnActivity(cloud.Probe, mock.Anything, mock.Anything).Return(activities.APIProbeResult{OK: true}, nil)
+	f.env.OnActivity(cloud.UpgradeSmokeTest, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.SmokeRequest) (activities.SmokeResult, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.smokes = append(w.smokes, r)
+		return activities.SmokeResult{Checks: []string{"keystone: token issued"}}, nil
+	})
+	f.env.OnActivity(cloud.Probe, mock.Anything, mock.Anything).Return(func(_ context.Context, p activities.APIProbe) (activities.APIProbeResult, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.probes = append(w.probes, p)
+		if w.probe != nil {
+			return w.probe(p), nil
+		}
+		return activities.APIProbeResult{OK: true}, nil
+	})
 	f.env.OnActivity(hosts.SetService, mock.Anything, mock.Anything).Return(nil)
 	f.env.OnActivity(hosts.ServiceStatus, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.ServiceRequest) (activities.ServiceState, error) {
 		w.mu.Lock()

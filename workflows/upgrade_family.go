@@ -141,13 +141,18 @@ func (s *upgradeServicePlan) planLines(parallel int, dbHost string) []string {
 				steps = append(steps, "nova-status upgrade check (warning: gate, failure: stall)")
 			}
 		}
-		steps = append(steps, "start", "verify (processes, AMQP, API)")
+		verify := "verify (processes, AMQP, API)"
+		if s.name == "cinder" {
+			verify = "verify (processes, AMQP, volume list, cinder-scheduler and cinder-volume up)"
+		}
+		steps = append(steps, "start", verify)
 		lines = append(lines, fmt.Sprintf("  %s/%s: %s; %s", s.name, h.host, pk, strings.Join(steps, "; ")))
 	}
 	if s.name == "nova" {
 		lines = append(lines, fmt.Sprintf("nova: online_data_migrations on %s until done, then the pin removed and nova restarted on every host", s.schemaHost))
 	}
-	lines = append(lines, fmt.Sprintf("%s: smoke test (token, images, placement%s)", s.name, map[bool]string{true: ", server boot and delete", false: ""}[s.name == "nova"]))
+	extra := map[string]string{"nova": ", server boot and delete", "cinder": ", 1 GiB volume created until available and deleted"}[s.name]
+	lines = append(lines, fmt.Sprintf("%s: smoke test (token, images, placement%s)", s.name, extra))
 	return lines
 }
 
@@ -238,7 +243,8 @@ func (u *upgradeRun) upgradeService(s *upgradeServicePlan) error {
 	err := r.Do(s.name+"/smoke", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
 		var res activities.SmokeResult
 		ctx = r.WithActivity(ctx, ActOpts{Timeout: 8 * time.Minute, Heartbeat: time.Minute})
-		if err := r.Exec(ctx, s.name+"/smoke", s.name, cloud.UpgradeSmokeTest, &res, activities.SmokeRequest{Name: u.tag + "-" + s.name, Boot: s.name == "nova"}); err != nil {
+		sr := activities.SmokeRequest{Name: u.tag + "-" + s.name, Boot: s.name == "nova", Volume: s.name == "cinder" && cinderProbes(ctx)}
+		if err := r.Exec(ctx, s.name+"/smoke", s.name, cloud.UpgradeSmokeTest, &res, sr); err != nil {
 			return err
 		}
 		r.AddFinding(activities.SeverityInfo, s.name, "smoke test: %s", strings.Join(res.Checks, "; "))
@@ -387,6 +393,32 @@ func lastLine(s string, n int) string {
 	return s
 }
 
+// cinderVerifyProbesChange: Cinder's verify asks the block-storage API (volumes, volume services)
+// and its smoke test makes a volume; runs from before asked nothing of Cinder.
+const cinderVerifyProbesChange = "cinder-verify-probes"
+
+func cinderProbes(ctx workflow.Context) bool {
+	return workflow.GetVersion(ctx, cinderVerifyProbesChange, workflow.DefaultVersion, 1) == 1
+}
+
+// cinderVerifyProbes: the volume list where the host runs cinder-api, and every other Cinder
+// process of the host (scheduler, volume) up in os-services with a report since its start.
+func cinderVerifyProbes(h *upgradeHostPlan, since time.Time) []activities.APIProbe {
+	var out []activities.APIProbe
+	var bins []string
+	for _, p := range h.procs {
+		if p.Name == "cinder-api" {
+			out = append(out, activities.APIProbe{Kind: "volumes"})
+		} else if strings.HasPrefix(p.Name, "cinder-") {
+			bins = append(bins, p.Name)
+		}
+	}
+	if len(bins) > 0 {
+		out = append(out, activities.APIProbe{Kind: "volume-services", Host: h.host, Binaries: bins, Since: since})
+	}
+	return out
+}
+
 // apiProbes are the API questions that show a service answers after its restart.
 var apiProbes = map[string]string{"keystone": "projects", "glance": "images", "nova": "servers"}
 
@@ -426,6 +458,9 @@ func (u *upgradeRun) verify(ctx workflow.Context, step string, s *upgradeService
 	}
 	if h.computeOnly() && s.name == "nova" {
 		probes = append(probes, activities.APIProbe{Kind: "compute-service", Host: h.host})
+	}
+	if s.name == "cinder" && cinderProbes(ctx) {
+		probes = append(probes, cinderVerifyProbes(h, since)...)
 	}
 	for _, pr := range probes {
 		var res activities.APIProbeResult

@@ -25,8 +25,9 @@ ENDPOINTS = {
     "nova": ("compute", f"http://{CTRL}:8774/v2.1"),
     "swift": ("object-store", f"http://{CTRL}:8080/v1/AUTH_%(project_id)s"),
     "neutron": ("network", f"http://{CTRL}:9696"),
+    "cinderv3": ("volumev3", f"http://{CTRL}:8776/v3/%(project_id)s"),  # lib/cinder.sh
 }
-SERVICE_USERS = ["placement", "nova", "glance", "swift", "neutron"]
+SERVICE_USERS = ["placement", "nova", "glance", "swift", "neutron", "cinder"]
 FLAVORS = [("m1.tiny", 1, 512, 1), ("m1.small", 1, 2048, 20), ("m1.medium", 2, 4096, 40)]
 
 auth = v3.Password(auth_url=KS, username="admin", password=PASS, project_name="admin",

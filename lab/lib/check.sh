@@ -1,5 +1,7 @@
 # shellcheck shell=bash disable=SC2153  # (COMPUTES and the like come from common.sh)
-# API checks shared by up.sh and status.sh. Sourced after common.sh.
+# API checks shared by up.sh, status.sh, labpkg and labfail. Sourced after common.sh.
+# shellcheck source=cinder.sh
+source "$LAB_SRC/lib/cinder.sh" # check_cinder
 
 lab_token() {
   curl -s -m 10 -D - -o /dev/null -H 'Content-Type: application/json' \
@@ -36,6 +38,7 @@ nova http://$CONTROLLER_IP:$P_NOVA/v2.1/servers 200
 neutron http://$CONTROLLER_IP:$P_NEUTRON/v2.0/networks 200
 swift http://$CONTROLLER_IP:$P_SWIFT_PROXY/v1/AUTH_$project_id 200|204
 EOT
+  check_cinder "$token" "$project_id" || fail=1 # lib/cinder.sh
   local computes
   computes=$(curl -s -m 15 -H "X-Auth-Token: $token" -H 'OpenStack-API-Version: compute 2.60' \
     "http://$CONTROLLER_IP:$P_NOVA/v2.1/os-services?binary=nova-compute" | "$PY" -c '

@@ -53,6 +53,7 @@ PACKAGES=(
   python3-openstackclient python3-swiftclient python3-novaclient
   uwsgi-core uwsgi-plugin-python3 xfsprogs rsync curl openssh-server openssh-client
   prometheus-alertmanager  # the recurring checks' alerts (lib/alertmanager.sh)
+  python3-cinder  # lib/cinder.sh
   qemu-utils qemu-system-common fdisk e2fsprogs  # inspect-disk: qemu-img, qemu-storage-daemon, sfdisk (docs/disk-inspection.md)
 )
 

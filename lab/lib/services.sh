@@ -2,13 +2,15 @@
 # Service table of the lab: which services each host runs and how each one is started.
 # svc_def HOST SERVICE sets: CMD (argv array), RUNAS (user or empty), ENVS (array of K=V),
 # LOG (file), PIDFILE, PORT (ip:port checked by `status`, or empty).
-# Sourced after common.sh.
+# Sourced after common.sh. Cinder's services: lib/cinder.sh.
+# shellcheck source=cinder.sh
+source "$LAB_SRC/lib/cinder.sh"
 
 services_of() {
   case $1 in
     controller)
       echo mariadb rabbitmq-server memcached keystone placement-api glance-api \
-        nova-api nova-conductor nova-scheduler neutron-server swift-proxy alertmanager ;;
+        nova-api nova-conductor nova-scheduler ${CINDER_SERVICES[*]} neutron-server swift-proxy alertmanager ;;
     compute[0-9]) echo nova-compute ;;
     storage[0-9])
       echo rsync swift-account swift-container swift-object \
@@ -104,6 +106,6 @@ svc_def() {
       local kind=${svc#swift-}; kind=${kind%-replicator}
       RUNAS=swift
       CMD=("/usr/bin/$svc" "$d/etc/swift/$kind-server.conf" -v) ;;
-    *) return 1 ;;
+    *) svc_def_cinder "$host" "$svc" || return 1 ;;
   esac
 }

@@ -37,7 +37,7 @@ lab_chat_gateway_yaml() {
 
 # stackrun_outage_yaml prints the outage: section (docs/outage-recovery.md): the lab's priority
 # table, the guide's tiers with the lab's services (placement and neutron-server get tiers of their
-# own; tiers 3, 20, 98 and 100 have nothing in the lab and are reported empty). e2e/outage_test.go
+# own; tiers 3 and 100 have nothing in the lab and are reported empty). e2e/outage_test.go
 # prints it too, for a config of its own when the lab's stackrun.yaml has no outage: yet.
 stackrun_outage_yaml() {
   local C
@@ -76,7 +76,12 @@ outage:
     - {priority: 15, name: keystone, roles: [controller], services: [{name: keystone, verify: [process, "port:$P_KEYSTONE", "api:identity"]}]}
     - {priority: 16, name: placement, roles: [controller], services: [{name: placement-api, verify: [process, "port:$P_PLACEMENT", "api:placement"]}]}
     - {priority: 17, name: network API, roles: [controller], services: [{name: neutron-server, verify: [process, "port:$P_NEUTRON", "api:network"]}]}
-    - {priority: 20, name: cinder-scheduler, roles: [controller], services: [{name: cinder-scheduler, verify: [process, amqp]}]}
+    - priority: 20
+      name: cinder-scheduler
+      roles: [controller]
+      services:
+        - {name: cinder-scheduler, verify: [process, amqp]}
+        - {name: cinder-volume, verify: [process]} # its backend child holds the AMQP connection
     - priority: 21
       name: image catalogue and delivery
       roles: [controller, proxy]
@@ -89,7 +94,7 @@ outage:
       services:
         - {name: nova-conductor, verify: [process, amqp]}
         - {name: nova-scheduler, verify: [process, amqp]}
-    - {priority: 98, name: cinder-api, roles: [controller], services: [{name: cinder-api, verify: [process, "api:block-storage"]}]}
+    - {priority: 98, name: cinder-api, roles: [controller], services: [{name: cinder-api, verify: [process, "port:$P_CINDER", "api:block-storage"]}]}
     - priority: 99
       name: nova-api
       roles: [controller]
@@ -157,6 +162,11 @@ EOT
     svc_yaml controller nova-conductor amqp
     svc_yaml controller nova-scheduler amqp
     svc_yaml controller neutron-server
+    svc_yaml controller cinder-api
+    svc_yaml controller cinder-scheduler amqp
+    # no amqp: cinder-volume's main process only supervises the backend's child, which holds the
+    # connection (and logs none); verify asks os-services for a report since the start instead
+    svc_yaml controller cinder-volume
     echo "  proxy:"
     echo "    services:"
     svc_yaml controller swift-proxy
@@ -201,17 +211,19 @@ worker:
   audit_log: $LAB/log/stackrun-audit.jsonl
 # The staged upgrade (lab/bin/labpkg older|newer switches the builds). Which hosts run a service
 # follows from roles: keystone, placement-api, glance-api and the nova control plane on the
-# controller, nova-compute on compute1..3. Cinder is not part of the lab.
+# controller, nova-compute on compute1..3; Cinder (lib/cinder.sh) on the controller: python3-cinder
+# has one build in Debian 12, so its package step says "already at the target version".
 upgrade:
   backup_dir: $LAB/hosts/{host}/backups
   database_host: controller
   database_defaults_file: $C/etc/my.cnf
-  order: [keystone, placement, glance, nova]
+  order: [keystone, placement, glance, nova, cinder]
   services:
     keystone: {config_dir: "$LAB/hosts/{host}/etc/keystone", config_file: "$LAB/hosts/{host}/etc/keystone/keystone.conf"}
     placement: {config_dir: "$LAB/hosts/{host}/etc/placement", config_file: "$LAB/hosts/{host}/etc/placement/placement.conf"}
     glance: {config_dir: "$LAB/hosts/{host}/etc/glance", config_file: "$LAB/hosts/{host}/etc/glance/glance-api.conf"}
     nova: {config_dir: "$LAB/hosts/{host}/etc/nova", config_file: "$LAB/hosts/{host}/etc/nova/nova.conf"}
+    cinder: {config_dir: "$LAB/hosts/{host}/etc/cinder", config_file: "$LAB/hosts/{host}/etc/cinder/cinder.conf"}
 # Who signed what (docs/chatops.md, "Trust model"): the lab's operators' keys. Sign with
 # stackrun --key $LAB/operators/<alice|bob|carol>_ed25519 ... (or ssh-add the key).
 trust:
