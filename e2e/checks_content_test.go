@@ -55,8 +55,10 @@ func TestChecksContentOnLab(t *testing.T) {
 		// Stuck: task state migrating since two hours (checks.stuck_after is 1h by default), set in
 		// Nova's database as a hung migration leaves it.
 		db := novaRW(t, l)
-		_, err := db.ExecContext(ctx, "UPDATE instances SET task_state='migrating', updated_at=UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE uuid=?", stuck)
+		r, err := db.ExecContext(ctx, "UPDATE instances SET task_state='migrating', updated_at=UTC_TIMESTAMP() - INTERVAL 2 HOUR WHERE uuid=?", stuck)
 		require.NoError(t, err)
+		rows, _ := r.RowsAffected()
+		require.EqualValues(t, 1, rows, "instance %s in the cell database", stuck)
 		t.Cleanup(func() {
 			if _, err := db.Exec("UPDATE instances SET task_state=NULL, updated_at=UTC_TIMESTAMP() WHERE uuid=?", stuck); err != nil {
 				t.Logf("un-stick %s: %v", stuck, err)
