@@ -273,8 +273,8 @@ func TestChecksContentOnLab(t *testing.T) {
 			for _, d := range mounted {
 				var sf syscall.Statfs_t
 				require.NoError(t, syscall.Statfs(filepath.Join(n.DevicesDir, d), &sf))
-				usedB := (sf.Blocks - sf.Bfree) * uint64(sf.Bsize)
-				pct := float64(usedB) / float64(usedB+sf.Bavail*uint64(sf.Bsize)) * 100
+				usedB := (sf.Blocks - sf.Bfree) * uint64(sf.Frsize)
+				pct := float64(usedB) / float64(usedB+sf.Bavail*uint64(sf.Frsize)) * 100
 				if pct >= float64(l.cfg.Checks.Thresholds.DiskPercent) {
 					wantDev = append(wantDev, "swift/"+h+"/"+d)
 				}
@@ -545,7 +545,7 @@ func fillTo(t *testing.T, dir string, frac float64) {
 	t.Helper()
 	var sf syscall.Statfs_t
 	require.NoError(t, syscall.Statfs(dir, &sf))
-	bs := int64(sf.Bsize)
+	bs := int64(sf.Frsize) // df counts in fragment size units
 	usedB := int64(sf.Blocks-sf.Bfree) * bs
 	capB := usedB + int64(sf.Bavail)*bs
 	want := int64(float64(capB)*frac) - usedB
