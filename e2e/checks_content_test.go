@@ -11,7 +11,9 @@ package e2e
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +50,48 @@ func TestChecksContentOnLab(t *testing.T) {
 	// the usage of their project.
 	stuck := chkActive(t, l, tag+"-stuck", nil)
 	paused := chkActive(t, l, tag+"-paused", map[string]string{"desired_state": "Running"})
+
+	t.Run("hourly", func(t *testing.T) {
+		// Three known alerts on compute2 (rack r2 on the lab), one critical.
+		var alerts []map[string]any
+		for i, sev := range []string{"warning", "critical", "warning"} {
+			alerts = append(alerts, map[string]any{"labels": map[string]string{
+				"alertname": fmt.Sprintf("E2EContent%d", i), "host": "compute2", "severity": sev, "e2e": tag}})
+		}
+		l.postAlerts(alerts)
+		t.Cleanup(func() {
+			for _, a := range alerts {
+				a["endsAt"] = time.Now().UTC().Format(time.RFC3339)
+			}
+			l.postAlerts(alerts)
+		})
+		rep := l.run("hourly")
+		fs := findingsOf(t, rep)
+		r2 := filterFindings(fs, activities.ProbeAlerts, "rack/r2")
+		require.Len(t, r2, 1, "%+v", filterFindings(fs, activities.ProbeAlerts, ""))
+		assert.Equal(t, "critical", r2[0].Severity)
+		var k int
+		_, err := fmt.Sscanf(r2[0].Message, "%d firing alerts in rack r2", &k)
+		require.NoError(t, err, r2[0].Message)
+		assert.GreaterOrEqual(t, k, 3, r2[0].Message)
+		assert.Contains(t, r2[0].Message, "compute2")
+		// The summary counts what Alertmanager fires now (without the alerting test's own alert).
+		resp, err := http.Get(l.amURL + "/api/v2/alerts?active=true&silenced=false&inhibited=false")
+		require.NoError(t, err)
+		var firing []struct {
+			Labels map[string]string `json:"labels"`
+		}
+		require.NoError(t, json.NewDecoder(resp.Body).Decode(&firing))
+		resp.Body.Close()
+		n := 0
+		for _, a := range firing {
+			if a.Labels["alertname"] != activities.AlertingTestName {
+				n++
+			}
+		}
+		assert.Equal(t, fmt.Sprintf("%d firing alert(s) in %d failure domain(s)", n, len(filterFindings(fs, activities.ProbeAlerts, ""))),
+			probeSummaries(t, rep)[activities.ProbeAlerts])
+	})
 
 	t.Run("daily", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
