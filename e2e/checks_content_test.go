@@ -32,6 +32,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/networking/v2/extensions/networkipavailabilities"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	enumspb "go.temporal.io/api/enums/v1"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/workflows"
@@ -386,6 +387,25 @@ func TestChecksContentOnLab(t *testing.T) {
 		}
 		assert.ElementsMatch(t, subj, subjectsOf(filterFindings(fs, activities.ProbeProjection, "")))
 		chkUsage(t, l, rep, "quarterly", stuck, paused)
+	})
+
+	t.Run("half-yearly", func(t *testing.T) {
+		rep := l.run("half-yearly")
+		assert.Empty(t, probesOf(t, rep), "the half-yearly check runs no probe")
+		fs := findingsOf(t, rep)
+		require.Len(t, fs, 1, "%+v", fs)
+		assert.Equal(t, "staged-upgrade", fs[0].Probe)
+		assert.Equal(t, "upgrade/staged", fs[0].Subject)
+		assert.Equal(t, "info", fs[0].Severity, fs[0].Message)
+		m := regexp.MustCompile(`^half-yearly staged upgrade started: (staged-upgrade/cloud) \(run ([0-9a-f-]+)\) plans --to-candidate and waits at gate release-notes-read`).FindStringSubmatch(fs[0].Message)
+		require.NotNil(t, m, fs[0].Message)
+		// The run it names is the upgrade, running on this Temporal.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d, err := l.srv.Client.DescribeWorkflowExecution(ctx, m[1], m[2])
+		require.NoError(t, err)
+		assert.Equal(t, workflows.StagedUpgrade.Type, d.WorkflowExecutionInfo.Type.Name)
+		assert.Equal(t, enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING, d.WorkflowExecutionInfo.Status)
 	})
 }
 
