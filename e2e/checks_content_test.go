@@ -3,9 +3,9 @@
 package e2e
 
 // The recurring checks' findings and summaries hold what the lab's state says (issue 15): the
-// test sets up known subjects (a stuck and a paused instance, a service disabled with a reason, a
-// queued image, a nearly full Swift device, a disabled user) and reads the cloud itself to know
-// the counts. Other tests may leave things on the shared lab: counts are read right after each
+// test sets up known subjects (alerts on a host, a stuck and a paused instance, a service disabled
+// with a reason, a queued image, a nearly full Swift device, a disabled user) and reads the cloud
+// itself (Nova, Placement, Glance, Keystone, Neutron, Alertmanager, the mounts) to know the counts. Other tests may leave things on the shared lab: counts are read right after each
 // run (the lab lock keeps everything else still) and this test's own subjects are named.
 
 import (
