@@ -73,12 +73,12 @@ test-e2e: deps bin/temporal lab ## end-to-end tests on the OpenStack lab
 test-e2e-pending: deps bin/temporal lab ## the e2e tests not yet seen green (E2E_PENDING), verbose
 	$(if $(E2E_PENDING),$(GO) test -count=1 -timeout 75m -tags e2e -p 1 -v -run '$(E2E_PENDING)' ./e2e/...,@echo "no pending e2e tests")
 
-# The production shape (tests/cluster, TestCluster): make cluster's scripts on 127.0.41.0/24 in a
-# temporary folder; mTLS and authorization refusals, one signed run through killed services,
-# metrics and alert, backup. 4.5–6 minutes (README). TestClusterEvacuate (a lab evacuation
-# through such a cluster, a worker SIGKILLed) is not in it yet: docs/production.md.
-test-cluster: deps bin/temporal $(CLUSTER_BINS) ## Temporal cluster on PostgreSQL with mTLS and authorization: a run survives killed history, matching, PostgreSQL, worker, frontend
-	$(GO) test -count=1 -timeout 20m -tags cluster -v -run 'TestCluster$$' ./tests/cluster/
+# The production shape (tests/cluster): make cluster's scripts on 127.0.41.0/24 in a temporary
+# folder. TestCluster: mTLS and authorization refusals, one signed run through killed services,
+# metrics and alert, backup (4.5–6 minutes, README). TestClusterEvacuate: a lab evacuation through
+# such a cluster, the worker running a live migration SIGKILLed (about 1 minute; needs the lab).
+test-cluster: deps bin/temporal $(CLUSTER_BINS) lab ## Temporal cluster on PostgreSQL with mTLS and authorization: a run survives killed history, matching, PostgreSQL, worker, frontend; a lab evacuation survives a killed worker
+	$(GO) test -count=1 -timeout 20m -tags cluster -v -run 'TestCluster$$|TestClusterEvacuate$$' ./tests/cluster/
 
 # The reliability table (issue 17): each part writes its JSON into $(STATE)/reliability
 # (tests/crash/results: the format), the table is printed from all of them. The crash matrix

@@ -185,12 +185,8 @@ func (n *nova) boot(prefix, host string, count int) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, err := servers.Create(ctx, n.cl.Compute, servers.CreateOpts{Name: fmt.Sprintf("%s-%d-%02d", prefix, time.Now().Unix(), i),
-				ImageRef: imgs[0].ID, FlavorRef: flavor, AvailabilityZone: "nova:" + host, Networks: "none"}, nil).Extract()
-			if err == nil {
-				ids[i] = s.ID
-			}
-			errs[i] = err
+			ids[i], errs[i] = n.create(ctx, servers.CreateOpts{Name: fmt.Sprintf("%s-%d-%02d", prefix, time.Now().Unix(), i),
+				ImageRef: imgs[0].ID, FlavorRef: flavor, AvailabilityZone: "nova:" + host, Networks: "none"})
 		}()
 	}
 	wg.Wait()
@@ -205,6 +201,32 @@ func (n *nova) boot(prefix, host string, count int) []string {
 		}, 3*time.Minute, time.Second, "%s ACTIVE on %s", id, host)
 	}
 	return ids
+}
+
+// create boots one server, retrying a request the lab's nova-api leaves hanging: each try has
+// its own deadline, and a server the hung request did create (its unique name) is taken instead
+// of booting a second one.
+func (n *nova) create(ctx context.Context, opts servers.CreateOpts) (string, error) {
+	var last error
+	for try := 0; try < 4 && ctx.Err() == nil; try++ {
+		if try > 0 {
+			pages, err := servers.List(n.cl.Compute, servers.ListOpts{Name: "^" + opts.Name + "$"}).AllPages(ctx)
+			if err == nil {
+				if found, _ := servers.ExtractServers(pages); len(found) == 1 {
+					return found[0].ID, nil
+				}
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		s, err := servers.Create(tctx, n.cl.Compute, opts, nil).Extract()
+		cancel()
+		if err == nil {
+			return s.ID, nil
+		}
+		last = err
+		n.t.Logf("create %s (try %d): %v", opts.Name, try+1, err)
+	}
+	return "", last
 }
 
 func (n *nova) delete(ids []string) {

@@ -243,10 +243,22 @@ func (r *rig) pid(name string) int {
 		return 0
 	}
 	pid, _ := strconv.Atoi(strings.Fields(string(b))[0])
-	if pid == 0 || syscall.Kill(pid, 0) != nil {
+	if pid == 0 || !alive(pid) {
 		return 0
 	}
 	return pid
+}
+
+// alive: pid runs and is not a zombie (a SIGKILLed worker up.sh detached stays one until
+// whoever adopted it reaps it; kill(pid, 0) still succeeds on it).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }
 
 // kill signals the process of name and waits until it is gone.
@@ -261,10 +273,7 @@ func (r *rig) kill(name string, sig syscall.Signal) {
 func (r *rig) killPID(pid int, sig syscall.Signal) {
 	r.t.Helper()
 	require.NoError(r.t, syscall.Kill(pid, sig))
-	require.Eventually(r.t, func() bool {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		return err != nil || strings.Contains(string(b), ") Z ")
-	}, 40*time.Second, 50*time.Millisecond, "pid %d still runs after %s", pid, sig)
+	require.Eventually(r.t, func() bool { return !alive(pid) }, 40*time.Second, 50*time.Millisecond, "pid %d still runs after %s", pid, sig)
 }
 
 // cli runs the stackrun CLI with the cluster's configuration (the operators' certificate).
