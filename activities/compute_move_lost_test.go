@@ -3,6 +3,7 @@ package activities_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -50,22 +51,13 @@ func newLostAnswerNova(t *testing.T, fails bool, earlier ...string) (*lostAnswer
 		}
 		n.migrations = append(n.migrations, migrationJSON(10+n.posts, "compute1", "compute2", status, time.Now()))
 		n.mu.Unlock()
-		conn, _, err := w.(http.Hijacker).Hijack()
-		require.NoError(t, err)
-		_ = conn.Close()
+		dropAnswer(t, w)
 	})
 	f.Mux.HandleFunc("/os-migrations", func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		list := "["
-		for i, m := range n.migrations {
-			if i > 0 {
-				list += ","
-			}
-			list += m
-		}
-		fmt.Fprintf(w, `{"migrations": %s]}`, list)
+		fmt.Fprintf(w, `{"migrations": [%s]}`, strings.Join(n.migrations, ","))
 	})
 	f.Mux.HandleFunc("/servers/s1/migrations", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -74,6 +66,14 @@ func newLostAnswerNova(t *testing.T, fails bool, earlier ...string) (*lostAnswer
 	c := fakeclient.ServiceClient(f)
 	c.Type, c.Microversion = "compute", "2.90"
 	return n, &openstack.Clients{Compute: c}
+}
+
+// dropAnswer closes the connection instead of answering: the request was carried out, its
+// answer is lost.
+func dropAnswer(t *testing.T, w http.ResponseWriter) {
+	conn, _, err := w.(http.Hijacker).Hijack()
+	require.NoError(t, err)
+	_ = conn.Close()
 }
 
 func migrationJSON(id int, from, to, status string, at time.Time) string {

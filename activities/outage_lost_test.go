@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -51,22 +52,13 @@ func newRebootNova(t *testing.T) (*rebootNova, *openstack.Clients) {
 		ts := time.Now().UTC().Format("2006-01-02T15:04:05.000000")
 		n.actions = append(n.actions, fmt.Sprintf(`{"action": "reboot", "instance_uuid": "s1", "request_id": "req-%d", "start_time": %q, "message": null, "project_id": "p1", "user_id": "u1"}`, len(n.posts), ts))
 		n.mu.Unlock()
-		conn, _, err := w.(http.Hijacker).Hijack()
-		require.NoError(t, err)
-		_ = conn.Close()
+		dropAnswer(t, w)
 	})
 	f.Mux.HandleFunc("/servers/s1/os-instance-actions", func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
-		list := ""
-		for i, a := range n.actions {
-			if i > 0 {
-				list += ","
-			}
-			list += a
-		}
-		fmt.Fprintf(w, `{"instanceActions": [%s]}`, list)
+		fmt.Fprintf(w, `{"instanceActions": [%s]}`, strings.Join(n.actions, ","))
 	})
 	c := fakeclient.ServiceClient(f)
 	c.Type, c.Microversion = "compute", "2.90"
