@@ -239,6 +239,25 @@ func heartbeat(ctx context.Context, details ...any) {
 	}
 }
 
+// beatEvery calls beat every 5 s until stop is called: a long call (an RPC that may take Nova's
+// whole 60 s timeout, apt, a dump) keeps its activity heartbeating while it runs.
+func beatEvery(beat func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(5 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				beat()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 func listRequest(query string) *workflowservice.ListWorkflowExecutionsRequest {
 	return &workflowservice.ListWorkflowExecutionsRequest{Query: query, PageSize: 20}
 }

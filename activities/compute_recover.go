@@ -198,20 +198,7 @@ func (c *Compute) LostOnHypervisor(ctx context.Context, ids []string) ([]LostIns
 		heartbeat(ctx, maps.Clone(answered))
 	}
 	// One call can take Nova's whole RPC timeout (60 s): heartbeat while it runs.
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				beat()
-			}
-		}
-	}()
+	defer beatEvery(beat)()
 	for _, id := range ids {
 		mu.Lock()
 		_, known := answered[id]

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/stackrun/stackrun/internal/infra/placeholder"
@@ -94,22 +93,7 @@ func (u *Upgrade) exec(ctx context.Context, host, name string, args map[string]s
 	}
 	// Heartbeat while the command runs (apt, dumps, schema syncs take a while): a worker that
 	// dies is noticed after the heartbeat timeout, not after the whole start-to-close timeout.
-	if activity.IsActivity(ctx) {
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			t := time.NewTicker(5 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					activity.RecordHeartbeat(ctx, name+" on "+host)
-				}
-			}
-		}()
-	}
+	defer beatEvery(func() { heartbeat(ctx, name+" on "+host) })()
 	res, err := u.Hosts.Runner.Run(ctx, rh, cmd)
 	if err != nil {
 		return res, cmd, RemoteError(fmt.Errorf("%s on %s: %w", name, host, err))
