@@ -84,15 +84,18 @@ test-cluster: deps bin/temporal $(CLUSTER_BINS) lab ## Temporal cluster on Postg
 # (tests/crash/results: the format), the table is printed from all of them. The crash matrix
 # (tests/crash): every runbook's worker SIGKILLed at every activity boundary, mocked activities on a
 # dev server (make test runs a sample of it, STACKRUN_CRASH_FULL unset); the history test: every
-# runbook at its largest plan under 10,240 events.
+# runbook at its largest plan under 10,240 events; the hostile corpus (tests/hostile): every value
+# also sent straight to the server. make reliability-faults adds the fault proxy's part (lab).
 reliability: deps bin/temporal ## the reliability table: runbook x (boundaries crashed, runs correct, side effects repeated, worst time to recover, faults, retries, hostile inputs refused)
+	set -o pipefail; STACKRUN_HOSTILE_ALL=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 20m -run 'TestHostileCorpus$$' ./tests/hostile/
 	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_HISTORY=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 60m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
 	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
 
 reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)
-	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} \
+	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} STACKRUN_RELIABILITY_DIR=$(STATE)/reliability \
 	  $(GO) test -count=1 -timeout 90m -tags e2e -p 1 -v -run '$(or $(RUN),.)' ./e2e/ >.state/reliability-faults.log 2>&1; \
-	  rc=$$?; grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:' .state/reliability-faults.log; exit $$rc
+	  rc=$$?; grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:' .state/reliability-faults.log; \
+	  $(GO) run ./tests/crash/table -dir $(STATE)/reliability; exit $$rc
 
 test: test-unit test-e2e test-cluster ## the whole suite, as CI runs it
 
