@@ -68,7 +68,7 @@ func newProvider(ctx context.Context, ao gophercloud.AuthOptions, tlsConfig *tls
 	if tlsConfig != nil {
 		transport.TLSClientConfig = tlsConfig
 	}
-	client.HTTPClient = http.Client{Transport: transport, Timeout: timeout}
+	client.HTTPClient = http.Client{Transport: tagActivity{transport}, Timeout: timeout}
 	client.RetryFunc = retryReads(DefaultReadRetries, 500*time.Millisecond)
 	if err := gos.Authenticate(ctx, client, ao); err != nil {
 		return nil, err

@@ -55,6 +55,11 @@ type Options struct {
 	// matches, whatever the seed says: a test that must see a write meet a fault does not
 	// depend on the order in which concurrent requests draw from the seed.
 	Force []Forced
+	// Part names the file Close writes the figures per runbook into when
+	// STACKRUN_RELIABILITY_DIR is set (results.go): default "faults-" and the test function that
+	// made the proxy; "-" writes nothing, which is the default with Force (a scripted test
+	// records its own figures).
+	Part string
 }
 
 // Forced is one fault for the first request with this method whose path ends with PathSuffix.
@@ -69,6 +74,9 @@ type Stats struct {
 	Requests int            // every request seen
 	Faults   map[Kind]int   // faults injected, by kind
 	ByMethod map[string]int // faults injected, by method
+	// ByRunbook: requests, faults and activity retries per runbook (results.go), from the
+	// worker's activity header; requests made outside an activity are not in it.
+	ByRunbook map[string]RunbookStats
 }
 
 // Total is the number of faults injected.
@@ -91,6 +99,8 @@ type Proxy struct {
 	enabled bool
 	closed  bool
 	forced  []bool // Options.Force used
+	part    string
+	retried map[string]bool // "run activity attempt" seen with attempt > 1
 }
 
 type front struct {
@@ -112,10 +122,12 @@ func New(opts Options) *Proxy {
 		opts.SlowChunk = 50 * time.Millisecond
 	}
 	return &Proxy{
+		part:    partName(opts, 2),
+		retried: map[string]bool{},
 		opts:    opts,
 		rnd:     rand.New(rand.NewSource(opts.Seed)),
 		fronts:  map[string]*front{},
-		stats:   Stats{Faults: map[Kind]int{}, ByMethod: map[string]int{}},
+		stats:   Stats{Faults: map[Kind]int{}, ByMethod: map[string]int{}, ByRunbook: map[string]RunbookStats{}},
 		enabled: true,
 		forced:  make([]bool, len(opts.Force)),
 	}
@@ -133,7 +145,10 @@ func (p *Proxy) Enable(on bool) {
 func (p *Proxy) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Requests: p.stats.Requests, Faults: map[Kind]int{}, ByMethod: map[string]int{}}
+	s := Stats{Requests: p.stats.Requests, Faults: map[Kind]int{}, ByMethod: map[string]int{}, ByRunbook: map[string]RunbookStats{}}
+	for k, v := range p.stats.ByRunbook {
+		s.ByRunbook[k] = v
+	}
 	for k, v := range p.stats.Faults {
 		s.Faults[k] = v
 	}
@@ -178,9 +193,13 @@ func (p *Proxy) frontFor(u *url.URL) (*front, error) {
 	return f, nil
 }
 
-// Close stops every front.
+// Close stops every front and writes the figures (results.go).
 func (p *Proxy) Close() {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
 	p.closed = true
 	fronts := p.fronts
 	p.fronts = map[string]*front{}
@@ -188,6 +207,7 @@ func (p *Proxy) Close() {
 	for _, f := range fronts {
 		_ = f.srv.Close()
 	}
+	p.writeResults()
 }
 
 // pick decides this request's fault ("" = none).
@@ -196,6 +216,7 @@ func (p *Proxy) pick(r *http.Request) Kind {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stats.Requests++
+	rb := p.countRunbook(r)
 	if !p.enabled || exempt {
 		return ""
 	}
@@ -214,6 +235,11 @@ func (p *Proxy) pick(r *http.Request) Kind {
 	}
 	p.stats.Faults[k]++
 	p.stats.ByMethod[r.Method]++
+	if rb != "" {
+		st := p.stats.ByRunbook[rb]
+		st.Faults++
+		p.stats.ByRunbook[rb] = st
+	}
 	return k
 }
 
