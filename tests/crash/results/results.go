@@ -14,13 +14,30 @@
 // Columns (a row per runbook, as its CLI word; a variant in parentheses, "swift-disk (--drain-first)"):
 //   - boundaries_crashed, runs, runs_correct, side_effects_repeated, worst_recover_ms: the crash matrix's
 //   - retries: activity attempts after the first (the crash matrix counts the retries its crashes
-//     caused; the fault proxy adds the retries its faults caused)
-//   - faults_injected: the fault proxy's (hardening)
-//   - hostile_refused, hostile_total: the hostile corpus's (hardening): inputs refused before any
-//     side effect, of those tried
+//     caused; the fault proxy adds the retries of the activities whose requests it saw)
+//   - faults_injected: the fault proxy's
+//   - hostile_refused, hostile_total: the hostile corpus's: inputs refused before any side effect,
+//     of those tried (row "chat": whole chat command lines)
+//
+// The parts and who writes them:
+//   - crash.json: tests/crash (make test: a sample; make reliability: every boundary)
+//   - hostile.json: tests/hostile, only with STACKRUN_RELIABILITY_DIR set (make reliability)
+//   - faults-<Test>.json (faults-<Test>-2.json for a test's second proxy, ...): every fault proxy
+//     (internal/testenv/faultproxy) on Close, with STACKRUN_RELIABILITY_DIR set (make
+//     reliability-faults): per runbook the faults its activities' requests met and their retries,
+//     {"part": "faults-TestEvacuate", "mode": "sample, rate 0.2 seed 1", "rows": [{"runbook":
+//     "evacuate", "faults_injected": 7, "retries": 3}]}; a runbook that made no request through
+//     the proxy has no row. Whether the test passed is in its log, not here.
+//   - faults-api.json, faults-ssh.json: the scripted fault tests (e2e/faults_test.go)
+//
+// A rerun replaces its part's file; a part no longer run must be removed by hand.
 //
 // Numbers from several parts add up; worst_recover_ms takes the largest; runs_correct < runs or
-// hostile_refused < hostile_total is a failure the table marks.
+// hostile_refused < hostile_total is a failure the table marks. A column no part wrote for a row
+// prints "-"; a part that wrote 0 prints 0. A part that names a runbook by its bare word joins the
+// runbook's row when the other parts measured exactly one case of it ("check" joins "check
+// (daily)"); where there are several ("swift-disk", "swift-disk (--drain-first)"), it joins the
+// bare one.
 package results
 
 import (
@@ -104,6 +121,7 @@ func ReadAll(dir string) ([]File, error) {
 
 // Merge adds up the parts' rows by runbook, in runbook order.
 func Merge(files []File) []Row {
+	files = foldBare(files)
 	by := map[string]*Row{}
 	addI := func(dst **int, v *int) {
 		if v != nil {
@@ -146,12 +164,84 @@ func Merge(files []File) []Row {
 	return out
 }
 
+// foldBare relabels a runbook's bare rows to its one variant when no part writes both (the
+// package comment).
+func foldBare(files []File) []File {
+	labels := map[string]map[string]bool{} // runbook word -> its labels
+	both := map[string]bool{}              // runbook words some part writes bare and as a variant
+	for _, f := range files {
+		seen := map[string]map[string]bool{}
+		for _, r := range f.Rows {
+			base, _, _ := strings.Cut(r.Runbook, " (")
+			for _, m := range []map[string]map[string]bool{labels, seen} {
+				if m[base] == nil {
+					m[base] = map[string]bool{}
+				}
+				m[base][r.Runbook] = true
+			}
+		}
+		for base, ls := range seen {
+			if ls[base] && len(ls) > 1 {
+				both[base] = true
+			}
+		}
+	}
+	to := map[string]string{}
+	for base, ls := range labels {
+		if !ls[base] || len(ls) != 2 || both[base] {
+			continue
+		}
+		for l := range ls {
+			if l != base {
+				to[base] = l
+			}
+		}
+	}
+	if len(to) == 0 {
+		return files
+	}
+	out := make([]File, len(files))
+	for i, f := range files {
+		f.Rows = slices.Clone(f.Rows)
+		for j, r := range f.Rows {
+			if l, ok := to[r.Runbook]; ok {
+				f.Rows[j].Runbook = l
+			}
+		}
+		out[i] = f
+	}
+	return out
+}
+
 // Print writes the table (Markdown, as the README shows it) with a totals row.
 func Print(w io.Writer, files []File) {
 	rows := Merge(files)
 	var parts []string
+	// The fault proxy writes a part per test: one entry for all of them (first to last).
+	var proxied []File
 	for _, f := range files {
-		parts = append(parts, fmt.Sprintf("%s %s (%s)", f.Part, f.Measured.UTC().Format("2006-01-02 15:04 MST"), cmpOr(f.Mode, "full")))
+		if strings.HasPrefix(f.Part, "faults-Test") {
+			proxied = append(proxied, f)
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s (%s)", f.Part, f.Measured.UTC().Format(stamp), cmpOr(f.Mode, "full")))
+	}
+	if len(proxied) > 0 {
+		first, last := proxied[0].Measured, proxied[0].Measured
+		var modes []string
+		for _, f := range proxied {
+			if f.Measured.Before(first) {
+				first = f.Measured
+			}
+			if f.Measured.After(last) {
+				last = f.Measured
+			}
+			if !slices.Contains(modes, f.Mode) {
+				modes = append(modes, f.Mode)
+			}
+		}
+		slices.Sort(modes)
+		parts = append(parts, fmt.Sprintf("fault proxy, %d tests, %s to %s (%s)", len(proxied), first.UTC().Format(stamp), last.UTC().Format(stamp), strings.Join(modes, "; ")))
 	}
 	slices.Sort(parts)
 	fmt.Fprintf(w, "reliability, from %s\n\n", strings.Join(parts, "; "))
@@ -171,6 +261,8 @@ func Print(w io.Writer, files []File) {
 		line(t[0])
 	}
 }
+
+const stamp = "2006-01-02 15:04 MST"
 
 func num(v *int) string {
 	if v == nil {
