@@ -286,6 +286,15 @@ func (r *Run) Gate(name string, opts GateOptions) error { return r.GateIn(r.ctx,
 // (policy.escalation_repeats 0).
 const maxEscalationInterval = 7 * 24 * time.Hour
 
+// maxEndlessEscalations bounds the escalations of such a gate: after about a year of reminders
+// (a week apart once the doubling reached a week) it waits without timers, so that its history
+// stays under about 800 events however long nobody answers (12 events an escalation).
+const maxEndlessEscalations = 64
+
+// gateEscalationCapChange is the workflow.GetVersion change that brought maxEndlessEscalations:
+// a run that escalated that often before it keeps escalating as it did.
+const gateEscalationCapChange = "gate-escalation-cap"
+
 // GateIn is Gate for a gate opened inside a coroutine of the run (workflow.Go), e.g. one of
 // several moves in flight: ctx is the coroutine's context, which the wait uses.
 func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error {
@@ -309,8 +318,9 @@ func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error 
 
 	decided := func() bool { return g.decided }
 	wait := timeout
+	capped := false // escalated maxEndlessEscalations times (escalation_repeats 0)
 	for !g.decided {
-		if g.Escalations >= r.policy.EscalationRepeats && r.policy.EscalationRepeats > 0 && r.policy.Escalation != EscalateThenAbort {
+		if capped || (g.Escalations >= r.policy.EscalationRepeats && r.policy.EscalationRepeats > 0 && r.policy.Escalation != EscalateThenAbort) {
 			// Escalated as often as policy says: keep waiting without further timers.
 			if err := workflow.Await(ctx, decided); err != nil {
 				return err
@@ -331,7 +341,12 @@ func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error 
 			wait = min(2*wait, max(timeout, maxEscalationInterval))
 		}
 		g.Deadline = workflow.Now(ctx).Add(wait)
-		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(ctx).Sub(g.OpenedAt), name),
+		tail := ""
+		if r.policy.EscalationRepeats == 0 && r.policy.Escalation != EscalateThenAbort && g.Escalations >= maxEndlessEscalations &&
+			workflow.GetVersion(ctx, gateEscalationCapChange, workflow.DefaultVersion, 1) == 1 {
+			capped, tail = true, " This is the last reminder: the gate keeps waiting for a decision."
+		}
+		r.notify("gate-escalated", name, fmt.Sprintf("ESCALATION %d: run %s has waited %s at gate %q.%s", g.Escalations, r.info.WorkflowExecution.ID, workflow.Now(ctx).Sub(g.OpenedAt), name, tail),
 			fmt.Sprintf("stackrun approve %s %s", r.info.WorkflowExecution.ID, name))
 		if r.policy.Escalation == EscalateThenAbort && g.Escalations >= max(1, r.policy.EscalationRepeats) {
 			g.decided = true
