@@ -282,7 +282,7 @@ type GateOptions struct {
 // policy's two_person_gates are destructive: the requester may not approve them.
 func (r *Run) Gate(name string, opts GateOptions) error { return r.GateIn(r.ctx, name, opts) }
 
-// maxEscalationInterval bounds the wait between escalations of a gate that escalates without end
+// maxEscalationInterval bounds the wait between escalations of a gate that keeps escalating
 // (policy.escalation_repeats 0).
 const maxEscalationInterval = 7 * 24 * time.Hour
 
@@ -336,8 +336,8 @@ func (r *Run) GateIn(ctx workflow.Context, name string, opts GateOptions) error 
 		}
 		g.Escalations++
 		if r.policy.EscalationRepeats == 0 {
-			// Escalating without end: each wait twice the last, up to a week, so that a gate
-			// nobody answers for months keeps its history small (12 events an escalation).
+			// Escalating until maxEndlessEscalations: each wait twice the last, up to a week, so
+			// that a gate nobody answers for months keeps its history small (12 events each).
 			wait = min(2*wait, max(timeout, maxEscalationInterval))
 		}
 		g.Deadline = workflow.Now(ctx).Add(wait)
