@@ -81,9 +81,7 @@ var fields = []field{
 	{"diagnose", Duration, "since", []string{"--symptom", "api-slow", "--subject", "all", "--since", "%v"}},
 	{"check", Text, "reason", []string{"--cadence", "daily", "--reason", "%v"}},
 	{"rolling-maintenance", Host, "hosts[0]", []string{"--action", "reboot", "--hosts", "%v"}},
-	{"rolling-maintenance", Text, "reason", []string{"--action", "reboot", "--role", "compute", "--reason", "%v"}},
 	{"outage-recovery", Duration, "verify_wait", []string{"--verify-wait", "%v"}},
-	{"outage-recovery", Text, "reason", []string{"--reason", "%v"}},
 }
 
 // directPerField is about how many values of each field are also sent straight to the server.
