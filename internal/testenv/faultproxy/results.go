@@ -16,9 +16,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/stackrun/stackrun/tests/crash/results"
-	"github.com/stackrun/stackrun/workflows"
 )
 
 // ActivityHeader is internal/infra/openstack.ActivityHeader (a test checks they agree; the test
@@ -32,21 +32,29 @@ type RunbookStats struct {
 	Retries  int // activity attempts after the first that reached the proxy (one per attempt)
 }
 
-// runbookOf names the runbook a workflow type belongs to (its CLI word; the type itself for a
-// workflow that is no runbook).
+// runbookOf names the runbook of a workflow type: its CLI word, the type's words joined by '-'
+// (workflows.TypeName the other way round; a test checks every runbook). The package cannot
+// import workflows: the OpenStack client's tests use the proxy.
 func runbookOf(typ string) string {
-	for _, rb := range workflows.Runbooks {
-		if rb.Type == typ {
-			return rb.Name
-		}
-		for _, old := range rb.Formerly {
-			if old == typ {
-				return rb.Name
-			}
-		}
+	if n, ok := formerly[typ]; ok {
+		return n
 	}
-	return typ
+	var b strings.Builder
+	for i, c := range typ {
+		if unicode.IsUpper(c) {
+			if i > 0 {
+				b.WriteByte('-')
+			}
+			c = unicode.ToLower(c)
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }
+
+// formerly are the runbooks' former workflow types (workflows: Formerly).
+var formerly = map[string]string{"ComputeEvacuation": "evacuate", "HostFailureRecovery": "recover-host",
+	"SwiftDiskReplacement": "swift-disk", "SwiftRingChange": "swift-ring"}
 
 // countRunbook counts r for its runbook and returns it ("" outside an activity). p.mu is held.
 func (p *Proxy) countRunbook(r *http.Request) string {

@@ -17,6 +17,17 @@ import (
 	"github.com/stackrun/stackrun/workflows"
 )
 
+// A workflow type names its runbook.
+func TestRunbookOfType(t *testing.T) {
+	for _, rb := range workflows.Runbooks {
+		require.Equal(t, rb.Name, runbookOf(rb.Type))
+		for _, old := range rb.Formerly {
+			require.Equal(t, rb.Name, runbookOf(old), old)
+		}
+	}
+	require.Equal(t, "host-lease", runbookOf("HostLease"))
+}
+
 // The proxy counts faults and retries per runbook from the worker's activity header and, with
 // STACKRUN_RELIABILITY_DIR set, writes them on Close as faults-<test>.json; a proxy with forced
 // faults (a scripted test that records its own figures) writes nothing.
