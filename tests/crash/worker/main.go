@@ -179,6 +179,10 @@ func orDash(s string) string {
 // graceful stop, the server learns of it only through timeouts.
 func (c *crasher) kill(boundary string) {
 	c.store.Append("crash.log", fmt.Sprintf("%d %s %s", time.Now().UnixMilli(), boundary, c.when))
+	// Die holding the store: an activity running beside this one (a fan-out's other push) is
+	// then either done with its Act or not begun, never half-way (the world changed, the
+	// effect not logged: its retry finds nothing to do and the effect looks lost).
+	c.store.mu.Lock()
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	select {}
 }
