@@ -8,7 +8,7 @@ export STACKRUN_LAB_DIR ?= $(STATE)/lab
 TEMPORAL_VERSION := 1.5.1
 GO_SOURCES := $(shell find . -name '*.go' -not -path './tools/*' -not -path './.state/*' 2>/dev/null) go.mod go.sum
 
-.PHONY: test-e2e-pending reliability-faults all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench bench-scale cluster-bins cluster cluster-down cluster-status test-cluster reliability fuzz
+.PHONY: test-e2e-pending reliability-faults reliability-lab all build run test test-unit test-e2e deps lab lab-down lab-status vet fmt clean help bench bench-scale cluster-bins cluster cluster-down cluster-status test-cluster reliability fuzz
 
 all: build
 
@@ -89,6 +89,13 @@ test-cluster: deps bin/temporal $(CLUSTER_BINS) lab ## Temporal cluster on Postg
 reliability: deps bin/temporal ## the reliability table: runbook x (boundaries crashed, runs correct, side effects repeated, worst time to recover, faults, retries, hostile inputs refused)
 	set -o pipefail; STACKRUN_HOSTILE_ALL=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 20m -run 'TestHostileCorpus$$' ./tests/hostile/
 	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_HISTORY=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 60m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
+	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
+
+# The crash matrix's lab sample (e2e/crash_sample_test.go): the real worker SIGKILLed on the lab
+# right after a side-effecting activity of restart-service, post-reboot-check --start-instances,
+# recover-host, diagnose and check started; make test runs the first two (STACKRUN_LAB_CRASH_FULL unset).
+reliability-lab: deps bin/temporal lab ## the lab crash sample, every case: the worker SIGKILLed mid-activity on the real lab, no side effect repeated (lab-crash.json), then the table
+	set -o pipefail; STACKRUN_LAB_CRASH_FULL=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 30m -tags e2e -v -run 'TestLabCrashSample$$' ./e2e/ | grep -v '^20[0-9][0-9]/'
 	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
 
 reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests)
