@@ -159,7 +159,8 @@ func TestOutageRecoveryOnLab(t *testing.T) {
 		})
 		require.NoError(t, l.worker.Process.Kill()) // SIGKILL
 		_, _ = l.worker.Process.Wait()
-		l.worker = startWorker(t, l.cfgPath, l.srv)
+		// The new worker serves the later subtests too: it must outlive this one.
+		l.worker = startWorkerFor(t, l.t, l.cfgPath, l.srv)
 		rep := l.report(id, 20*time.Minute) // a loaded machine: each tier can take minutes
 		require.Equal(t, workflows.StatusCompleted, rep.Status, "%s\nsteps: %+v\nfindings: %+v", rep.Summary, rep.Steps, rep.Findings)
 		t.Logf("summary: %s", rep.Summary)
