@@ -36,7 +36,7 @@ type Outage struct {
 	DatabaseHost string
 	DefaultsFile string
 	Databases    []string
-	// Poll is how often waits look again (default 3s).
+	// Poll is how often waits look again (default 1s: the recovery waits on each of them).
 	Poll time.Duration
 }
 
@@ -44,7 +44,7 @@ func (o *Outage) poll() time.Duration {
 	if o.Poll > 0 {
 		return o.Poll
 	}
-	return 3 * time.Second
+	return time.Second
 }
 
 // OutagePlan returns the priority table this worker was configured with.

@@ -12,10 +12,12 @@ package e2e
 // STACKRUN_BENCH_ROUNDS sets the rounds (default 1; each is two power losses).
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +58,8 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 		rep := l.report(id, 15*time.Minute)
 		rec = append(rec, time.Since(t0))
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+		logUpPhases(t, string(out))
+		logTierTimes(t, rep)
 		labRestore(t) // what the table does not list (Alertmanager) comes back too, untimed
 	}
 	var su, sr time.Duration
@@ -66,4 +70,47 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 	n := time.Duration(len(up))
 	t.Logf("\n| from labfail power-loss to everything verified | wall time (mean of %d) |\n| --- | --- |\n| lab/up.sh | %s |\n| outage-recovery | %s |\n| ratio | %.2f× (goal ≤ 1.3×) |",
 		len(up), (su / n).Round(100*time.Millisecond), (sr / n).Round(100*time.Millisecond), float64(sr)/float64(su))
+}
+
+// logUpPhases prints up.sh's own phase lines ("... (N s)"): where its time goes.
+func logUpPhases(t *testing.T, out string) {
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "[lab]") && strings.HasSuffix(strings.TrimSpace(line), " s)") {
+			lines = append(lines, strings.TrimSpace(line[strings.Index(line, "[lab]"):]))
+		}
+	}
+	t.Logf("up.sh phases:\n%s", strings.Join(lines, "\n"))
+}
+
+// logTierTimes prints outage-recovery's time per tier (its steps' audit: the plan, each tier and
+// its checks) and the slowest activity of each: where its time goes.
+func logTierTimes(t *testing.T, rep *workflows.Report) {
+	type span struct {
+		first, end time.Time
+		slow       workflows.AuditEntry
+	}
+	spans := map[string]*span{}
+	var order []string
+	for _, a := range rep.Audit {
+		sp, ok := spans[a.Step]
+		if !ok {
+			sp = &span{first: a.At}
+			spans[a.Step] = sp
+			order = append(order, a.Step)
+		}
+		if e := a.At.Add(a.Duration); e.After(sp.end) {
+			sp.end = e
+		}
+		if a.Duration > sp.slow.Duration {
+			sp.slow = a
+		}
+	}
+	lines := []string{fmt.Sprintf("run %s .. %s (%s)", rep.Started.Format("15:04:05.0"), rep.Ended.Format("15:04:05.0"), rep.Ended.Sub(rep.Started).Round(100*time.Millisecond))}
+	for _, step := range order {
+		sp := spans[step]
+		lines = append(lines, fmt.Sprintf("%-16s +%6.1fs %6.1fs  slowest %s on %s %.1fs %s", step, sp.first.Sub(rep.Started).Seconds(),
+			sp.end.Sub(sp.first).Seconds(), sp.slow.Activity, sp.slow.Target, sp.slow.Duration.Seconds(), sp.slow.Error))
+	}
+	t.Logf("outage-recovery steps:\n%s", strings.Join(lines, "\n"))
 }
