@@ -12,7 +12,6 @@ package e2e
 // STACKRUN_BENCH_ROUNDS sets the rounds (default 1; each is two power losses).
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,36 +80,4 @@ func logUpPhases(t *testing.T, out string) {
 		}
 	}
 	t.Logf("up.sh phases:\n%s", strings.Join(lines, "\n"))
-}
-
-// logTierTimes prints outage-recovery's time per tier (its steps' audit: the plan, each tier and
-// its checks) and the slowest activity of each: where its time goes.
-func logTierTimes(t *testing.T, rep *workflows.Report) {
-	type span struct {
-		first, end time.Time
-		slow       workflows.AuditEntry
-	}
-	spans := map[string]*span{}
-	var order []string
-	for _, a := range rep.Audit {
-		sp, ok := spans[a.Step]
-		if !ok {
-			sp = &span{first: a.At}
-			spans[a.Step] = sp
-			order = append(order, a.Step)
-		}
-		if e := a.At.Add(a.Duration); e.After(sp.end) {
-			sp.end = e
-		}
-		if a.Duration > sp.slow.Duration {
-			sp.slow = a
-		}
-	}
-	lines := []string{fmt.Sprintf("run %s .. %s (%s)", rep.Started.Format("15:04:05.0"), rep.Ended.Format("15:04:05.0"), rep.Ended.Sub(rep.Started).Round(100*time.Millisecond))}
-	for _, step := range order {
-		sp := spans[step]
-		lines = append(lines, fmt.Sprintf("%-16s +%6.1fs %6.1fs  slowest %s on %s %.1fs %s", step, sp.first.Sub(rep.Started).Seconds(),
-			sp.end.Sub(sp.first).Seconds(), sp.slow.Activity, sp.slow.Target, sp.slow.Duration.Seconds(), sp.slow.Error))
-	}
-	t.Logf("outage-recovery steps:\n%s", strings.Join(lines, "\n"))
 }
