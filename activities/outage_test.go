@@ -3,13 +3,17 @@ package activities
 import (
 	"context"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/stackrun/stackrun/internal/infra/remote"
 )
 
 // mariadb-check's own words: OK lines, and a table followed by its messages.
@@ -61,4 +65,48 @@ func TestOutageStartsOnlyWhatIsDownAndVerifiesAPort(t *testing.T) {
 	require.NoError(t, ln.Close())
 	_, err = o.OutageVerifyService(context.Background(), OutageVerifyRequest{OutageService: s})
 	require.ErrorContains(t, err, "port does not accept connections")
+}
+
+// dbRunner answers db_list and db_check like mariadb and mariadb-check would.
+type dbRunner struct {
+	mu     sync.Mutex
+	checks [][]string
+	tables map[string]string // schema -> mariadb-check output
+}
+
+func (d *dbRunner) Run(_ context.Context, _ remote.Host, cmd remote.Command) (remote.Result, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if cmd.Argv[0] == "mariadb" {
+		return remote.Result{Stdout: "information_schema\nkeystone\nnova\nmysql\n"}, nil
+	}
+	i := slices.Index(cmd.Argv, "--databases")
+	dbs := cmd.Argv[i+1:]
+	d.checks = append(d.checks, dbs)
+	var out strings.Builder
+	for _, db := range dbs {
+		out.WriteString(d.tables[db])
+	}
+	return remote.Result{Stdout: out.String()}, nil
+}
+
+// Each schema the server has is checked (one mariadb-check each, side by side), every table
+// counted, every table not OK a problem; a configured schema the server lacks is named.
+func TestOutageDBIntegrityChecksEachSchema(t *testing.T) {
+	d := &dbRunner{tables: map[string]string{
+		"keystone": "keystone.project   OK\nkeystone.user   OK\n",
+		"nova":     "nova.instances\nerror    : Corrupt\nnova.migrations   OK\n",
+	}}
+	h := newHosts(t, d)
+	h.Inventory["controller"] = InventoryHost{Address: "10.0.0.1", Roles: []string{"controller"}}
+	o := &Outage{Hosts: h, DatabaseHost: "controller", DefaultsFile: "/etc/my.cnf", Databases: []string{"keystone", "nova", "glance"}}
+	res, err := o.OutageDBIntegrity(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, []string{"keystone", "nova"}, res.Databases)
+	assert.Equal(t, []string{"glance"}, res.Missing)
+	assert.Equal(t, 4, res.Tables)
+	assert.Equal(t, []string{"nova.instances: error: Corrupt"}, res.Problems)
+	assert.ElementsMatch(t, [][]string{{"keystone"}, {"nova"}}, d.checks)
+	assert.Contains(t, res.Command, "'mariadb-check' '--defaults-file=/etc/my.cnf' '--check' '--databases' 'keystone'")
+	assert.Contains(t, res.Command, "'--databases' 'nova'")
 }

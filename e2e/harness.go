@@ -38,31 +38,42 @@ func labConfig(t *testing.T) string {
 }
 
 // startWorker builds and runs the real worker against the lab's configuration and srv; env adds
-// STACKRUN_* variables (KEY=VALUE) over the configuration file.
+// STACKRUN_* variables (KEY=VALUE) over the configuration file. It is stopped when t ends.
 func startWorker(t *testing.T, cfgPath string, srv *devserver.Server, env ...string) *exec.Cmd {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "stackrun-worker")
+	return startWorkerFor(t, t, cfgPath, srv, env...)
+}
+
+// startWorkerFor is startWorker for a worker that a subtest t starts in place of one it killed,
+// and that the test owner (t's parent) still needs after t: it runs, and keeps its binary, log
+// and fault proxy, until owner ends. A replacement tied to t dies with t, and the next subtest's
+// runs then have no worker at all (their first workflow task is never taken, so a status query
+// waits for it until the caller's deadline).
+func startWorkerFor(t, owner *testing.T, cfgPath string, srv *devserver.Server, env ...string) *exec.Cmd {
+	t.Helper()
+	dir := owner.TempDir()
+	bin := filepath.Join(dir, "stackrun-worker")
 	build := exec.Command("go", "build", "-o", bin, "./worker")
 	build.Dir = devserver.RepoRoot(t)
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, string(out))
-	logPath := filepath.Join(t.TempDir(), "worker.log")
+	logPath := filepath.Join(dir, "worker.log")
 	logf, err := os.Create(logPath)
 	require.NoError(t, err)
 	cmd := exec.Command(bin, "--config", cfgPath, "--temporal-address", srv.HostPort, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.log"),
+	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(dir, "audit.log"),
 		"STACKRUN_TRUST_KEYS_FILE="+operatorKeysFile(t))
-	cmd.Env = append(cmd.Env, faultEnv(t)...)
+	cmd.Env = append(cmd.Env, faultEnv(owner)...)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(t, cmd.Start())
-	recordHistories(t, srv)
-	t.Cleanup(func() {
+	recordHistories(owner, srv)
+	owner.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
-		if t.Failed() {
+		if owner.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("worker log:\n%s", b)
+			owner.Logf("worker log:\n%s", b)
 		}
 	})
 	return cmd

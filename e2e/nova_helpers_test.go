@@ -21,6 +21,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/api/enums/v1"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config"
@@ -285,8 +286,29 @@ func (l *novaLab) status(id string) workflows.Status {
 	ctx, cancel := l.ctx()
 	defer cancel()
 	st, err := control.Status(ctx, l.srv.Client, id)
-	require.NoError(l.t, err)
+	if err != nil {
+		require.NoError(l.t, err, "%s", l.pollers())
+	}
 	return st
+}
+
+// pollers says which workers poll the task queue for workflow tasks: a status query that times
+// out with none has no worker to answer it, not a slow one.
+func (l *novaLab) pollers() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := l.srv.Client.DescribeTaskQueue(ctx, l.cfg.Temporal.TaskQueue, enums.TASK_QUEUE_TYPE_WORKFLOW)
+	if err != nil {
+		return fmt.Sprintf("workflow pollers of %s: %v", l.cfg.Temporal.TaskQueue, err)
+	}
+	var ps []string
+	for _, p := range d.GetPollers() {
+		ps = append(ps, fmt.Sprintf("%s (last poll %s ago)", p.GetIdentity(), time.Since(p.GetLastAccessTime().AsTime()).Round(time.Second)))
+	}
+	if len(ps) == 0 {
+		return fmt.Sprintf("no worker polls task queue %s", l.cfg.Temporal.TaskQueue)
+	}
+	return fmt.Sprintf("workflow pollers of %s: %s", l.cfg.Temporal.TaskQueue, strings.Join(ps, ", "))
 }
 
 // waitFor polls the run's status until ok or the timeout.

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,6 +57,8 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 		rep := l.report(id, 15*time.Minute)
 		rec = append(rec, time.Since(t0))
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
+		logUpPhases(t, string(out))
+		logTierTimes(t, rep)
 		labRestore(t) // what the table does not list (Alertmanager) comes back too, untimed
 	}
 	var su, sr time.Duration
@@ -66,4 +69,15 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 	n := time.Duration(len(up))
 	t.Logf("\n| from labfail power-loss to everything verified | wall time (mean of %d) |\n| --- | --- |\n| lab/up.sh | %s |\n| outage-recovery | %s |\n| ratio | %.2f× (goal ≤ 1.3×) |",
 		len(up), (su / n).Round(100*time.Millisecond), (sr / n).Round(100*time.Millisecond), float64(sr)/float64(su))
+}
+
+// logUpPhases prints up.sh's own phase lines ("... (N s)"): where its time goes.
+func logUpPhases(t *testing.T, out string) {
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "[lab]") && strings.HasSuffix(strings.TrimSpace(line), " s)") {
+			lines = append(lines, strings.TrimSpace(line[strings.Index(line, "[lab]"):]))
+		}
+	}
+	t.Logf("up.sh phases:\n%s", strings.Join(lines, "\n"))
 }

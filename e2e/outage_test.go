@@ -9,6 +9,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,10 +160,12 @@ func TestOutageRecoveryOnLab(t *testing.T) {
 		})
 		require.NoError(t, l.worker.Process.Kill()) // SIGKILL
 		_, _ = l.worker.Process.Wait()
-		l.worker = startWorker(t, l.cfgPath, l.srv)
+		// The new worker serves the later subtests too: it must outlive this one.
+		l.worker = startWorkerFor(t, l.t, l.cfgPath, l.srv)
 		rep := l.report(id, 20*time.Minute) // a loaded machine: each tier can take minutes
 		require.Equal(t, workflows.StatusCompleted, rep.Status, "%s\nsteps: %+v\nfindings: %+v", rep.Summary, rep.Steps, rep.Findings)
 		t.Logf("summary: %s", rep.Summary)
+		logTierTimes(t, rep)
 
 		// Every API answers, three computes up, the Swift devices mounted and answering.
 		ctx, cancel := l.ctx()
@@ -266,4 +269,36 @@ func TestOutageRecoveryOnLab(t *testing.T) {
 			assert.True(t, l.running("controller", s), s)
 		}
 	})
+}
+
+// logTierTimes prints outage-recovery's time per tier (its steps' audit: the plan, each tier and
+// its checks) and the slowest activity of each: where its time goes.
+func logTierTimes(t *testing.T, rep *workflows.Report) {
+	type span struct {
+		first, end time.Time
+		slow       workflows.AuditEntry
+	}
+	spans := map[string]*span{}
+	var order []string
+	for _, a := range rep.Audit {
+		sp, ok := spans[a.Step]
+		if !ok {
+			sp = &span{first: a.At}
+			spans[a.Step] = sp
+			order = append(order, a.Step)
+		}
+		if e := a.At.Add(a.Duration); e.After(sp.end) {
+			sp.end = e
+		}
+		if a.Duration > sp.slow.Duration {
+			sp.slow = a
+		}
+	}
+	lines := []string{fmt.Sprintf("run %s .. %s (%s)", rep.Started.Format("15:04:05.0"), rep.Ended.Format("15:04:05.0"), rep.Ended.Sub(rep.Started).Round(100*time.Millisecond))}
+	for _, step := range order {
+		sp := spans[step]
+		lines = append(lines, fmt.Sprintf("%-16s +%6.1fs %6.1fs  slowest %s on %s %.1fs %s", step, sp.first.Sub(rep.Started).Seconds(),
+			sp.end.Sub(sp.first).Seconds(), sp.slow.Activity, sp.slow.Target, sp.slow.Duration.Seconds(), sp.slow.Error))
+	}
+	t.Logf("outage-recovery steps:\n%s", strings.Join(lines, "\n"))
 }

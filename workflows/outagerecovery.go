@@ -315,9 +315,11 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, 
 			}
 		}
 		sctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 3, Initial: 2 * time.Second})
-		// Verifications wait for a service that is still coming up (--verify-wait): attempts 5 s
-		// apart at most, after 1, 2 and 4 s.
-		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3 + int(wait/(5*time.Second)), Initial: time.Second, MaxInterval: 5 * time.Second})
+		// Verifications wait for a service that is still coming up (--verify-wait): an attempt
+		// every second (after half a second first), so that the next tier starts within about a
+		// second of this one being up. Each tier waits for the one before it, so a coarser poll
+		// adds its lag once per tier to the whole recovery.
+		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 2 + int(wait/time.Second), Initial: 500 * time.Millisecond, MaxInterval: time.Second})
 		return r.Each(ctx, len(t.Services), par, func(ctx workflow.Context, i int) error {
 			s := t.Services[i]
 			name := s.Service + "@" + s.Host
