@@ -23,10 +23,11 @@ import (
 // smokeCloud is a Keystone, Glance, Placement, Nova and Cinder just big enough for the staged
 // upgrade's smoke test. With lose, it carries out a create (POST /servers, POST /volumes) and
 // then drops the connection instead of answering: the create's answer is lost, as the fault
-// proxy's reset-after does on the lab. Servers are ACTIVE and volumes available at once.
+// proxy's reset-after does on the lab (loseDel: the same for DELETEs). Servers are ACTIVE and volumes available at once.
 type smokeCloud struct {
 	mu      sync.Mutex
-	lose    bool
+	lose    bool              // creates: carried out, answer lost
+	loseDel bool              // deletes: carried out, answer lost
 	posts   map[string]int    // "servers", "volumes"
 	deletes int               // DELETEs of servers and volumes
 	objs    map[string]string // id -> JSON of a server or volume
@@ -94,6 +95,10 @@ func newSmokeCloud(t *testing.T, lose bool) (*smokeCloud, *activities.Cloud) {
 			case r.Method == http.MethodDelete:
 				c.deletes++
 				delete(c.objs, id)
+				if c.loseDel {
+					dropAnswer(t, w)
+					return
+				}
 				w.WriteHeader(http.StatusNoContent)
 			default:
 				js(w, `{%q: %s}`, strings.TrimSuffix(kind, "s"), o)
@@ -206,5 +211,18 @@ func TestSmokeTestLostVolumeAnswerIsNotCreatedAgain(t *testing.T) {
 	assert.Equal(t, 1, deletes)
 	assert.Zero(t, left)
 	assert.Contains(t, strings.Join(res.Checks, "; "), "cinder: volume volumes-1 created although the answer was lost")
+	assert.Contains(t, res.Checks, "cinder: volume deleted")
+}
+
+// The delete of the test server and volume was carried out but its answer lost: the smoke test
+// sees them gone and passes (it failed before, and its retry made them again).
+func TestSmokeTestLostDeleteAnswerIsNotAFailure(t *testing.T) {
+	c, cloud := newSmokeCloud(t, false)
+	c.loseDel = true
+	res, err := smoke(t, cloud, activities.SmokeRequest{Name: "su1-cinder", Volume: true, Boot: true})
+	require.NoError(t, err)
+	servers, volumes, deletes, left := c.counts()
+	assert.Equal(t, []int{1, 1, 2, 0}, []int{servers, volumes, deletes, left})
+	assert.Contains(t, res.Checks, "nova: server deleted")
 	assert.Contains(t, res.Checks, "cinder: volume deleted")
 }
