@@ -112,8 +112,9 @@ func (h *Hosts) SSHReachable(ctx context.Context, host string) (Reachability, er
 // HardRebootOn hard-reboots an instance through the API (the hypervisor recreates the guest from
 // the database, as the guide's manual path does after rewriting instances.host) and waits until
 // it is ACTIVE, running and idle on req.Host. It refuses an instance that the API does not place
-// on req.Host. A retried attempt (heartbeat says the reboot was asked) follows instead of asking
-// again; an instance that is busy rebooting is followed too.
+// on req.Host. A retried attempt follows instead of asking again when its heartbeat says the
+// reboot was asked or the action log shows one since the first attempt (the answer was lost); an
+// instance that is busy rebooting is followed too.
 func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (HardRebootResult, error) {
 	cl, err := c.clients(ctx)
 	if err != nil {
@@ -127,16 +128,34 @@ func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (Hard
 	if in.Host != req.Host {
 		return res, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s (%s) is on %q, not %s: not rebooting it", in.Name, req.ID, in.Host, req.Host), ErrTypeRefused, nil)
 	}
-	var asked bool
-	if activity.HasHeartbeatDetails(ctx) {
-		_ = activity.GetHeartbeatDetails(ctx, &asked)
+	// FirstStart reaches a retry in the heartbeat, recorded before the request: a hard reboot
+	// whose answer was lost (Nova carried it out, the guest may be up again already) is then
+	// found in the action log and followed, not sent a second time.
+	var hb struct {
+		Asked      bool      `json:"asked"`
+		FirstStart time.Time `json:"first_start"`
 	}
-	if !asked && !busy(in) {
+	resumed := activity.HasHeartbeatDetails(ctx)
+	if resumed && activity.GetHeartbeatDetails(ctx, &hb) != nil {
+		_ = activity.GetHeartbeatDetails(ctx, &hb.Asked) // an attempt of a worker from before: a bool
+	}
+	if hb.FirstStart.IsZero() {
+		hb.FirstStart = time.Now()
+	}
+	activity.RecordHeartbeat(ctx, hb)
+	if resumed && !hb.Asked && !busy(in) {
+		a, err := askedSince(ctx, cl, req.ID, hb.FirstStart, "reboot")
+		if err != nil {
+			return res, err
+		}
+		hb.Asked = a != ""
+	}
+	if !hb.Asked && !busy(in) {
 		if err := cl.RebootServer(ctx, req.ID, openstack.RebootOpts{Hard: true}); err != nil {
 			return res, novaError("hard reboot of "+req.ID, err)
 		}
-		asked = true
-		activity.RecordHeartbeat(ctx, asked)
+		hb.Asked = true
+		activity.RecordHeartbeat(ctx, hb)
 	}
 	wait := cmp.Or(req.Wait, 3*time.Minute)
 	end := time.Now().Add(wait)
@@ -152,7 +171,7 @@ func (c *Compute) HardRebootOn(ctx context.Context, req HardRebootRequest) (Hard
 			return res, err
 		}
 		res.Status, res.Host = cur.Status, cur.Host
-		activity.RecordHeartbeat(ctx, asked)
+		activity.RecordHeartbeat(ctx, hb)
 		if cur.TaskState == "" && cur.Status == "ACTIVE" && cur.PowerState == running && cur.Host == req.Host {
 			return res, nil
 		}

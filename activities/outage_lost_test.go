@@ -94,3 +94,19 @@ func TestOutageStartInstanceLostAnswerRebootsOnce(t *testing.T) {
 	assert.Equal(t, "ACTIVE", res.Status)
 	assert.Equal(t, []string{"reboot"}, n.sent(), "one hard reboot")
 }
+
+// The same for the post-reboot check's and recover-host's hard reboot (HardRebootOn): the retry
+// after the lost answer finds the reboot in the action log, does not send a second one.
+func TestHardRebootOnLostAnswerRebootsOnce(t *testing.T) {
+	n, cl := newRebootNova(t)
+	c := &activities.Compute{Clients: func(context.Context) (*openstack.Clients, error) { return cl, nil }, PollInterval: 5 * time.Millisecond}
+	req := activities.HardRebootRequest{ID: "s1", Host: "compute1", Wait: 10 * time.Second}
+	_, err := activityEnv(t, c).ExecuteActivity(c.HardRebootOn, req)
+	require.Error(t, err, "the first attempt lost Nova's answer")
+	v, err := retried(t, c).ExecuteActivity(c.HardRebootOn, req)
+	require.NoError(t, err)
+	var res activities.HardRebootResult
+	require.NoError(t, v.Get(&res))
+	assert.Equal(t, "ACTIVE", res.Status)
+	assert.Equal(t, []string{"reboot"}, n.sent(), "one hard reboot")
+}

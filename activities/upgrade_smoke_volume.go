@@ -13,26 +13,48 @@ import (
 )
 
 // smokeVolume creates a 1 GiB volume, waits until it is available and deletes it. It checks the
-// world first: a volume of the same name left by an earlier attempt (the name comes from the run)
-// is deleted before a new one is made, so a retried step never leaves two.
+// world first (the name comes from the run): a volume that an earlier attempt created (creating
+// or available: its create may have been carried out with the answer lost) is followed, not
+// created again; any other one of the name is deleted first. A create whose answer does not
+// arrive is looked up by name before the step fails. A retried step never leaves two.
 func (c *Cloud) smokeVolume(ctx context.Context, cl *openstack.Clients, name string, out *SmokeResult) error {
-	left, err := cl.ListVolumes(ctx, name, "")
-	if err != nil {
-		return fmt.Errorf("smoke test: cinder: %w", err)
+	var v openstack.Volume
+	lookup := func() error {
+		left, err := cl.ListVolumes(ctx, name, "")
+		if err != nil {
+			return fmt.Errorf("smoke test: cinder: %w", err)
+		}
+		for _, l := range left {
+			if l.Name != name { // Cinder's name filter is exact, but be sure
+				continue
+			}
+			if v.ID == "" && (l.Status == "creating" || l.Status == "available") {
+				v = l
+				continue
+			}
+			if err := deleteVolumeAndWait(ctx, cl, l.ID); err != nil {
+				return err
+			}
+			out.Checks = append(out.Checks, fmt.Sprintf("cinder: deleted volume %s (%s), left by an earlier attempt", l.ID, l.Status))
+		}
+		return nil
+	}
+	if err := lookup(); err != nil {
+		return err
 	}
 	out.Checks = append(out.Checks, "cinder: volume API answers")
-	for _, v := range left {
-		if v.Name != name { // Cinder's name filter is exact, but be sure
-			continue
+	if v.ID != "" {
+		out.Checks = append(out.Checks, "cinder: volume "+v.ID+" created by an earlier attempt, taken over (not created again)")
+	} else {
+		created, err := cl.CreateVolume(ctx, name, 1)
+		if err != nil {
+			if lerr := lookup(); lerr != nil || v.ID == "" {
+				return fmt.Errorf("smoke test: %w", err)
+			}
+			out.Checks = append(out.Checks, "cinder: volume "+v.ID+" created although the answer was lost ("+err.Error()+"), not created again")
+		} else {
+			v = created
 		}
-		if err := deleteVolumeAndWait(ctx, cl, v.ID); err != nil {
-			return err
-		}
-		out.Checks = append(out.Checks, fmt.Sprintf("cinder: deleted volume %s (%s), left by an earlier attempt", v.ID, v.Status))
-	}
-	v, err := cl.CreateVolume(ctx, name, 1)
-	if err != nil {
-		return fmt.Errorf("smoke test: %w", err)
 	}
 	out.Volume = v.ID
 	deadline := time.Now().Add(3 * time.Minute)
@@ -45,6 +67,7 @@ func (c *Cloud) smokeVolume(ctx context.Context, cl *openstack.Clients, name str
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return err
 		}
+		var err error
 		if v, err = cl.GetVolume(ctx, out.Volume); err != nil {
 			return fmt.Errorf("smoke test: %w", err)
 		}
@@ -57,9 +80,12 @@ func (c *Cloud) smokeVolume(ctx context.Context, cl *openstack.Clients, name str
 	return nil
 }
 
+// deleteVolumeAndWait deletes a test volume and waits until it is gone; a delete whose answer
+// does not arrive is sent again only while Cinder is not deleting the volume (as deleteAndWait).
 func deleteVolumeAndWait(ctx context.Context, cl *openstack.Clients, id string) error {
-	if err := cl.DeleteVolume(ctx, id); err != nil && !gophercloud.ResponseCodeIs(err, http.StatusNotFound) {
-		return fmt.Errorf("smoke test: %w", err)
+	sent := cl.DeleteVolume(ctx, id)
+	if gophercloud.ResponseCodeIs(sent, http.StatusNotFound) {
+		return nil
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
@@ -71,7 +97,15 @@ func deleteVolumeAndWait(ctx context.Context, cl *openstack.Clients, id string) 
 			return fmt.Errorf("smoke test: volume %s is error_deleting", id)
 		}
 		if time.Now().After(deadline) {
+			if sent != nil {
+				return fmt.Errorf("smoke test: %w", sent)
+			}
 			return fmt.Errorf("smoke test: volume %s still exists 2 minutes after delete", id)
+		}
+		if sent != nil && err == nil && v.Status != "deleting" {
+			if sent = cl.DeleteVolume(ctx, id); gophercloud.ResponseCodeIs(sent, http.StatusNotFound) {
+				return nil
+			}
 		}
 		activity.RecordHeartbeat(ctx, "deleting volume "+id)
 		if err := sleepCtx(ctx, time.Second); err != nil {

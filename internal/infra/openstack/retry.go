@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -22,13 +24,14 @@ const DefaultRequestTimeout = 2 * time.Minute
 // a 5xx answer or a cut body, before the error reaches the activity.
 const DefaultReadRetries = 4
 
-// retryReads is the provider's RetryFunc. Only reads are retried here: a POST, PUT, PATCH or
-// DELETE that failed may have reached the service (a reset after Nova accepted a live
-// migration), so repeating it blindly could do it twice. Writes go back to the activity,
-// whose next attempt looks at the world first.
+// retryReads is the provider's RetryFunc. Only reads are retried here, and the token request
+// (a POST whose repetition only issues another token): any other POST, PUT, PATCH or DELETE that
+// failed may have reached the service (a reset after Nova accepted a live migration), so
+// repeating it blindly could do it twice. Writes go back to the activity, whose next attempt
+// looks at the world first.
 func retryReads(max uint, backoff time.Duration) gophercloud.RetryFunc {
-	return func(ctx context.Context, method, _ string, _ *gophercloud.RequestOpts, err error, failCount uint) error {
-		if method != http.MethodGet && method != http.MethodHead {
+	return func(ctx context.Context, method, u string, _ *gophercloud.RequestOpts, err error, failCount uint) error {
+		if method != http.MethodGet && method != http.MethodHead && !isTokenRequest(method, u) {
 			return err
 		}
 		if failCount > max || !transient(err) {
@@ -43,6 +46,17 @@ func retryReads(max uint, backoff time.Duration) gophercloud.RetryFunc {
 			return nil
 		}
 	}
+}
+
+// isTokenRequest: Keystone's POST /v3/auth/tokens (the first login and every re-authentication).
+// Without its retry one lost token answer fails whatever needed the clients: a post-reboot
+// check's API probe then reports the cloud down.
+func isTokenRequest(method, u string) bool {
+	if method != http.MethodPost {
+		return false
+	}
+	pu, err := url.Parse(u)
+	return err == nil && strings.HasSuffix(strings.TrimSuffix(pu.Path, "/"), "/auth/tokens")
 }
 
 // transient: worth a retry. 4xx answers are the service's considered reply (404, 409), not a fault.

@@ -75,3 +75,31 @@ func TestReadRetriesThroughFaults(t *testing.T) {
 	require.Error(t, err)
 	require.EqualValues(t, 1, posts.Load(), "a write whose answer was lost was sent again")
 }
+
+// The token request is retried: its first answer lost after Keystone issued the token, its
+// second a 503, the third gets through. (Before, one lost token answer failed the login: the
+// post-reboot check's first API probe reported "cannot authenticate" under 20 % faults.)
+func TestTokenRequestRetriedThroughFaults(t *testing.T) {
+	var tokens atomic.Int64
+	keystone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		require.Equal(t, "/v3/auth/tokens", r.URL.Path)
+		tokens.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("X-Subject-Token", "tok")
+		w.WriteHeader(201)
+		_, _ = w.Write([]byte(`{"token": {"expires_at": "2099-01-01T00:00:00.000000Z", "catalog": [], "user": {"id": "u1", "name": "admin"}}}`))
+	}))
+	defer keystone.Close()
+	proxy := faultproxy.New(faultproxy.Options{Force: []faultproxy.Forced{
+		{Method: http.MethodPost, PathSuffix: "/auth/tokens", Kind: faultproxy.ResetAfter},
+		{Method: http.MethodPost, PathSuffix: "/auth/tokens", Kind: faultproxy.Status503},
+	}})
+	defer proxy.Close()
+	front, err := proxy.Front(keystone.URL + "/v3")
+	require.NoError(t, err)
+	pc, err := newProvider(context.Background(), gophercloud.AuthOptions{IdentityEndpoint: front, Username: "admin", Password: "x", DomainName: "Default"}, nil, 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, "tok", pc.Token())
+	require.EqualValues(t, 2, tokens.Load(), "three sent: the lost one and the last reached Keystone, the 503 did not")
+	require.Equal(t, 2, proxy.Stats().Total())
+}
