@@ -74,6 +74,11 @@ var matrix = []runbookCase{
 	{rb: workflows.SwiftRing, variant: "--set-weight", input: func(host string) workflows.Input {
 		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=50"}}
 	}},
+	// Two steps that continue as new between them (a budget of 1 event): crashed around the
+	// continue-as-new too (crashAlso), the chain must end as the uncrashed one.
+	{rb: workflows.SwiftRing, variant: "--steps 2", input: func(host string) workflows.Input {
+		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=50"}, Steps: 2, Wait: true}
+	}, env: []string{"CRASH_HISTORY_BUDGET=1"}},
 }
 
 // notInMatrixYet are the runbooks whose crash entry and mocks are still to be written (README,
