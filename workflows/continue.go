@@ -95,6 +95,7 @@ func continueAsNew[In any](r *Run, in *In, p any) error {
 	for _, f := range r.notes {
 		_ = f.Get(r.ctx, nil)
 	}
+	//workflowcheck:ignore encoding/json writes map keys sorted: the same bytes in a replay
 	state, err := json.Marshal(p)
 	if err != nil {
 		return fmt.Errorf("continue as new: %w", err)

@@ -10,9 +10,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/config/policy"
@@ -196,6 +198,7 @@ func TestSwiftRingContinuesAsNewWithFullReport(t *testing.T) {
 	assert.Equal(t, started.WorkflowID, rep.WorkflowID)
 	assert.NotEqual(t, started.RunID, rep.RunID, "the report is the last run's")
 	assert.Contains(t, rep.Summary, "rebalanced, validated and distributed to 4 node(s)")
+	replayChain(t, ctx, sw.srv.Client, started.WorkflowID, started.RunID)
 
 	sw.mu.Lock()
 	assert.Equal(t, 1, sw.backups, "builders backed up once")
@@ -244,5 +247,28 @@ func TestSwiftRingContinuesAsNewWithFullReport(t *testing.T) {
 		}
 		require.NoError(t, ctx.Err(), "the lock is still held: %+v", st.Holders)
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// replayChain replays every run of the chain from its recorded history: the decision to
+// continue as new (from the history length) is the same in a replay.
+func replayChain(t *testing.T, ctx context.Context, c client.Client, id, runID string) {
+	for runID != "" {
+		var h historypb.History
+		next := ""
+		it := c.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		for it.HasNext() {
+			ev, err := it.Next()
+			require.NoError(t, err)
+			h.Events = append(h.Events, ev)
+			if a := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); a != nil {
+				next = a.GetNewExecutionRunId()
+			}
+		}
+		r := worker.NewWorkflowReplayer()
+		wf.Register(r)
+		require.NoError(t, r.ReplayWorkflowHistoryWithOptions(nil, &h, worker.ReplayWorkflowHistoryOptions{
+			OriginalExecution: workflow.Execution{ID: id, RunID: runID}}), "replay of run %s", runID)
+		runID = next
 	}
 }
