@@ -56,7 +56,9 @@ func TestHistoryWorstCase(t *testing.T) {
 		t.Skip("the largest plans through a dev server: STACKRUN_HISTORY=1 (make reliability)")
 	}
 	r := newRig(t)
-	r.timeout = 10 * time.Minute
+	// A 500-node ring in three steps is some 15,000 events over its chain: over 10 minutes on a
+	// loaded 2-core machine.
+	r.timeout = 25 * time.Minute
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var table []string
