@@ -125,7 +125,8 @@ func (l *Lease) Holds(ctx context.Context, c LeaseCheck) (bool, error) {
 // Wants reports whether the run still holds or waits for the key: the lease workflow asks the
 // run itself before it frees a slot on a "release" or grants one on an "acquire", so that neither
 // signal, which anyone can send, changes the lease against the run's own state. A run that has
-// ended wants nothing; a run from before the query existed is taken at its word (true).
+// ended wants nothing; a run that continued as new answers through its chain's open run; a run
+// from before the query existed is taken at its word (true).
 func (l *Lease) Wants(ctx context.Context, h LeaseHolder) (bool, error) {
 	d, err := l.Client.DescribeWorkflowExecution(ctx, h.WorkflowID, h.RunID)
 	var nf *serviceerror.NotFound
@@ -135,10 +136,25 @@ func (l *Lease) Wants(ctx context.Context, h LeaseHolder) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if d.GetWorkflowExecutionInfo().GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+	runID := h.RunID
+	switch info := d.GetWorkflowExecutionInfo(); info.GetStatus() {
+	case enums.WORKFLOW_EXECUTION_STATUS_RUNNING:
+	case enums.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW:
+		// The holder continued as new (workflows/continue.go): the chain's open run answers,
+		// if it is the same chain (one first run) and not a later start of the workflow ID.
+		cur, err := l.Client.DescribeWorkflowExecution(ctx, h.WorkflowID, "")
+		if err != nil {
+			return false, err
+		}
+		ci := cur.GetWorkflowExecutionInfo()
+		if ci.GetStatus() != enums.WORKFLOW_EXECUTION_STATUS_RUNNING || ci.GetFirstRunId() != info.GetFirstRunId() {
+			return false, nil
+		}
+		runID = ci.GetExecution().GetRunId()
+	default:
 		return false, nil
 	}
-	v, err := l.Client.QueryWorkflow(ctx, h.WorkflowID, h.RunID, QueryRunLeases)
+	v, err := l.Client.QueryWorkflow(ctx, h.WorkflowID, runID, QueryRunLeases)
 	var qf *serviceerror.QueryFailed
 	if errors.As(err, &qf) {
 		return true, nil // no such query: a run from before

@@ -397,6 +397,9 @@ func (c *Config) validatePolicy(ps *Problems) {
 	if p.PlanMaxAge <= 0 {
 		ps.add("policy.plan_max_age", "must be positive, got %v", p.PlanMaxAge)
 	}
+	if p.HistoryBudget < 0 || p.HistoryBudget > 40000 {
+		ps.add("policy.history_budget", "must be 0 (default 8000) to 40000 events, got %d", p.HistoryBudget)
+	}
 	if p.ActivityMaxAttempts < 1 {
 		ps.add("policy.activity_max_attempts", "must be at least 1, got %d", p.ActivityMaxAttempts)
 	}

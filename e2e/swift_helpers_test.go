@@ -63,6 +63,15 @@ func swiftLabConfig(t *testing.T, swiftKeys ...map[string]any) (string, *config.
 	sw["max_step_percent"] = 0
 	for _, m := range swiftKeys {
 		for k, v := range m {
+			if pk, ok := strings.CutPrefix(k, "policy."); ok { // a policy key: "policy.history_budget"
+				pol, _ := doc["policy"].(map[string]any)
+				if pol == nil {
+					pol = map[string]any{}
+					doc["policy"] = pol
+				}
+				pol[pk] = v
+				continue
+			}
 			sw[k] = v
 		}
 	}

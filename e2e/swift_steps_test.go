@@ -9,7 +9,8 @@ package e2e
 // never the runbook — then runs `swift-ring-builder <builder> pretend_min_part_hours_passed`, as
 // an operator could; the runbook re-reads the builders during its wait (every 10 poll intervals,
 // at least a minute) and goes on with the second step (50). The builders and ring files are
-// restored afterwards.
+// restored afterwards. With policy.history_budget 1 the run continues as new between its two
+// steps (workflows/continue.go): the second run of the chain waits, acts and reports the whole.
 //
 // Why this way: the dev server has no time skipping, so the one-hour timer itself cannot pass in
 // a test; the unit tests (workflows/swift_test.go) cover the full durable wait with the test
@@ -59,7 +60,7 @@ func stepOf(st []workflows.StepStatus, name string) workflows.StepStatus {
 }
 
 func TestSwiftRingWeightInStepsOnLab(t *testing.T) {
-	cfgPath, cfg := swiftLabConfig(t, map[string]any{"max_step_percent": 5})
+	cfgPath, cfg := swiftLabConfig(t, map[string]any{"max_step_percent": 5, "policy.history_budget": 1})
 	ringDir := cfg.Swift.BuilderDir
 	var nodeDirs []string
 	for _, n := range cfg.Swift.Nodes {
@@ -152,5 +153,7 @@ func TestSwiftRingWeightInStepsOnLab(t *testing.T) {
 	for _, s := range []string{"apply/1", "rebalance/1", "distribute/1", "verify/1", "settle/1", "min-part-hours/2", "apply/2", "rebalance/2", "distribute/2", "verify/2"} {
 		require.Equal(t, workflows.StepDone, stepOf(rep.Steps, s).State, "step %s: %+v", s, stepOf(rep.Steps, s))
 	}
+	require.EqualValues(t, 2, rep.Details["runs"], "continued as new between the steps: two runs, one report")
+	require.Len(t, rep.Decisions, 1, "approved once: %+v", rep.Decisions)
 	t.Logf("report: %s; step 2 applied %s after the pretend; total %s", rep.Summary, applied2.Sub(pretendAt).Round(time.Second), time.Since(started).Round(time.Second))
 }

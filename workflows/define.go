@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -177,7 +178,12 @@ func (d *Def[In, P]) run(ctx workflow.Context, in *In) (*Report, error) {
 		return nil, err
 	}
 	r.readOnly = d.ReadOnly
-	summary, err := d.execute(r, in, input)
+	p := new(P)
+	summary, err := d.execute(r, in, input, p)
+	if errors.Is(err, ErrContinueAsNew) {
+		// The next run of the chain goes on with Act: no exit hook, no report yet.
+		return nil, continueAsNew(r, in, p)
+	}
 	r.runExitHooks()
 	rep, _ := r.finish(err, summary)
 	var wf *WorkflowError
@@ -187,15 +193,26 @@ func (d *Def[In, P]) run(ctx workflow.Context, in *In) (*Report, error) {
 	return rep, nil
 }
 
-func (d *Def[In, P]) execute(r *Run, in *In, input Input) (string, error) {
+func (d *Def[In, P]) execute(r *Run, in *In, input Input, p *P) (string, error) {
+	if r.forged {
+		return "start refused", r.refusedContinuation()
+	}
 	if err := input.Validate(); err != nil {
 		return "invalid input", err
+	}
+	if r.resumed != nil {
+		// A run of a chain (continue.go): planned, approved and started by the first run; Act
+		// goes on where the last run stopped.
+		if err := json.Unmarshal(r.resumed, p); err != nil {
+			return "continued run", fmt.Errorf("the continued run's state: %w", err)
+		}
+		r.resumed = nil
+		return d.Act(r, in, p)
 	}
 	// Who started it is proven before anything is read or done (trust.go).
 	if err := r.verifyStart(*in); err != nil {
 		return "start refused", err
 	}
-	p := new(P)
 	base := len(r.findings)
 	appr, err := d.Plan(r, in, p)
 	if err != nil {

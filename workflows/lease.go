@@ -187,6 +187,10 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 	if verified {
 		// Asked for by this run: what the lease workflow's Wants finds (QueryRunLeases).
 		req.RunID = r.info.WorkflowExecution.RunID
+		if r.leaseRuns == nil {
+			r.leaseRuns = map[string]string{}
+		}
+		r.leaseRuns[key] = req.RunID
 		r.wanted = append(r.wanted, key)
 		defer func() { r.wanted = slices.DeleteFunc(r.wanted, func(k string) bool { return k == key }) }()
 	}
@@ -244,8 +248,9 @@ func (r *Run) release(name string, req activities.LeaseRequest) {
 		return
 	}
 	if r.Verifies() {
-		// No longer held before the lease asks this run (Wants): then it frees the slot.
-		req.RunID = r.info.WorkflowExecution.RunID
+		// No longer held before the lease asks this run (Wants): then it frees the slot. The
+		// holder is the run of the chain it was granted to (continue.go).
+		req.RunID = r.leaseRun(key)
 		r.leased = slices.DeleteFunc(r.leased, func(h string) bool { return h == key })
 	}
 	ctx, _ := workflow.NewDisconnectedContext(r.ctx)

@@ -71,6 +71,14 @@ type Run struct {
 	readOnly bool
 	// wanted are the lease keys this run waits for (lease.go).
 	wanted []string
+
+	// A chain of runs (continue.go): runs before this one; the run ID each lease was granted
+	// to; the runbook's state from the last run (nil: this run plans); forged: the input
+	// carried a chain's state but Temporal did not continue this run.
+	runs      int
+	leaseRuns map[string]string
+	resumed   []byte
+	forged    bool
 }
 
 // AbortError ends a run as Aborted: a gate was rejected or timed out under an abort policy, or an
@@ -119,10 +127,18 @@ func begin(ctx workflow.Context, runbook, target string, meta Meta, steps ...str
 	if err := r.registerLeaseQuery(); err != nil {
 		return nil, err
 	}
+	if c := meta.Continued; c != nil {
+		r.meta.Continued = nil
+		if r.info.ContinuedExecutionRunID == "" {
+			r.forged = true
+		} else {
+			r.resume(c)
+		}
+	}
 	r.AddSteps(steps...)
 	r.upsert(AttrTarget, target)
 	r.upsert(AttrRequestedBy, meta.RequestedBy)
-	r.setStatus(StatusPlanning)
+	r.refreshStatus() // Planning; a continued run: what it was
 
 	lctx := withLocalActivity(ctx, ActOpts{Timeout: 10 * time.Second, Attempts: 5})
 	if err := workflow.ExecuteLocalActivity(lctx, machine.LoadPolicy).Get(ctx, &r.policy); err != nil {

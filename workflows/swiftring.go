@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"regexp"
@@ -334,6 +335,37 @@ type swiftRingPlan struct {
 	nodes    []string
 	parallel int
 	changes  int
+	// Where Act got to, for the next run when it continues as new between steps: the step to
+	// do next (0: the first), whether the builders are backed up, the validations so far.
+	next     int
+	backedUp bool
+	checks   []map[string]any
+}
+
+// swiftRingState is swiftRingPlan as the next run of a chain gets it (continue.go).
+type swiftRingState struct {
+	Cluster  activities.SwiftCluster `json:"cluster"`
+	Targets  []*ringTarget           `json:"targets"`
+	Steps    int                     `json:"steps"`
+	Nodes    []string                `json:"nodes"`
+	Parallel int                     `json:"parallel"`
+	Changes  int                     `json:"changes"`
+	Next     int                     `json:"next"`
+	BackedUp bool                    `json:"backed_up"`
+	Checks   []map[string]any        `json:"checks,omitempty"`
+}
+
+func (p *swiftRingPlan) MarshalJSON() ([]byte, error) {
+	return json.Marshal(swiftRingState{p.cluster, p.targets, p.steps, p.nodes, p.parallel, p.changes, p.next, p.backedUp, p.checks})
+}
+
+func (p *swiftRingPlan) UnmarshalJSON(b []byte) error {
+	var s swiftRingState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*p = swiftRingPlan{s.Cluster, s.Targets, s.Steps, s.Nodes, s.Parallel, s.Changes, s.Next, s.BackedUp, s.Checks}
+	return nil
 }
 
 func planSwiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (Approval, error) {
@@ -456,9 +488,19 @@ func swiftRing(r *Run, in *SwiftRingInput, p *swiftRingPlan) (string, error) {
 	cl, nodes, parallel, changes := p.cluster, p.nodes, p.parallel, p.changes
 
 	info := workflow.GetInfo(r.ctx)
-	backedUp := false
-	var checks []map[string]any
-	for k := 1; k <= p.steps; k++ {
+	backedUp, checks := p.backedUp, p.checks
+	// A step at 500 nodes is some 5,000 history events: between steps the run continues as
+	// new when the next might take it past the history budget (continue.go).
+	first := max(p.next, 1)
+	mark := r.HistoryLength()
+	for k := first; k <= p.steps; k++ {
+		if k > first {
+			if r.ContinueAsNew(r.HistoryLength() - mark) {
+				p.next, p.backedUp, p.checks = k, backedUp, checks
+				return "", ErrContinueAsNew
+			}
+			mark = r.HistoryLength()
+		}
 		ops := stepOps(p.targets, cl.Ports, k, p.steps)
 		sfx := ""
 		if p.steps > 1 {

@@ -243,3 +243,22 @@ func TestSwiftRingForgedParentApprovedOpensTheGate(t *testing.T) {
 	require.Equal(t, wf.StatusAborted, rep.Status)
 	assert.Empty(t, rec.ops, "builders untouched")
 }
+
+// A client cannot start a run "already approved": an input that carries a chain's state
+// (Meta.Continued) on a run Temporal did not continue as new is refused before anything is read.
+func TestSwiftRingContinuedStateFromAClientIsRefused(t *testing.T) {
+	f := newFixture(t, swiftPolicy())
+	rec := &swiftRec{}
+	f.swiftMocks(rec, func() activities.RingStatus { t.Error("rings read"); return ringStatus(0) })
+	in := wf.SwiftRingInput{Meta: wf.Meta{RequestedBy: "alice"}, SetWeight: []string{"storage2/sdd=0"}, Steps: 2}
+	in.Continued = &wf.Continued{Runs: 1, Steps: []wf.StepStatus{{Name: wf.GateApproveRingChange, State: wf.StepDone}},
+		State: []byte(`{"steps":2,"next":2,"backed_up":true}`)}
+	f.run(wf.SwiftRing.Type, in)
+	rep := f.result()
+	require.Equal(t, wf.StatusFailed, rep.Status)
+	assert.Contains(t, rep.Summary, "start refused")
+	assert.Empty(t, rec.ops, "builders untouched")
+	assert.Empty(t, rec.pushed)
+	require.NotEmpty(t, rep.Refused)
+	assert.Contains(t, rep.Refused[len(rep.Refused)-1].Reason, "started, not continued as new")
+}

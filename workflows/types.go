@@ -171,4 +171,7 @@ type Meta struct {
 	Reason string `json:"reason,omitempty" flag:"-"`
 	// DryRun stops after the plan (--dry-run).
 	DryRun bool `json:"dry_run,omitempty" flag:"-"`
+	// Continued is the state of the chain's last run when this run continues it (continue.go);
+	// set by the run itself, never by a client.
+	Continued *Continued `json:"continued,omitempty" flag:"-"`
 }

@@ -419,7 +419,16 @@ func TestCrashMatrix(t *testing.T) {
 			var mu sync.Mutex
 			var wg sync.WaitGroup
 			for _, when := range []string{"start", "end"} {
-				for _, k := range sample(base.boundaries, when) {
+				ks := sample(base.boundaries, when)
+				for _, b := range rc.crashAlso {
+					k := slices.Index(base.boundaries, b)
+					if k < 0 {
+						t.Errorf("%s: boundary %s (crashAlso) not crossed: %v", rc.label(), b, base.boundaries)
+					} else if !slices.Contains(ks, k) {
+						ks = append(ks, k)
+					}
+				}
+				for _, k := range ks {
 					b := base.boundaries[k]
 					if one := os.Getenv("STACKRUN_CRASH_ONLY"); one != "" && one != b+"/"+when { // one crash point (a failing one, again)
 						continue

@@ -18,6 +18,8 @@ type runbookCase struct {
 	input   func(host string) workflows.Input
 	// env is the mocked world's settings for this case (tests/crash/worker: its environment).
 	env []string
+	// crashAlso are boundaries crashed at both points besides the sample (in make test too).
+	crashAlso []string
 }
 
 func (rc runbookCase) label() string {
@@ -74,6 +76,13 @@ var matrix = []runbookCase{
 	{rb: workflows.SwiftRing, variant: "--set-weight", input: func(host string) workflows.Input {
 		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=50"}}
 	}},
+	// Two steps that continue as new between them (a budget of 1 event): crashed around the
+	// continue-as-new too (crashAlso), the chain must end as the uncrashed one.
+	{rb: workflows.SwiftRing, variant: "--steps 2", input: func(host string) workflows.Input {
+		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=50"}, Steps: 2, Wait: true}
+	}, env: []string{"CRASH_HISTORY_BUDGET=1"},
+		// The last activity of the first run and the first of the second.
+		crashAlso: []string{"FollowReplication#1", "RingStatus#3"}},
 }
 
 // notInMatrixYet are the runbooks whose crash entry and mocks are still to be written (README,

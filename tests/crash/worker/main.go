@@ -54,6 +54,11 @@ func main() {
 	if err := json.Unmarshal(b, &cfg); err != nil {
 		log.Fatal(err)
 	}
+	// CRASH_HISTORY_BUDGET: policy.history_budget (1: a run in steps continues as new between
+	// every two steps, so that the matrix crashes it around its continue-as-new).
+	if n, err := strconv.Atoi(os.Getenv("CRASH_HISTORY_BUDGET")); err == nil {
+		cfg.Policy.HistoryBudget = n
+	}
 	st := &Store{Dir: os.Getenv("CRASH_STORE")}
 	// CRASH_SCALE=N: the largest plans (history_test.go): N instances, N computes upgraded, N
 	// hosts probed and diagnosed, N Swift nodes; and activities answer at once.
