@@ -28,12 +28,17 @@ const historyLimit = 10240
 var historyScale = map[string]int{
 	"evacuate": 1000, "recover-host": 1000, "post-reboot-check (--start-instances)": 1000,
 	"staged-upgrade (--to-candidate)": 500, "check (daily)": 500, "diagnose (api-slow)": 500,
-	"swift-ring (--set-weight)": 500,
+	"swift-ring (--set-weight)": 500, "staged-upgrade (--to-candidate, 2,000 computes)": 2000,
 }
 
-// historyOnly are the worst cases that are not the matrix's: a ring change in the most steps
-// input validation allows (each step rebalances, validates, distributes and waits for replication).
+// historyOnly are the worst cases that are not the matrix's: a staged upgrade of 2,000 computes,
+// a ring change in the most steps input validation allows (each step rebalances, validates,
+// distributes and waits for replication).
 var historyOnly = []runbookCase{
+	// The largest cloud: 2,000 computes upgraded in batches of 100 (child runs).
+	{rb: workflows.StagedUpgrade, variant: "--to-candidate, 2,000 computes", input: func(string) workflows.Input {
+		return &workflows.StagedUpgradeInput{Meta: meta(), ToCandidate: true}
+	}},
 	{rb: workflows.SwiftRing, variant: "--steps 100", input: func(host string) workflows.Input {
 		return &workflows.SwiftRingInput{Meta: meta(), SetWeight: []string{host + "-s3/sdf=0"}, Steps: 100, Wait: true}
 	}},
@@ -50,6 +55,8 @@ func TestHistoryWorstCase(t *testing.T) {
 		t.Skip("the largest plans through a dev server: STACKRUN_HISTORY=1 (make reliability)")
 	}
 	r := newRig(t)
+	// 10 minutes per 500 hosts of the largest case run (2,000 computes: about 130,000 events
+	// over the upgrade's runs, at some 50 to 100 a second on a loaded dev server).
 	r.timeout = 10 * time.Minute
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -57,6 +64,11 @@ func TestHistoryWorstCase(t *testing.T) {
 	only, err := regexp.Compile(os.Getenv("STACKRUN_HISTORY_RUN"))
 	if err != nil {
 		t.Fatalf("STACKRUN_HISTORY_RUN: %v", err)
+	}
+	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
+		if only.MatchString(rc.label()) {
+			r.timeout = max(r.timeout, time.Duration(historyScale[rc.label()]/500)*10*time.Minute)
+		}
 	}
 	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
 		if !only.MatchString(rc.label()) {
