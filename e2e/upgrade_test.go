@@ -132,7 +132,8 @@ func TestStagedUpgradeOnLab(t *testing.T) {
 	}
 	cinder := ul.installed("python3-cinder") // Debian 12 has one build: the package step skips it
 	require.NotEmpty(t, cinder)
-	id := ul.start(&workflows.StagedUpgradeInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: Zed security builds"}, ToCandidate: true})
+	// --batch-size 2: the three computes in two batches, each phase a child run (upgrade_batch.go).
+	id := ul.start(&workflows.StagedUpgradeInput{Meta: workflows.Meta{RequestedBy: "alice", Reason: "e2e: Zed security builds"}, ToCandidate: true, BatchSize: 2})
 	rep := ul.drive(id, 25*time.Minute, nil, nil)
 	require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 	t.Logf("staged-upgrade completed in %s: %s", time.Since(start).Round(time.Second), rep.Summary)
@@ -157,6 +158,19 @@ func TestStagedUpgradeOnLab(t *testing.T) {
 	}
 	if st := stepByName(rep, "cinder/smoke"); assert.NotNil(t, st) {
 		assert.Equal(t, workflows.StepDone, st.State, "cinder/smoke")
+	}
+	// The computes went in child runs, linked from the parent's steps; their packages and
+	// backups are in the parent's report.
+	for _, step := range []string{"nova/computes-1/pin", "nova/computes-2/pin", "nova/computes-1/upgrade", "nova/computes-2/upgrade", "nova/computes-1/unpin", "nova/computes-2/unpin"} {
+		if st := stepByName(rep, step); assert.NotNil(t, st, step) {
+			assert.Equal(t, workflows.StepDone, st.State, step)
+			assert.Contains(t, st.Detail, id+"/"+step, "the step names its child run")
+		}
+	}
+	assert.Len(t, details(rep, "batch_runs"), 6, "two batches, three phases")
+	for _, c := range []string{"compute1", "compute2", "compute3"} {
+		assert.Contains(t, pk, "nova on "+c+": ", "the parent's report has %s's package step", c)
+		assert.Contains(t, strings.Join(bk, "\n"), " on "+c+": ", "the parent's report has %s's configuration archive", c)
 	}
 	for _, b := range bk {
 		assert.Regexp(t, `sha256 [0-9a-f]{64}`, b)

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
@@ -182,17 +181,8 @@ func (w *wave) child(step string, rb Runbook, in Input, rep *Report, check func(
 	attempt := 0
 	return r.Do(step, StepOptions{Target: rb.Target(in), NoSkip: true}, func(ctx workflow.Context) error {
 		attempt++
-		id := r.info.WorkflowExecution.ID + "/" + step
-		if attempt > 1 {
-			id += fmt.Sprintf("-%d", attempt) // a finished child's ID is not reused
-		}
-		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-			WorkflowID:            id,
-			ParentClosePolicy:     enums.PARENT_CLOSE_POLICY_ABANDON,
-			WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-			TypedSearchAttributes: temporal.NewSearchAttributes(
-				AttrStatus.ValueSet(string(StatusPlanning)), AttrTarget.ValueSet(rb.Target(in)), AttrRequestedBy.ValueSet(r.meta.RequestedBy)),
-		})
+		id := r.childRunID(step, attempt)
+		cctx := r.childRunContext(ctx, id, rb, in)
 		r.step(step).Detail = fmt.Sprintf("child run %s (its gates are decided there: stackrun show %s)", id, id)
 		*rep = Report{}
 		if err := workflow.ExecuteChildWorkflow(cctx, rb.Type, in).Get(ctx, rep); err != nil {

@@ -1,10 +1,12 @@
 package workflows
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"go.temporal.io/sdk/workflow"
 
@@ -23,14 +25,34 @@ import (
 // configuration and database and downgrades the packages to the recorded versions
 // (upgrade_family.go).
 var StagedUpgrade = Define(Def[StagedUpgradeInput, stagedUpgradePlan]{
-	Name:  "staged-upgrade",
+	Name:  "staged-upgrade", // stagedUpgradeName
 	Short: "Upgrade OpenStack service by service (canary first, backups, schema sync, rollback behind a gate)",
-	Steps: []string{"describe-upgrade", "package-facts", GateReleaseNotesRead, GateTestedOnStaging},
-	// One staged upgrade at a time, cloud-wide.
-	Key:    func(in *StagedUpgradeInput) string { return "cloud" },
-	Target: func(in *StagedUpgradeInput) string { return cmpOr(strings.Join(in.Services, ","), "all services") },
-	Plan:   planStagedUpgrade,
-	Act:    stagedUpgrade,
+	StepsFor: func(in *StagedUpgradeInput) []string {
+		if in.Batch != nil {
+			return nil // a batch's steps are its hosts' (upgrade_batch.go)
+		}
+		return []string{"describe-upgrade", "package-facts", GateReleaseNotesRead, GateTestedOnStaging}
+	},
+	// One staged upgrade at a time, cloud-wide (its batches are named after it).
+	Key: func(in *StagedUpgradeInput) string { return "cloud" },
+	Target: func(in *StagedUpgradeInput) string {
+		if b := in.Batch; b != nil {
+			return fmt.Sprintf("%s batch %d (%s, %d hosts)", b.Service.Name, b.Index, b.Phase, len(b.Service.Hosts))
+		}
+		return cmpOr(strings.Join(in.Services, ","), "all services")
+	},
+	Plan: func(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Approval, error) {
+		if in.Batch != nil {
+			return planUpgradeBatch(r, in, p)
+		}
+		return planStagedUpgrade(r, in, p)
+	},
+	Act: func(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (string, error) {
+		if in.Batch != nil {
+			return upgradeBatchAct(r, in, p)
+		}
+		return stagedUpgrade(r, in, p)
+	},
 })
 
 // Gates of the staged upgrade. Gates opened once per service or host are named
@@ -53,6 +75,10 @@ type StagedUpgradeInput struct {
 	Canary        string   `json:"canary,omitempty" flag:"canary" usage:"host upgraded first for each service it runs (default: each service's first control-plane host)"`
 	Parallel      int      `json:"parallel,omitempty" flag:"parallel" usage:"hosts upgraded at once after the canary (default: policy.default_parallelism)"`
 	ConfigChanges []string `json:"config_changes,omitempty" flag:"config-changes" usage:"services whose configuration changes with this upgrade: gate config-updated on each host"`
+	BatchSize     int      `json:"batch_size,omitempty" flag:"batch-size" usage:"compute hosts per child run (default 100, at most 150): each batch's pin, upgrade and unpin run as child runs of this one"`
+	// Batch makes this run one batch of compute hosts of its parent staged-upgrade run (set by
+	// that run only: upgrade_batch.go). Not a CLI flag.
+	Batch *UpgradeBatch `json:"batch,omitempty" flag:"-"`
 }
 
 var (
@@ -64,6 +90,13 @@ var (
 func (in *StagedUpgradeInput) Validate() error {
 	if err := validateMeta(&in.Meta); err != nil {
 		return err
+	}
+	if in.Batch != nil {
+		// A batch carries what its parent resolved: no services, targets or canary of its own.
+		if len(in.Services) > 0 || len(in.ToVersion) > 0 || in.ToCandidate || in.Canary != "" || len(in.ConfigChanges) > 0 || in.Parallel != 0 || in.BatchSize != 0 {
+			return &FieldError{Field: "batch", Problem: "a batch of hosts takes no other input than its batch"}
+		}
+		return in.Batch.validate()
 	}
 	for i, s := range in.Services {
 		if !upgradeServiceRE.MatchString(s) {
@@ -104,6 +137,9 @@ func (in *StagedUpgradeInput) Validate() error {
 	if in.Parallel < 0 || in.Parallel > MaxParallel {
 		return &FieldError{Field: "parallel", Value: fmt.Sprint(in.Parallel), Problem: fmt.Sprintf("must be 0 (policy default) to %d", MaxParallel)}
 	}
+	if in.BatchSize < 0 || in.BatchSize > MaxUpgradeBatch {
+		return &FieldError{Field: "batch_size", Value: fmt.Sprint(in.BatchSize), Problem: fmt.Sprintf("must be 0 (default %d) to %d", DefaultUpgradeBatch, MaxUpgradeBatch)}
+	}
 	return nil
 }
 
@@ -111,6 +147,10 @@ func (in *StagedUpgradeInput) Validate() error {
 type stagedUpgradePlan struct {
 	services []*upgradeServicePlan
 	dbHost   string
+	// batchSize: compute hosts per child run (0: runs from before, every host in this run);
+	// batch: this run is one batch of its parent's.
+	batchSize int
+	batch     *UpgradeBatch
 }
 
 func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Approval, error) {
@@ -122,6 +162,9 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 		return Approval{}, err
 	}
 	*p = stagedUpgradePlan{dbHost: facts.DatabaseHost}
+	if workflow.GetVersion(r.ctx, upgradeBatchesChange, workflow.DefaultVersion, 1) == 1 {
+		p.batchSize = cmp.Or(in.BatchSize, DefaultUpgradeBatch)
+	}
 	names := in.Services
 	field := "services"
 	if len(names) == 0 {
@@ -151,13 +194,36 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 		return Approval{}, Summarize("invalid input", &FieldError{Field: "canary", Value: in.Canary, Problem: "runs none of the services upgraded (or only nova-compute while nova's conductors must go first)"})
 	}
 
-	// Package facts of every host of every service (read-only).
+	// Package facts of every host of every service (read-only); of the hosts batched, one
+	// activity per batch.
 	err = r.Do("package-facts", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
 		var calls []func() error
 		for _, s := range p.services {
-			for _, h := range s.hosts {
+			own, batches := splitHosts(s, p.batchSize)
+			for _, h := range own {
 				c := r.Start(ctx, "package-facts", h.host, upgradeAct.PackageFacts, activities.PackageFactsRequest{Host: h.host, Service: s.name})
 				calls = append(calls, func() error { return c.Get(ctx, &h.facts) })
+			}
+			for _, b := range batches {
+				req := activities.PackageFactsManyRequest{Service: s.name}
+				for _, h := range b {
+					req.Hosts = append(req.Hosts, h.host)
+				}
+				actx := r.WithActivity(ctx, ActOpts{Timeout: 10 * time.Minute, Heartbeat: time.Minute})
+				c := r.Start(actx, "package-facts", hostRange(b), upgradeAct.PackageFactsMany, req)
+				calls = append(calls, func() error {
+					var facts [][]activities.PackageFact
+					if err := c.Get(ctx, &facts); err != nil {
+						return err
+					}
+					if len(facts) != len(b) {
+						return fmt.Errorf("package facts of %s: %d answers for %d hosts", hostRange(b), len(facts), len(b))
+					}
+					for i, h := range b {
+						h.facts = facts[i]
+					}
+					return nil
+				})
 			}
 		}
 		for _, get := range calls {
@@ -191,6 +257,10 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 	var facts2 []Fact
 	for _, s := range p.services {
 		lines = append(lines, s.planLines(r.parallelism(in.Parallel), p.dbHost)...)
+		if _, batches := splitHosts(s, p.batchSize); len(batches) > 0 {
+			lines = append(lines, fmt.Sprintf("%s: the compute hosts in %d batch(es) of up to %d, each phase a child run <this run>/%s/computes-<n>/{pin,upgrade,unpin} (pin before the control plane, upgrade after it, unpin at the end; a batch's stalls and gates are decided on its own run, named in the step)",
+				s.name, len(batches), p.batchSize, s.name))
+		}
 		for _, h := range s.hosts {
 			for _, f := range h.facts {
 				facts2 = append(facts2, Fact{Name: h.host + "/" + f.Package, Value: f.Installed})
@@ -282,7 +352,7 @@ func stagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (string
 		return "", err
 	}
 	tag := backupTag(r)
-	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services}
+	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services, batchSize: p.batchSize}
 	r.OnExit(u.report)
 	for _, s := range p.services {
 		if err := u.upgradeService(s); err != nil {

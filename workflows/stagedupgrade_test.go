@@ -62,12 +62,20 @@ func (f *fixture) upgradeMocks(w *upgradeWorld) {
 		}
 		return upgradeFacts, nil
 	})
-	f.env.OnActivity(upg.PackageFacts, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.PackageFactsRequest) ([]activities.PackageFact, error) {
+	packageFacts := func(_ context.Context, r activities.PackageFactsRequest) ([]activities.PackageFact, error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		pkg := map[string]string{"glance": "python3-glance", "nova": "python3-nova", "cinder": "python3-cinder"}[r.Service]
 		avail := map[string][]string{"python3-glance": {glanceNew, glanceOld}, "python3-nova": {novaNew, novaOld}, "python3-cinder": {cinderOnly}}[pkg]
 		return []activities.PackageFact{{Package: pkg, Installed: w.installed[pkg], Status: "install ok installed", Candidate: avail[0], Available: avail}}, nil
+	}
+	f.env.OnActivity(upg.PackageFacts, mock.Anything, mock.Anything).Return(packageFacts)
+	f.env.OnActivity(upg.PackageFactsMany, mock.Anything, mock.Anything).Return(func(ctx context.Context, r activities.PackageFactsManyRequest) ([][]activities.PackageFact, error) {
+		out := make([][]activities.PackageFact, len(r.Hosts))
+		for i, h := range r.Hosts {
+			out[i], _ = packageFacts(ctx, activities.PackageFactsRequest{Host: h, Service: r.Service})
+		}
+		return out, nil
 	})
 	f.env.OnActivity(upg.InstallPackages, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.PackageInstallRequest) (activities.PackageTransaction, error) {
 		w.mu.Lock()

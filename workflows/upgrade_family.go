@@ -201,6 +201,12 @@ type upgradeRun struct {
 	restored     []string
 	touched      map[string][]string // service -> hosts stopped so far, in order
 	pinned       []string            // hosts with [upgrade_levels] compute = auto set by this run
+
+	// batchSize: compute hosts per child run (0: none, runs from before); batchRuns: the child
+	// runs started; batch: this run is one batch of its parent's (upgrade_batch.go).
+	batchSize int
+	batchRuns []string
+	batch     bool
 }
 
 func (u *upgradeRun) touch(svc, host string) {
@@ -214,11 +220,17 @@ func (u *upgradeRun) touch(svc, host string) {
 
 func (u *upgradeRun) upgradeService(s *upgradeServicePlan) error {
 	r := u.r
+	// own: the hosts this run upgrades itself; batches: the compute hosts its child runs upgrade
+	// (upgrade_batch.go; none in runs from before).
+	own, batches := splitHosts(s, u.batchSize)
 	if s.name == "nova" {
 		err := r.Do("nova/pin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
-			return u.pin(ctx, s, "auto")
+			return u.pin(ctx, s, own, "auto")
 		})
 		if err != nil {
+			return u.failed(s, err)
+		}
+		if err := u.runBatches(s, batchPin, batches); err != nil {
 			return u.failed(s, err)
 		}
 	}
@@ -229,14 +241,17 @@ func (u *upgradeRun) upgradeService(s *upgradeServicePlan) error {
 		s.name, s.hosts[0].host, strings.Join(s.changes(s.hosts[0]), ", "))}); err != nil {
 		return u.failed(s, err)
 	}
-	rest := s.hosts[1:]
+	rest := own[1:]
 	if err := r.Each(r.ctx, len(rest), u.parallel, func(ctx workflow.Context, i int) error {
 		return u.upgradeHost(ctx, s, rest[i], false)
 	}); err != nil {
 		return u.failed(s, err)
 	}
+	if err := u.runBatches(s, batchUpgrade, batches); err != nil {
+		return u.failed(s, err)
+	}
 	if s.name == "nova" {
-		if err := u.novaFinish(s); err != nil {
+		if err := u.novaFinish(s, own, batches); err != nil {
 			return u.failed(s, err)
 		}
 	}
@@ -257,9 +272,9 @@ func (u *upgradeRun) upgradeService(s *upgradeServicePlan) error {
 	return nil
 }
 
-// pin sets (value "auto") or removes (value "") [upgrade_levels] compute on every nova host.
-func (u *upgradeRun) pin(ctx workflow.Context, s *upgradeServicePlan, value string) error {
-	for _, h := range s.hosts {
+// pin sets (value "auto") or removes (value "") [upgrade_levels] compute on the nova hosts.
+func (u *upgradeRun) pin(ctx workflow.Context, s *upgradeServicePlan, on []*upgradeHostPlan, value string) error {
+	for _, h := range on {
 		var res activities.UpgradeLevelsResult
 		if err := u.r.Exec(ctx, "nova/pin", h.host, upgradeAct.SetUpgradeLevels, &res, activities.UpgradeLevelsRequest{Host: h.host, Compute: value}); err != nil {
 			return err
@@ -479,8 +494,9 @@ func (u *upgradeRun) verify(ctx workflow.Context, step string, s *upgradeService
 	return nil
 }
 
-// novaFinish: online data migrations until done, then the pin removed and nova restarted.
-func (u *upgradeRun) novaFinish(s *upgradeServicePlan) error {
+// novaFinish: online data migrations until done, then the pin removed and nova restarted: on
+// this run's own hosts, then on each batch of compute hosts in a child run.
+func (u *upgradeRun) novaFinish(s *upgradeServicePlan, own []*upgradeHostPlan, batches [][]*upgradeHostPlan) error {
 	r := u.r
 	err := r.Do("nova/online-data-migrations", StepOptions{Target: s.schemaHost, NoSkip: true}, func(ctx workflow.Context) error {
 		for batch := 1; ; batch++ {
@@ -502,27 +518,39 @@ func (u *upgradeRun) novaFinish(s *upgradeServicePlan) error {
 	if err != nil {
 		return err
 	}
-	return r.Do("nova/unpin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
-		if err := u.pin(ctx, s, ""); err != nil {
-			return err
-		}
-		// The pin is read at start: restart every nova process (conductors first) so it is gone.
-		for _, h := range s.hosts {
-			since := workflow.Now(ctx)
-			for _, p := range h.procs {
-				sr := activities.ServiceAction{ServiceRequest: req(h.host, p)}
-				for _, a := range []string{"stop", "start"} {
-					sr.Action = a
-					if err := r.Exec(ctx, "nova/unpin", h.host, hosts.SetService, nil, sr); err != nil {
-						return err
-					}
+	err = r.Do("nova/unpin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
+		return u.unpin(ctx, s, own)
+	})
+	if err != nil {
+		return err
+	}
+	return u.runBatches(s, batchUnpin, batches)
+}
+
+// unpin removes the pin on the hosts, then restarts and verifies them one at a time.
+func (u *upgradeRun) unpin(ctx workflow.Context, s *upgradeServicePlan, on []*upgradeHostPlan) error {
+	r := u.r
+	if err := u.pin(ctx, s, on, ""); err != nil {
+		return err
+	}
+	// The pin is read at start: restart every nova process (conductors first) so it is gone.
+	for _, h := range on {
+		since := workflow.Now(ctx)
+		for _, p := range h.procs {
+			sr := activities.ServiceAction{ServiceRequest: req(h.host, p)}
+			for _, a := range []string{"stop", "start"} {
+				sr.Action = a
+				if err := r.Exec(ctx, "nova/unpin", h.host, hosts.SetService, nil, sr); err != nil {
+					return err
 				}
 			}
-			if err := u.verify(ctx, "nova/unpin", s, h, since); err != nil {
-				return err
-			}
 		}
-		u.pinned = nil
-		return nil
+		if err := u.verify(ctx, "nova/unpin", s, h, since); err != nil {
+			return err
+		}
+	}
+	u.pinned = slices.DeleteFunc(u.pinned, func(p string) bool {
+		return slices.ContainsFunc(on, func(h *upgradeHostPlan) bool { return h.host == p })
 	})
+	return nil
 }

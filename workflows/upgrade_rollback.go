@@ -148,7 +148,7 @@ func (u *upgradeRun) rollback(s *upgradeServicePlan) error {
 			}
 		}
 		if s.name == "nova" && len(u.pinned) > 0 {
-			if err := u.pin(ctx, s, ""); err != nil {
+			if err := u.pin(ctx, s, s.hosts, ""); err != nil {
 				return err
 			}
 			u.pinned = nil
@@ -246,6 +246,13 @@ func (u *upgradeRun) report() {
 	r.SetDetail("schema", sc)
 	if len(u.restored) > 0 {
 		r.SetDetail("restored", u.restored)
+	}
+	if len(u.batchRuns) > 0 {
+		r.SetDetail("batch_runs", u.batchRuns)
+	}
+	if u.batch {
+		u.batchRecord() // a batch's pin is its parent's to remove
+		return
 	}
 	if len(u.pinned) > 0 {
 		r.AddFinding(activities.SeverityWarning, "nova", "[upgrade_levels] compute = auto is still set on %s: remove it once every nova service runs the new build", strings.Join(u.pinned, ", "))

@@ -33,6 +33,7 @@ func registerUpgrade(w worker.Worker, st *Store, host string) {
 	reg := func(name string, fn any) { w.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
 	reg("DescribeUpgrade", u.DescribeUpgrade)
 	reg("PackageFacts", u.PackageFacts)
+	reg("PackageFactsMany", u.PackageFactsMany)
 	reg("InstallPackages", u.InstallPackages)
 	reg("BackupConfig", u.BackupConfig)
 	reg("BackupDatabase", u.BackupDatabase)
@@ -84,6 +85,19 @@ func (u *mockUpgrade) PackageFacts(ctx context.Context, req activities.PackageFa
 	for _, p := range pkgs {
 		b := upgradeBuilds[p]
 		out = append(out, activities.PackageFact{Package: p, Installed: u.installed(req.Host, p), Status: "install ok installed", Candidate: b[1], Available: []string{b[1], b[0]}})
+	}
+	return out, nil
+}
+
+// PackageFactsMany is PackageFacts host by host (read-only).
+func (u *mockUpgrade) PackageFactsMany(ctx context.Context, req activities.PackageFactsManyRequest) ([][]activities.PackageFact, error) {
+	out := make([][]activities.PackageFact, len(req.Hosts))
+	for i, h := range req.Hosts {
+		f, err := u.PackageFacts(ctx, activities.PackageFactsRequest{Host: h, Service: req.Service})
+		if err != nil {
+			return nil, err
+		}
+		out[i] = f
 	}
 	return out, nil
 }
