@@ -179,6 +179,10 @@ func (r *Run) ReleaseLock(name string) {
 	r.release("release-lock", req)
 }
 
+// leaseEarlyGrantChange is the workflow.GetVersion change that refuses, before a run asks for a
+// lease, the grants of it already received.
+const leaseEarlyGrantChange = "lease-early-grant"
+
 func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting string, release func()) error {
 	if slices.Contains(r.leased, key) {
 		return nil // held already (a plan made again takes no second slot)
@@ -197,6 +201,22 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 	me := activities.LeaseHolder{WorkflowID: req.WorkflowID, RunID: req.RunID, Host: key}
 	granted := false
 	ch := workflow.GetSignalChannel(r.ctx, SignalLeaseGranted)
+	if verified && workflow.GetVersion(r.ctx, leaseEarlyGrantChange, workflow.DefaultVersion, 1) == 1 {
+		// A grant of this key that came before this run asked for it answers no request: forged
+		// or stale. Refused without asking the lease, whose answer would depend on how far it got
+		// with the request sent next.
+		for {
+			var g activities.LeaseHolder
+			if !ch.ReceiveAsync(&g) {
+				break
+			}
+			if g.Host == key {
+				r.refused = append(r.refused, RefusedMessage{Signal: SignalLeaseGranted, Target: key, By: g.WorkflowID,
+					Reason: fmt.Sprintf("the lease %s does not list this run as a holder of %s: a grant that came before the run asked for it", req.LeaseID(), key),
+					At:     workflow.Now(r.ctx), Via: "lease"})
+			}
+		}
+	}
 	// A lease changes nothing in the world: waiting for it comes before the stale-plan check.
 	err := r.Do(name, StepOptions{Target: key, NoSkip: true, ReadOnly: true}, func(ctx workflow.Context) error {
 		if err := r.Exec(ctx, name, key, lease.RequestLease, nil, req); err != nil {
