@@ -213,9 +213,19 @@ func (u *upgradeRun) summary() string {
 func (u *upgradeRun) report() {
 	r := u.r
 	var pk []string
+	hasTx := map[string]bool{} // service/host with a transaction recorded
+	if u.compact {
+		for _, tx := range u.transactions {
+			hasTx[tx.Service+"/"+tx.Host] = true
+		}
+	}
 	for _, s := range u.plans {
+		touched := map[string]bool{}
+		for _, h := range u.touched[s.name] {
+			touched[h] = true
+		}
 		for _, h := range s.hosts {
-			if slices.Contains(u.touched[s.name], h.host) {
+			if touched[h.host] && !hasTx[s.name+"/"+h.host] {
 				for _, c := range s.changes(h) {
 					pk = append(pk, fmt.Sprintf("%s on %s: planned %s", s.name, h.host, c))
 				}
