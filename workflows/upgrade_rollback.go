@@ -196,9 +196,30 @@ func (u *upgradeRun) summary() string {
 		if !slices.Contains(u.done, s.name) {
 			continue
 		}
+		// compact: a change on more than 3 hosts is one entry, "<change> on N hosts (first …
+		// last)" (the packages detail has every host's): the summary is also the run-finished
+		// notification's text.
+		var order []string
+		on := map[string][]*upgradeHostPlan{}
 		for _, h := range s.hosts {
 			for _, c := range s.changes(h) {
-				moved = append(moved, c+" on "+h.host)
+				if !u.compact {
+					moved = append(moved, c+" on "+h.host)
+					continue
+				}
+				if _, ok := on[c]; !ok {
+					order = append(order, c)
+				}
+				on[c] = append(on[c], h)
+			}
+		}
+		for _, c := range order {
+			if hs := on[c]; len(hs) > 3 {
+				moved = append(moved, fmt.Sprintf("%s on %d hosts (%s)", c, len(hs), hostRange(hs)))
+			} else {
+				for _, h := range hs {
+					moved = append(moved, c+" on "+h.host)
+				}
 			}
 		}
 	}
