@@ -73,7 +73,7 @@ type StagedUpgradeInput struct {
 	ToVersion     []string `json:"to_version,omitempty" flag:"to-version" usage:"target builds as package=version, comma-separated (or --to-candidate)"`
 	ToCandidate   bool     `json:"to_candidate,omitempty" flag:"to-candidate" usage:"upgrade every package of the services to apt's candidate"`
 	Canary        string   `json:"canary,omitempty" flag:"canary" usage:"host upgraded first for each service it runs (default: each service's first control-plane host)"`
-	Parallel      int      `json:"parallel,omitempty" flag:"parallel" usage:"hosts upgraded at once after the canary (default: policy.default_parallelism)"`
+	Parallel      int      `json:"parallel,omitempty" flag:"parallel" usage:"hosts upgraded at once after the canary, and a batch's compute hosts pinned, unpinned and restarted at once (default: policy.default_parallelism)"`
 	ConfigChanges []string `json:"config_changes,omitempty" flag:"config-changes" usage:"services whose configuration changes with this upgrade: gate config-updated on each host"`
 	BatchSize     int      `json:"batch_size,omitempty" flag:"batch-size" usage:"compute hosts per child run (default 100, at most 150): each batch's pin, upgrade and unpin run as child runs of this one"`
 	// Batch makes this run one batch of compute hosts of its parent staged-upgrade run (set by
