@@ -474,5 +474,6 @@ func (r *Run) Report(summary string) *Report {
 		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Start: r.trust.start, Audit: r.audit, Details: r.details,
 	}
 	compactReport(rep)
+	fitReport(rep, ReportBudget)
 	return rep
 }

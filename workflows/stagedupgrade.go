@@ -73,7 +73,7 @@ type StagedUpgradeInput struct {
 	ToVersion     []string `json:"to_version,omitempty" flag:"to-version" usage:"target builds as package=version, comma-separated (or --to-candidate)"`
 	ToCandidate   bool     `json:"to_candidate,omitempty" flag:"to-candidate" usage:"upgrade every package of the services to apt's candidate"`
 	Canary        string   `json:"canary,omitempty" flag:"canary" usage:"host upgraded first for each service it runs (default: each service's first control-plane host)"`
-	Parallel      int      `json:"parallel,omitempty" flag:"parallel" usage:"hosts upgraded at once after the canary (default: policy.default_parallelism)"`
+	Parallel      int      `json:"parallel,omitempty" flag:"parallel" usage:"hosts upgraded at once after the canary, and a batch's compute hosts pinned, unpinned and restarted at once (default: policy.default_parallelism)"`
 	ConfigChanges []string `json:"config_changes,omitempty" flag:"config-changes" usage:"services whose configuration changes with this upgrade: gate config-updated on each host"`
 	BatchSize     int      `json:"batch_size,omitempty" flag:"batch-size" usage:"compute hosts per child run (default 100, at most 150): each batch's pin, upgrade and unpin run as child runs of this one"`
 	// Batch makes this run one batch of compute hosts of its parent staged-upgrade run (set by
@@ -151,6 +151,9 @@ type stagedUpgradePlan struct {
 	// batch: this run is one batch of its parent's.
 	batchSize int
 	batch     *UpgradeBatch
+	// compact (compactReportChange): the hosts batches upgrade are grouped in the plan, and the
+	// report keeps one row per compute host's transaction and archive (upgrade_rollback.go).
+	compact bool
 }
 
 func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Approval, error) {
@@ -164,6 +167,7 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 	*p = stagedUpgradePlan{dbHost: facts.DatabaseHost}
 	if workflow.GetVersion(r.ctx, upgradeBatchesChange, workflow.DefaultVersion, 1) == 1 {
 		p.batchSize = cmp.Or(in.BatchSize, DefaultUpgradeBatch)
+		p.compact = workflow.GetVersion(r.ctx, compactReportChange, workflow.DefaultVersion, 1) == 1
 	}
 	names := in.Services
 	field := "services"
@@ -256,7 +260,7 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 	}
 	var facts2 []Fact
 	for _, s := range p.services {
-		lines = append(lines, s.planLines(r.parallelism(in.Parallel), p.dbHost)...)
+		lines = append(lines, s.planLines(r.parallelism(in.Parallel), p.dbHost, map[bool]int{true: p.batchSize}[p.compact])...)
 		if _, batches := splitHosts(s, p.batchSize); len(batches) > 0 {
 			lines = append(lines, fmt.Sprintf("%s: the compute hosts in %d batch(es) of up to %d, each phase a child run <this run>/%s/computes-<n>/{pin,upgrade,unpin} (pin before the control plane, upgrade after it, unpin at the end; a batch's stalls and gates are decided on its own run, named in the step)",
 				s.name, len(batches), p.batchSize, s.name))
@@ -352,7 +356,7 @@ func stagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (string
 		return "", err
 	}
 	tag := backupTag(r)
-	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services, batchSize: p.batchSize}
+	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services, batchSize: p.batchSize, compact: p.compact}
 	r.OnExit(u.report)
 	for _, s := range p.services {
 		if err := u.upgradeService(s); err != nil {

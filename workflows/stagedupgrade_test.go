@@ -52,6 +52,31 @@ type upgradeWorld struct {
 	probes    []activities.APIProbe    // every API probe asked, in order
 	smokes    []activities.SmokeRequest
 	probe     func(activities.APIProbe) activities.APIProbeResult // nil: OK
+	// perHost: every host has its own package set (installed starts each one; host/package
+	// keys in hostInstalled), as in a real cloud: every host's install changes something.
+	perHost       bool
+	hostInstalled map[string]string
+}
+
+// version is the package's installed version on host (w.mu held).
+func (w *upgradeWorld) version(host, pkg string) string {
+	if w.perHost {
+		if v, ok := w.hostInstalled[host+"/"+pkg]; ok {
+			return v
+		}
+	}
+	return w.installed[pkg]
+}
+
+func (w *upgradeWorld) setVersion(host, pkg, v string) {
+	if !w.perHost {
+		w.installed[pkg] = v
+		return
+	}
+	if w.hostInstalled == nil {
+		w.hostInstalled = map[string]string{}
+	}
+	w.hostInstalled[host+"/"+pkg] = v
 }
 
 func (f *fixture) upgradeMocks(w *upgradeWorld) {
@@ -67,7 +92,7 @@ func (f *fixture) upgradeMocks(w *upgradeWorld) {
 		defer w.mu.Unlock()
 		pkg := map[string]string{"glance": "python3-glance", "nova": "python3-nova", "cinder": "python3-cinder"}[r.Service]
 		avail := map[string][]string{"python3-glance": {glanceNew, glanceOld}, "python3-nova": {novaNew, novaOld}, "python3-cinder": {cinderOnly}}[pkg]
-		return []activities.PackageFact{{Package: pkg, Installed: w.installed[pkg], Status: "install ok installed", Candidate: avail[0], Available: avail}}, nil
+		return []activities.PackageFact{{Package: pkg, Installed: w.version(r.Host, pkg), Status: "install ok installed", Candidate: avail[0], Available: avail}}, nil
 	}
 	f.env.OnActivity(upg.PackageFacts, mock.Anything, mock.Anything).Return(packageFacts)
 	f.env.OnActivity(upg.PackageFactsMany, mock.Anything, mock.Anything).Return(func(ctx context.Context, r activities.PackageFactsManyRequest) ([][]activities.PackageFact, error) {
@@ -83,9 +108,9 @@ func (f *fixture) upgradeMocks(w *upgradeWorld) {
 		tx := activities.PackageTransaction{Host: r.Host, Service: r.Service}
 		w.order = append(w.order, r.Service+"/"+r.Host)
 		for _, t := range r.Targets {
-			if w.installed[t.Package] != t.Version {
-				tx.Changes = append(tx.Changes, activities.PackageChange{Package: t.Package, From: w.installed[t.Package], To: t.Version})
-				w.installed[t.Package] = t.Version
+			if from := w.version(r.Host, t.Package); from != t.Version {
+				tx.Changes = append(tx.Changes, activities.PackageChange{Package: t.Package, From: from, To: t.Version})
+				w.setVersion(r.Host, t.Package, t.Version)
 			}
 		}
 		tx.Skipped = len(tx.Changes) == 0

@@ -28,6 +28,15 @@ const stagedUpgradeName = "staged-upgrade"
 // upgradeBatchesChange: runs from before upgraded every host in the one run.
 const upgradeBatchesChange = "upgrade-compute-batches"
 
+// batchPinParallelChange: runs from before pinned and unpinned a batch's hosts one at a time.
+const batchPinParallelChange = "upgrade-batch-pin-parallel"
+
+// compactReportChange: runs from before listed every batched compute host in the plan (some 300
+// bytes each) and a "planned" package row beside each host's transaction: at 2,000 computes the
+// report (the run's result) passed Temporal's 2 MB payload limit and the server terminated the
+// run at its end ("CompleteWorkflowExecutionCommandAttributes.Result exceeds size limit").
+const compactReportChange = "upgrade-compact-report"
+
 // DefaultUpgradeBatch and MaxUpgradeBatch bound --batch-size: at about 40 events per host in
 // the upgrade phase (more when verifications retry), a batch stays far under 10,240.
 const (
@@ -283,10 +292,23 @@ func upgradeBatchAct(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (stri
 	b, s := p.batch, p.services[0]
 	u := &upgradeRun{r: r, tag: b.Tag, dbHost: p.dbHost, parallel: b.Parallel, plans: p.services, batch: true}
 	r.OnExit(u.report)
+	// Runs from before set and removed the pin and restarted one compute host at a time: a
+	// batch's unpin was some 600 activities back to back (the history test: about 15 minutes
+	// per 500 computes with activities answering at once). Computes run nova-compute only and
+	// neither order among themselves: --parallel at a time, as their upgrade.
+	parallel := 1
+	if b.Phase != batchUpgrade && workflow.GetVersion(r.ctx, batchPinParallelChange, workflow.DefaultVersion, 1) == 1 {
+		parallel = u.parallel
+	}
 	var err error
 	switch b.Phase {
 	case batchPin:
 		err = r.Do(s.name+"/pin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
+			if parallel > 1 {
+				return r.Each(ctx, len(s.hosts), parallel, func(ctx workflow.Context, i int) error {
+					return u.pin(ctx, s, s.hosts[i:i+1], "auto")
+				})
+			}
 			return u.pin(ctx, s, s.hosts, "auto")
 		})
 	case batchUpgrade:
@@ -296,6 +318,9 @@ func upgradeBatchAct(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (stri
 	case batchUnpin:
 		r.AddSteps(s.name + "/unpin")
 		err = r.Do(s.name+"/unpin", StepOptions{NoSkip: true}, func(ctx workflow.Context) error {
+			if parallel > 1 {
+				return u.unpinParallel(ctx, s, s.hosts, parallel)
+			}
 			return u.unpin(ctx, s, s.hosts)
 		})
 	}

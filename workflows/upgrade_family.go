@@ -101,13 +101,26 @@ func (s *upgradeServicePlan) changes(h *upgradeHostPlan) []string {
 	return out
 }
 
-func (s *upgradeServicePlan) planLines(parallel int, dbHost string) []string {
+// planLines is the service's part of the plan. batchSize > 0 (runs with compactReportChange)
+// and at least LargeRunItems hosts in batches: those hosts are one line per kind of change (how many, the first and the
+// last; each batch's own plan lists its hosts one by one, and the upgrade_plan detail every
+// host), so that the plan does not grow by some 300 bytes per compute host.
+func (s *upgradeServicePlan) planLines(parallel int, dbHost string, batchSize int) []string {
 	var lines []string
+	own, batches := splitHosts(s, batchSize)
+	batched := slices.Concat(batches...)
+	if len(batched) < LargeRunItems {
+		own, batched = s.hosts, nil // a small cloud's plan names every host
+	}
+	inBatch := hostSet(batched)
 	head := fmt.Sprintf("%s: canary %s", s.name, s.hosts[0].host)
 	if len(s.hosts) > 1 {
-		rest := make([]string, 0, len(s.hosts)-1)
-		for _, h := range s.hosts[1:] {
+		rest := make([]string, 0, len(own)-1)
+		for _, h := range own[1:] {
 			rest = append(rest, h.host)
+		}
+		if len(batched) > 0 {
+			rest = append(rest, fmt.Sprintf("%d compute host(s) in batches (%s)", len(batched), hostRange(batched)))
 		}
 		head += fmt.Sprintf(", gate %s:%s, then %s (%d at a time)", GateCanaryOK, s.name, strings.Join(rest, ", "), parallel)
 	} else {
@@ -117,6 +130,9 @@ func (s *upgradeServicePlan) planLines(parallel int, dbHost string) []string {
 	if s.name == "nova" {
 		lines = append(lines, "nova: [upgrade_levels] compute = auto on every nova host before the first restart; conductors first, the API last, computes after")
 	}
+	// groups: the batched hosts' lines by what follows the host's name, in plan order.
+	var groups []string
+	grouped := map[string][]*upgradeHostPlan{}
 	for i, h := range s.hosts {
 		ch := s.changes(h)
 		pk := strings.Join(ch, ", ")
@@ -146,7 +162,19 @@ func (s *upgradeServicePlan) planLines(parallel int, dbHost string) []string {
 			verify = "verify (processes, AMQP, volume list, cinder-scheduler and cinder-volume up)"
 		}
 		steps = append(steps, "start", verify)
-		lines = append(lines, fmt.Sprintf("  %s/%s: %s; %s", s.name, h.host, pk, strings.Join(steps, "; ")))
+		what := fmt.Sprintf("%s; %s", pk, strings.Join(steps, "; "))
+		if i > 0 && inBatch[h] {
+			if _, ok := grouped[what]; !ok {
+				groups = append(groups, what)
+			}
+			grouped[what] = append(grouped[what], h)
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("  %s/%s: %s", s.name, h.host, what))
+	}
+	for _, what := range groups {
+		on := grouped[what]
+		lines = append(lines, fmt.Sprintf("  %s/%d compute host(s) in batches (%s): %s", s.name, len(on), hostRange(on), what))
 	}
 	if s.name == "nova" {
 		lines = append(lines, fmt.Sprintf("nova: online_data_migrations on %s until done, then the pin removed and nova restarted on every host", s.schemaHost))
@@ -166,11 +194,38 @@ func (s *upgradeServicePlan) targetText() string {
 	return strings.Join(out, ", ")
 }
 
+func hostSet(hs []*upgradeHostPlan) map[*upgradeHostPlan]bool {
+	set := make(map[*upgradeHostPlan]bool, len(hs))
+	for _, h := range hs {
+		set[h] = true
+	}
+	return set
+}
+
+// planDetail is the plan per host: {service, host, changes}. With p.compact and at least
+// LargeRunItems hosts in batches, those are one entry per service and changes, {service, hosts,
+// changes}.
 func planDetail(p *stagedUpgradePlan) []map[string]any {
 	var out []map[string]any
 	for _, s := range p.services {
-		for _, h := range s.hosts {
-			out = append(out, map[string]any{"service": s.name, "host": h.host, "changes": s.changes(h)})
+		inBatch := map[*upgradeHostPlan]bool{}
+		if _, batches := splitHosts(s, p.batchSize); p.compact && len(slices.Concat(batches...)) >= LargeRunItems {
+			inBatch = hostSet(slices.Concat(batches...))
+		}
+		group := map[string]int{} // changes -> index in out
+		for i, h := range s.hosts {
+			ch := s.changes(h)
+			if i == 0 || !inBatch[h] {
+				out = append(out, map[string]any{"service": s.name, "host": h.host, "changes": ch})
+				continue
+			}
+			k := strings.Join(ch, "\n")
+			j, ok := group[k]
+			if !ok {
+				j, group[k] = len(out), len(out)
+				out = append(out, map[string]any{"service": s.name, "hosts": []string{}, "changes": ch})
+			}
+			out[j]["hosts"] = append(out[j]["hosts"].([]string), h.host)
 		}
 	}
 	return out
@@ -207,6 +262,8 @@ type upgradeRun struct {
 	batchSize int
 	batchRuns []string
 	batch     bool
+	// compact: a host's "planned" package row only when it has no transaction (compactReportChange).
+	compact bool
 }
 
 func (u *upgradeRun) touch(svc, host string) {
@@ -525,6 +582,42 @@ func (u *upgradeRun) novaFinish(s *upgradeServicePlan, own []*upgradeHostPlan, b
 		return err
 	}
 	return u.runBatches(s, batchUnpin, batches)
+}
+
+// unpinParallel is unpin on compute hosts, parallel at a time: the pin removed on every host,
+// then each host's nova restarted and verified.
+func (u *upgradeRun) unpinParallel(ctx workflow.Context, s *upgradeServicePlan, on []*upgradeHostPlan, parallel int) error {
+	r := u.r
+	if err := r.Each(ctx, len(on), parallel, func(ctx workflow.Context, i int) error {
+		return u.pin(ctx, s, on[i:i+1], "")
+	}); err != nil {
+		return err
+	}
+	if err := r.Each(ctx, len(on), parallel, func(ctx workflow.Context, i int) error {
+		return u.restart(ctx, s, on[i])
+	}); err != nil {
+		return err
+	}
+	u.pinned = slices.DeleteFunc(u.pinned, func(p string) bool {
+		return slices.ContainsFunc(on, func(h *upgradeHostPlan) bool { return h.host == p })
+	})
+	return nil
+}
+
+// restart restarts every nova process of h (in order) so that the pin is gone, and verifies it.
+func (u *upgradeRun) restart(ctx workflow.Context, s *upgradeServicePlan, h *upgradeHostPlan) error {
+	r := u.r
+	since := workflow.Now(ctx)
+	for _, p := range h.procs {
+		sr := activities.ServiceAction{ServiceRequest: req(h.host, p)}
+		for _, a := range []string{"stop", "start"} {
+			sr.Action = a
+			if err := r.Exec(ctx, "nova/unpin", h.host, hosts.SetService, nil, sr); err != nil {
+				return err
+			}
+		}
+	}
+	return u.verify(ctx, "nova/unpin", s, h, since)
 }
 
 // unpin removes the pin on the hosts, then restarts and verifies them one at a time.

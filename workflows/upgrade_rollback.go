@@ -196,9 +196,30 @@ func (u *upgradeRun) summary() string {
 		if !slices.Contains(u.done, s.name) {
 			continue
 		}
+		// compact: a change on more than 3 hosts is one entry, "<change> on N hosts (first …
+		// last)" (the packages detail has every host's): the summary is also the run-finished
+		// notification's text.
+		var order []string
+		on := map[string][]*upgradeHostPlan{}
 		for _, h := range s.hosts {
 			for _, c := range s.changes(h) {
-				moved = append(moved, c+" on "+h.host)
+				if !u.compact {
+					moved = append(moved, c+" on "+h.host)
+					continue
+				}
+				if _, ok := on[c]; !ok {
+					order = append(order, c)
+				}
+				on[c] = append(on[c], h)
+			}
+		}
+		for _, c := range order {
+			if hs := on[c]; len(hs) > 3 {
+				moved = append(moved, fmt.Sprintf("%s on %d hosts (%s)", c, len(hs), hostRange(hs)))
+			} else {
+				for _, h := range hs {
+					moved = append(moved, c+" on "+h.host)
+				}
 			}
 		}
 	}
@@ -213,9 +234,19 @@ func (u *upgradeRun) summary() string {
 func (u *upgradeRun) report() {
 	r := u.r
 	var pk []string
+	hasTx := map[string]bool{} // service/host with a transaction recorded
+	if u.compact {
+		for _, tx := range u.transactions {
+			hasTx[tx.Service+"/"+tx.Host] = true
+		}
+	}
 	for _, s := range u.plans {
+		touched := map[string]bool{}
+		for _, h := range u.touched[s.name] {
+			touched[h] = true
+		}
 		for _, h := range s.hosts {
-			if slices.Contains(u.touched[s.name], h.host) {
+			if touched[h.host] && !hasTx[s.name+"/"+h.host] {
 				for _, c := range s.changes(h) {
 					pk = append(pk, fmt.Sprintf("%s on %s: planned %s", s.name, h.host, c))
 				}

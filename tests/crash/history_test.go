@@ -65,8 +65,12 @@ func TestHistoryWorstCase(t *testing.T) {
 	}
 	r := newRig(t)
 	// A 500-node ring in three steps is some 15,000 events over its chain: over 10 minutes on a
-	// loaded 2-core machine; the upgrade: 15 minutes per 500 hosts of the largest case run (500
-	// computes: about 38,000 events over its runs, at some 65 a second; 2,000: about 150,000).
+	// loaded 2-core machine; the upgrade (2 December, load average 8-21 from other work): 500
+	// computes at --parallel 2 in 14 minutes, 2,000 at --parallel 8 in 19 (about 38,000 and
+	// 150,000 events over their runs; before the batches pinned and unpinned --parallel at a
+	// time and the crash worker's store became a journal, 500 computes did not finish in 10
+	// minutes and 2,000 ran 36 before the server terminated it). 10 minutes per 500 computes of
+	// the largest case, 25 at least.
 	r.timeout = 25 * time.Minute
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -77,7 +81,7 @@ func TestHistoryWorstCase(t *testing.T) {
 	}
 	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
 		if only.MatchString(rc.label()) {
-			r.timeout = max(r.timeout, time.Duration(historyScale[rc.label()]/500)*15*time.Minute)
+			r.timeout = max(r.timeout, time.Duration(historyScale[rc.label()]/500)*10*time.Minute)
 		}
 	}
 	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
@@ -102,7 +106,7 @@ func TestHistoryWorstCase(t *testing.T) {
 				}
 				o.report.Status = "unfinished" // its history so far is a figure too
 			}
-			events, runs, children, err := r.historyLength(o.workflowID)
+			events, runs, children, bytes, err := r.historyLength(o.workflowID)
 			if err != nil {
 				t.Errorf("%s: %v", rc.label(), err)
 				return
@@ -112,49 +116,56 @@ func TestHistoryWorstCase(t *testing.T) {
 				worst = max(worst, e)
 			}
 			mu.Lock()
-			table = append(table, fmt.Sprintf("%-38s %6d %8d %5d %9v %9s  %s", rc.label(), n, events, runs, children, time.Since(start).Round(time.Second), o.report.Status))
+			table = append(table, fmt.Sprintf("%-38s %6d %8d %5d %9v %9s %9s  %s", rc.label(), n, events, runs, children, mb(bytes), time.Since(start).Round(time.Second), o.report.Status))
 			mu.Unlock()
+			if bytes >= historyBytesLimit {
+				t.Errorf("%s at scale %d: a history of %s (the largest run's), want under %s (Temporal's warning; it terminates at 50 MB)", rc.label(), n, mb(bytes), mb(historyBytesLimit))
+			}
 			if worst >= historyLimit {
 				t.Errorf("%s at scale %d: %d history events in its largest run (of %d; children %v), want under %d: continue as new or split into children", rc.label(), n, events, runs, children, historyLimit)
 			}
 		}()
 	}
 	wg.Wait()
-	t.Logf("\nhistory at the largest plans (events of the largest run of the chain; under %d)\n%-38s %6s %8s %5s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "runs", "children", "took",
+	t.Logf("\nhistory at the largest plans (events of the largest run of the chain; under %d)\n%-38s %6s %8s %5s %9s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "runs", "children", "bytes", "took",
 		joinLines(table))
 }
 
 // historyLength is the history length of the workflow ID's largest run (its runs followed from
-// the first through every continue-as-new), how many runs it had, and its child runs' lengths
-// (one level: no runbook's child starts children).
-func (r *rig) historyLength(id string) (int, int, []int, error) {
+// the first through every continue-as-new), how many runs it had, its child runs' lengths (one
+// level: no runbook's child starts children), and the largest history size in bytes of all of
+// them (a parent holds its children's results).
+func (r *rig) historyLength(id string) (int, int, []int, int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
-		return 0, 0, nil, err
+		return 0, 0, nil, 0, err
 	}
 	var children []int
 	worst, runs := 0, 0
+	var bytes int64
 	for runID := d.GetWorkflowExecutionInfo().GetFirstRunId(); runID != ""; runs++ {
 		rd, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, runID)
 		if err != nil {
-			return 0, 0, nil, err
+			return 0, 0, nil, 0, err
 		}
 		worst = max(worst, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
+		bytes = max(bytes, rd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 		next := ""
 		it := r.srv.Client.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 		for it.HasNext() {
 			ev, err := it.Next()
 			if err != nil {
-				return 0, 0, nil, err
+				return 0, 0, nil, 0, err
 			}
 			if a := ev.GetChildWorkflowExecutionStartedEventAttributes(); a != nil {
 				cd, err := r.srv.Client.DescribeWorkflowExecution(ctx, a.GetWorkflowExecution().GetWorkflowId(), a.GetWorkflowExecution().GetRunId())
 				if err != nil {
-					return 0, 0, nil, err
+					return 0, 0, nil, 0, err
 				}
 				children = append(children, int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
+				bytes = max(bytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 			}
 			if a := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); a != nil {
 				next = a.GetNewExecutionRunId()
@@ -162,8 +173,13 @@ func (r *rig) historyLength(id string) (int, int, []int, error) {
 		}
 		runID = next
 	}
-	return worst, runs, children, nil
+	return worst, runs, children, bytes, nil
 }
+
+// historyBytesLimit is Temporal's warning on a history's size (it terminates the run at 50 MB).
+const historyBytesLimit = 10 << 20
+
+func mb(n int64) string { return fmt.Sprintf("%.1f MB", float64(n)/(1<<20)) }
 
 func joinLines(ls []string) string {
 	out := ""
