@@ -430,6 +430,10 @@ func TestInspectDiskOnLab(t *testing.T) {
 		assert.Equal(t, workflows.StatusAborted, rep.Status, rep.Summary)
 		assert.Contains(t, rep.Summary, "cancelled")
 		assert.Nil(t, rep.Details["files"], "nothing collected")
+		collect := stepByName(rep, "collect")
+		require.NotNil(t, collect)
+		assert.Equal(t, workflows.StepFailed, collect.State, "the report shows no stalled step in a finished run")
+		assert.Equal(t, "cancelled while stalled", collect.Detail)
 		l.givenBack(rep)
 	})
 
