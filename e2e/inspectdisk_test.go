@@ -7,6 +7,9 @@ package e2e
 // the disk is), the real worker exposing it over SSH with qemu-storage-daemon, Nova suspending and
 // resuming. Each scenario checks, on the host itself, that nothing is left mounted, attached or
 // exported, that the instance is ACTIVE, and that the image's SHA-256 is unchanged.
+// abort-while-exposed holds the run where it cannot go on without the test: it asks for a file
+// with a bad cluster (EIO), so the collect step stalls with the disk exposed and mounted, and the
+// test cancels only then (it used to cancel after polling for the expose step, and raced the run).
 // Signed approvals are pending (trust); gates are approved as the other e2e tests do.
 
 import (
