@@ -7,10 +7,15 @@ package e2e
 // the disk is), the real worker exposing it over SSH with qemu-storage-daemon, Nova suspending and
 // resuming. Each scenario checks, on the host itself, that nothing is left mounted, attached or
 // exported, that the instance is ACTIVE, and that the image's SHA-256 is unchanged.
+// abort-while-exposed holds the run where it cannot go on without the test: it asks for a file
+// with a bad cluster (EIO), so the collect step stalls with the disk exposed and mounted, and the
+// test cancels only then (it used to cancel after polling for the expose step, and raced the run).
 // Signed approvals are pending (trust); gates are approved as the other e2e tests do.
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -18,7 +23,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +81,16 @@ func newInspectLab(t *testing.T) *inspectLab {
 	l.work = filepath.Join(config.DefaultInspectWorkDir, l.id)
 	t.Cleanup(l.sweep)
 
+	writeGuestImage(t, l.image)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "disk.info"), []byte(fmt.Sprintf(`{%q: "qcow2"}`, l.image)), 0o644))
+	l.sum = fileSHA256(t, l.image)
+	return l
+}
+
+// writeGuestImage writes the guest's disk: a compressed qcow2 holding an ext4 file system with
+// the files the scenarios read (and /srv/unreadable, one cluster of which is bad).
+func writeGuestImage(t *testing.T, image string) {
+	t.Helper()
 	root := filepath.Join(t.TempDir(), "guest")
 	for _, d := range []string{"etc", "var/log", "srv"} {
 		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
@@ -88,16 +105,74 @@ func newInspectLab(t *testing.T) *inspectLab {
 	require.NoError(t, os.Symlink("/etc/shadow", filepath.Join(root, "etc/evil")))
 	require.NoError(t, os.Symlink("../../../../../../../../../etc/shadow", filepath.Join(root, "etc/evil2")))
 	require.NoError(t, os.Symlink("/", filepath.Join(root, "srv/hostroot")))
+	var bad strings.Builder
+	for i := 0; bad.Len() < unreadableSize; i++ {
+		fmt.Fprintf(&bad, "sector %07d of a file on a bad spot of the disk\n", i)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(root, unreadablePath[1:]), []byte(bad.String()[:unreadableSize]), 0o644))
 	raw := filepath.Join(t.TempDir(), "guest.raw")
-	run := func(name string, args ...string) {
+	run := func(name string, args ...string) string {
 		out, err := exec.Command(name, args...).CombinedOutput()
 		require.NoError(t, err, "%s %v: %s", name, args, out)
+		return string(out)
 	}
-	run("mkfs.ext4", "-q", "-F", "-d", root, raw, "32M")
-	run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, l.image)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "disk.info"), []byte(fmt.Sprintf(`{%q: "qcow2"}`, l.image)), 0o644))
-	l.sum = fileSHA256(t, l.image)
-	return l
+	run("mkfs.ext4", "-q", "-F", "-b", "4096", "-e", "continue", "-d", root, raw, "32M")
+	// Compressed, so that one cluster of /srv/unreadable can be made unreadable (badCluster).
+	run("qemu-img", "convert", "-c", "-f", "raw", "-O", "qcow2", raw, image)
+	off, n := fileExtent(t, run("debugfs", "-R", "stat "+unreadablePath, raw))
+	badCluster(t, image, off, n)
+}
+
+// unreadablePath is a file of the guest one of whose clusters reads as an I/O error (a bad spot
+// of the disk): a collection that asks for it fails on every attempt, and its step stalls with
+// the disk exposed and mounted until an operator (the test) decides.
+const (
+	unreadablePath = "/srv/unreadable"
+	unreadableSize = 1 << 20
+)
+
+// fileExtent reads a file's only extent (byte offset and length in the image) from debugfs's stat.
+func fileExtent(t *testing.T, stat string) (off, length int64) {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^EXTENTS:\n\(0-(\d+)\):(\d+)-(\d+)\s*$`).FindStringSubmatch(stat)
+	require.NotNil(t, m, "%s is not one extent (mkfs.ext4 -d writes it contiguously): %s", unreadablePath, stat)
+	last, _ := strconv.ParseInt(m[1], 10, 64)
+	first, _ := strconv.ParseInt(m[2], 10, 64)
+	return first * 4096, (last + 1) * 4096
+}
+
+// badCluster garbles the compressed data of the first qcow2 cluster that lies wholly inside
+// the extent (off, length) of the guest: QEMU's zlib decompression then fails and every read of
+// that cluster gives EIO (for a compressed cluster the image is not marked corrupt, so every other
+// cluster still reads). The rest of the image is left as it is.
+func badCluster(t *testing.T, image string, off, length int64) {
+	t.Helper()
+	f, err := os.OpenFile(image, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	u64 := func(at int64) uint64 {
+		b := make([]byte, 8)
+		_, err := f.ReadAt(b, at)
+		require.NoError(t, err)
+		return binary.BigEndian.Uint64(b)
+	}
+	hdr := make([]byte, 48)
+	_, err = f.ReadAt(hdr, 0)
+	require.NoError(t, err)
+	require.Equal(t, "QFI\xfb", string(hdr[:4]), "not a qcow2 image")
+	bits := int64(binary.BigEndian.Uint32(hdr[20:24]))
+	size, l1 := int64(1)<<bits, int64(binary.BigEndian.Uint64(hdr[40:48]))
+	guest := (off + size - 1) / size * size
+	require.LessOrEqual(t, guest+size, off+length, "%s has no whole cluster", unreadablePath)
+	require.Less(t, guest-off, int64(workflows.DefaultInspectMaxBytes), "the bad cluster is within the bytes a collection reads")
+	cluster, perL2 := guest/size, size/8
+	l2 := int64(u64(l1+8*(cluster/perL2)) & 0x00fffffffffffe00)
+	require.NotZero(t, l2, "no L2 table for guest offset %d", guest)
+	entry := u64(l2 + 8*(cluster%perL2))
+	require.NotZero(t, entry&(1<<62), "the cluster at guest offset %d is not compressed (L2 entry %#x)", guest, entry)
+	host := int64(entry & (1<<(62-(bits-8)) - 1))
+	_, err = f.WriteAt(bytes.Repeat([]byte{0xff}, 64), host) // deflate: "invalid block type"
+	require.NoError(t, err)
 }
 
 func fileSHA256(t *testing.T, p string) string {
@@ -338,15 +413,30 @@ func TestInspectDiskOnLab(t *testing.T) {
 	})
 
 	timed("abort-while-exposed", func(t *testing.T) {
-		id := l.atGate(l.input(0, "/etc/fstab"))
+		// The collection cannot read /srv/unreadable (EIO): the collect step fails on every
+		// attempt and then stalls, the disk exposed and mounted. A stalled step waits for an
+		// operator: the run cannot leave this state before the test's cancel arrives.
+		id := l.atGate(l.input(0, "/etc/fstab", unreadablePath))
 		l.approve(id, workflows.GateDataAccess, "bob")
-		l.waitStep(id, "expose", 3*time.Minute)
+		st := l.waitFor(id, 3*time.Minute, "collect stalled", func(st workflows.Status) bool { return len(st.Stalled) > 0 })
+		require.Equal(t, "collect", st.Stalled[0].Step, "%+v", st.Stalled)
+		require.Contains(t, st.Stalled[0].Error, "Input/output error")
+		left := l.leftovers()
+		for _, kind := range []string{"mount ", "loop ", "daemon "} {
+			require.True(t, slices.ContainsFunc(left, func(s string) bool { return strings.HasPrefix(s, kind) }), "%sbefore the cancel: %v", kind, left)
+		}
+		require.Equal(t, "SUSPENDED", l.server(l.id).Status, "suspended before the cancel")
 		ctx, cancel := l.ctx()
 		require.NoError(t, l.srv.Client.CancelWorkflow(ctx, id, ""))
 		cancel()
 		rep := l.report(id, 5*time.Minute)
 		assert.Equal(t, workflows.StatusAborted, rep.Status, rep.Summary)
 		assert.Contains(t, rep.Summary, "cancelled")
+		assert.Nil(t, rep.Details["files"], "nothing collected")
+		collect := stepByName(rep, "collect")
+		require.NotNil(t, collect)
+		assert.Equal(t, workflows.StepFailed, collect.State, "the report shows no stalled step in a finished run")
+		assert.Equal(t, "cancelled while stalled", collect.Detail)
 		l.givenBack(rep)
 	})
 

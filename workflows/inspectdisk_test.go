@@ -336,6 +336,39 @@ func TestInspectDiskAbortWhileExposed(t *testing.T) {
 	w.clean(t)
 }
 
+// The collection stalls (a guest file reads EIO on every attempt); the run is cancelled while
+// stalled: compensation, and the report shows the step failed, not stalled.
+func TestInspectDiskCancelledWhileStalled(t *testing.T) {
+	f := newFixture(t, inspectPolicy())
+	w := &world{status: "ACTIVE"}
+	inspectMocks(f, w, "ReadGuestFiles")
+	f.env.OnActivity(inspectAct.ReadGuestFiles, mock.Anything, mock.Anything).Return(nil, errors.New("file_heads on compute1: exit 1: head: Input/output error"))
+	f.approveDataAccess(time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Len(t, st.Stalled, 1, "%+v", st)
+		assert.Equal(t, "collect", st.Stalled[0].Step)
+		w.mu.Lock()
+		assert.True(t, w.mounts, "exposed and mounted while the step is stalled")
+		w.mu.Unlock()
+		f.env.CancelWorkflow()
+	}, time.Hour)
+	f.run(wf.InspectDisk.Type, inspectInput())
+	rep := f.report()
+	assert.Equal(t, wf.StatusAborted, rep.Status)
+	assert.Contains(t, rep.Summary, "cancelled")
+	collect := stepNamed(rep, "collect")
+	require.NotNil(t, collect)
+	assert.Equal(t, wf.StepFailed, collect.State, "a finished run has no stalled step")
+	assert.Equal(t, "cancelled while stalled", collect.Detail)
+	assert.Contains(t, collect.Error, "Input/output error")
+	calls := w.called()
+	assert.Equal(t, []string{"unmount", "detach", "resume"}, calls[len(calls)-3:])
+	assert.Equal(t, "ACTIVE", w.status)
+	w.clean(t)
+	assert.Contains(t, rep.LeftState, "is ACTIVE; nothing of its disk is mounted, attached or exported")
+}
+
 // Cancelled while the collection runs: the compensation runs on a disconnected context.
 func TestInspectDiskCancelledWhileCollecting(t *testing.T) {
 	f := newFixture(t, inspectPolicy())

@@ -251,6 +251,11 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 		r.notify("step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
 			fmt.Sprintf("stackrun resolve %s %s retry|skip|abort", r.info.WorkflowExecution.ID, name))
 		if err := workflow.Await(ctx, func() bool { return st.action != "" }); err != nil {
+			// Cancelled while stalled: the step is over, and the report must not show it stalled.
+			if workflow.GetVersion(r.ctx, stallCancelledChange, workflow.DefaultVersion, 1) == 1 {
+				delete(r.stalled, name)
+				r.setStepState(s, StepFailed, "cancelled while stalled")
+			}
 			return err
 		}
 		delete(r.stalled, name)
@@ -265,6 +270,11 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 		// retry: loop
 	}
 }
+
+// stallCancelledChange is the workflow.GetVersion change after which a step whose run is
+// cancelled while it is stalled ends failed ("cancelled while stalled") and leaves the stalled
+// list; before it, the finished run's report still showed the step stalled.
+const stallCancelledChange = "stall-cancelled-step-failed"
 
 // StepState returns the state of a step (pending when unknown).
 func (r *Run) StepState(name string) StepState {
