@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -55,16 +54,14 @@ func labRestore(t *testing.T) {
 	}
 }
 
-// outageConfig is the lab's stackrun.yaml with the lab's outage: table (lab/lib/stackrun_yaml.sh,
-// stackrun_outage_yaml) when the file has none yet (a lab brought up by an older up.sh).
+// outageConfig is the lab's stackrun.yaml with this tree's outage: table (lab/lib/stackrun_yaml.sh,
+// stackrun_outage_yaml) in place of the one the file has: the lab's stackrun.yaml is written by
+// the clone that brought the lab up (lab.env's LAB_SRC), whose table may be older than the one
+// under test (or missing, from an older up.sh).
 func outageConfig(t *testing.T) string {
 	t.Helper()
-	base := labConfig(t)
-	b, err := os.ReadFile(base)
+	b, err := os.ReadFile(labConfig(t))
 	require.NoError(t, err)
-	if regexp.MustCompile(`(?m)^outage:`).Match(b) {
-		return base
-	}
 	root := devserver.RepoRoot(t)
 	cmd := exec.Command("bash", "-c", `source lab/lib/common.sh && source lab/lib/stackrun_yaml.sh && stackrun_outage_yaml`)
 	cmd.Dir = root
@@ -72,8 +69,25 @@ func outageConfig(t *testing.T) string {
 	out, err := cmd.Output()
 	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "stackrun.yaml")
-	require.NoError(t, os.WriteFile(p, append(append(b, '\n'), out...), 0o600))
+	require.NoError(t, os.WriteFile(p, append(append(withoutSection(b, "outage"), '\n'), out...), 0o600))
 	return p
+}
+
+// withoutSection is YAML text without its top-level section name: (from its key to the next
+// top-level key).
+func withoutSection(b []byte, name string) []byte {
+	var out []string
+	in := false
+	for _, line := range strings.SplitAfter(string(b), "\n") {
+		top := line != "" && line[0] != ' ' && line[0] != '\t' && line[0] != '#' && line[0] != '\n'
+		if top {
+			in = strings.HasPrefix(line, name+":")
+		}
+		if !in {
+			out = append(out, line)
+		}
+	}
+	return []byte(strings.Join(out, ""))
 }
 
 func tail(s string, n int) string {
