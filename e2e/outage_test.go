@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/internal/testenv/devserver"
 	"github.com/stackrun/stackrun/workflows"
@@ -63,13 +64,16 @@ func outageConfig(t *testing.T) string {
 	b, err := os.ReadFile(labConfig(t))
 	require.NoError(t, err)
 	root := devserver.RepoRoot(t)
-	cmd := exec.Command("bash", "-c", `source lab/lib/common.sh && source lab/lib/stackrun_yaml.sh && stackrun_outage_yaml`)
+	cmd := exec.Command("bash", "-c", `source lab/lib/common.sh && source lab/lib/services.sh && source lab/lib/stackrun_yaml.sh && stackrun_outage_yaml`)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "STACKRUN_LAB_DIR="+labDir(t))
 	out, err := cmd.Output()
 	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "stackrun.yaml")
 	require.NoError(t, os.WriteFile(p, append(append(withoutSection(b, "outage"), '\n'), out...), 0o600))
+	// A table the worker refuses would leave the run without a worker: refuse it here, at once.
+	_, err = config.Load(config.LoadOptions{Path: p})
+	require.NoError(t, err, "the lab's configuration with this tree's outage table")
 	return p
 }
 
