@@ -37,7 +37,7 @@ type OutageRecoveryInput struct {
 	// FromTier starts at this tier (its priority); earlier tiers are taken as up and not touched.
 	FromTier int `json:"from_tier,omitempty" flag:"from-tier" usage:"start at the tier of this priority (a priority of the table; default: the first)"`
 	// Parallel bounds the hosts and services brought back at once within a tier.
-	Parallel int `json:"parallel,omitempty" flag:"parallel" usage:"hosts and services of a tier brought back at once (default: policy.default_parallelism)"`
+	Parallel int `json:"parallel,omitempty" flag:"parallel" usage:"hosts and services of a tier brought back at once, for every tier (default: the tier's parallel, else policy.default_parallelism)"`
 	// VerifyWait is how long a service's verifications may take to pass before its tier stalls.
 	VerifyWait string `json:"verify_wait,omitempty" flag:"verify-wait" usage:"how long verifications wait for a service still coming up before the tier stalls: 10s to 30m (default 3m)"`
 }
