@@ -57,6 +57,9 @@ func (o *Outage) OutageServiceState(ctx context.Context, s OutageService) (Servi
 }
 
 // OutageStartService starts a service that is not running and says whether it already was.
+// Two commands: the status, then the start (not SetService, which asks the status again before
+// and after: the verification that follows checks the process anyway, and each command is on
+// the recovery's critical path, once per tier).
 func (o *Outage) OutageStartService(ctx context.Context, s OutageService) (OutageStarted, error) {
 	st, err := o.Hosts.ServiceStatus(ctx, s.Request())
 	if err != nil {
@@ -66,8 +69,12 @@ func (o *Outage) OutageStartService(ctx context.Context, s OutageService) (Outag
 		return OutageStarted{AlreadyUp: true, At: time.Now()}, nil
 	}
 	at := time.Now()
-	if err := o.Hosts.SetService(ctx, ServiceAction{ServiceRequest: s.Request(), Action: "start"}); err != nil {
+	res, err := o.Hosts.run(ctx, s.Host, s.Role, "service_start", map[string]string{"service": s.Service})
+	if err != nil {
 		return OutageStarted{}, err
+	}
+	if !res.OK() {
+		return OutageStarted{}, fmt.Errorf("start %s on %s: exit %d: %s", s.Service, s.Host, res.ExitCode, strings.TrimSpace(res.Stderr+res.Stdout))
 	}
 	return OutageStarted{At: at}, nil
 }

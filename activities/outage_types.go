@@ -27,6 +27,8 @@ type OutageTier struct {
 	Instances bool `json:"instances,omitempty"`
 	// Missing names what the table lists but no host of this cloud runs (why a tier is empty).
 	Missing []string `json:"missing,omitempty"`
+	// Parallel bounds the tier's hosts and services at once (0: the run's --parallel).
+	Parallel int `json:"parallel,omitempty"`
 }
 
 // Empty reports a tier with nothing to bring back or verify.

@@ -43,7 +43,14 @@ type OutageTier struct {
 	Checks []string `mapstructure:"checks" yaml:"checks,omitempty" json:"checks,omitempty"`
 	// Instances makes this the user-instance tier (outage.instances is its policy).
 	Instances bool `mapstructure:"instances" yaml:"instances,omitempty" json:"instances,omitempty"`
+	// Parallel bounds the hosts and services of this tier brought back at once: a tier of many
+	// small services (a storage tier) can take more than the run's default. 0: the run's
+	// --parallel (policy.default_parallelism); a --parallel given to the run wins.
+	Parallel int `mapstructure:"parallel" yaml:"parallel,omitempty" json:"parallel,omitempty"`
 }
+
+// MaxOutageTierParallel bounds a tier's parallel (workflows.MaxParallel, the bound of --parallel).
+const MaxOutageTierParallel = 32
 
 // OutageService is one service of a tier and how it is verified: process, port:<n>, amqp,
 // api:<identity|compute|placement|image|network|block-storage|object-store>.
@@ -177,6 +184,9 @@ func (c *Config) validateOutage(ps *Problems) {
 					ps.add(fmt.Sprintf("%s.verify[%d]", sk, k), "%q: want process, amqp, port:<1-65535> or api:<%s>", v, strings.Join(OutageAPIs, "|"))
 				}
 			}
+		}
+		if t.Parallel < 0 || t.Parallel > MaxOutageTierParallel {
+			ps.add(key+".parallel", "%d: want 0 (the run's --parallel) to %d", t.Parallel, MaxOutageTierParallel)
 		}
 		if t.Instances && (len(t.Services) > 0 || len(t.Roles) > 0 || len(t.Hosts) > 0) {
 			ps.add(key, "the user-instance tier (instances: true) names no hosts, roles or services")

@@ -12,6 +12,9 @@ package e2e
 // STACKRUN_BENCH_ROUNDS sets the rounds (default 1; each is two power losses).
 
 import (
+	"bufio"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +62,12 @@ func TestOutageRecoveryVersusUpSh(t *testing.T) {
 		require.Equal(t, workflows.StatusCompleted, rep.Status, rep.Summary)
 		logUpPhases(t, string(out))
 		logTierTimes(t, rep)
+		logAttempts(t, l.worker, id, rep.Started)
+		var calls []string
+		for _, a := range rep.Audit {
+			calls = append(calls, fmt.Sprintf("+%6.1fs %5.1fs %-10s %s %s %s", a.At.Sub(rep.Started).Seconds(), a.Duration.Seconds(), a.Step, a.Activity, a.Target, a.Error))
+		}
+		t.Logf("outage-recovery calls (the run's audit):\n%s", strings.Join(calls, "\n"))
 		labRestore(t) // what the table does not list (Alertmanager) comes back too, untimed
 	}
 	var su, sr time.Duration
@@ -80,4 +89,44 @@ func logUpPhases(t *testing.T, out string) {
 		}
 	}
 	t.Logf("up.sh phases:\n%s", strings.Join(lines, "\n"))
+}
+
+// logAttempts prints every activity attempt of the run from the worker's audit log (its offset
+// from the run's start, attempt, duration, error): where a tier's seconds went, verification by
+// verification. Diagnostics only: the figures above are the wall times.
+func logAttempts(t *testing.T, worker *exec.Cmd, workflowID string, began time.Time) {
+	var path string
+	for _, e := range worker.Env {
+		if v, ok := strings.CutPrefix(e, "STACKRUN_WORKER_AUDIT_LOG="); ok {
+			path = v
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Logf("worker audit log: %v", err)
+		return
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var r struct {
+			Time       time.Time `json:"time"`
+			WorkflowID string    `json:"workflow_id"`
+			Activity   string    `json:"activity"`
+			Attempt    int32     `json:"attempt"`
+			DurationMS int64     `json:"duration_ms"`
+			Error      string    `json:"error"`
+		}
+		if json.Unmarshal(sc.Bytes(), &r) != nil || r.WorkflowID != workflowID || r.Activity == "Notify" {
+			continue
+		}
+		e := r.Error
+		if len(e) > 150 {
+			e = e[:150] + "..."
+		}
+		lines = append(lines, fmt.Sprintf("+%6.1fs %5.1fs #%d %s %s", r.Time.Sub(began).Seconds(), float64(r.DurationMS)/1000, r.Attempt, r.Activity, e))
+	}
+	t.Logf("outage-recovery attempts (worker audit log):\n%s", strings.Join(lines, "\n"))
 }

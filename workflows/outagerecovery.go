@@ -37,7 +37,7 @@ type OutageRecoveryInput struct {
 	// FromTier starts at this tier (its priority); earlier tiers are taken as up and not touched.
 	FromTier int `json:"from_tier,omitempty" flag:"from-tier" usage:"start at the tier of this priority (a priority of the table; default: the first)"`
 	// Parallel bounds the hosts and services brought back at once within a tier.
-	Parallel int `json:"parallel,omitempty" flag:"parallel" usage:"hosts and services of a tier brought back at once (default: policy.default_parallelism)"`
+	Parallel int `json:"parallel,omitempty" flag:"parallel" usage:"hosts and services of a tier brought back at once, for every tier (default: the tier's parallel, else policy.default_parallelism)"`
 	// VerifyWait is how long a service's verifications may take to pass before its tier stalls.
 	VerifyWait string `json:"verify_wait,omitempty" flag:"verify-wait" usage:"how long verifications wait for a service still coming up before the tier stalls: 10s to 30m (default 3m)"`
 }
@@ -155,6 +155,9 @@ func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) 
 		if len(t.Checks) > 0 {
 			parts = append(parts, "then "+strings.Join(t.Checks, ", "))
 		}
+		if n := tierParallel(t, in, 0); n > 0 && !t.Empty() {
+			parts = append(parts, fmt.Sprintf("%d at once (the tier's parallel)", n))
+		}
 		if t.Empty() {
 			parts = []string{"EMPTY: nothing of it in this cloud" + missingNote(t)}
 		}
@@ -251,9 +254,9 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 			r.AddFinding(activities.SeverityInfo, tierStep(t), "tier %d (%s) is empty: nothing of it in this cloud%s", t.Priority, t.Name, missingNote(t))
 			err = r.Do(tierStep(t), StepOptions{Target: t.Name, ReadOnly: true}, func(workflow.Context) error { return nil })
 		case t.Instances:
-			err = outageInstances(r, p, t, tr, par)
+			err = outageInstances(r, p, t, tr, tierParallel(t, in, par))
 		default:
-			err = outageTier(r, t, tr, par, in.verifyWait(), p.restarted)
+			err = outageTier(r, t, tr, tierParallel(t, in, par), in.verifyWait(), p.restarted)
 		}
 		if err == nil {
 			err = outageChecks(r, p, t, tr, began)
@@ -291,6 +294,15 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 		verified, empty, started-instances, up, instances, len(r.findings)), nil
 }
 
+// tierParallel is a tier's bound: the run's --parallel when given, else the tier's own
+// (outage.tiers[].parallel), else the policy's default (par).
+func tierParallel(t activities.OutageTier, in *OutageRecoveryInput, par int) int {
+	if in.Parallel == 0 && t.Parallel > 0 {
+		return min(t.Parallel, MaxParallel)
+	}
+	return par
+}
+
 // outageTier brings one tier's hosts and then its services back, in parallel within the bound,
 // and verifies each. Started services stay recorded across a retried step.
 func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration, restarted map[string]bool) error {
@@ -324,7 +336,7 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, 
 			s := t.Services[i]
 			name := s.Service + "@" + s.Host
 			var st activities.OutageStarted
-			if err := r.Exec(withOptionsOf(ctx, sctx), tierStep(t), s.Host, outage.OutageStartService, &st, s); err != nil {
+			if err := r.Exec(withOptionsOf(ctx, sctx), tierStep(t), name, outage.OutageStartService, &st, s); err != nil {
 				return err
 			}
 			since, seen := startedAt[name]
@@ -341,7 +353,7 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, 
 			}
 			startedAt[name] = since
 			var v activities.OutageVerified
-			if err := r.Exec(withOptionsOf(ctx, vctx), tierStep(t), s.Host, outage.OutageVerifyService, &v, activities.OutageVerifyRequest{OutageService: s, Since: since}); err != nil {
+			if err := r.Exec(withOptionsOf(ctx, vctx), tierStep(t), name, outage.OutageVerifyService, &v, activities.OutageVerifyRequest{OutageService: s, Since: since}); err != nil {
 				return err
 			}
 			tr.Verified = append(tr.Verified, v.Evidence...)

@@ -304,3 +304,32 @@ func TestOutageRecoveryInstanceThatFailsIsAFinding(t *testing.T) {
 	require.Len(t, tiers[5].Findings, 1)
 	assert.Contains(t, tiers[5].Findings[0], "no valid host")
 }
+
+// A tier's own parallel (outage.tiers[].parallel) bounds that tier; the plan says so. A
+// --parallel given to the run wins over it.
+func TestOutageRecoveryTierParallel(t *testing.T) {
+	table := outageTable(false)
+	table.Tiers[2].Parallel = 8 // tier 4, the compute hosts
+	w := newWorld()
+	f := newOutageFixture(t, table, w)
+	f.run(wf.OutageRecovery.Type, wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "carol", DryRun: true}})
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	plan := strings.Join(rep.Plan, "\n")
+	assert.Contains(t, plan, "tier 4 compute hosts: nova-compute on compute1 [stopped] (process); 8 at once (the tier's parallel)")
+	assert.Equal(t, 1, strings.Count(plan, "at once"), "only the tier that has its own bound")
+
+	f = newOutageFixture(t, table, newWorld())
+	f.run(wf.OutageRecovery.Type, wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "carol", DryRun: true}, Parallel: 2})
+	rep = f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.NotContains(t, strings.Join(rep.Plan, "\n"), "at once", "--parallel given: the run's bound for every tier")
+
+	// A run with it completes like any other.
+	w = newWorld()
+	f = newOutageFixture(t, table, w)
+	f.run(wf.OutageRecovery.Type, wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "carol"}})
+	rep = f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Contains(t, w.started, "nova-compute@compute1")
+}

@@ -36,9 +36,15 @@ lab_chat_gateway_yaml() {
 }
 
 # stackrun_outage_yaml prints the outage: section (docs/outage-recovery.md): the lab's priority
-# table, the guide's tiers with the lab's services (placement and neutron-server get tiers of their
-# own; tiers 3 and 100 have nothing in the lab and are reported empty). e2e/outage_test.go
-# prints it too, for a config of its own when the lab's stackrun.yaml has no outage: yet.
+# table, the guide's tiers with the lab's services (tiers 3 and 100 have nothing in the lab and are
+# reported empty). The guide names neither placement nor neutron-server: each joins the first
+# guide tier after everything it needs (database, message queue, memcached: 10; keystone: 15) and
+# before what needs it: placement with cinder-scheduler (20), before nova-scheduler and
+# nova-conductor (22); neutron-server with Glance (21), before nova-api (99) and the instances.
+# Tiers of their own (16, 17) made the recovery wait for each Python service's start alone, on a
+# 2-core lab. The storage tier starts its 21 Swift services at once (parallel: 21), as up.sh does
+# (`labctl start storageN all`); the other tiers keep the policy's default_parallelism.
+# e2e/outage_test.go prints it too: the lab tests run this tree's table.
 stackrun_outage_yaml() {
   local C
   C=$(hostdir controller)
@@ -54,6 +60,7 @@ outage:
       name: backend storage
       roles: [storage]
       host_verify: [swift-devices]
+      parallel: 21
       services:
         - {name: rsync, verify: [process, "port:$P_RSYNC"]}
         - {name: swift-account, verify: [process, "port:$P_ACCOUNT"]}
@@ -74,20 +81,20 @@ outage:
         - {name: rabbitmq-server, verify: [process, "port:$P_RABBIT"]}
         - {name: memcached, verify: [process, "port:$P_MEMCACHED"]}
     - {priority: 15, name: keystone, roles: [controller], services: [{name: keystone, verify: [process, "port:$P_KEYSTONE", "api:identity"]}]}
-    - {priority: 16, name: placement, roles: [controller], services: [{name: placement-api, verify: [process, "port:$P_PLACEMENT", "api:placement"]}]}
-    - {priority: 17, name: network API, roles: [controller], services: [{name: neutron-server, verify: [process, "port:$P_NEUTRON", "api:network"]}]}
     - priority: 20
-      name: cinder-scheduler
+      name: cinder-scheduler and placement
       roles: [controller]
       services:
         - {name: cinder-scheduler, verify: [process, amqp]}
         - {name: cinder-volume, verify: [process]} # its backend child holds the AMQP connection
+        - {name: placement-api, verify: [process, "port:$P_PLACEMENT", "api:placement"]}
     - priority: 21
-      name: image catalogue and delivery
+      name: image catalogue and delivery, network API
       roles: [controller, proxy]
       services:
         - {name: glance-api, verify: [process, "port:$P_GLANCE", "api:image"]}
         - {name: swift-proxy, verify: [process, "port:$P_SWIFT_PROXY", "api:object-store"]}
+        - {name: neutron-server, verify: [process, "port:$P_NEUTRON", "api:network"]}
     - priority: 22
       name: nova-scheduler
       roles: [controller]

@@ -27,7 +27,8 @@ func Outage(cfg *config.Config, hosts *activities.Hosts, swift activities.SwiftC
 	}
 	sort.Strings(names)
 	for _, t := range tiers {
-		rt := activities.OutageTier{Priority: t.Priority, Name: t.Name, HostVerify: t.HostVerify, Checks: t.Checks, Instances: t.Instances}
+		rt := activities.OutageTier{Priority: t.Priority, Name: t.Name, HostVerify: t.HostVerify, Checks: t.Checks, Instances: t.Instances,
+			Parallel: t.Parallel}
 		var chosen []string
 		for _, n := range names {
 			h := cfg.Inventory[n]

@@ -46,3 +46,18 @@ func TestOutageTableResolvesTheGuidesDefaults(t *testing.T) {
 	assert.Equal(t, config.DefaultOutageDatabases, o.Databases)
 	assert.Equal(t, "ran-before", o.Table.Instances)
 }
+
+// A tier's parallel reaches the resolved table; one out of range is refused by the config.
+func TestOutageTierParallel(t *testing.T) {
+	cfg := config.Default()
+	cfg.Inventory = map[string]config.Host{"s1": {Address: "10.0.0.21", Roles: []string{"storage"}}}
+	cfg.Roles = map[string]config.Role{"storage": {Services: []config.Service{{Name: "swift-object"}}}}
+	cfg.Outage.Tiers = []config.OutageTier{{Priority: 2, Name: "backend storage", Roles: []string{"storage"}, Parallel: 21,
+		Services: []config.OutageService{{Name: "swift-object", Verify: []string{"process"}}}}}
+	o := Outage(cfg, &activities.Hosts{}, activities.SwiftCluster{}, nil)
+	require.Len(t, o.Table.Tiers, 1)
+	assert.Equal(t, 21, o.Table.Tiers[0].Parallel)
+
+	cfg.Outage.Tiers[0].Parallel = config.MaxOutageTierParallel + 1
+	assert.ErrorContains(t, cfg.Validate(), "outage.tiers[0].parallel")
+}

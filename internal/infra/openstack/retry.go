@@ -6,7 +6,9 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -30,11 +32,14 @@ const DefaultReadRetries = 4
 // repeating it blindly could do it twice. Writes go back to the activity, whose next attempt
 // looks at the world first.
 func retryReads(max uint, backoff time.Duration) gophercloud.RetryFunc {
-	return func(ctx context.Context, method, u string, _ *gophercloud.RequestOpts, err error, failCount uint) error {
+	return func(ctx context.Context, method, u string, opts *gophercloud.RequestOpts, err error, failCount uint) error {
 		if method != http.MethodGet && method != http.MethodHead && !isTokenRequest(method, u) {
 			return err
 		}
 		if failCount > max || !transient(err) {
+			return err
+		}
+		if refusedDiscovery(method, opts, err) {
 			return err
 		}
 		t := time.NewTimer(backoff << (failCount - 1))
@@ -46,6 +51,19 @@ func retryReads(max uint, backoff time.Duration) gophercloud.RetryFunc {
 			return nil
 		}
 	}
+}
+
+// refusedDiscovery: a version-discovery GET (the document answers 200 or 300 Multiple Choices)
+// whose connection was refused: nothing listens on the service's port, so it is down, and waiting
+// out the back-off (7.5 s) changes nothing. gophercloud asks it while it makes the clients, for
+// every service whose endpoint has no version in its URL (placement, image, network), and
+// NewClients takes a service that does not answer as transient (the next clients have it): with
+// the back-off every call that made clients while such services were down waited 7.5 s per
+// service (outage-recovery verifies keystone while placement, Glance and Neutron are still down:
+// 22.5 s per attempt). Other reads, and a discovery that fails otherwise, are retried as before.
+func refusedDiscovery(method string, opts *gophercloud.RequestOpts, err error) bool {
+	return method == http.MethodGet && opts != nil && slices.Contains(opts.OkCodes, http.StatusMultipleChoices) &&
+		errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // isTokenRequest: Keystone's POST /v3/auth/tokens (the first login and every re-authentication).

@@ -2,9 +2,11 @@ package openstack
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -102,4 +104,29 @@ func TestTokenRequestRetriedThroughFaults(t *testing.T) {
 	require.Equal(t, "tok", pc.Token())
 	require.EqualValues(t, 2, tokens.Load(), "three sent: the lost one and the last reached Keystone, the 503 did not")
 	require.Equal(t, 2, proxy.Stats().Total())
+}
+
+// A version-discovery GET to a port where nothing listens fails at once (the service is down:
+// NewClients takes it as transient); an ordinary read of a refused port is retried as before.
+func TestRefusedDiscoveryIsNotRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	down := "http://" + ln.Addr().String() + "/"
+	require.NoError(t, ln.Close()) // refused from now on
+	var failures atomic.Int64
+	retry := retryReads(DefaultReadRetries, time.Millisecond)
+	pc := &gophercloud.ProviderClient{HTTPClient: http.Client{Timeout: 5 * time.Second},
+		RetryFunc: func(ctx context.Context, method, u string, opts *gophercloud.RequestOpts, err error, n uint) error {
+			failures.Add(1)
+			return retry(ctx, method, u, opts, err, n)
+		}}
+	ctx := context.Background()
+	// what gophercloud's utils.GetServiceVersions asks
+	_, err = pc.Request(ctx, http.MethodGet, down, &gophercloud.RequestOpts{OkCodes: []int{200, 300}, JSONResponse: &map[string]any{}})
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	require.EqualValues(t, 1, failures.Load(), "a refused discovery was retried")
+	failures.Store(0)
+	_, err = pc.Request(ctx, http.MethodGet, down+"servers", &gophercloud.RequestOpts{OkCodes: []int{200}})
+	require.Error(t, err)
+	require.EqualValues(t, DefaultReadRetries+1, failures.Load(), "an ordinary read is retried in place")
 }

@@ -97,14 +97,22 @@ func busy(cmd Command, res *Result) bool {
 // first one its arguments have is its lock (with the command's name when none).
 var lockPlaceholders = []string{"builder", "device_path", "device", "database", "path", "dest", "service", "image"}
 
-// lockKey is the lock of a mutating command built from args.
+// lockKey is the lock of a mutating command built from args, with the host it is for when args
+// name one: on separate machines that changes nothing (each has its own lock directory), but
+// hosts that share one (the lab's, on one kernel) no longer refuse each other's commands on a
+// resource of the same name (rsync started on storage1 and storage2 at once).
 func lockKey(name string, args map[string]string) string {
+	key := "command=" + name
 	for _, ph := range lockPlaceholders {
 		if v, ok := args[ph]; ok && v != "" {
-			return ph + "=" + v
+			key = ph + "=" + v
+			break
 		}
 	}
-	return "command=" + name
+	if h := args["host"]; h != "" {
+		key += " host=" + h
+	}
+	return key
 }
 
 func busyErr(cmd Command, h Host, lock string) error {

@@ -162,6 +162,13 @@ func TestMutatingCommandWaitsForNoPredecessor(t *testing.T) {
 	ring, err := cat.Build("ring_rebalance", "", map[string]string{"builder": "/etc/swift/object.builder"})
 	require.NoError(t, err)
 	require.Equal(t, "builder=/etc/swift/object.builder", ring.Lock)
+	on := func(host string) string {
+		cmd, err := cat.Build("slow_write", "", map[string]string{"path": "/srv/node/sdb", "host": host})
+		require.NoError(t, err)
+		return cmd.Lock
+	}
+	require.Equal(t, "path=/srv/node/sdb host=storage1", on("storage1"))
+	require.NotEqual(t, on("storage1"), on("storage2"), "hosts that share a lock directory (the lab) do not lock each other out")
 
 	first := make(chan error, 1)
 	go func() {
