@@ -92,6 +92,7 @@ func main() {
 	registerSwift(w, st, hostList[0])
 	registerInspector(w, st, hostList[0])
 	registerUpgrade(w, st, hostList[0])
+	registerOutage(w, st, hostList[0])
 	if err := w.Run(worker.InterruptCh()); err != nil {
 		log.Fatal(err)
 	}
