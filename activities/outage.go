@@ -59,22 +59,63 @@ func (o *Outage) OutageServiceState(ctx context.Context, s OutageService) (Servi
 // OutageStartService starts a service that is not running and says whether it already was.
 // Two commands: the status, then the start (not SetService, which asks the status again before
 // and after: the verification that follows checks the process anyway, and each command is on
-// the recovery's critical path, once per tier).
+// the recovery's critical path, once per tier). A retry whose earlier attempt started the
+// service (its answer lost when the worker died) reports that start, not "already up"
+// (StartRecorded).
 func (o *Outage) OutageStartService(ctx context.Context, s OutageService) (OutageStarted, error) {
-	st, err := o.Hosts.ServiceStatus(ctx, s.Request())
+	running := func(ctx context.Context) (bool, error) {
+		st, err := o.Hosts.ServiceStatus(ctx, s.Request())
+		return st.Running, err
+	}
+	start := func(ctx context.Context) error {
+		res, err := o.Hosts.run(ctx, s.Host, s.Role, "service_start", map[string]string{"service": s.Service})
+		if err != nil {
+			return err
+		}
+		if !res.OK() {
+			return fmt.Errorf("start %s on %s: exit %d: %s", s.Service, s.Host, res.ExitCode, strings.TrimSpace(res.Stderr+res.Stdout))
+		}
+		return nil
+	}
+	return StartRecorded(ctx, running, start)
+}
+
+// OutageStartIntent is what StartRecorded heartbeats before it starts a service: the attempt
+// found it stopped and starts it at Starting. The server keeps an attempt's last heartbeat
+// details for the next attempt of the same activity (and of no other run or step).
+type OutageStartIntent struct {
+	Starting time.Time `json:"starting"`
+}
+
+// StartRecorded is OutageStartService's decision (the crash matrix's mock takes it too): when
+// running says the service runs, it was started by an earlier attempt of this very activity if
+// that attempt recorded its intent (OutageStartIntent, in the heartbeat details a retry reads),
+// else it was up before ("already up"). When it does not run, the intent is recorded first,
+// then start acts. The intent is the attempt's first heartbeat of its own, which the SDK sends
+// at once; only when the worker's keepalive heartbeated before it (a status read slower than
+// keepalive.Every) may the SDK hold it back for its throttle interval, and a crash in that
+// window is still reported "already up" (a wrong word in the report; nothing is done twice).
+func StartRecorded(ctx context.Context, running func(context.Context) (bool, error), start func(context.Context) error) (OutageStarted, error) {
+	up, err := running(ctx)
 	if err != nil {
 		return OutageStarted{}, err
 	}
-	if st.Running {
+	var earlier OutageStartIntent
+	if activity.IsActivity(ctx) && activity.HasHeartbeatDetails(ctx) {
+		_ = activity.GetHeartbeatDetails(ctx, &earlier)
+	}
+	if up {
+		if !earlier.Starting.IsZero() {
+			// An earlier attempt of this activity found it stopped and started it.
+			heartbeat(ctx, earlier)
+			return OutageStarted{At: earlier.Starting, Retried: true}, nil
+		}
 		return OutageStarted{AlreadyUp: true, At: time.Now()}, nil
 	}
 	at := time.Now()
-	res, err := o.Hosts.run(ctx, s.Host, s.Role, "service_start", map[string]string{"service": s.Service})
-	if err != nil {
+	heartbeat(ctx, OutageStartIntent{Starting: at})
+	if err := start(ctx); err != nil {
 		return OutageStarted{}, err
-	}
-	if !res.OK() {
-		return OutageStarted{}, fmt.Errorf("start %s on %s: exit %d: %s", s.Service, s.Host, res.ExitCode, strings.TrimSpace(res.Stderr+res.Stdout))
 	}
 	return OutageStarted{At: at}, nil
 }

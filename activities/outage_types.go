@@ -56,6 +56,9 @@ type OutageStarted struct {
 	// AlreadyUp: it ran before the call, nothing was started.
 	AlreadyUp bool      `json:"already_up"`
 	At        time.Time `json:"at"`
+	// Retried: an earlier attempt of the same activity started it (its answer was lost); At is
+	// when that attempt started it.
+	Retried bool `json:"retried,omitempty"`
 }
 
 // OutageVerifyRequest asks for one service's verifications; Since is when it was started (the

@@ -122,8 +122,14 @@ func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) 
 		all = append(all, t.Services...)
 	}
 	running := make([]string, len(all))
+	// A read the worker's crash (or a lost answer) cut is read again: runs begun before
+	// outageSnapshotRetriesChange read each state once, and a cut read left it "unknown".
+	snapshot := ActOpts{Timeout: 30 * time.Second, Attempts: 1}
+	if workflow.GetVersion(r.ctx, outageSnapshotRetriesChange, workflow.DefaultVersion, 1) == 1 {
+		snapshot = ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second}
+	}
 	_ = r.Do("snapshot", StepOptions{ReadOnly: true, Finding: activities.SeverityInfo}, func(ctx workflow.Context) error {
-		ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 1})
+		ctx = r.WithActivity(ctx, snapshot)
 		return r.Each(ctx, len(all), r.parallelism(in.Parallel)*2, func(ctx workflow.Context, i int) error {
 			var st activities.ServiceState
 			if err := r.Exec(ctx, "snapshot", all[i].Host, outage.OutageServiceState, &st, all[i]); err != nil {
@@ -174,6 +180,10 @@ func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) 
 	r.SetFacts(facts...)
 	return Approval{}, nil
 }
+
+// outageSnapshotRetriesChange is the workflow.GetVersion change that gave the plan's snapshot
+// reads (OutageServiceState) three attempts, like the check probes, instead of one.
+const outageSnapshotRetriesChange = "outage-snapshot-retries"
 
 func gateNote(gate bool) string {
 	if gate {

@@ -29,6 +29,8 @@ type outageWorld struct {
 	broken   map[string]bool
 	startedI []string
 	failI    map[string]bool
+	// stateFails: the next n snapshot reads of a service fail (a lost answer, a killed worker).
+	stateFails map[string]int
 }
 
 func outageTable(gate bool) activities.OutageTable {
@@ -57,6 +59,10 @@ func newOutageFixture(t *testing.T, table activities.OutageTable, w *outageWorld
 	f.env.OnActivity(outageAct.OutageServiceState, mock.Anything, mock.Anything).Return(func(_ context.Context, s activities.OutageService) (activities.ServiceState, error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if w.stateFails[key(s)] > 0 {
+			w.stateFails[key(s)]--
+			return activities.ServiceState{}, errors.New("ssh: connection reset by peer")
+		}
 		return activities.ServiceState{Running: w.running[key(s)]}, nil
 	})
 	f.env.OnActivity(outageAct.OutageHostUp, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.OutageHostRequest) (activities.OutageHostResult, error) {
@@ -217,6 +223,22 @@ func TestOutageRecoveryBringsTiersBackInOrder(t *testing.T) {
 	assert.Contains(t, strings.Join(rep.Plan, "\n"), "tier 5 user instances: instances that ran before the outage, policy ran-before (started after tier 99")
 	assert.Contains(t, strings.Join(rep.Plan, "\n"), "tier 3 public network: EMPTY")
 	assert.Contains(t, strings.Join(rep.Plan, "\n"), "keystone on controller [running]")
+}
+
+// A snapshot read cut once (a lost answer, the worker killed during it) is read again: the plan
+// says what runs, not "unknown" (outage-snapshot-retries).
+func TestOutageRecoverySnapshotReadIsRetried(t *testing.T) {
+	w := newWorld()
+	w.stateFails = map[string]int{"keystone@controller": 1, "mariadb@controller": 2}
+	f := newOutageFixture(t, outageTable(false), w)
+	f.run(wf.OutageRecovery.Type, wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "carol", DryRun: true}})
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	plan := strings.Join(rep.Plan, "\n")
+	assert.Contains(t, plan, "keystone on controller [running]")
+	assert.Contains(t, plan, "mariadb on controller [stopped]")
+	assert.NotContains(t, plan, "[unknown]")
+	assert.Equal(t, map[string]int{"keystone@controller": 0, "mariadb@controller": 0}, w.stateFails, "every failed read was read again")
 }
 
 // orderOf keeps the names of want in the order they appear in got.

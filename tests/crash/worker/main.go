@@ -258,6 +258,25 @@ func (s *Store) Act(key, want, effect string) bool {
 	return acted
 }
 
+// ActLogged is Act that, when it acts, also sets logKey to logValue in the same step (the
+// record a real system keeps of the act, e.g. Nova's instance action log).
+func (s *Store) ActLogged(key, want, effect, logKey, logValue string) bool {
+	acted := false
+	s.locked(func() {
+		if s.world[key] == want {
+			return
+		}
+		for _, kv := range [][2]string{{logKey, logValue}, {key, want}} {
+			b, _ := json.Marshal(kv)
+			appendLine(filepath.Join(s.Dir, "world.log"), string(b))
+		}
+		s.follow()
+		appendLine(filepath.Join(s.Dir, "effects.log"), effect)
+		acted = true
+	})
+	return acted
+}
+
 // Get reads the world's value for key.
 func (s *Store) Get(key string) string {
 	var v string

@@ -59,11 +59,14 @@ func (o *mockOutage) OutageServiceState(ctx context.Context, s activities.Outage
 
 func (o *mockOutage) OutageStartService(ctx context.Context, s activities.OutageService) (activities.OutageStarted, error) {
 	time.Sleep(work)
-	// The real one starts a service only when it is not running (systemctl is-active first).
-	if !o.st.Act(svcKey(s), "up", "start-service "+s.Host+" "+s.Service) {
-		return activities.OutageStarted{AlreadyUp: true, At: time.Now()}, nil
+	// The real one's decision (activities.StartRecorded): the status first, the intent in the
+	// heartbeat, then the start; a retry that finds it running and the intent says "started".
+	running := func(context.Context) (bool, error) { return o.st.Get(svcKey(s)) == "up", nil }
+	start := func(context.Context) error {
+		o.st.Act(svcKey(s), "up", "start-service "+s.Host+" "+s.Service)
+		return nil
 	}
-	return activities.OutageStarted{At: time.Now()}, nil
+	return activities.StartRecorded(ctx, running, start)
 }
 
 func (o *mockOutage) OutageVerifyService(ctx context.Context, req activities.OutageVerifyRequest) (activities.OutageVerified, error) {
@@ -101,8 +104,28 @@ func (o *mockOutage) OutageHypervisors(ctx context.Context, since time.Time) (ac
 
 func (o *mockOutage) OutageStartInstance(ctx context.Context, req activities.OutageInstanceRequest) (activities.OutageInstanceResult, error) {
 	time.Sleep(work)
+	// The real one records its first start in the heartbeat and, on a retry, looks in Nova's
+	// action log for a start asked since then (an earlier attempt's, whose answer was lost): the
+	// mock's action log is the time of the start it asked, written with the start itself.
+	var hb struct {
+		FirstStart time.Time `json:"first_start"`
+	}
+	resumed := activity.HasHeartbeatDetails(ctx)
+	if resumed {
+		_ = activity.GetHeartbeatDetails(ctx, &hb)
+	}
+	if hb.FirstStart.IsZero() {
+		hb.FirstStart = time.Now()
+	}
+	activity.RecordHeartbeat(ctx, hb)
+	key := "outage/instance/" + req.ID
+	if resumed {
+		if at, err := time.Parse(time.RFC3339Nano, o.st.Get(key+"/asked")); err == nil && !at.Before(hb.FirstStart.Add(-time.Minute)) {
+			return activities.OutageInstanceResult{ID: req.ID, Action: "start", Status: "ACTIVE", Power: activities.PowerRunning}, nil
+		}
+	}
 	// The real one reads the power state first: a running instance is left alone.
-	if !o.st.Act("outage/instance/"+req.ID, "running", "start-instance "+req.ID) {
+	if !o.st.ActLogged(key, "running", "start-instance "+req.ID, key+"/asked", time.Now().Format(time.RFC3339Nano)) {
 		return activities.OutageInstanceResult{ID: req.ID, Action: "already-up", Status: "ACTIVE", Power: activities.PowerRunning}, nil
 	}
 	return activities.OutageInstanceResult{ID: req.ID, Action: "start", Status: "ACTIVE", Power: activities.PowerRunning}, nil
