@@ -531,7 +531,7 @@ func report(t *testing.T, rows []row, full bool) {
 		mode = "full"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\ncrash matrix (%s), %s (worst recover: from the SIGKILL to the killed activity's retry)\n%-34s %10s %8s %8s %9s %8s %14s  %s\n",
+	fmt.Fprintf(&b, "\ncrash matrix (%s), %s (worst recover: from the SIGKILL to the killed activity's retry)\n%-38s %10s %8s %8s %9s %8s %14s  %s\n",
 		mode, time.Now().UTC().Format(time.DateOnly), "runbook", "boundaries", "crashes", "correct", "repeated", "retries", "worst recover", "at")
 	var tot row
 	file := results.File{Part: "crash", Measured: time.Now().UTC(), Mode: mode}
@@ -539,7 +539,7 @@ func report(t *testing.T, rows []row, full bool) {
 		if rw.boundaries == 0 {
 			continue
 		}
-		fmt.Fprintf(&b, "%-34s %10d %8d %8d %9d %8d %14s  %s\n", rw.label, rw.boundaries, rw.crashes, rw.correct, rw.repeated, rw.retries, rw.worst.Round(100*time.Millisecond), rw.worstAt)
+		fmt.Fprintf(&b, "%-38s %10d %8d %8d %9d %8d %14s  %s\n", rw.label, rw.boundaries, rw.crashes, rw.correct, rw.repeated, rw.retries, rw.worst.Round(100*time.Millisecond), rw.worstAt)
 		tot.boundaries += rw.boundaries
 		tot.crashes += rw.crashes
 		tot.correct += rw.correct
@@ -550,7 +550,7 @@ func report(t *testing.T, rows []row, full bool) {
 			RunsCorrect: results.Int(rw.correct), SideEffectsRepeated: results.Int(rw.repeated), WorstRecoverMS: results.Int64(rw.worst.Milliseconds()),
 			Retries: results.Int(rw.retries)})
 	}
-	fmt.Fprintf(&b, "%-34s %10d %8d %8d %9d %8d %14s\n", "total", tot.boundaries, tot.crashes, tot.correct, tot.repeated, tot.retries, tot.worst.Round(100*time.Millisecond))
+	fmt.Fprintf(&b, "%-38s %10d %8d %8d %9d %8d %14s\n", "total", tot.boundaries, tot.crashes, tot.correct, tot.repeated, tot.retries, tot.worst.Round(100*time.Millisecond))
 	t.Log(b.String())
 	if os.Getenv("STACKRUN_CRASH_RUNBOOKS") == "" {
 		if err := results.Write(results.Dir(devserver.RepoRoot(t)), file); err != nil {

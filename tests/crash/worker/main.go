@@ -277,6 +277,16 @@ func (s *Store) ActLogged(key, want, effect, logKey, logValue string) bool {
 	return acted
 }
 
+// Set sets key to value in the world, with no effect: what a side effect leaves besides it (a
+// service's last report to Nova when it stopped).
+func (s *Store) Set(key, value string) {
+	s.locked(func() {
+		b, _ := json.Marshal([2]string{key, value})
+		appendLine(filepath.Join(s.Dir, "world.log"), string(b))
+		s.follow()
+	})
+}
+
 // Get reads the world's value for key.
 func (s *Store) Get(key string) string {
 	var v string

@@ -29,6 +29,7 @@ func registerMocks(w worker.Worker, st *Store) {
 	reg("CheckAMQP", h.CheckAMQP)
 	reg("BootTime", h.BootTime)
 	reg("Probe", h.Probe)
+	registerRolling(w, h)
 }
 
 func (h *mockHosts) DescribeHost(ctx context.Context, name string) (activities.HostFacts, error) {
@@ -38,6 +39,8 @@ func (h *mockHosts) DescribeHost(ctx context.Context, name string) (activities.H
 }
 
 func serviceKey(r activities.ServiceRequest) string { return "service/" + r.Host + "/" + r.Service }
+
+func stoppedKey(r activities.ServiceRequest) string { return "stopped-at/" + r.Host + "/" + r.Service }
 
 func (h *mockHosts) ServiceStatus(ctx context.Context, req activities.ServiceRequest) (activities.ServiceState, error) {
 	time.Sleep(work)
@@ -52,7 +55,10 @@ func (h *mockHosts) SetService(ctx context.Context, a activities.ServiceAction) 
 	if want == "" {
 		return fmt.Errorf("action %q", a.Action)
 	}
-	h.st.Act(serviceKey(a.ServiceRequest), want, a.Action+" "+a.Host+"/"+a.Service)
+	if h.st.Act(serviceKey(a.ServiceRequest), want, a.Action+" "+a.Host+"/"+a.Service) && a.Action == "stop" {
+		// Its last report to Nova (mockCompute.service) is now, until it starts again.
+		h.st.Set(stoppedKey(a.ServiceRequest), time.Now().UTC().Format(time.RFC3339Nano))
+	}
 	return nil
 }
 
@@ -105,6 +111,15 @@ func (c *mockCompute) service(h string) activities.ComputeService {
 	if c.dead && h == c.hosts[0] {
 		s.State = "down"
 		s.ForcedDown = c.st.Get("forced/"+h) == "down"
+		return s
+	}
+	// updated_at: a running nova-compute reports every report_interval (here: all the time), so
+	// its last report is now, after its last start or its host's boot, as Nova shows once the
+	// service has reconnected; a stopped one's is its last before the stop.
+	req := activities.ServiceRequest{Host: h, Service: "nova-compute"}
+	s.UpdatedAt = time.Now().UTC()
+	if c.st.Get(serviceKey(req)) == "stopped" {
+		s.UpdatedAt, _ = time.Parse(time.RFC3339Nano, c.st.Get(stoppedKey(req)))
 	}
 	return s
 }
@@ -219,10 +234,10 @@ func (c *mockCompute) RecoverInstance(ctx context.Context, id string, wait time.
 	return rec, nil
 }
 
-// BootTime: the host booted an hour ago.
+// BootTime: the host booted an hour ago, or when it was rebooted (mocks_rolling.go).
 func (h *mockHosts) BootTime(ctx context.Context, host string) (time.Time, error) {
 	time.Sleep(work)
-	return time.Now().Add(-time.Hour).Truncate(time.Hour), nil
+	return bootTime(h.st.Get(bootKey(host))), nil
 }
 
 // Probe: every API answers.
