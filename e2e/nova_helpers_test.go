@@ -20,6 +20,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/flavors"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
 	"github.com/gophercloud/gophercloud/v2/openstack/image/v2/images"
+	"github.com/gophercloud/gophercloud/v2/openstack/placement/v1/resourceproviders"
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/api/enums/v1"
 
@@ -112,6 +113,42 @@ func (l *novaLab) restoreComputes() {
 		if _, err := c.SetComputeService(ctx, activities.ServiceChange{Host: h, Enable: true}); err != nil {
 			l.t.Logf("restore %s enable: %v", h, err)
 		}
+	}
+	for _, h := range []string{"compute1", "compute2", "compute3"} {
+		l.waitSchedulable(h)
+	}
+}
+
+// waitSchedulable waits until host's resource provider no longer carries the trait
+// COMPUTE_STATUS_DISABLED. nova-compute syncs that trait itself after an enable; a restart racing
+// the enable (restoreComputes starting nova-compute just before) can leave it set for up to a
+// periodic task's interval, and a boot then finds no valid host (seen in a fresh-clone run).
+func (l *novaLab) waitSchedulable(host string) {
+	l.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+30*time.Second)
+	defer cancel()
+	const disabled = "COMPUTE_STATUS_DISABLED"
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		pages, err := resourceproviders.List(l.cl.Placement, resourceproviders.ListOpts{Name: host}).AllPages(ctx)
+		var rps []resourceproviders.ResourceProvider
+		if err == nil {
+			rps, err = resourceproviders.ExtractResourceProviders(pages)
+		}
+		if err == nil && len(rps) != 1 {
+			l.t.Logf("placement: %d resource providers named %s: not waiting for its traits", len(rps), host)
+			return
+		}
+		if err == nil {
+			var tr *resourceproviders.ResourceProviderTraits
+			if tr, err = resourceproviders.GetTraits(ctx, l.cl.Placement, rps[0].UUID).Extract(); err == nil && !slices.Contains(tr.Traits, disabled) {
+				return
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			require.Failf(l.t, "compute not schedulable", "%s's resource provider still has %s after 3 minutes (err %v)", host, disabled, err)
+		}
+		time.Sleep(2 * time.Second)
 	}
 }
 
