@@ -28,8 +28,8 @@ const historyLimit = 10240
 // 1,000 instances (evacuate, recover-host, post-reboot-check), 500 computes upgraded, a check
 // over 500 hosts (two per-host probes each), a diagnosis with 500 hosts' collectors, a ring
 // change over 500 Swift nodes, an outage recovery of a 500-host cloud (the guide's 13 tiers,
-// 1,179 services, 1,035 instances), a rolling reboot of 500 computes. 0: the runbook's plan does not grow with the cloud (one host, one
-// device, one instance).
+// 628 services, 954 instances of which 848 ran before), a rolling reboot of 500 computes. 0:
+// the runbook's plan does not grow with the cloud (one host, one device, one instance).
 var historyScale = map[string]int{
 	"evacuate": 1000, "recover-host": 1000, "post-reboot-check (--start-instances)": 1000,
 	"staged-upgrade (--to-candidate)": 500, "check (daily)": 500, "diagnose (api-slow)": 500,
@@ -52,7 +52,10 @@ var historyOnly = []runbookCase{
 	}},
 	// A cloud's whole compute fleet rebooted: 500 hosts (--role compute: --hosts takes at most
 	// 256) in batches of 10, three instances at home on each (CRASH_WAVE_INSTANCES), each host
-	// an evacuate and a post-reboot-check child run.
+	// an evacuate and a post-reboot-check child run. Known to fail (README, "History at the
+	// largest plans"): over 64 hosts plus a batch the evacuate children refuse their targets
+	// (at most 64) and the wave stalls at its first host, until the test's timeout; at 50 hosts
+	// (STACKRUN_HISTORY_SCALE=50) the parent has some 7,900 events, about 157 a host.
 	{rb: workflows.RollingMaintenance, variant: "--action reboot, --role compute", input: func(string) workflows.Input {
 		return &workflows.RollingMaintenanceInput{Meta: meta(), Role: "compute", Action: workflows.ActionReboot, BatchSize: 10, Parallel: 2}
 	}, env: []string{"CRASH_WAVE_INSTANCES=3"}},
