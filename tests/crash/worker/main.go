@@ -86,6 +86,12 @@ func main() {
 	w.RegisterActivity(&activities.Machine{Policy: cfg.Policy, Keys: func() (trust.Policy, error) { return cfg.Keys, nil }})
 	registerLease(w, &activities.Lease{Client: c, TaskQueue: os.Getenv("CRASH_LEASE_QUEUE")}, os.Getenv("CRASH_TASK_QUEUE"))
 	hostList := strings.Split(os.Getenv("CRASH_HOSTS"), ",")
+	// CRASH_WAVE_INSTANCES=k with CRASH_SCALE=N (rolling-maintenance's largest wave,
+	// history_test.go): N compute hosts (the first of CRASH_HOSTS, then HOST-t1..HOST-t<N-1}),
+	// k instances at home on each (vm-<i>-<j>) instead of CRASH_SCALE's instances on the first.
+	if k, _ := strconv.Atoi(os.Getenv("CRASH_WAVE_INSTANCES")); k > 0 && scale > 0 {
+		hostList = waveWorld(hostList[0], scale, k)
+	}
 	registerMocks(w, st)
 	registerCompute(w, st, hostList, os.Getenv("CRASH_INSTANCE_STATUS"), os.Getenv("CRASH_DEAD") != "")
 	registerChecks(w, st)

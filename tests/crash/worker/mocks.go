@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -98,6 +100,7 @@ func registerCompute(w worker.Worker, st *Store, hosts []string, status string, 
 	reg("SSHReachable", c.SSHReachable)
 	reg("PingAddress", c.PingAddress)
 	reg("DBVolumeAttachments", c.DBVolumeAttachments)
+	reg("HostsWithRole", c.HostsWithRole)
 	theCompute = c // GetInstance is registered by the inspector's mock, which asks this world for vm-N
 }
 
@@ -153,7 +156,45 @@ func (c *mockCompute) where(id string) string {
 	if h := c.st.Get("instance/" + id); h != "" {
 		return h
 	}
+	if h, ok := home[id]; ok {
+		return h
+	}
 	return c.hosts[0]
+}
+
+// home is each instance's host before anything moved it, when it is not the first host
+// (CRASH_WAVE_INSTANCES: a few instances on every host of the wave).
+var home = map[string]string{}
+
+// waveWorld is rolling-maintenance's largest wave: n compute hosts named after first (first,
+// first-t1 .. first-t<n-1>), k instances at home on each.
+func waveWorld(first string, n, k int) []string {
+	hosts := []string{first}
+	for i := 1; i < n; i++ {
+		hosts = append(hosts, fmt.Sprintf("%s-t%d", first, i))
+	}
+	instances = nil
+	for i, h := range hosts {
+		for j := range k {
+			id := fmt.Sprintf("vm-%d-%d", i+1, j+1)
+			instances = append(instances, id)
+			home[id] = h
+		}
+	}
+	return hosts
+}
+
+// HostsWithRole: every compute host of the world, as DescribeHost describes it (rolling-
+// maintenance --role compute, the wave larger than --hosts allows).
+func (c *mockCompute) HostsWithRole(ctx context.Context, role string) ([]activities.HostFacts, error) {
+	time.Sleep(work)
+	var out []activities.HostFacts
+	for _, h := range c.hosts {
+		f, _ := (&mockHosts{st: c.st}).DescribeHost(ctx, h)
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b activities.HostFacts) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 func (c *mockCompute) InstancesOnHost(ctx context.Context, host string) ([]activities.Instance, error) {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -10,6 +12,7 @@ import (
 	"go.temporal.io/sdk/worker"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config"
 )
 
 // mockOutage stands for activities.Outage: the smallest useful table (a database tier with
@@ -37,6 +40,9 @@ func registerOutage(w worker.Worker, st *Store, host string) {
 
 func (o *mockOutage) OutagePlan(ctx context.Context) (activities.OutageTable, error) {
 	time.Sleep(work)
+	if scale > 0 {
+		return o.largeTable(), nil
+	}
 	db := o.host + "-db"
 	ctl := o.host + "-ctl"
 	return activities.OutageTable{Instances: "nova", Tiers: []activities.OutageTier{
@@ -93,12 +99,22 @@ func (o *mockOutage) instance() activities.OutageInstance {
 
 func (o *mockOutage) OutageInstancesBefore(ctx context.Context) ([]activities.OutageInstance, error) {
 	time.Sleep(work)
+	if scale > 0 {
+		return o.largeInstances(), nil
+	}
 	off := activities.OutageInstance{ID: "vm-off-" + o.host, Name: "vm-off", Host: o.host, VMState: "stopped", PowerState: activities.PowerShutdown}
 	return []activities.OutageInstance{o.instance(), off}, nil
 }
 
 func (o *mockOutage) OutageHypervisors(ctx context.Context, since time.Time) (activities.OutageHypervisorCheck, error) {
 	time.Sleep(work)
+	if scale > 0 {
+		up := map[string]string{}
+		for _, h := range o.cloud().compute {
+			up[h] = "up"
+		}
+		return activities.OutageHypervisorCheck{Computes: up, Instances: len(o.largeInstances())}, nil
+	}
 	return activities.OutageHypervisorCheck{Computes: map[string]string{o.host: "up"}, Instances: 2}, nil
 }
 
@@ -129,4 +145,69 @@ func (o *mockOutage) OutageStartInstance(ctx context.Context, req activities.Out
 		return activities.OutageInstanceResult{ID: req.ID, Action: "already-up", Status: "ACTIVE", Power: activities.PowerRunning}, nil
 	}
 	return activities.OutageInstanceResult{ID: req.ID, Action: "start", Status: "ACTIVE", Power: activities.PowerRunning}, nil
+}
+
+// outageCloud is the large cloud of CRASH_SCALE=N hosts (history_test.go's largest plan): 3
+// controllers (one also the dashboard), 3 network nodes, N/10 Swift storage nodes, N/25 cinder
+// volume hosts, the rest computes.
+type outageCloud struct{ controller, network, storage, volume, compute []string }
+
+func (o *mockOutage) cloud() outageCloud {
+	name := func(role string, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s-%s%d", o.host, role, i+1)
+		}
+		return out
+	}
+	c := outageCloud{controller: name("ctl", 3), network: name("net", 3), storage: name("st", max(scale/10, 1)), volume: name("vol", max(scale/25, 1))}
+	c.compute = name("cmp", max(scale-6-len(c.storage)-len(c.volume), 1))
+	return c
+}
+
+// largeTable is the guide's table (config.DefaultOutageTiers, 13 tiers in priority order)
+// resolved against the large cloud as workerapp.Outage resolves it: each tier's hosts by role,
+// its services on every chosen host whose role runs them.
+func (o *mockOutage) largeTable() activities.OutageTable {
+	c := o.cloud()
+	all := slices.Concat(c.controller, c.network, c.storage, c.volume, c.compute)
+	slices.Sort(all)
+	hostsOf := map[string][]string{"*": all, "controller": c.controller, "dashboard": c.controller[:1], "network": c.network,
+		"storage": c.storage, "volume": c.volume, "compute": c.compute}
+	// which role of the tier runs a service (the roles' services in the inventory)
+	runs := map[string]string{"swift-account": "storage", "swift-container": "storage", "swift-object": "storage",
+		"neutron-l3-agent": "network", "neutron-dhcp-agent": "network", "nova-compute": "compute", "cinder-volume": "volume",
+		"apache2": "dashboard"}
+	table := activities.OutageTable{Instances: config.OutageInstancesRanBefore}
+	for _, t := range config.DefaultOutageTiers() {
+		rt := activities.OutageTier{Priority: t.Priority, Name: t.Name, HostVerify: t.HostVerify, Checks: t.Checks, Instances: t.Instances}
+		for _, role := range t.Roles {
+			rt.Hosts = append(rt.Hosts, hostsOf[role]...)
+		}
+		for _, s := range t.Services {
+			role := cmp.Or(runs[s.Name], "controller")
+			for _, h := range hostsOf[role] {
+				rt.Services = append(rt.Services, activities.OutageService{Host: h, Role: role, Service: s.Name, Verify: slices.Clone(s.Verify)})
+			}
+		}
+		table.Tiers = append(table.Tiers, rt)
+	}
+	return table
+}
+
+// largeInstances: on every compute two instances that ran before the outage, and on every
+// fourth one more that was shut off (not started).
+func (o *mockOutage) largeInstances() []activities.OutageInstance {
+	var out []activities.OutageInstance
+	for i, h := range o.cloud().compute {
+		for j := range 2 {
+			id := fmt.Sprintf("vm-ran-%s-%d", h, j+1)
+			out = append(out, activities.OutageInstance{ID: id, Name: id, Host: h, VMState: "active", PowerState: activities.PowerRunning})
+		}
+		if i%4 == 0 {
+			id := "vm-off-" + h
+			out = append(out, activities.OutageInstance{ID: id, Name: id, Host: h, VMState: "stopped", PowerState: activities.PowerShutdown})
+		}
+	}
+	return out
 }
