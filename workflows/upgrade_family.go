@@ -622,23 +622,12 @@ func (u *upgradeRun) restart(ctx workflow.Context, s *upgradeServicePlan, h *upg
 
 // unpin removes the pin on the hosts, then restarts and verifies them one at a time.
 func (u *upgradeRun) unpin(ctx workflow.Context, s *upgradeServicePlan, on []*upgradeHostPlan) error {
-	r := u.r
 	if err := u.pin(ctx, s, on, ""); err != nil {
 		return err
 	}
 	// The pin is read at start: restart every nova process (conductors first) so it is gone.
 	for _, h := range on {
-		since := workflow.Now(ctx)
-		for _, p := range h.procs {
-			sr := activities.ServiceAction{ServiceRequest: req(h.host, p)}
-			for _, a := range []string{"stop", "start"} {
-				sr.Action = a
-				if err := r.Exec(ctx, "nova/unpin", h.host, hosts.SetService, nil, sr); err != nil {
-					return err
-				}
-			}
-		}
-		if err := u.verify(ctx, "nova/unpin", s, h, since); err != nil {
+		if err := u.restart(ctx, s, h); err != nil {
 			return err
 		}
 	}
