@@ -269,8 +269,13 @@ func FindAMQPSocket(ss, pid string, now time.Time, children ...string) AMQPResul
 		if len(f) < 5 {
 			continue
 		}
+		// The peer is address:port; a field without a colon is not an address (a fuzzed "5671").
 		peer := f[3]
-		port := peer[strings.LastIndexByte(peer, ':')+1:]
+		colon := strings.LastIndexByte(peer, ':')
+		if colon < 0 {
+			continue
+		}
+		port := peer[colon+1:]
 		if port != "5672" && port != "5671" {
 			continue
 		}

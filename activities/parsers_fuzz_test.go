@@ -210,6 +210,7 @@ func FuzzFindAMQPSocket(f *testing.F) {
 	f.Add("ESTAB 0 0 10.0.0.21:41234 10.0.0.10:5672 users:((\"nova-compute\",pid=4242,fd=12))", "4242")
 	f.Add("ESTAB 0 0 10.0.0.21:41234 10.0.0.10:5673 users:((\"x\",pid=4242,fd=12))", "4242")
 	f.Add("x x x 5672", "1")
+	f.Add("0 0 0 5671 pid=0,", "0") // found by CI's fuzzing on 2 December: a peer without a colon
 	f.Fuzz(func(t *testing.T, ss, pid string) {
 		got := activities.FindAMQPSocket(ss, pid, time.Unix(0, 0))
 		if got.Connected && (!strings.Contains(ss, "pid="+pid+",") || !(strings.Contains(ss, ":5672") || strings.Contains(ss, ":5671"))) {
