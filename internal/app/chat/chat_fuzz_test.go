@@ -28,6 +28,7 @@ func FuzzTokenize(f *testing.F) {
 	f.Add("restart-service", "compute1", "it's “quoted”", uint8(0))
 	f.Add("a\u00a0b", "", "\t", uint8(1))
 	f.Add("'", "\"", "‘x’", uint8(2))
+	f.Add("0", "\xc8", "\x98", uint8(0)) // found by fuzzing on 2 December: invalid alone, valid joined
 	f.Fuzz(func(t *testing.T, a, b, c string, q uint8) {
 		toks, err := chat.Tokenize(a + " " + b + " " + c)
 		if err == nil {
@@ -37,9 +38,12 @@ func FuzzTokenize(f *testing.F) {
 				}
 			}
 		}
-		// Round trip: each value quoted with a quote it does not hold comes back whole (invalid
-		// UTF-8 comes back as U+FFFD, which every validator refuses as non-ASCII).
-		if !utf8.ValidString(a + b + c) {
+		// Round trip: each value quoted with a quote it does not hold comes back whole. Invalid
+		// UTF-8 is an error (each value on its own: "\xc8" and "\x98" joined are valid).
+		if !utf8.ValidString(a) || !utf8.ValidString(b) || !utf8.ValidString(c) {
+			if _, err := chat.Tokenize(a + b + c); utf8.ValidString(a+b+c) == (err != nil) && !strings.ContainsAny(a+b+c, "\"'“‘„") {
+				t.Fatalf("%q: error %v", a+b+c, err)
+			}
 			return
 		}
 		open, close := []string{`"`, `'`, "“"}[q%3], []string{`"`, `'`, "”"}[q%3]
