@@ -38,12 +38,10 @@ func FuzzTokenize(f *testing.F) {
 				}
 			}
 		}
-		// Round trip: each value quoted with a quote it does not hold comes back whole. Invalid
-		// UTF-8 is an error (each value on its own: "\xc8" and "\x98" joined are valid).
+		// Round trip: each value quoted with a quote it does not hold comes back whole (invalid
+		// UTF-8 comes back as U+FFFD, which every validator refuses as non-ASCII, naming the
+		// field). Each value on its own: "\xc8" and "\x98" are invalid, joined they are valid.
 		if !utf8.ValidString(a) || !utf8.ValidString(b) || !utf8.ValidString(c) {
-			if _, err := chat.Tokenize(a + b + c); utf8.ValidString(a+b+c) == (err != nil) && !strings.ContainsAny(a+b+c, "\"'“‘„") {
-				t.Fatalf("%q: error %v", a+b+c, err)
-			}
 			return
 		}
 		open, close := []string{`"`, `'`, "“"}[q%3], []string{`"`, `'`, "”"}[q%3]

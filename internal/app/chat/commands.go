@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 	"go.temporal.io/api/enums/v1"
@@ -428,10 +427,6 @@ func mdLink(platform, u, text string) string {
 // Tokenize splits a command line on white space, honouring "double", 'single' and the curly
 // quotes chat clients substitute.
 func Tokenize(s string) ([]string, error) {
-	// Invalid UTF-8 would come back as U+FFFD; say so instead (chat payloads are JSON, so valid).
-	if !utf8.ValidString(s) {
-		return nil, errors.New("the command is not valid UTF-8 text")
-	}
 	var out []string
 	var cur strings.Builder
 	inToken := false
