@@ -121,7 +121,7 @@ func TestHistoryWorstCase(t *testing.T) {
 				}
 				o.report.Status = "unfinished" // its history so far is a figure too
 			}
-			events, runs, children, bytes, largest, err := r.historyLength(o.workflowID)
+			events, runs, children, bytes, largest, parentBytes, childBytes, err := r.historyLength(o.workflowID)
 			if err != nil {
 				t.Errorf("%s: %v", rc.label(), err)
 				return
@@ -135,7 +135,7 @@ func TestHistoryWorstCase(t *testing.T) {
 			if len(children) > 0 {
 				kids = fmt.Sprintf("%d, largest %d", len(children), slices.Max(children))
 			}
-			table = append(table, fmt.Sprintf("%-38s %6d %8d %5d %18s %9s %9s  %s", rc.label(), n, events, runs, kids, mb(bytes), time.Since(start).Round(time.Second), o.report.Status))
+			table = append(table, fmt.Sprintf("%-38s %6d %8d %5d %18s %9s %9s %9s %9s  %s", rc.label(), n, events, runs, kids, mb(bytes), mb(parentBytes), mb(childBytes), time.Since(start).Round(time.Second), o.report.Status))
 			mu.Unlock()
 			if bytes >= historyBytesLimit {
 				t.Errorf("%s at scale %d: a history of %s (the largest run's), want under %s (Temporal's warning; it terminates at 50 MB)", rc.label(), n, mb(bytes), mb(historyBytesLimit))
@@ -150,20 +150,21 @@ func TestHistoryWorstCase(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("\nhistory at the largest plans (events of the largest run of the chain; under %d)\n%-38s %6s %8s %5s %18s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "runs", "children", "bytes", "took",
+	t.Logf("\nhistory at the largest plans (events of the largest run of the chain; under %d; bytes: the largest run's, the parent's (its largest run), the largest child's)\n%-38s %6s %8s %5s %18s %9s %9s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "runs", "children", "bytes", "parent", "child", "took",
 		joinLines(table))
 }
 
 // historyLength is the history length of the workflow ID's largest run (its runs followed from
 // the first through every continue-as-new), how many runs it had, its child runs' lengths (one
 // level: no runbook's child starts children), and the largest history size in bytes of all of
-// them (a parent holds its children's results).
-func (r *rig) historyLength(id string) (int, int, []int, int64, *common.WorkflowExecution, error) {
+// them (a parent holds its children's results), and of the parent's runs and of its children
+// apart.
+func (r *rig) historyLength(id string) (_ int, _ int, _ []int, _ int64, _ *common.WorkflowExecution, parentBytes, childBytes int64, _ error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
-		return 0, 0, nil, 0, nil, err
+		return 0, 0, nil, 0, nil, 0, 0, err
 	}
 	var largest *common.WorkflowExecution
 	most := 0
@@ -178,26 +179,28 @@ func (r *rig) historyLength(id string) (int, int, []int, int64, *common.Workflow
 	for runID := d.GetWorkflowExecutionInfo().GetFirstRunId(); runID != ""; runs++ {
 		rd, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, runID)
 		if err != nil {
-			return 0, 0, nil, 0, nil, err
+			return 0, 0, nil, 0, nil, 0, 0, err
 		}
 		note(&common.WorkflowExecution{WorkflowId: id, RunId: runID}, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		worst = max(worst, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		bytes = max(bytes, rd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
+		parentBytes = max(parentBytes, rd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 		next := ""
 		it := r.srv.Client.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 		for it.HasNext() {
 			ev, err := it.Next()
 			if err != nil {
-				return 0, 0, nil, 0, nil, err
+				return 0, 0, nil, 0, nil, 0, 0, err
 			}
 			if a := ev.GetChildWorkflowExecutionStartedEventAttributes(); a != nil {
 				cd, err := r.srv.Client.DescribeWorkflowExecution(ctx, a.GetWorkflowExecution().GetWorkflowId(), a.GetWorkflowExecution().GetRunId())
 				if err != nil {
-					return 0, 0, nil, 0, nil, err
+					return 0, 0, nil, 0, nil, 0, 0, err
 				}
 				children = append(children, int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
 				note(a.GetWorkflowExecution(), int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
 				bytes = max(bytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
+				childBytes = max(childBytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 			}
 			if a := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); a != nil {
 				next = a.GetNewExecutionRunId()
@@ -205,7 +208,7 @@ func (r *rig) historyLength(id string) (int, int, []int, int64, *common.Workflow
 		}
 		runID = next
 	}
-	return worst, runs, children, bytes, largest, nil
+	return worst, runs, children, bytes, largest, parentBytes, childBytes, nil
 }
 
 // historyBreakdown counts a run's events by what caused them: each activity type's scheduled
