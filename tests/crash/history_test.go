@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/api/common/v1"
 	"go.temporal.io/api/enums/v1"
 
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -94,6 +95,24 @@ func TestHistoryWorstCase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("STACKRUN_HISTORY_RUN: %v", err)
 	}
+	// A batch hands its parent its record; `stackrun report <batch>` still shows its whole
+	// report (the query report, answered by the worker: before it stops).
+	r.afterRun = func(rc runbookCase, id string) error {
+		if rc.rb.Name != workflows.StagedUpgrade.Name {
+			return nil
+		}
+		id += "/nova/computes-1/upgrade"
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		rep, err := control.Report(ctx, r.srv.Client, id, false)
+		switch {
+		case err != nil:
+			return fmt.Errorf("report of %s: %w", id, err)
+		case rep.Record || len(rep.Steps) == 0 || len(rep.Plan) == 0:
+			return fmt.Errorf("report of %s: want the batch's whole report, got %d steps, %d plan lines (record %v; findings %v)", id, len(rep.Steps), len(rep.Plan), rep.Record, rep.Findings)
+		}
+		return nil
+	}
 	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
 		if only.MatchString(rc.label()) {
 			r.timeout = max(r.timeout, time.Duration(historyScale[rc.label()]/500)*10*time.Minute)
@@ -120,6 +139,9 @@ func TestHistoryWorstCase(t *testing.T) {
 					return
 				}
 				o.report.Status = "unfinished" // its history so far is a figure too
+			}
+			if o.afterErr != nil {
+				t.Errorf("%s: %v", rc.label(), o.afterErr)
 			}
 			events, runs, children, bytes, largest, parentBytes, childBytes, err := r.historyLength(o.workflowID)
 			if err != nil {
