@@ -190,7 +190,7 @@ func (d *Def[In, P]) run(ctx workflow.Context, in *In) (*Report, error) {
 	if errors.As(err, &wf) {
 		return nil, wf.Err
 	}
-	return rep, nil
+	return r.result(rep), nil
 }
 
 func (d *Def[In, P]) execute(r *Run, in *In, input Input, p *P) (string, error) {

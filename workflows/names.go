@@ -23,6 +23,9 @@ const (
 	SignalResolve = "resolve"
 	// QueryStatus answers with a Status.
 	QueryStatus = "status"
+	// QueryReport answers with the run's whole *Report once it ended, on a run whose result is a
+	// record for its parent (Report.Record: a staged upgrade's batch); control.Report asks it.
+	QueryReport = "report"
 
 	// SignalLeaseGranted is sent by the lease workflow to a runbook whose lease was granted.
 	SignalLeaseGranted = "lease-granted"

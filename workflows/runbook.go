@@ -55,6 +55,8 @@ type Run struct {
 	summary string
 	// exits are the OnExit hooks, run last-registered first before the report is written.
 	exits []func()
+	// record, when set, makes the run's result record(report) (ReturnRecord).
+	record func(*Report) *Report
 
 	// The stale-plan check (stale.go): replan runs the runbook's Plan again; approval is what the
 	// plan asked for; plannedAt is when the plan was (re)made; acting is set at Act's first step
@@ -414,6 +416,25 @@ func (r *Run) describeNotification(n *activities.Notification) {
 // to give back, the state it leaves its target in). Hooks run last-registered first, before the
 // report is written.
 func (r *Run) OnExit(fn func()) { r.exits = append(r.exits, fn) }
+
+// ReturnRecord makes the run's result record(report), marked Record, in place of its report: a
+// child run's result is in its parent's history, and a parent that needs a little of each
+// child's report (a staged upgrade's batches) would otherwise carry them all. The whole report
+// answers the query report (QueryReport) once the run ended.
+func (r *Run) ReturnRecord(record func(*Report) *Report) { r.record = record }
+
+// result is what the run returns: its report, or the record of it (ReturnRecord).
+func (r *Run) result(rep *Report) *Report {
+	if r.record == nil {
+		return rep
+	}
+	if err := workflow.SetQueryHandler(r.ctx, QueryReport, func() (*Report, error) { return rep, nil }); err != nil {
+		return rep
+	}
+	rec := r.record(rep)
+	rec.Record = true
+	return rec
+}
 
 func (r *Run) runExitHooks() {
 	for i := len(r.exits) - 1; i >= 0; i-- {

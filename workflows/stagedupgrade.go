@@ -154,6 +154,8 @@ type stagedUpgradePlan struct {
 	// compact (compactReportChange): the hosts batches upgrade are grouped in the plan, and the
 	// report keeps one row per compute host's transaction and archive (upgrade_rollback.go).
 	compact bool
+	// record (batchRecordChange): each batch returns its batch record, not its whole report.
+	record bool
 }
 
 func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Approval, error) {
@@ -168,6 +170,7 @@ func planStagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (Ap
 	if workflow.GetVersion(r.ctx, upgradeBatchesChange, workflow.DefaultVersion, 1) == 1 {
 		p.batchSize = cmp.Or(in.BatchSize, DefaultUpgradeBatch)
 		p.compact = workflow.GetVersion(r.ctx, compactReportChange, workflow.DefaultVersion, 1) == 1
+		p.record = workflow.GetVersion(r.ctx, batchRecordChange, workflow.DefaultVersion, 1) == 1
 	}
 	names := in.Services
 	field := "services"
@@ -356,7 +359,7 @@ func stagedUpgrade(r *Run, in *StagedUpgradeInput, p *stagedUpgradePlan) (string
 		return "", err
 	}
 	tag := backupTag(r)
-	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services, batchSize: p.batchSize, compact: p.compact}
+	u := &upgradeRun{r: r, tag: tag, dbHost: p.dbHost, parallel: r.parallelism(in.Parallel), plans: p.services, batchSize: p.batchSize, compact: p.compact, record: p.record}
 	r.OnExit(u.report)
 	for _, s := range p.services {
 		if err := u.upgradeService(s); err != nil {

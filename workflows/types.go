@@ -161,6 +161,10 @@ type Report struct {
 	Start       *StartRecord         `json:"start,omitempty"`
 	Audit       []AuditEntry         `json:"audit,omitempty"`
 	Details     map[string]any       `json:"details,omitempty"`
+	// Record: this is the record a child run hands its parent (what the parent needs, for a
+	// parent's history holds its children's results), not the whole report: the run answers the
+	// query report (QueryReport) with that, and `stackrun report` asks it (Run.ReturnRecord).
+	Record bool `json:"record,omitempty"`
 }
 
 // Meta is the part of every runbook input that the machinery reads.

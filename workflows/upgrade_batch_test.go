@@ -75,3 +75,34 @@ func TestStagedUpgradeBatchRefusedWithoutItsParent(t *testing.T) {
 	f.env.AssertNotCalled(t, "InstallPackages", mock.Anything, mock.Anything)
 	f.env.AssertNotCalled(t, "SetUpgradeLevels", mock.Anything, mock.Anything)
 }
+
+// A batch asked for its record (UpgradeBatch.Record) returns the record, not its report, and
+// answers the query report with its whole report: here a batch refused (it claims a parent it
+// does not have), whose record has its status and summary, and whose report also has what it
+// refused and who started it.
+func TestStagedUpgradeBatchRecordAndItsReportByQuery(t *testing.T) {
+	f := newFixture(t, upgradePolicy())
+	f.upgradeMocks(&upgradeWorld{installed: map[string]string{"python3-nova": novaOld}})
+	in := wf.StagedUpgradeInput{Meta: wf.Meta{RequestedBy: "alice", Reason: "sneaky"}, Batch: &wf.UpgradeBatch{
+		Parent: "staged-upgrade/cloud", Index: 1, Phase: "upgrade", Tag: "su-0123456789ab", Parallel: 1, SchemaHost: "controller",
+		Targets: map[string]string{"python3-nova": novaNew}, Record: true,
+		Service: activities.UpgradeServiceFacts{UpgradeService: activities.UpgradeService{Name: "nova", Packages: []string{"python3-nova"}},
+			Hosts: []activities.UpgradeHost{{Host: "compute1", Processes: []activities.ServiceFacts{{Role: "compute", Name: "nova-compute"}}}}},
+	}}
+	f.run(wf.StagedUpgrade.Type, in)
+	rec := f.report()
+	assert.True(t, rec.Record)
+	assert.Equal(t, wf.StatusFailed, rec.Status)
+	assert.Contains(t, rec.Summary, "batch.parent")
+	assert.Empty(t, rec.Refused, "the record has what the parent needs only")
+	assert.Nil(t, rec.Start)
+	v, err := f.env.QueryWorkflow(wf.QueryReport)
+	require.NoError(t, err)
+	var full wf.Report
+	require.NoError(t, v.Get(&full))
+	assert.False(t, full.Record)
+	assert.Equal(t, rec.Summary, full.Summary)
+	assert.Equal(t, rec.WorkflowID, full.WorkflowID)
+	assert.NotEmpty(t, full.Refused, "the whole report has what the run refused")
+	assert.NotNil(t, full.Start, "and who started it")
+}

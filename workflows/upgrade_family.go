@@ -264,6 +264,8 @@ type upgradeRun struct {
 	batch     bool
 	// compact: a host's "planned" package row only when it has no transaction (compactReportChange).
 	compact bool
+	// record: the batches return their batch record (batchRecordChange).
+	record bool
 }
 
 func (u *upgradeRun) touch(svc, host string) {

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
 	wf "github.com/stackrun/stackrun/workflows"
@@ -83,6 +84,7 @@ func TestStagedUpgradeReportOfManyComputesStaysSmall(t *testing.T) {
 	f := newFixture(t, upgradePolicy())
 	dc := &sizeConverter{DataConverter: converter.GetDefaultDataConverter()}
 	f.env.SetDataConverter(dc)
+	results := childResults(f)
 	facts, names := manyComputes(computes)
 	w := &upgradeWorld{installed: map[string]string{"python3-glance": glanceOld, "python3-nova": novaOld}, facts: facts, perHost: true}
 	f.upgradeMocks(w)
@@ -96,6 +98,10 @@ func TestStagedUpgradeReportOfManyComputesStaysSmall(t *testing.T) {
 	require.NoError(t, err)
 	t.Logf("report %d bytes at %d computes (%d per compute); largest payload %d bytes (%s)", len(b), computes, len(b)/computes, dc.largest, dc.largestType)
 	assert.Less(t, dc.largest, 512<<10, "the largest payload (%s)", dc.largestType)
+	// The parent's history: its batches' results are their batch records.
+	require.Len(t, results(), 3*computes/wf.DefaultUpgradeBatch)
+	n := assertBatchRecords(t, results(), computes)
+	t.Logf("batch results %d bytes (%d per compute)", n, n/computes)
 	pk := strings.Join(toStrings(rep.Details["packages"]), "\n") + "\n"
 	bk := strings.Join(toStrings(rep.Details["backups"]), "\n") + "\n"
 	for _, h := range names {
@@ -121,4 +127,90 @@ func toStrings(v any) []string {
 		out = append(out, s.(string))
 	}
 	return out
+}
+
+// childResults collects the results of f's child runs as their payloads (JSON), in the order
+// they ended: what the parent's history holds of them (ChildWorkflowExecutionCompleted).
+func childResults(f *fixture) func() []json.RawMessage {
+	var mu sync.Mutex
+	var out []json.RawMessage
+	f.env.SetOnChildWorkflowCompletedListener(func(_ *workflow.Info, v converter.EncodedValue, err error) {
+		var raw json.RawMessage
+		if err == nil && v != nil && v.HasValue() && v.Get(&raw) == nil {
+			mu.Lock()
+			out = append(out, raw)
+			mu.Unlock()
+		}
+	})
+	return func() []json.RawMessage {
+		mu.Lock()
+		defer mu.Unlock()
+		return out
+	}
+}
+
+// batchRecordBytesPerHost bounds what the batch records of the three phases carry per compute
+// host here (names of 55 characters, as the history test's): the host touched and pinned
+// (2 x 58), its package transaction (host, service, one change: some 170) and its configuration
+// archive (host, service, directory, archive, sha256, size: some 250): about 540.
+// batchEnvelope bounds the rest of a batch's result: IDs, target, requester, status, times,
+// summary, left state.
+const (
+	batchRecordBytesPerHost = 640
+	batchEnvelope           = 1024
+)
+
+// assertBatchRecords checks that each batch's result is its batch record (what the parent needs)
+// and that they stay under the bound per compute host; it returns their bytes.
+func assertBatchRecords(t *testing.T, results []json.RawMessage, computes int) int {
+	t.Helper()
+	total := 0
+	for _, raw := range results {
+		total += len(raw)
+		var r wf.Report
+		require.NoError(t, json.Unmarshal(raw, &r))
+		assert.True(t, r.Record, "%s returns its batch record", r.WorkflowID)
+		assert.Empty(t, r.Steps, r.WorkflowID)
+		assert.Empty(t, r.Plan, r.WorkflowID)
+		assert.Empty(t, r.Audit, r.WorkflowID)
+		rec, err := json.Marshal(r.Details["upgrade_batch"])
+		require.NoError(t, err)
+		assert.LessOrEqual(t, len(raw)-len(rec), batchEnvelope, "%s: the result besides its batch record", r.WorkflowID)
+	}
+	assert.LessOrEqual(t, total, computes*batchRecordBytesPerHost+len(results)*batchEnvelope,
+		"the batches' results (in the parent's history): %d bytes for %d computes in %d results", total, computes, len(results))
+	return total
+}
+
+// The parent's history holds every batch's result: each batch hands back its batch record, some
+// 540 bytes per compute host over its three phases, not its whole report (its plan, six steps
+// per host, audit and details: some 4 KB per host in runs from before, batchRecordChange), and
+// the parent's report still has every host's transaction and archive from them.
+func TestStagedUpgradeBatchesHandTheParentTheirRecord(t *testing.T) {
+	const computes = 50
+	f := newFixture(t, upgradePolicy())
+	results := childResults(f)
+	facts, names := manyComputes(computes)
+	w := &upgradeWorld{installed: map[string]string{"python3-glance": glanceOld, "python3-nova": novaOld}, facts: facts, perHost: true}
+	f.upgradeMocks(w)
+	f.approveEverything(nil)
+	in := upgradeInput()
+	in.Parallel = 4
+	in.BatchSize = 25
+	f.run(wf.StagedUpgrade.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	require.Len(t, results(), 3*2, "two batches, three phases")
+	total := assertBatchRecords(t, results(), computes)
+	t.Logf("batch results %d bytes for %d computes (%d per compute)", total, computes, total/computes)
+	pk := strings.Join(toStrings(rep.Details["packages"]), "\n") + "\n"
+	bk := strings.Join(toStrings(rep.Details["backups"]), "\n") + "\n"
+	for _, h := range names {
+		assert.Contains(t, pk, "nova on "+h+": python3-nova "+novaOld+" → "+novaNew+"\n", "%s's package transaction", h)
+		assert.Contains(t, bk, "nova on "+h+": /b/nova/etc-0123456789abcdef.tar sha256 "+strings.Repeat("ab", 32)+" (10240 bytes)\n", "%s's archive", h)
+	}
+	assert.Len(t, rep.Details["batch_runs"], 6)
+	for _, fd := range rep.Findings {
+		assert.NotContains(t, fd.Message, "still set", "every pin removed")
+	}
 }

@@ -53,6 +53,9 @@ type rig struct {
 	bob    operators.Operator
 	// timeout bounds one run (default 5 minutes: a loaded machine slows the matrix down).
 	timeout time.Duration
+	// afterRun, when set, runs once a run completed, while its worker still runs (a query of a
+	// closed run needs one); its error is the outcome's afterErr.
+	afterRun func(rc runbookCase, workflowID string) error
 }
 
 // outcome is what one run left: its report, the world's effects, the boundaries it crossed, and
@@ -60,6 +63,7 @@ type rig struct {
 type outcome struct {
 	report     workflows.Report
 	err        error
+	afterErr   error // rig.afterRun's
 	effects    []string
 	boundaries []string
 	crashed    bool
@@ -169,6 +173,9 @@ func (r *rig) run(rc runbookCase, host, crashAt, when string) outcome {
 	}
 	o := outcome{workflowID: started.WorkflowID}
 	o.err = r.srv.Client.GetWorkflow(ctx, started.WorkflowID, "").Get(ctx, &o.report)
+	if r.afterRun != nil && o.err == nil {
+		o.afterErr = r.afterRun(rc, started.WorkflowID)
+	}
 	// The end state names the run's own host and instance: compare them as HOST and UUID.
 	norm := strings.NewReplacer(host, "HOST", instanceID(host), "UUID").Replace
 	o.report.Summary = norm(o.report.Summary)

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/api/common/v1"
 	"go.temporal.io/api/enums/v1"
 
+	"github.com/stackrun/stackrun/internal/app/control"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -94,6 +95,24 @@ func TestHistoryWorstCase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("STACKRUN_HISTORY_RUN: %v", err)
 	}
+	// A batch hands its parent its record; `stackrun report <batch>` still shows its whole
+	// report (the query report, answered by the worker: before it stops).
+	r.afterRun = func(rc runbookCase, id string) error {
+		if rc.rb.Name != workflows.StagedUpgrade.Name {
+			return nil
+		}
+		id += "/nova/computes-1/upgrade"
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		rep, err := control.Report(ctx, r.srv.Client, id, false)
+		switch {
+		case err != nil:
+			return fmt.Errorf("report of %s: %w", id, err)
+		case rep.Record || len(rep.Steps) == 0 || len(rep.Plan) == 0:
+			return fmt.Errorf("report of %s: want the batch's whole report, got %d steps, %d plan lines (record %v; findings %v)", id, len(rep.Steps), len(rep.Plan), rep.Record, rep.Findings)
+		}
+		return nil
+	}
 	for _, rc := range append(slices.Clone(matrix), historyOnly...) {
 		if only.MatchString(rc.label()) {
 			r.timeout = max(r.timeout, time.Duration(historyScale[rc.label()]/500)*10*time.Minute)
@@ -121,7 +140,10 @@ func TestHistoryWorstCase(t *testing.T) {
 				}
 				o.report.Status = "unfinished" // its history so far is a figure too
 			}
-			events, runs, children, bytes, largest, err := r.historyLength(o.workflowID)
+			if o.afterErr != nil {
+				t.Errorf("%s: %v", rc.label(), o.afterErr)
+			}
+			events, runs, children, bytes, largest, parentBytes, childBytes, err := r.historyLength(o.workflowID)
 			if err != nil {
 				t.Errorf("%s: %v", rc.label(), err)
 				return
@@ -135,7 +157,7 @@ func TestHistoryWorstCase(t *testing.T) {
 			if len(children) > 0 {
 				kids = fmt.Sprintf("%d, largest %d", len(children), slices.Max(children))
 			}
-			table = append(table, fmt.Sprintf("%-38s %6d %8d %5d %18s %9s %9s  %s", rc.label(), n, events, runs, kids, mb(bytes), time.Since(start).Round(time.Second), o.report.Status))
+			table = append(table, fmt.Sprintf("%-38s %6d %8d %5d %18s %9s %9s %9s %9s  %s", rc.label(), n, events, runs, kids, mb(bytes), mb(parentBytes), mb(childBytes), time.Since(start).Round(time.Second), o.report.Status))
 			mu.Unlock()
 			if bytes >= historyBytesLimit {
 				t.Errorf("%s at scale %d: a history of %s (the largest run's), want under %s (Temporal's warning; it terminates at 50 MB)", rc.label(), n, mb(bytes), mb(historyBytesLimit))
@@ -150,20 +172,21 @@ func TestHistoryWorstCase(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("\nhistory at the largest plans (events of the largest run of the chain; under %d)\n%-38s %6s %8s %5s %18s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "runs", "children", "bytes", "took",
+	t.Logf("\nhistory at the largest plans (events of the largest run of the chain; under %d; bytes: the largest run's, the parent's (its largest run), the largest child's)\n%-38s %6s %8s %5s %18s %9s %9s %9s %9s\n%s", historyLimit, "runbook", "scale", "events", "runs", "children", "bytes", "parent", "child", "took",
 		joinLines(table))
 }
 
 // historyLength is the history length of the workflow ID's largest run (its runs followed from
 // the first through every continue-as-new), how many runs it had, its child runs' lengths (one
 // level: no runbook's child starts children), and the largest history size in bytes of all of
-// them (a parent holds its children's results).
-func (r *rig) historyLength(id string) (int, int, []int, int64, *common.WorkflowExecution, error) {
+// them (a parent holds its children's results), and of the parent's runs and of its children
+// apart.
+func (r *rig) historyLength(id string) (_ int, _ int, _ []int, _ int64, _ *common.WorkflowExecution, parentBytes, childBytes int64, _ error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	d, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, "")
 	if err != nil {
-		return 0, 0, nil, 0, nil, err
+		return 0, 0, nil, 0, nil, 0, 0, err
 	}
 	var largest *common.WorkflowExecution
 	most := 0
@@ -178,26 +201,28 @@ func (r *rig) historyLength(id string) (int, int, []int, int64, *common.Workflow
 	for runID := d.GetWorkflowExecutionInfo().GetFirstRunId(); runID != ""; runs++ {
 		rd, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, runID)
 		if err != nil {
-			return 0, 0, nil, 0, nil, err
+			return 0, 0, nil, 0, nil, 0, 0, err
 		}
 		note(&common.WorkflowExecution{WorkflowId: id, RunId: runID}, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		worst = max(worst, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		bytes = max(bytes, rd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
+		parentBytes = max(parentBytes, rd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 		next := ""
 		it := r.srv.Client.GetWorkflowHistory(ctx, id, runID, false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
 		for it.HasNext() {
 			ev, err := it.Next()
 			if err != nil {
-				return 0, 0, nil, 0, nil, err
+				return 0, 0, nil, 0, nil, 0, 0, err
 			}
 			if a := ev.GetChildWorkflowExecutionStartedEventAttributes(); a != nil {
 				cd, err := r.srv.Client.DescribeWorkflowExecution(ctx, a.GetWorkflowExecution().GetWorkflowId(), a.GetWorkflowExecution().GetRunId())
 				if err != nil {
-					return 0, 0, nil, 0, nil, err
+					return 0, 0, nil, 0, nil, 0, 0, err
 				}
 				children = append(children, int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
 				note(a.GetWorkflowExecution(), int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
 				bytes = max(bytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
+				childBytes = max(childBytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 			}
 			if a := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); a != nil {
 				next = a.GetNewExecutionRunId()
@@ -205,7 +230,7 @@ func (r *rig) historyLength(id string) (int, int, []int, int64, *common.Workflow
 		}
 		runID = next
 	}
-	return worst, runs, children, bytes, largest, nil
+	return worst, runs, children, bytes, largest, parentBytes, childBytes, nil
 }
 
 // historyBreakdown counts a run's events by what caused them: each activity type's scheduled

@@ -11,6 +11,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/stackrun/stackrun/activities"
 	"github.com/stackrun/stackrun/workflows"
 )
 
@@ -200,6 +201,20 @@ func Report(ctx context.Context, c client.Client, id string, wait bool) (*workfl
 			return nil, e
 		}
 		return nil, fmt.Errorf("report of %s: the run ended without a report: %w", id, err)
+	}
+	if rep.Record {
+		// A child run whose result is the record its parent needs (a staged upgrade's batch):
+		// its whole report is its answer to the query report (a worker replays it).
+		v, err := c.QueryWorkflow(ctx, id, "", workflows.QueryReport)
+		var full workflows.Report
+		if err == nil {
+			err = v.Get(&full)
+		}
+		if err == nil {
+			return &full, nil
+		}
+		rep.Findings = append(rep.Findings, activities.Finding{Severity: activities.SeverityWarning, Subject: "report",
+			Message: fmt.Sprintf("this is the record %s handed its parent, not its whole report: the run answers the query %q with that once a worker runs (%v)", id, workflows.QueryReport, err)})
 	}
 	return &rep, nil
 }
