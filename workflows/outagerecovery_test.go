@@ -136,7 +136,7 @@ func tierReports(t *testing.T, rep *wf.Report) map[int]wf.OutageTierReport {
 			for _, k := range []struct {
 				key string
 				dst *[]string
-			}{{"started", &tr.Started}, {"already_up", &tr.AlreadyUp}, {"findings", &tr.Findings}} {
+			}{{"started", &tr.Started}, {"already_up", &tr.AlreadyUp}, {"verified", &tr.Verified}, {"findings", &tr.Findings}} {
 				l, _ := m[k.key].([]any)
 				for _, s := range l {
 					*k.dst = append(*k.dst, s.(string))
