@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -94,6 +96,117 @@ type outageRecoveryPlan struct {
 	// restarted are the hosts whose nova-compute this run started: their hypervisors came back
 	// from the outage, so Nova's record of their guests is stale.
 	restarted map[string]bool
+
+	// Where Act got to, for the next run of the chain when it continues as new between tiers or
+	// slices (outageContinueChange): Act began (began: when), the tier under way or next (an
+	// index of order) and how far it got, the tiers' reports so far.
+	acting  bool
+	began   time.Time
+	next    int
+	at      outageProgress
+	reports []*OutageTierReport
+	// Not carried: sliced is outageContinueChange's version 1; worked is set once this run has
+	// done a unit of work (a run never continues as new before its first).
+	sliced, worked bool
+}
+
+// outageProgress is how far the tier under way got: when it began (zero: not yet), whether its
+// step began (the instances' record read and their gate passed), the hosts, services and
+// instances done (whole slices), and how much evidence those slices gave (tr.Verified).
+type outageProgress struct {
+	Began     time.Time `json:"began,omitzero"`
+	Open      bool      `json:"open,omitempty"`
+	Hosts     int       `json:"hosts,omitempty"`
+	Services  int       `json:"services,omitempty"`
+	Instances int       `json:"instances,omitempty"`
+	Verified  int       `json:"verified,omitempty"`
+}
+
+// outageRecoveryState is outageRecoveryPlan as the next run of a chain gets it (continue.go).
+// Before keeps null apart from [] (a record read and empty is not read again).
+type outageRecoveryState struct {
+	Table     activities.OutageTable      `json:"table"`
+	Order     []activities.OutageTier     `json:"order"`
+	NotRun    []activities.OutageTier     `json:"not_run,omitempty"`
+	Before    []activities.OutageInstance `json:"before"`
+	Restarted map[string]bool             `json:"restarted,omitempty"`
+	Acting    bool                        `json:"acting"`
+	Began     time.Time                   `json:"began"`
+	Next      int                         `json:"next"`
+	At        outageProgress              `json:"at"`
+	Reports   []*OutageTierReport         `json:"reports,omitempty"`
+}
+
+func (p *outageRecoveryPlan) MarshalJSON() ([]byte, error) {
+	return json.Marshal(outageRecoveryState{p.table, p.order, p.notRun, p.before, p.restarted, p.acting, p.began, p.next, p.at, p.reports})
+}
+
+func (p *outageRecoveryPlan) UnmarshalJSON(b []byte) error {
+	var s outageRecoveryState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	p.table, p.order, p.notRun, p.before, p.restarted = s.Table, s.Order, s.NotRun, s.Before, s.Restarted
+	p.acting, p.began, p.next, p.at, p.reports = s.Acting, s.Began, s.Next, s.At, s.Reports
+	if p.restarted == nil {
+		p.restarted = map[string]bool{}
+	}
+	return nil
+}
+
+// outageContinueChange is the workflow.GetVersion change after which Act works through a tier's
+// hosts, services and instances in slices of outageSlice and continues as new (continue.go)
+// before a tier or a slice that could take the run's history past the history budget. A stalled
+// tier's retry goes on from the slice that stalled (before it: the whole tier again).
+const outageContinueChange = "outage-continue-as-new"
+
+// outageSlice is the most hosts, services or instances of a tier done between two points where
+// the run may continue as new: a slice of services is 256 activities, some 1,500 events at most.
+// A variable for the workflows' tests only (export_test.go), never set otherwise.
+var outageSlice = 128
+
+// outageEventsPerActivity bounds the events one activity adds (scheduled, started, completed,
+// and a workflow task of three for its result when it is the only one); outageUnitEvents is a
+// unit's own (its step's state, a tier's checks).
+const (
+	outageEventsPerActivity = 6
+	outageUnitEvents        = 40
+)
+
+// pause reports whether the run continues as new before a unit of about acts activities (false
+// before the run's first unit, and for runs begun before outageContinueChange).
+func (p *outageRecoveryPlan) pause(r *Run, acts int) bool {
+	if !p.sliced || !p.worked {
+		return false
+	}
+	return r.ContinueAsNew(acts*outageEventsPerActivity + outageUnitEvents)
+}
+
+// slice is how many of the n left go in the next slice (all of them before outageContinueChange).
+func (p *outageRecoveryPlan) slice(n int) int {
+	if !p.sliced {
+		return n
+	}
+	return min(n, outageSlice)
+}
+
+// firstActs is the activities of a tier's first slice (pause's estimate before it begins).
+func (p *outageRecoveryPlan) firstActs(t activities.OutageTier) int {
+	switch {
+	case t.Empty():
+		return 0
+	case t.Instances:
+		ran := 0
+		for _, i := range p.before {
+			if i.RanBefore() {
+				ran++
+			}
+		}
+		return 1 + p.slice(ran)
+	case len(t.HostVerify) > 0 && len(t.Hosts) > 0:
+		return p.slice(len(t.Hosts))
+	}
+	return 2*p.slice(len(t.Services)) + len(t.Checks)
 }
 
 func tierStep(t activities.OutageTier) string { return fmt.Sprintf("tier-%d", t.Priority) }
@@ -239,24 +352,37 @@ func outageOrder(tiers []activities.OutageTier, fromTier int) (notRun, order []a
 	return nil, order
 }
 
-func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (string, error) {
-	began := workflow.Now(r.Context())
+func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (summary string, err error) {
+	// A run of a chain calls it again: version 1 in every run that continues as new.
+	p.sliced = workflow.GetVersion(r.ctx, outageContinueChange, workflow.DefaultVersion, 1) == 1
+	if !p.acting {
+		p.acting, p.began = true, workflow.Now(r.Context())
+		for _, t := range p.notRun {
+			p.reports = append(p.reports, &OutageTierReport{Priority: t.Priority, Name: t.Name, State: "not-run"})
+		}
+	}
 	par := r.parallelism(in.Parallel)
-	var reports []*OutageTierReport
-	r.OnExit(func() {
-		out := make([]OutageTierReport, len(reports))
-		for i, t := range reports {
+	defer func() {
+		if errors.Is(err, ErrContinueAsNew) {
+			return // the chain's last run reports every tier
+		}
+		out := make([]OutageTierReport, len(p.reports))
+		for i, t := range p.reports {
 			out[i] = *t
 		}
 		r.SetDetail("tiers", out)
-	})
-	for _, t := range p.notRun {
-		reports = append(reports, &OutageTierReport{Priority: t.Priority, Name: t.Name, State: "not-run"})
-	}
-	for _, t := range p.order {
-		tr := &OutageTierReport{Priority: t.Priority, Name: t.Name}
-		reports = append(reports, tr)
-		start := workflow.Now(r.Context())
+	}()
+	for ; p.next < len(p.order); p.next++ {
+		t := p.order[p.next]
+		if p.at.Began.IsZero() {
+			// Between two tiers: the next one's first slice might pass the history budget.
+			if p.pause(r, p.firstActs(t)) {
+				return "", ErrContinueAsNew
+			}
+			p.at = outageProgress{Began: workflow.Now(r.Context())}
+			p.reports = append(p.reports, &OutageTierReport{Priority: t.Priority, Name: t.Name})
+		}
+		tr := p.reports[len(p.reports)-1]
 		var err error
 		switch {
 		case t.Empty():
@@ -266,12 +392,15 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 		case t.Instances:
 			err = outageInstances(r, p, t, tr, tierParallel(t, in, par))
 		default:
-			err = outageTier(r, t, tr, tierParallel(t, in, par), in.verifyWait(), p.restarted)
+			err = outageTier(r, p, t, tr, tierParallel(t, in, par), in.verifyWait())
+		}
+		if errors.Is(err, ErrContinueAsNew) {
+			return "", err
 		}
 		if err == nil {
-			err = outageChecks(r, p, t, tr, began)
+			err = outageChecks(r, p, t, tr, p.began)
 		}
-		tr.Seconds = workflow.Now(r.Context()).Sub(start).Round(100 * time.Millisecond).Seconds()
+		tr.Seconds = workflow.Now(r.Context()).Sub(p.at.Began).Round(100 * time.Millisecond).Seconds()
 		if err != nil {
 			return "", err
 		}
@@ -281,9 +410,10 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 				tr.State = "skipped"
 			}
 		}
+		p.at, p.worked = outageProgress{}, true
 	}
 	var verified, empty, started, up, instances int
-	for _, t := range reports {
+	for _, t := range p.reports {
 		switch t.State {
 		case "verified":
 			verified++
@@ -294,7 +424,7 @@ func outageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (str
 		up += len(t.AlreadyUp)
 	}
 	if i := slices.IndexFunc(p.order, func(t activities.OutageTier) bool { return t.Instances }); i >= 0 {
-		for _, t := range reports {
+		for _, t := range p.reports {
 			if t.Priority == p.order[i].Priority {
 				instances = len(t.Started)
 			}
@@ -314,26 +444,43 @@ func tierParallel(t activities.OutageTier, in *OutageRecoveryInput, par int) int
 }
 
 // outageTier brings one tier's hosts and then its services back, in parallel within the bound,
-// and verifies each. Started services stay recorded across a retried step.
-func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration, restarted map[string]bool) error {
+// and verifies each. Started services stay recorded across a retried step. From
+// outageContinueChange on, in slices (p.at says how far the tier got): the run may continue as
+// new between two, and a retry goes on from the slice that stalled.
+func outageTier(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr *OutageTierReport, par int, wait time.Duration) error {
 	startedAt := map[string]time.Time{}
+	at := &p.at
 	return r.Do(tierStep(t), StepOptions{Target: t.Name}, func(ctx workflow.Context) error {
-		tr.Verified = nil
+		if !p.sliced {
+			at.Hosts, at.Services, at.Verified = 0, 0, 0 // every attempt: the whole tier again
+		}
+		tr.Verified = tr.Verified[:at.Verified]
+		if len(tr.Verified) == 0 {
+			tr.Verified = nil
+		}
 		if len(t.HostVerify) > 0 {
 			hctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 10, Initial: 2 * time.Second, MaxInterval: 10 * time.Second})
-			err := r.Each(hctx, len(t.Hosts), par, func(ctx workflow.Context, i int) error {
-				var res activities.OutageHostResult
-				if err := r.Exec(ctx, tierStep(t), t.Hosts[i], outage.OutageHostUp, &res, activities.OutageHostRequest{Host: t.Hosts[i], Verify: t.HostVerify}); err != nil {
+			for at.Hosts < len(t.Hosts) {
+				lo, n := at.Hosts, p.slice(len(t.Hosts)-at.Hosts)
+				if p.pause(r, n) {
+					return ErrContinueAsNew
+				}
+				err := r.Each(hctx, n, par, func(ctx workflow.Context, i int) error {
+					h := t.Hosts[lo+i]
+					var res activities.OutageHostResult
+					if err := r.Exec(ctx, tierStep(t), h, outage.OutageHostUp, &res, activities.OutageHostRequest{Host: h, Verify: t.HostVerify}); err != nil {
+						return err
+					}
+					for _, d := range res.Mounted {
+						tr.Started = append(tr.Started, h+":"+d+" (mounted)")
+					}
+					tr.Verified = append(tr.Verified, res.Evidence...)
+					return nil
+				})
+				if err != nil {
 					return err
 				}
-				for _, d := range res.Mounted {
-					tr.Started = append(tr.Started, t.Hosts[i]+":"+d+" (mounted)")
-				}
-				tr.Verified = append(tr.Verified, res.Evidence...)
-				return nil
-			})
-			if err != nil {
-				return err
+				at.Hosts, at.Verified, p.worked = lo+n, len(tr.Verified), true
 			}
 		}
 		sctx := r.WithActivity(ctx, ActOpts{Timeout: 2 * time.Minute, Attempts: 3, Initial: 2 * time.Second})
@@ -342,33 +489,44 @@ func outageTier(r *Run, t activities.OutageTier, tr *OutageTierReport, par int, 
 		// second of this one being up. Each tier waits for the one before it, so a coarser poll
 		// adds its lag once per tier to the whole recovery.
 		vctx := r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 2 + int(wait/time.Second), Initial: 500 * time.Millisecond, MaxInterval: time.Second})
-		return r.Each(ctx, len(t.Services), par, func(ctx workflow.Context, i int) error {
-			s := t.Services[i]
-			name := s.Service + "@" + s.Host
-			var st activities.OutageStarted
-			if err := r.Exec(withOptionsOf(ctx, sctx), tierStep(t), name, outage.OutageStartService, &st, s); err != nil {
-				return err
+		for at.Services < len(t.Services) {
+			lo, n := at.Services, p.slice(len(t.Services)-at.Services)
+			if p.pause(r, 2*n) {
+				return ErrContinueAsNew
 			}
-			since, seen := startedAt[name]
-			switch {
-			case !seen && st.AlreadyUp:
-				tr.AlreadyUp = append(tr.AlreadyUp, name)
-				since = time.Time{}
-			case !seen:
-				tr.Started = append(tr.Started, name)
-				since = st.At
-				if s.Service == "nova-compute" {
-					restarted[s.Host] = true
+			err := r.Each(ctx, n, par, func(ctx workflow.Context, i int) error {
+				s := t.Services[lo+i]
+				name := s.Service + "@" + s.Host
+				var st activities.OutageStarted
+				if err := r.Exec(withOptionsOf(ctx, sctx), tierStep(t), name, outage.OutageStartService, &st, s); err != nil {
+					return err
 				}
-			}
-			startedAt[name] = since
-			var v activities.OutageVerified
-			if err := r.Exec(withOptionsOf(ctx, vctx), tierStep(t), name, outage.OutageVerifyService, &v, activities.OutageVerifyRequest{OutageService: s, Since: since}); err != nil {
+				since, seen := startedAt[name]
+				switch {
+				case !seen && st.AlreadyUp:
+					tr.AlreadyUp = append(tr.AlreadyUp, name)
+					since = time.Time{}
+				case !seen:
+					tr.Started = append(tr.Started, name)
+					since = st.At
+					if s.Service == "nova-compute" {
+						p.restarted[s.Host] = true
+					}
+				}
+				startedAt[name] = since
+				var v activities.OutageVerified
+				if err := r.Exec(withOptionsOf(ctx, vctx), tierStep(t), name, outage.OutageVerifyService, &v, activities.OutageVerifyRequest{OutageService: s, Since: since}); err != nil {
+					return err
+				}
+				tr.Verified = append(tr.Verified, v.Evidence...)
+				return nil
+			})
+			if err != nil {
 				return err
 			}
-			tr.Verified = append(tr.Verified, v.Evidence...)
-			return nil
-		})
+			at.Services, at.Verified, p.worked = lo+n, len(tr.Verified), true
+		}
+		return nil
 	})
 }
 
@@ -436,9 +594,11 @@ func outageChecks(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr *Ou
 	return nil
 }
 
-// outageInstances starts again the instances that ran before the outage, per policy.
+// outageInstances starts again the instances that ran before the outage, per policy. From
+// outageContinueChange on, in slices: the run may continue as new between two (the record is
+// not read again, the gate not asked again: p.at.Open).
 func outageInstances(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr *OutageTierReport, par int) error {
-	if p.before == nil {
+	if !p.at.Open && p.before == nil {
 		err := r.Do("read-instances", StepOptions{Target: "database", ReadOnly: true}, func(ctx workflow.Context) error {
 			return r.Exec(ctx, "read-instances", "database", outage.OutageInstancesBefore, &p.before)
 		})
@@ -460,7 +620,7 @@ func outageInstances(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr 
 		tr.State = "verified"
 		return r.Do(tierStep(t), StepOptions{Target: t.Name, ReadOnly: true}, func(workflow.Context) error { return nil })
 	}
-	if p.table.Gate {
+	if p.table.Gate && !p.at.Open {
 		names := make([]string, len(ran))
 		for i, x := range ran {
 			names[i] = x.Name
@@ -469,39 +629,55 @@ func outageInstances(r *Run, p *outageRecoveryPlan, t activities.OutageTier, tr 
 			return err
 		}
 	}
+	p.at.Open = true
 	done := map[string]bool{}
 	return r.Do(tierStep(t), StepOptions{Target: t.Name}, func(ctx workflow.Context) error {
 		ctx = r.WithActivity(ctx, ActOpts{Timeout: 5 * time.Minute, Heartbeat: ActivityHeartbeat, Attempts: 3, Initial: 5 * time.Second})
-		return r.Each(ctx, len(ran), par, func(ctx workflow.Context, i int) error {
-			if done[ran[i].ID] {
-				return nil
+		if !p.sliced {
+			p.at.Instances = 0 // every attempt: all of them (those done are skipped)
+		}
+		for p.at.Instances < len(ran) {
+			lo, n := p.at.Instances, p.slice(len(ran)-p.at.Instances)
+			if p.pause(r, n) {
+				return ErrContinueAsNew
 			}
-			var res activities.OutageInstanceResult
-			// One instance that cannot start is a finding, not a stall of the whole cloud.
-			req := activities.OutageInstanceRequest{ID: ran[i].ID, Recreate: p.restarted[ran[i].Host]}
-			if err := r.Exec(ctx, tierStep(t), ran[i].ID, outage.OutageStartInstance, &res, req); err != nil {
-				if IsAbort(err) || temporal.IsCanceledError(err) {
-					return err
+			err := r.Each(ctx, n, par, func(ctx workflow.Context, i int) error {
+				x := ran[lo+i]
+				if done[x.ID] {
+					return nil
 				}
-				r.AddFinding(activities.SeverityCritical, ran[i].ID, "instance %s (%s) ran before the outage and did not start again: %s", ran[i].Name, ran[i].ID, errText(err))
-				tr.Findings = append(tr.Findings, fmt.Sprintf("%s (%s): %s", ran[i].Name, ran[i].ID, errText(err)))
-				done[ran[i].ID] = true
+				var res activities.OutageInstanceResult
+				// One instance that cannot start is a finding, not a stall of the whole cloud.
+				req := activities.OutageInstanceRequest{ID: x.ID, Recreate: p.restarted[x.Host]}
+				if err := r.Exec(ctx, tierStep(t), x.ID, outage.OutageStartInstance, &res, req); err != nil {
+					if IsAbort(err) || temporal.IsCanceledError(err) {
+						return err
+					}
+					r.AddFinding(activities.SeverityCritical, x.ID, "instance %s (%s) ran before the outage and did not start again: %s", x.Name, x.ID, errText(err))
+					tr.Findings = append(tr.Findings, fmt.Sprintf("%s (%s): %s", x.Name, x.ID, errText(err)))
+					done[x.ID] = true
+					return nil
+				}
+				done[x.ID] = true
+				label := fmt.Sprintf("%s (%s) %s", x.Name, x.ID, res.Action)
+				if strings.HasPrefix(res.Action, "busy") {
+					r.AddFinding(activities.SeverityWarning, x.ID, "instance %s (%s) ran before the outage and is %s now: left alone", x.Name, x.ID, res.Action)
+					tr.Findings = append(tr.Findings, label)
+					return nil
+				}
+				if res.Action == "already-up" {
+					tr.AlreadyUp = append(tr.AlreadyUp, label)
+				} else {
+					tr.Started = append(tr.Started, label)
+				}
+				tr.Verified = append(tr.Verified, fmt.Sprintf("%s: %s, power state %d", x.Name, res.Status, res.Power))
 				return nil
+			})
+			if err != nil {
+				return err
 			}
-			done[ran[i].ID] = true
-			label := fmt.Sprintf("%s (%s) %s", ran[i].Name, ran[i].ID, res.Action)
-			if strings.HasPrefix(res.Action, "busy") {
-				r.AddFinding(activities.SeverityWarning, ran[i].ID, "instance %s (%s) ran before the outage and is %s now: left alone", ran[i].Name, ran[i].ID, res.Action)
-				tr.Findings = append(tr.Findings, label)
-				return nil
-			}
-			if res.Action == "already-up" {
-				tr.AlreadyUp = append(tr.AlreadyUp, label)
-			} else {
-				tr.Started = append(tr.Started, label)
-			}
-			tr.Verified = append(tr.Verified, fmt.Sprintf("%s: %s, power state %d", ran[i].Name, res.Status, res.Power))
-			return nil
-		})
+			p.at.Instances, p.worked = lo+n, true
+		}
+		return nil
 	})
 }

@@ -31,6 +31,8 @@ type outageWorld struct {
 	failI    map[string]bool
 	// stateFails: the next n snapshot reads of a service fail (a lost answer, a killed worker).
 	stateFails map[string]int
+	// verifies counts each service's verifications.
+	verifies map[string]int
 }
 
 func outageTable(gate bool) activities.OutageTable {
@@ -81,6 +83,10 @@ func newOutageFixture(t *testing.T, table activities.OutageTable, w *outageWorld
 	f.env.OnActivity(outageAct.OutageVerifyService, mock.Anything, mock.Anything).Return(func(_ context.Context, r activities.OutageVerifyRequest) (activities.OutageVerified, error) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if w.verifies == nil {
+			w.verifies = map[string]int{}
+		}
+		w.verifies[key(r.OutageService)]++
 		if w.broken[key(r.OutageService)] {
 			return activities.OutageVerified{}, fmt.Errorf("%s: port does not accept connections", key(r.OutageService))
 		}
@@ -136,7 +142,7 @@ func tierReports(t *testing.T, rep *wf.Report) map[int]wf.OutageTierReport {
 			for _, k := range []struct {
 				key string
 				dst *[]string
-			}{{"started", &tr.Started}, {"already_up", &tr.AlreadyUp}, {"findings", &tr.Findings}} {
+			}{{"started", &tr.Started}, {"already_up", &tr.AlreadyUp}, {"verified", &tr.Verified}, {"findings", &tr.Findings}} {
 				l, _ := m[k.key].([]any)
 				for _, s := range l {
 					*k.dst = append(*k.dst, s.(string))
@@ -282,6 +288,52 @@ func TestOutageRecoveryStallsATierAndResumesOnRetry(t *testing.T) {
 	assert.Contains(t, tiers[10].Started, "rabbitmq-server@controller")
 	assert.NotContains(t, tiers[10].AlreadyUp, "rabbitmq-server@controller")
 	assert.Contains(t, w.started, "nova-api@controller")
+}
+
+// A tier in slices (outage-continue-as-new; slices of 2 here) that stalls in its second slice:
+// the retry goes on from that slice, the first one's services are neither started nor verified
+// again, and the report still lists every service of the tier once.
+func TestOutageRecoveryRetryGoesOnFromTheSliceThatStalled(t *testing.T) {
+	defer wf.SetOutageSlice(2)()
+	table := outageTable(false)
+	db := &table.Tiers[4] // tier 10
+	for _, n := range []string{"memcached", "redis"} {
+		db.Services = append(db.Services, activities.OutageService{Host: "controller", Role: "controller", Service: n, Verify: []string{"process"}})
+	}
+	w := newWorld()
+	w.broken["redis@controller"] = true
+	f := newOutageFixture(t, table, w)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Equal(t, wf.StatusStalled, st.Status)
+		require.Len(t, st.Stalled, 1)
+		require.Equal(t, "tier-10", st.Stalled[0].Step)
+		w.mu.Lock()
+		assert.Equal(t, 1, w.verifies["mariadb@controller"], "the first slice verified once")
+		w.broken["redis@controller"] = false
+		w.mu.Unlock()
+		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "tier-10", Action: wf.ResolveRetry, By: "bob"}, "")
+	}, 2*time.Hour)
+	f.run(wf.OutageRecovery.Type, wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "carol"}})
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	assert.Equal(t, 1, w.verifies["mariadb@controller"], "not verified again on the retry")
+	assert.Equal(t, 1, w.verifies["rabbitmq-server@controller"], "not verified again on the retry")
+	assert.Equal(t, 2, w.verifies["memcached@controller"], "the stalled slice again")
+	assert.Equal(t, 1, strings.Count(strings.Join(w.started, ","), "mariadb@controller"))
+	tiers := tierReports(t, rep)
+	assert.ElementsMatch(t, []string{"mariadb@controller", "rabbitmq-server@controller", "memcached@controller", "redis@controller"}, tiers[10].Started)
+	assert.ElementsMatch(t, []string{"mariadb@controller verified", "rabbitmq-server@controller verified", "memcached@controller verified", "redis@controller verified",
+		"database integrity: 120 table(s) of nova checked (mariadb-check --check --databases nova)",
+		"instances before the outage (database, before the power-state sync): 2 of 3 ran"},
+		tiers[10].Verified, "each service's evidence once, then the check's")
+	for _, s := range rep.Steps {
+		if s.Name == "tier-10" {
+			assert.Equal(t, 2, s.Attempts)
+		}
+	}
 }
 
 func TestOutageRecoveryDryRunAndFromTierAndGate(t *testing.T) {

@@ -231,6 +231,12 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 			r.setStepState(s, StepDone, "")
 			return nil
 		}
+		if errors.Is(err, ErrContinueAsNew) {
+			// Between two slices of the step (outage-recovery's tiers): the step goes on, running,
+			// in the chain's next run (continue.go), which counts this attempt again.
+			s.Attempts--
+			return err
+		}
 		if (opts.Finding != "" || opts.OnFailure != nil) && !IsAbort(err) && !temporal.IsCanceledError(err) {
 			s.Error = errText(err)
 			if opts.OnFailure != nil {

@@ -198,11 +198,18 @@ func (r *rig) historyLength(id string) (_ int, _ int, _ []int, _ int64, _ *commo
 	var children []int
 	worst, runs := 0, 0
 	var bytes int64
+	var perRun []int
+	defer func() {
+		if len(perRun) > 1 {
+			r.t.Logf("%s: runs of %v events", id, perRun)
+		}
+	}()
 	for runID := d.GetWorkflowExecutionInfo().GetFirstRunId(); runID != ""; runs++ {
 		rd, err := r.srv.Client.DescribeWorkflowExecution(ctx, id, runID)
 		if err != nil {
 			return 0, 0, nil, 0, nil, 0, 0, err
 		}
+		perRun = append(perRun, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		note(&common.WorkflowExecution{WorkflowId: id, RunId: runID}, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		worst = max(worst, int(rd.GetWorkflowExecutionInfo().GetHistoryLength()))
 		bytes = max(bytes, rd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
