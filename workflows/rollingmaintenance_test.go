@@ -33,6 +33,8 @@ type rollFixture struct {
 	tight     bool                   // every host has room for one small instance only
 	amqp      *activities.AMQPResult // what CheckAMQP finds (default: a connection in the log)
 	amqpCalls map[string]int         // host -> CheckAMQP calls
+	computes  []string               // the cloud's computes (compute1-3)
+	freeRAM   map[string]int         // host -> free RAM Placement reports, when not the default
 }
 
 var rollRacks = map[string]string{"compute1": "r1", "compute2": "r2", "compute3": "r2"}
@@ -65,10 +67,17 @@ func (f *rollFixture) on(h string) []activities.Instance {
 }
 
 func newRollFixture(t *testing.T) *rollFixture {
+	return newRollFixtureOf(t, []string{"compute1", "compute2", "compute3"}, 3)
+}
+
+// newRollFixtureOf is a cloud of the computes, the first withInstances of them with two
+// instances each.
+func newRollFixtureOf(t *testing.T, computes []string, withInstances int) *rollFixture {
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateCanaryOK}
-	f := &rollFixture{fixture: newFixture(t, p), where: map[string]string{}, out: map[string]bool{}, bootFails: map[string]int{}, critical: map[string]int{}, amqpCalls: map[string]int{}}
-	for i, h := range []string{"compute1", "compute2", "compute3"} {
+	f := &rollFixture{fixture: newFixture(t, p), where: map[string]string{}, out: map[string]bool{}, bootFails: map[string]int{}, critical: map[string]int{}, amqpCalls: map[string]int{},
+		computes: computes, freeRAM: map[string]int{}}
+	for i, h := range computes[:withInstances] {
 		f.where[fmt.Sprintf("i%d-a", i+1)] = h
 		f.where[fmt.Sprintf("i%d-b", i+1)] = h
 	}
@@ -81,7 +90,7 @@ func newRollFixture(t *testing.T) *rollFixture {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		var out []activities.ComputeService
-		for _, h := range []string{"compute1", "compute2", "compute3"} {
+		for _, h := range f.computes {
 			st := map[bool]string{true: "disabled", false: "enabled"}[f.out[h]]
 			out = append(out, activities.ComputeService{Host: h, ID: "s-" + h, Status: st, State: "up", UpdatedAt: time.Now().Add(1000 * time.Hour)})
 		}
@@ -114,6 +123,9 @@ func newRollFixture(t *testing.T) *rollFixture {
 			c := activities.HostCapacity{Host: h, FreeVCPUs: 100, FreeRAMMB: 100000, FreeDiskGB: 1000}
 			if f.tight {
 				c = activities.HostCapacity{Host: h, FreeVCPUs: 1, FreeRAMMB: 512, FreeDiskGB: 1}
+			}
+			if ram, ok := f.freeRAM[h]; ok {
+				c.FreeRAMMB = ram
 			}
 			out = append(out, c)
 		}
@@ -451,4 +463,48 @@ func TestRollingMaintenanceRebootChecksAMQPOnceAfterAReport(t *testing.T) {
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		assert.Equal(t, map[string]int{"compute1": 6, "compute2": 6}, f.amqpCalls, "the old wait: six looks for a log line")
 	})
+}
+
+// TestRollingMaintenanceBoundsEvacuateTargetsOnALargeCloud: on a cloud of 100 computes, a wave's
+// host has 98 computes outside its batch, more than evacuate takes (64): its evacuate child gets
+// 64, first where the capacity check placed its instances, then the roomiest others (ties by
+// name), and the wave completes.
+func TestRollingMaintenanceBoundsEvacuateTargetsOnALargeCloud(t *testing.T) {
+	var computes []string
+	for i := 1; i <= 100; i++ {
+		computes = append(computes, fmt.Sprintf("compute%03d", i))
+	}
+	f := newRollFixtureOf(t, computes, 2)
+	for _, h := range computes {
+		f.freeRAM[h] = 10000
+	}
+	// PlanMoves puts each instance (512 MB) on the target with the most free RAM: compute042
+	// (the first of the two with 10,400), then compute099; compute077 is the roomiest other.
+	f.freeRAM["compute042"], f.freeRAM["compute099"], f.freeRAM["compute077"] = 10400, 10400, 10200
+	in := rollInput()
+	in.Role, in.BatchBy, in.BatchSize, in.Hosts = "", "", 2, []string{"compute001", "compute002"}
+	f.approveGate(wf.GateApprovePlan, time.Minute)
+	f.run(wf.RollingMaintenance.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Contains(t, rep.Summary, "2 of 2 host(s) done")
+
+	want := []string{"compute042", "compute099", "compute077"}
+	for _, h := range computes[2:] {
+		if len(want) < 64 && !slices.Contains(want, h) {
+			want = append(want, h)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.evacuated, 2)
+	for _, ev := range f.evacuated {
+		assert.Equal(t, want, ev.Targets, ev.Host)
+		assert.NoError(t, ev.Validate(), "evacuate takes its input")
+	}
+	for id, h := range f.where {
+		assert.Equal(t, map[byte]string{'1': "compute001", '2': "compute002"}[id[1]], h, "%s is back", id)
+	}
+	plan := strings.Join(rep.Plan, "\n")
+	assert.Contains(t, plan, "targets compute042, compute099, compute077, compute003, compute004, compute005, compute006, compute007 and 56 more (64 in all))")
 }
