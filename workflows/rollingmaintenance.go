@@ -2,6 +2,8 @@ package workflows
 
 import (
 	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -128,6 +130,84 @@ type rollingPlan struct {
 	parallel int
 	upgrade  *upgradeServicePlan // --action upgrade: nova on the wave's hosts
 	dbHost   string
+	// next is where the wave got to, for the next run when it continues as new between two
+	// hosts (rollingmaintenance_wave.go): how many hosts, in the plan's order, are done.
+	next int
+}
+
+// rollingState is rollingPlan as the next run of a chain gets it (continue.go), what the wave
+// needs of it: each host's facts, and the targets of the hosts not yet done as indexes into
+// Computes (64 names a host would be some 1.5 MB at 500 hosts); the instances and moves were
+// the plan's (its text is carried). An upgrade's wave stays one run.
+type rollingState struct {
+	Batches  []rollingBatchState `json:"batches"`
+	Computes []string            `json:"computes,omitempty"`
+	Parallel int                 `json:"parallel"`
+	Next     int                 `json:"next"`
+}
+
+type rollingBatchState struct {
+	Domain string             `json:"domain"`
+	Hosts  []rollingHostState `json:"hosts"`
+}
+
+type rollingHostState struct {
+	Facts   activities.HostFacts `json:"facts"`
+	Targets []int                `json:"targets,omitempty"`
+}
+
+func (p *rollingPlan) MarshalJSON() ([]byte, error) {
+	if p.upgrade != nil {
+		return nil, errors.New("an upgrade's wave is not carried to a next run")
+	}
+	s := rollingState{Parallel: p.parallel, Next: p.next}
+	index := map[string]int{}
+	k := 0
+	for _, b := range p.batches {
+		bs := rollingBatchState{Domain: b.domain}
+		for _, h := range b.hosts {
+			hs := rollingHostState{Facts: h.facts}
+			for _, t := range h.targets {
+				if k < p.next {
+					break
+				}
+				i, ok := index[t]
+				if !ok {
+					i = len(s.Computes)
+					index[t] = i
+					s.Computes = append(s.Computes, t)
+				}
+				hs.Targets = append(hs.Targets, i)
+			}
+			bs.Hosts = append(bs.Hosts, hs)
+			k++
+		}
+		s.Batches = append(s.Batches, bs)
+	}
+	return json.Marshal(s)
+}
+
+func (p *rollingPlan) UnmarshalJSON(data []byte) error {
+	var s rollingState
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	*p = rollingPlan{parallel: s.Parallel, next: s.Next}
+	for _, bs := range s.Batches {
+		b := rollingBatch{domain: bs.Domain}
+		for _, hs := range bs.Hosts {
+			h := &rollingHost{facts: hs.Facts}
+			for _, i := range hs.Targets {
+				if i < 0 || i >= len(s.Computes) {
+					return fmt.Errorf("host %s: target %d of %d", hs.Facts.Name, i, len(s.Computes))
+				}
+				h.targets = append(h.targets, s.Computes[i])
+			}
+			b.hosts = append(b.hosts, h)
+		}
+		p.batches = append(p.batches, b)
+	}
+	return nil
 }
 
 type rollingBatch struct {

@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,10 +12,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
@@ -34,7 +37,8 @@ type rollFixture struct {
 	amqp      *activities.AMQPResult // what CheckAMQP finds (default: a connection in the log)
 	amqpCalls map[string]int         // host -> CheckAMQP calls
 	computes  []string               // the cloud's computes (compute1-3)
-	freeRAM   map[string]int         // host -> free RAM Placement reports, when not the default
+	policy    policy.Policy
+	freeRAM   map[string]int // host -> free RAM Placement reports, when not the default
 }
 
 var rollRacks = map[string]string{"compute1": "r1", "compute2": "r2", "compute3": "r2"}
@@ -75,12 +79,18 @@ func newRollFixture(t *testing.T) *rollFixture {
 func newRollFixtureOf(t *testing.T, computes []string, withInstances int) *rollFixture {
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateCanaryOK}
-	f := &rollFixture{fixture: newFixture(t, p), where: map[string]string{}, out: map[string]bool{}, bootFails: map[string]int{}, critical: map[string]int{}, amqpCalls: map[string]int{},
+	f := &rollFixture{fixture: newFixture(t, p), policy: p, where: map[string]string{}, out: map[string]bool{}, bootFails: map[string]int{}, critical: map[string]int{}, amqpCalls: map[string]int{},
 		computes: computes, freeRAM: map[string]int{}}
 	for i, h := range computes[:withInstances] {
 		f.where[fmt.Sprintf("i%d-a", i+1)] = h
 		f.where[fmt.Sprintf("i%d-b", i+1)] = h
 	}
+	f.mockWorld()
+	return f
+}
+
+// mockWorld sets the mocks of the simulated world on the fixture's test environment.
+func (f *rollFixture) mockWorld() {
 	f.env.RegisterActivity(computeAct)
 	f.env.RegisterActivity(novaDBAct)
 	f.grantLeases()
@@ -209,7 +219,6 @@ func newRollFixtureOf(t *testing.T, computes []string, withInstances int) *rollF
 		}
 		return rep, nil
 	})
-	return f
 }
 
 func rollInput() wf.RollingMaintenanceInput {
@@ -507,4 +516,89 @@ func TestRollingMaintenanceBoundsEvacuateTargetsOnALargeCloud(t *testing.T) {
 	}
 	plan := strings.Join(rep.Plan, "\n")
 	assert.Contains(t, plan, "targets compute042, compute099, compute077, compute003, compute004, compute005, compute006, compute007 and 56 more (64 in all))")
+}
+
+// runChain runs the wave as Temporal runs a chain that continues as new: each run in a test
+// environment of its own on the same simulated world, the next one with the input the last one
+// continued with, every run's history as long as the budget (so that each run does one host).
+// It returns how many runs the chain had.
+func (f *rollFixture) runChain(in wf.RollingMaintenanceInput) int {
+	f.t.Helper()
+	f.env.SetCurrentHistoryLength(f.policy.HistoryBudget + 1)
+	f.run(wf.RollingMaintenance.Type, in)
+	for runs := 1; ; runs++ {
+		require.True(f.t, f.env.IsWorkflowCompleted())
+		var can *workflow.ContinueAsNewError
+		if !errors.As(f.env.GetWorkflowError(), &can) {
+			return runs
+		}
+		require.Less(f.t, runs, 10, "a chain of at most one run per host")
+		var next wf.RollingMaintenanceInput
+		require.NoError(f.t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+		require.NotNil(f.t, next.Continued)
+		f.t.Logf("run %d continued as new: input %d bytes, %d steps", runs, can.Input.Size(), len(next.Continued.Steps))
+		f.fixture = newFixture(f.t, f.policy)
+		f.mockWorld()
+		f.env.SetContinuedExecutionRunID(fmt.Sprintf("run-%d", runs))
+		f.env.SetCurrentHistoryLength(f.policy.HistoryBudget + 1)
+		f.run(wf.RollingMaintenance.Type, next)
+	}
+}
+
+// TestRollingMaintenanceContinuesAsNewBetweenHosts: with a history budget every host passes, the
+// wave continues as new between its hosts (three runs for three hosts) and ends as one run
+// would: planned and approved once, the canary's gate asked once, every host done once and in
+// order, the instances back, and the report the whole chain's.
+func TestRollingMaintenanceContinuesAsNewBetweenHosts(t *testing.T) {
+	f := newRollFixture(t)
+	f.policy.HistoryBudget = 100
+	f.fixture = newFixture(t, f.policy)
+	f.mockWorld()
+	f.approveGate(wf.GateApprovePlan, time.Minute)
+	f.approveGate(wf.GateCanaryOK, 3*time.Hour)
+	runs := f.runChain(rollInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, 3, runs, "one run per host")
+	assert.EqualValues(t, 3, rep.Details["runs"])
+	assert.Empty(t, rep.LeftState)
+	assert.Contains(t, rep.Summary, "3 of 3 host(s) done")
+	assert.Contains(t, stepDetail(rep, "wave"), "done: [compute1, compute2, compute3]; in progress: []; untouched: []")
+	require.Len(t, rep.Decisions, 2, "approved once, the canary once: %+v", rep.Decisions)
+	assert.Equal(t, wf.GateApprovePlan, rep.Decisions[0].Name)
+	assert.Equal(t, wf.GateCanaryOK, rep.Decisions[1].Name)
+	assert.NotEmpty(t, rep.Plan, "the first run's plan")
+	// The hosts of the earlier runs are one step each (their own steps are in those runs'
+	// histories), the last run's host has all its steps.
+	state := map[string]wf.StepState{}
+	for _, s := range rep.Steps {
+		state[s.Name] = s.State
+	}
+	for i, h := range []string{"compute1", "compute2"} {
+		assert.Equal(t, wf.StepDone, state[h], "%s in the report: %+v", h, rep.Steps)
+		assert.Equal(t, fmt.Sprintf("done: 2 of 2 moved back to %s (13 step(s): 13 done, 0 skipped, 0 failed; each one in the history of run %d of the chain)", h, i+1), stepDetail(rep, h))
+		assert.NotContains(t, state, h+"/evacuate")
+	}
+	for _, s := range []string{"evacuate", "disable", "reboot", "post-reboot-check", "enable", "migrate-back"} {
+		assert.Equal(t, wf.StepDone, state["compute3/"+s], "compute3/%s in the report", s)
+	}
+	assert.Equal(t, wf.StepDone, state["wave"])
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, h := range f.where {
+		assert.Equal(t, "compute"+id[1:2], h, id)
+	}
+	var seq []string
+	for _, c := range f.calls {
+		if !strings.HasPrefix(c, "move:") {
+			seq = append(seq, strings.SplitN(c, ":", 3)[0]+":"+strings.SplitN(c, ":", 3)[1])
+		}
+	}
+	var want []string
+	for _, h := range []string{"compute1", "compute2", "compute3"} {
+		want = append(want, "evacuate:"+h, "disable:"+h, "reboot:"+h, "post-reboot-check:"+h, "enable:"+h)
+	}
+	assert.Equal(t, want, seq, "every host once, in order")
+	assert.Equal(t, []string{"compute1"}, f.evacuated[1].Targets, "the plan's targets, carried")
 }

@@ -55,6 +55,10 @@ type Run struct {
 	summary string
 	// exits are the OnExit hooks, run last-registered first before the report is written.
 	exits []func()
+	// Of the exits, leaseExits give back a lease (the next run of a chain registers them again
+	// from its leases' keys; a released lease's is a no-op) and everyRun are Act's own, which Act
+	// registers again in every run of a chain (continue.go).
+	leaseExits, everyRun int
 
 	// The stale-plan check (stale.go): replan runs the runbook's Plan again; approval is what the
 	// plan asked for; plannedAt is when the plan was (re)made; acting is set at Act's first step
@@ -414,6 +418,13 @@ func (r *Run) describeNotification(n *activities.Notification) {
 // to give back, the state it leaves its target in). Hooks run last-registered first, before the
 // report is written.
 func (r *Run) OnExit(fn func()) { r.exits = append(r.exits, fn) }
+
+// OnExitEveryRun is OnExit for a hook that needs nothing carried to the next run of a chain: Act
+// registers it again at its start in every run (a run with other hooks stays one run).
+func (r *Run) OnExitEveryRun(fn func()) {
+	r.OnExit(fn)
+	r.everyRun++
+}
 
 func (r *Run) runExitHooks() {
 	for i := len(r.exits) - 1; i >= 0; i-- {
