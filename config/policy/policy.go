@@ -22,7 +22,7 @@ type Policy struct {
 	// PlanMaxAge: a plan older than this when its run is about to act (after a gate, a lease or
 	// a stalled step that waited) is made again, and approved again if it drifted.
 	PlanMaxAge time.Duration `mapstructure:"plan_max_age" yaml:"plan_max_age" json:"plan_max_age"`
-	// HistoryBudget: a long run (swift-ring in steps) continues as new between two units of work
+	// HistoryBudget: a long run (swift-ring in steps, a rolling wave) continues as new between two units of work
 	// when its history and one more unit like the last would pass this many events (0: 8,000;
 	// Temporal warns at 10,240).
 	HistoryBudget int `mapstructure:"history_budget" yaml:"history_budget" json:"history_budget,omitempty"`
