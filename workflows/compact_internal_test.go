@@ -41,3 +41,25 @@ func TestFitReportCutsTheLongestListsUntilItFits(t *testing.T) {
 	assert.Len(t, before.Plan, 10)
 	assert.Empty(t, before.Findings)
 }
+
+// TestCarryAuditByActivityPastItsMax: a wave's hosts each have steps of their own with a few
+// calls each: past carryAuditMax entries the successful calls are one entry per activity, and
+// every failure stays.
+func TestCarryAuditByActivityPastItsMax(t *testing.T) {
+	var audit []AuditEntry
+	for h := range 500 {
+		for _, a := range []string{"InstancesOnHost", "SetComputeService", "MoveInstance"} {
+			audit = append(audit, AuditEntry{Step: fmt.Sprintf("c%d/%s", h, a), Activity: a, Target: fmt.Sprintf("c%d", h), Result: "ok"})
+		}
+	}
+	audit = append(audit, AuditEntry{Step: "c7/reboot", Activity: "RebootHost", Target: "c7", Result: "error: no route"})
+	require.Len(t, carryAudit(audit[:300]), 300, "under the max: as before")
+	out := carryAudit(audit)
+	require.Len(t, out, 4)
+	for _, e := range out[:3] {
+		assert.Equal(t, 500, e.Count, e.Activity)
+		assert.Contains(t, e.Target, "500 item(s) in 500 step(s), every call ok")
+	}
+	assert.Equal(t, "error: no route", out[3].Result)
+	assert.Equal(t, "c7", out[3].Target)
+}

@@ -78,8 +78,8 @@ func (r *Run) ContinueAsNew(lastEvents int) bool {
 		return false
 	}
 	// Exit hooks are functions: only the leases' can be carried (registered again from their
-	// keys); a run with others stays one run.
-	if len(r.exits) != len(r.leased) || len(r.stalled) > 0 || r.openGateCount() > 0 {
+	// keys), and Act's OnExitEveryRun ones; a run with others stays one run.
+	if len(r.exits) != r.leaseExits+r.everyRun || len(r.stalled) > 0 || r.openGateCount() > 0 {
 		return false
 	}
 	return workflow.GetVersion(r.ctx, continueChange, workflow.DefaultVersion, 1) == 1
@@ -146,6 +146,7 @@ func (r *Run) resume(c *Continued) {
 		} else {
 			r.OnExit(func() { r.ReleaseHostLease(k) })
 		}
+		r.leaseExits++
 	}
 	r.resumed = c.State
 	r.SetDetail("runs", c.Runs+1) // the report shows the chain was more than one run
@@ -183,6 +184,40 @@ func carryAudit(audit []AuditEntry) []AuditEntry {
 		c.Count++
 		c.Duration += e.Duration
 		c.Target = fmt.Sprintf("%d item(s), every call ok (each one is in the worker's audit log)", c.Count)
+	}
+	if len(out) <= carryAuditMax {
+		return out
+	}
+	return carryAuditByActivity(out)
+}
+
+// carryAuditMax: past this many entries carried, the successful calls are one entry per activity
+// over all steps (a rolling wave has a dozen steps of its own per host: 500 hosts' entries one by
+// one would take the input of a late run of the chain past Temporal's 2 MB payload limit).
+// Failures stay one entry each.
+const carryAuditMax = 400
+
+func carryAuditByActivity(audit []AuditEntry) []AuditEntry {
+	out := make([]AuditEntry, 0, carryAuditMax)
+	at := map[string]int{}
+	steps := map[string]map[string]bool{}
+	for _, e := range audit {
+		if e.Result != "ok" {
+			out = append(out, e)
+			continue
+		}
+		i, ok := at[e.Activity]
+		if !ok {
+			at[e.Activity] = len(out)
+			steps[e.Activity] = map[string]bool{}
+			out = append(out, AuditEntry{At: e.At, Step: e.Step, Activity: e.Activity, RequestedBy: e.RequestedBy, Result: "ok"})
+			i = len(out) - 1
+		}
+		c := &out[i]
+		c.Count += max(e.Count, 1)
+		c.Duration += e.Duration
+		steps[e.Activity][e.Step] = true
+		c.Target = fmt.Sprintf("%d item(s) in %d step(s), every call ok (each one is in the worker's audit log)", c.Count, len(steps[e.Activity]))
 	}
 	return out
 }

@@ -252,6 +252,7 @@ func (r *Run) acquire(name, key string, req activities.LeaseRequest, waiting str
 	if err == nil {
 		r.leased = append(r.leased, key)
 		r.OnExit(release)
+		r.leaseExits++
 	}
 	return err
 }

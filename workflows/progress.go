@@ -236,3 +236,41 @@ func (r *Run) SetLeftState(s string) { r.leftState = s }
 
 // Now is the workflow's deterministic clock.
 func (r *Run) Now() time.Time { return workflow.Now(r.ctx) }
+
+// foldSteps makes the ended steps named prefix+"/..." one step named prefix, where the first of
+// them was, before a run continues as new (continue.go): a wave carries each host it finished
+// as one step, so that the chain's state stays far under Temporal's payload limit however many
+// hosts it has done (each host's own steps are in the history of the run that did it).
+func (r *Run) foldSteps(prefix, detail string) {
+	var kept []*step
+	var fold *step
+	n := map[StepState]int{}
+	total := 0
+	for _, s := range r.steps {
+		ended := s.State == StepDone || s.State == StepSkipped || s.State == StepFailed
+		if !strings.HasPrefix(s.Name, prefix+"/") || !ended {
+			kept = append(kept, s)
+			continue
+		}
+		if fold == nil {
+			fold = &step{StepStatus: StepStatus{Name: prefix, State: StepDone, Target: prefix}}
+			kept = append(kept, fold)
+		}
+		total++
+		n[s.State]++
+		if s.Started != nil && (fold.Started == nil || s.Started.Before(*fold.Started)) {
+			fold.Started = s.Started
+		}
+		if s.Ended != nil && (fold.Ended == nil || s.Ended.After(*fold.Ended)) {
+			fold.Ended = s.Ended
+		}
+		delete(r.byName, s.Name)
+	}
+	if fold == nil {
+		return
+	}
+	fold.Detail = fmt.Sprintf("%s (%d step(s): %d done, %d skipped, %d failed; each one in the history of run %d of the chain)",
+		detail, total, n[StepDone], n[StepSkipped], n[StepFailed], r.runs+1)
+	r.byName[prefix] = fold
+	r.steps = kept
+}

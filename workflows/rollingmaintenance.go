@@ -1,6 +1,9 @@
 package workflows
 
 import (
+	"cmp"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -127,6 +130,84 @@ type rollingPlan struct {
 	parallel int
 	upgrade  *upgradeServicePlan // --action upgrade: nova on the wave's hosts
 	dbHost   string
+	// next is where the wave got to, for the next run when it continues as new between two
+	// hosts (rollingmaintenance_wave.go): how many hosts, in the plan's order, are done.
+	next int
+}
+
+// rollingState is rollingPlan as the next run of a chain gets it (continue.go), what the wave
+// needs of it: each host's facts, and the targets of the hosts not yet done as indexes into
+// Computes (64 names a host would be some 1.5 MB at 500 hosts); the instances and moves were
+// the plan's (its text is carried). An upgrade's wave stays one run.
+type rollingState struct {
+	Batches  []rollingBatchState `json:"batches"`
+	Computes []string            `json:"computes,omitempty"`
+	Parallel int                 `json:"parallel"`
+	Next     int                 `json:"next"`
+}
+
+type rollingBatchState struct {
+	Domain string             `json:"domain"`
+	Hosts  []rollingHostState `json:"hosts"`
+}
+
+type rollingHostState struct {
+	Facts   activities.HostFacts `json:"facts"`
+	Targets []int                `json:"targets,omitempty"`
+}
+
+func (p *rollingPlan) MarshalJSON() ([]byte, error) {
+	if p.upgrade != nil {
+		return nil, errors.New("an upgrade's wave is not carried to a next run")
+	}
+	s := rollingState{Parallel: p.parallel, Next: p.next}
+	index := map[string]int{}
+	k := 0
+	for _, b := range p.batches {
+		bs := rollingBatchState{Domain: b.domain}
+		for _, h := range b.hosts {
+			hs := rollingHostState{Facts: h.facts}
+			for _, t := range h.targets {
+				if k < p.next {
+					break
+				}
+				i, ok := index[t]
+				if !ok {
+					i = len(s.Computes)
+					index[t] = i
+					s.Computes = append(s.Computes, t)
+				}
+				hs.Targets = append(hs.Targets, i)
+			}
+			bs.Hosts = append(bs.Hosts, hs)
+			k++
+		}
+		s.Batches = append(s.Batches, bs)
+	}
+	return json.Marshal(s)
+}
+
+func (p *rollingPlan) UnmarshalJSON(data []byte) error {
+	var s rollingState
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	*p = rollingPlan{parallel: s.Parallel, next: s.Next}
+	for _, bs := range s.Batches {
+		b := rollingBatch{domain: bs.Domain}
+		for _, hs := range bs.Hosts {
+			h := &rollingHost{facts: hs.Facts}
+			for _, i := range hs.Targets {
+				if i < 0 || i >= len(s.Computes) {
+					return fmt.Errorf("host %s: target %d of %d", hs.Facts.Name, i, len(s.Computes))
+				}
+				h.targets = append(h.targets, s.Computes[i])
+			}
+			b.hosts = append(b.hosts, h)
+		}
+		p.batches = append(p.batches, b)
+	}
+	return nil
 }
 
 type rollingBatch struct {
@@ -208,6 +289,8 @@ func planRollingMaintenance(r *Run, in *RollingMaintenanceInput, p *rollingPlan)
 	}
 
 	// Each host's instances must fit on the compute hosts outside its batch (its failure domain).
+	// Its evacuate child takes at most maxTargets of them (rollingTargets).
+	bounded := workflow.GetVersion(r.ctx, rollingBoundedTargets, workflow.DefaultVersion, 1) == 1
 	err = r.Do("capacity", StepOptions{Target: strings.Join(names, ","), NoSkip: true}, func(ctx workflow.Context) error {
 		var all []string
 		for _, s := range svcs {
@@ -236,6 +319,9 @@ func planRollingMaintenance(r *Run, in *RollingMaintenanceInput, p *rollingPlan)
 				if h.moves, err = PlanMoves(h.name(), h.instances, hc, false); err != nil {
 					return refused("%s: %v", h.name(), err)
 				}
+				if bounded {
+					h.targets = rollingTargets(h.moves, hc)
+				}
 			}
 		}
 		return nil
@@ -260,6 +346,51 @@ func planRollingMaintenance(r *Run, in *RollingMaintenanceInput, p *rollingPlan)
 		Summary: fmt.Sprintf("Rolling %s of %d compute host(s) in %d batch(es): %s. Each host is evacuated first (its own evacuate run and plan), its instances come back after. Reason: %s",
 			in.Action, len(names), len(p.batches), strings.Join(names, ", "), in.Reason),
 		DryRun: fmt.Sprintf("dry run: %d host(s) in %d batch(es) planned; nothing changed", len(names), len(p.batches))}, nil
+}
+
+// rollingBoundedTargets is the workflow.GetVersion change after which a host's evacuate child
+// gets at most maxTargets targets (rollingTargets) instead of every compute outside its batch,
+// which evacuate refuses past maxTargets (a wave on a cloud of more than some 64 computes
+// stalled at its first host). Runs begun before it keep their targets.
+const rollingBoundedTargets = "rolling-bounded-targets"
+
+// rollingTargets is a host's evacuate targets, at most maxTargets of the candidates (the
+// computes outside its batch): first the destinations PlanMoves chose for its instances (where
+// the capacity check placed them), in the order of its moves, then the other candidates by most
+// free capacity (RAM, vCPUs, disk, as PlanMoves weighs them; ties by host name). Should its
+// moves use more than maxTargets destinations, the first maxTargets of them: the evacuate child
+// checks the capacity of its targets again in its own plan.
+func rollingTargets(moves []Move, cands []activities.HostCapacity) []string {
+	var out []string
+	for _, m := range moves {
+		if m.To != "" && !slices.Contains(out, m.To) && len(out) < maxTargets {
+			out = append(out, m.To)
+		}
+	}
+	rest := slices.Clone(cands)
+	slices.SortFunc(rest, func(a, b activities.HostCapacity) int {
+		return cmp.Or(cmp.Compare(b.FreeRAMMB, a.FreeRAMMB), cmp.Compare(b.FreeVCPUs, a.FreeVCPUs), cmp.Compare(b.FreeDiskGB, a.FreeDiskGB),
+			cmp.Compare(a.Host, b.Host))
+	})
+	for _, c := range rest {
+		if len(out) == maxTargets {
+			break
+		}
+		if !slices.Contains(out, c.Host) {
+			out = append(out, c.Host)
+		}
+	}
+	return out
+}
+
+// planTargetsShown is how many of a host's targets its plan line names; it counts the others.
+const planTargetsShown = 8
+
+func targetsText(ts []string) string {
+	if len(ts) <= planTargetsShown {
+		return strings.Join(ts, ", ")
+	}
+	return fmt.Sprintf("%s and %d more (%d in all)", strings.Join(ts[:planTargetsShown], ", "), len(ts)-planTargetsShown, len(ts))
 }
 
 // makeBatches groups the hosts by failure domain (the --batch-by label, batches in the order the
@@ -369,7 +500,7 @@ func (p *rollingPlan) lines(r *Run, in *RollingMaintenanceInput) []string {
 				}
 			}
 			lines = append(lines, fmt.Sprintf("%s: %d instance(s) now (%d to move) → child run evacuate %s (its own plan and gate %s; targets %s); disable nova-compute; %s; enable; capacity checked again; the instances moved back",
-				h.name(), len(h.instances), n, h.name(), GateApprovePlan, strings.Join(h.targets, ", "), p.actionText(in, h)))
+				h.name(), len(h.instances), n, h.name(), GateApprovePlan, targetsText(h.targets), p.actionText(in, h)))
 		}
 	}
 	return lines

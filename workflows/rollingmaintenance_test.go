@@ -2,6 +2,7 @@ package workflows_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -11,10 +12,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/stackrun/stackrun/activities"
+	"github.com/stackrun/stackrun/config/policy"
 	wf "github.com/stackrun/stackrun/workflows"
 )
 
@@ -33,6 +36,9 @@ type rollFixture struct {
 	tight     bool                   // every host has room for one small instance only
 	amqp      *activities.AMQPResult // what CheckAMQP finds (default: a connection in the log)
 	amqpCalls map[string]int         // host -> CheckAMQP calls
+	computes  []string               // the cloud's computes (compute1-3)
+	policy    policy.Policy
+	freeRAM   map[string]int // host -> free RAM Placement reports, when not the default
 }
 
 var rollRacks = map[string]string{"compute1": "r1", "compute2": "r2", "compute3": "r2"}
@@ -65,13 +71,26 @@ func (f *rollFixture) on(h string) []activities.Instance {
 }
 
 func newRollFixture(t *testing.T) *rollFixture {
+	return newRollFixtureOf(t, []string{"compute1", "compute2", "compute3"}, 3)
+}
+
+// newRollFixtureOf is a cloud of the computes, the first withInstances of them with two
+// instances each.
+func newRollFixtureOf(t *testing.T, computes []string, withInstances int) *rollFixture {
 	p := basePolicy()
 	p.TwoPersonGates = []string{wf.GateApprovePlan, wf.GateCanaryOK}
-	f := &rollFixture{fixture: newFixture(t, p), where: map[string]string{}, out: map[string]bool{}, bootFails: map[string]int{}, critical: map[string]int{}, amqpCalls: map[string]int{}}
-	for i, h := range []string{"compute1", "compute2", "compute3"} {
+	f := &rollFixture{fixture: newFixture(t, p), policy: p, where: map[string]string{}, out: map[string]bool{}, bootFails: map[string]int{}, critical: map[string]int{}, amqpCalls: map[string]int{},
+		computes: computes, freeRAM: map[string]int{}}
+	for i, h := range computes[:withInstances] {
 		f.where[fmt.Sprintf("i%d-a", i+1)] = h
 		f.where[fmt.Sprintf("i%d-b", i+1)] = h
 	}
+	f.mockWorld()
+	return f
+}
+
+// mockWorld sets the mocks of the simulated world on the fixture's test environment.
+func (f *rollFixture) mockWorld() {
 	f.env.RegisterActivity(computeAct)
 	f.env.RegisterActivity(novaDBAct)
 	f.grantLeases()
@@ -81,7 +100,7 @@ func newRollFixture(t *testing.T) *rollFixture {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		var out []activities.ComputeService
-		for _, h := range []string{"compute1", "compute2", "compute3"} {
+		for _, h := range f.computes {
 			st := map[bool]string{true: "disabled", false: "enabled"}[f.out[h]]
 			out = append(out, activities.ComputeService{Host: h, ID: "s-" + h, Status: st, State: "up", UpdatedAt: time.Now().Add(1000 * time.Hour)})
 		}
@@ -114,6 +133,9 @@ func newRollFixture(t *testing.T) *rollFixture {
 			c := activities.HostCapacity{Host: h, FreeVCPUs: 100, FreeRAMMB: 100000, FreeDiskGB: 1000}
 			if f.tight {
 				c = activities.HostCapacity{Host: h, FreeVCPUs: 1, FreeRAMMB: 512, FreeDiskGB: 1}
+			}
+			if ram, ok := f.freeRAM[h]; ok {
+				c.FreeRAMMB = ram
 			}
 			out = append(out, c)
 		}
@@ -197,7 +219,6 @@ func newRollFixture(t *testing.T) *rollFixture {
 		}
 		return rep, nil
 	})
-	return f
 }
 
 func rollInput() wf.RollingMaintenanceInput {
@@ -451,4 +472,133 @@ func TestRollingMaintenanceRebootChecksAMQPOnceAfterAReport(t *testing.T) {
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		assert.Equal(t, map[string]int{"compute1": 6, "compute2": 6}, f.amqpCalls, "the old wait: six looks for a log line")
 	})
+}
+
+// TestRollingMaintenanceBoundsEvacuateTargetsOnALargeCloud: on a cloud of 100 computes, a wave's
+// host has 98 computes outside its batch, more than evacuate takes (64): its evacuate child gets
+// 64, first where the capacity check placed its instances, then the roomiest others (ties by
+// name), and the wave completes.
+func TestRollingMaintenanceBoundsEvacuateTargetsOnALargeCloud(t *testing.T) {
+	var computes []string
+	for i := 1; i <= 100; i++ {
+		computes = append(computes, fmt.Sprintf("compute%03d", i))
+	}
+	f := newRollFixtureOf(t, computes, 2)
+	for _, h := range computes {
+		f.freeRAM[h] = 10000
+	}
+	// PlanMoves puts each instance (512 MB) on the target with the most free RAM: compute042
+	// (the first of the two with 10,400), then compute099; compute077 is the roomiest other.
+	f.freeRAM["compute042"], f.freeRAM["compute099"], f.freeRAM["compute077"] = 10400, 10400, 10200
+	in := rollInput()
+	in.Role, in.BatchBy, in.BatchSize, in.Hosts = "", "", 2, []string{"compute001", "compute002"}
+	f.approveGate(wf.GateApprovePlan, time.Minute)
+	f.run(wf.RollingMaintenance.Type, in)
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Contains(t, rep.Summary, "2 of 2 host(s) done")
+
+	want := []string{"compute042", "compute099", "compute077"}
+	for _, h := range computes[2:] {
+		if len(want) < 64 && !slices.Contains(want, h) {
+			want = append(want, h)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	require.Len(t, f.evacuated, 2)
+	for _, ev := range f.evacuated {
+		assert.Equal(t, want, ev.Targets, ev.Host)
+		assert.NoError(t, ev.Validate(), "evacuate takes its input")
+	}
+	for id, h := range f.where {
+		assert.Equal(t, map[byte]string{'1': "compute001", '2': "compute002"}[id[1]], h, "%s is back", id)
+	}
+	plan := strings.Join(rep.Plan, "\n")
+	assert.Contains(t, plan, "targets compute042, compute099, compute077, compute003, compute004, compute005, compute006, compute007 and 56 more (64 in all))")
+}
+
+// runChain runs the wave as Temporal runs a chain that continues as new: each run in a test
+// environment of its own on the same simulated world, the next one with the input the last one
+// continued with, every run's history as long as the budget (so that each run does one host).
+// It returns how many runs the chain had.
+func (f *rollFixture) runChain(in wf.RollingMaintenanceInput) int {
+	f.t.Helper()
+	f.env.SetCurrentHistoryLength(f.policy.HistoryBudget + 1)
+	f.run(wf.RollingMaintenance.Type, in)
+	for runs := 1; ; runs++ {
+		require.True(f.t, f.env.IsWorkflowCompleted())
+		var can *workflow.ContinueAsNewError
+		if !errors.As(f.env.GetWorkflowError(), &can) {
+			return runs
+		}
+		require.Less(f.t, runs, 10, "a chain of at most one run per host")
+		var next wf.RollingMaintenanceInput
+		require.NoError(f.t, converter.GetDefaultDataConverter().FromPayloads(can.Input, &next))
+		require.NotNil(f.t, next.Continued)
+		f.t.Logf("run %d continued as new: input %d bytes, %d steps", runs, can.Input.Size(), len(next.Continued.Steps))
+		f.fixture = newFixture(f.t, f.policy)
+		f.mockWorld()
+		f.env.SetContinuedExecutionRunID(fmt.Sprintf("run-%d", runs))
+		f.env.SetCurrentHistoryLength(f.policy.HistoryBudget + 1)
+		f.run(wf.RollingMaintenance.Type, next)
+	}
+}
+
+// TestRollingMaintenanceContinuesAsNewBetweenHosts: with a history budget every host passes, the
+// wave continues as new between its hosts (three runs for three hosts) and ends as one run
+// would: planned and approved once, the canary's gate asked once, every host done once and in
+// order, the instances back, and the report the whole chain's.
+func TestRollingMaintenanceContinuesAsNewBetweenHosts(t *testing.T) {
+	f := newRollFixture(t)
+	f.policy.HistoryBudget = 100
+	f.fixture = newFixture(t, f.policy)
+	f.mockWorld()
+	f.approveGate(wf.GateApprovePlan, time.Minute)
+	f.approveGate(wf.GateCanaryOK, 3*time.Hour)
+	runs := f.runChain(rollInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, 3, runs, "one run per host")
+	assert.EqualValues(t, 3, rep.Details["runs"])
+	assert.Empty(t, rep.LeftState)
+	assert.Contains(t, rep.Summary, "3 of 3 host(s) done")
+	assert.Contains(t, stepDetail(rep, "wave"), "done: [compute1, compute2, compute3]; in progress: []; untouched: []")
+	require.Len(t, rep.Decisions, 2, "approved once, the canary once: %+v", rep.Decisions)
+	assert.Equal(t, wf.GateApprovePlan, rep.Decisions[0].Name)
+	assert.Equal(t, wf.GateCanaryOK, rep.Decisions[1].Name)
+	assert.NotEmpty(t, rep.Plan, "the first run's plan")
+	// The hosts of the earlier runs are one step each (their own steps are in those runs'
+	// histories), the last run's host has all its steps.
+	state := map[string]wf.StepState{}
+	for _, s := range rep.Steps {
+		state[s.Name] = s.State
+	}
+	for i, h := range []string{"compute1", "compute2"} {
+		assert.Equal(t, wf.StepDone, state[h], "%s in the report: %+v", h, rep.Steps)
+		assert.Equal(t, fmt.Sprintf("done: 2 of 2 moved back to %s (13 step(s): 13 done, 0 skipped, 0 failed; each one in the history of run %d of the chain)", h, i+1), stepDetail(rep, h))
+		assert.NotContains(t, state, h+"/evacuate")
+	}
+	for _, s := range []string{"evacuate", "disable", "reboot", "post-reboot-check", "enable", "migrate-back"} {
+		assert.Equal(t, wf.StepDone, state["compute3/"+s], "compute3/%s in the report", s)
+	}
+	assert.Equal(t, wf.StepDone, state["wave"])
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, h := range f.where {
+		assert.Equal(t, "compute"+id[1:2], h, id)
+	}
+	var seq []string
+	for _, c := range f.calls {
+		if !strings.HasPrefix(c, "move:") {
+			seq = append(seq, strings.SplitN(c, ":", 3)[0]+":"+strings.SplitN(c, ":", 3)[1])
+		}
+	}
+	var want []string
+	for _, h := range []string{"compute1", "compute2", "compute3"} {
+		want = append(want, "evacuate:"+h, "disable:"+h, "reboot:"+h, "post-reboot-check:"+h, "enable:"+h)
+	}
+	assert.Equal(t, want, seq, "every host once, in order")
+	assert.Equal(t, []string{"compute1"}, f.evacuated[1].Targets, "the plan's targets, carried")
 }

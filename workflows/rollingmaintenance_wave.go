@@ -30,14 +30,43 @@ type wave struct {
 
 func rollingMaintenance(r *Run, in *RollingMaintenanceInput, p *rollingPlan) (string, error) {
 	w := &wave{r: r, in: in, p: p}
+	// A run of a chain (continue.go) goes on with the host after the last one done.
+	first := p.next
+	w.done = slices.Clone(p.hostNames()[:first])
 	if p.upgrade != nil {
 		w.upgrade = &upgradeRun{r: r, tag: backupTag(r), dbHost: p.dbHost, parallel: 1, plans: []*upgradeServicePlan{p.upgrade}}
-		r.OnExit(w.upgrade.report)
+		r.OnExit(w.upgrade.report) // a hook that is not carried: an upgrade's wave stays one run
 	}
-	r.OnExit(w.leftState)
+	r.OnExitEveryRun(w.leftState)
 	r.setStepState(r.step("wave"), StepRunning, w.text())
+	// A host is some 160 events of the parent's history (its children have their own): between
+	// two hosts the run continues as new when the next might take it past the history budget
+	// (at 500 computes one run would pass Temporal's hard limit). Not within a host: it holds
+	// its lease and leaves the host disabled.
+	k, mark := 0, r.HistoryLength()
 	for i, b := range p.batches {
 		for _, h := range b.hosts {
+			if k < first {
+				k++
+				continue
+			}
+			if k > first && p.upgrade == nil {
+				if r.ContinueAsNew(r.HistoryLength() - mark) {
+					// Each host this run did is one step in the next run's (the chain's state
+					// stays small however many hosts are done).
+					for _, n := range w.done[first:] {
+						detail := "done"
+						if s, ok := r.byName[n+"/migrate-back"]; ok && s.Detail != "" {
+							detail += ": " + s.Detail
+						}
+						r.foldSteps(n, detail)
+					}
+					p.next = k
+					return "", ErrContinueAsNew
+				}
+				mark = r.HistoryLength()
+			}
+			k++
 			w.current = h.name()
 			w.show()
 			if err := w.host(h); err != nil {
@@ -47,7 +76,8 @@ func rollingMaintenance(r *Run, in *RollingMaintenanceInput, p *rollingPlan) (st
 			w.current = ""
 			w.show()
 		}
-		if i == 0 && len(p.batches) > 1 {
+		// The canary's gate, unless an earlier run of the chain asked it (it did batch 1's end).
+		if i == 0 && len(p.batches) > 1 && first < len(b.hosts) {
 			err := r.Gate(GateCanaryOK, GateOptions{Summary: fmt.Sprintf("The canary batch (%s: %s) is done: %s, its instances back. Go on with the other %d batch(es)?",
 				b.domain, strings.Join(w.done, ", "), in.Action, len(p.batches)-1)})
 			if err != nil {

@@ -57,6 +57,10 @@ type Run struct {
 	exits []func()
 	// record, when set, makes the run's result record(report) (ReturnRecord).
 	record func(*Report) *Report
+	// Of the exits, leaseExits give back a lease (the next run of a chain registers them again
+	// from its leases' keys; a released lease's is a no-op) and everyRun are Act's own, which Act
+	// registers again in every run of a chain (continue.go).
+	leaseExits, everyRun int
 
 	// The stale-plan check (stale.go): replan runs the runbook's Plan again; approval is what the
 	// plan asked for; plannedAt is when the plan was (re)made; acting is set at Act's first step
@@ -440,6 +444,13 @@ func (r *Run) result(rep *Report) *Report {
 	rec := r.record(rep)
 	rec.Record = true
 	return rec
+}
+
+// OnExitEveryRun is OnExit for a hook that needs nothing carried to the next run of a chain: Act
+// registers it again at its start in every run (a run with other hooks stays one run).
+func (r *Run) OnExitEveryRun(fn func()) {
+	r.OnExit(fn)
+	r.everyRun++
 }
 
 func (r *Run) runExitHooks() {

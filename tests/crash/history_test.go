@@ -53,10 +53,9 @@ var historyOnly = []runbookCase{
 	}},
 	// A cloud's whole compute fleet rebooted: 500 hosts (--role compute: --hosts takes at most
 	// 256) in batches of 10, three instances at home on each (CRASH_WAVE_INSTANCES), each host
-	// an evacuate and a post-reboot-check child run. Known to fail (README, "History at the
-	// largest plans"): over 64 hosts plus a batch the evacuate children refuse their targets
-	// (at most 64) and the wave stalls at its first host, until the test's timeout; at 50 hosts
-	// (STACKRUN_HISTORY_SCALE=50) the parent has some 7,900 events, about 157 a host.
+	// an evacuate and a post-reboot-check child run. About 157 parent events a host: the wave
+	// continues as new between hosts (policy.history_budget, or the server's suggestion), and each
+	// evacuate child gets at most 64 targets (README, "History at the largest plans").
 	{rb: workflows.RollingMaintenance, variant: "--action reboot, --role compute", input: func(string) workflows.Input {
 		return &workflows.RollingMaintenanceInput{Meta: meta(), Role: "compute", Action: workflows.ActionReboot, BatchSize: 10, Parallel: 2}
 	}, env: []string{"CRASH_WAVE_INSTANCES=3"}},

@@ -68,6 +68,14 @@ var matrix = []runbookCase{
 	{rb: workflows.RollingMaintenance, variant: "--action reboot", input: func(host string) workflows.Input {
 		return &workflows.RollingMaintenanceInput{Meta: meta(), Hosts: []string{host, host + "-t1"}, Action: workflows.ActionReboot, Parallel: 2}
 	}},
+	// The same wave continuing as new between its two hosts (a budget of 1 event): crashed
+	// around the continue-as-new too, the chain must end as the uncrashed one.
+	{rb: workflows.RollingMaintenance, variant: "--action reboot, continuing as new", input: func(host string) workflows.Input {
+		return &workflows.RollingMaintenanceInput{Meta: meta(), Hosts: []string{host, host + "-t1"}, Action: workflows.ActionReboot, Parallel: 2}
+	}, env: []string{"CRASH_HISTORY_BUDGET=1"},
+		// The first host's last activities (its lease given back, a notification) and the
+		// second's first, in the next run.
+		crashAlso: []string{"ReleaseLease#2", "Notify#5", "InstancesOnHost#8"}},
 	{rb: workflows.RestartService, input: func(host string) workflows.Input {
 		return &workflows.RestartServiceInput{Meta: meta(), Host: host, Service: "nova-compute"}
 	}},
