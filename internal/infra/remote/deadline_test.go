@@ -18,7 +18,8 @@ import (
 )
 
 // The sshd of the tests runs on this machine, so the host's processes are ours to look at. The
-// pattern names one test's command only (a sleep of an odd length).
+// pattern names one test's command only: a sleep of an odd length, so that no other process on
+// a shared machine matches (a "sleep 45" in someone's shell was once taken for a survivor).
 func hostPIDs(t *testing.T, pattern string) []int {
 	t.Helper()
 	out, _ := exec.Command("pgrep", "-f", "-x", pattern).Output()
@@ -61,9 +62,9 @@ func TestTimedOutCommandDoesNotLiveOn(t *testing.T) {
 	h := hostOf("compute1", srv)
 
 	old := newPool(t, srv, func(o *remote.Options) { o.CommandTimeout = time.Second; o.NoRemoteDeadline = true })
-	_, err := old.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "41"}))
+	_, err := old.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "4117"}))
 	require.ErrorIs(t, err, remote.ErrTimeout)
-	pids := hostPIDs(t, "sleep 41")
+	pids := hostPIDs(t, "sleep 4117")
 	killPIDs(pids)
 	if srv.User == "root" {
 		require.NotEmpty(t, pids, "without a host deadline the command should have lived on (root session)")
@@ -71,7 +72,7 @@ func TestTimedOutCommandDoesNotLiveOn(t *testing.T) {
 
 	p := newPool(t, srv, func(o *remote.Options) { o.CommandTimeout = 2 * time.Second })
 	start := time.Now()
-	res, err := p.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "42"}))
+	res, err := p.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "4217"}))
 	require.ErrorIs(t, err, remote.ErrTimeout)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	// On a loaded machine our own timeout may fire just before the host's kill arrives; what
@@ -81,23 +82,23 @@ func TestTimedOutCommandDoesNotLiveOn(t *testing.T) {
 	}
 	assert.True(t, remote.Retryable(err))
 	assert.Less(t, time.Since(start), 4*time.Second)
-	assert.Equal(t, []string{"sleep", "42"}, res.Command, "the result names the command, not its wrapper")
+	assert.Equal(t, []string{"sleep", "4217"}, res.Command, "the result names the command, not its wrapper")
 	// The windows below are generous (a loaded 2-core machine starts a session late: 1 s was
-	// seen to be too short); a command without the host's deadline would live 41-45 s.
-	if !waitGone(t, "sleep 42", 10*time.Second) {
-		left := hostPIDs(t, "sleep 42")
+	// seen to be too short); a command without the host's deadline would live over an hour.
+	if !waitGone(t, "sleep 4217", 10*time.Second) {
+		left := hostPIDs(t, "sleep 4217")
 		killPIDs(left)
 		t.Fatalf("the timed-out command still runs on the host: %v", left)
 	}
 	// With too little time for the host to start it in, our timeout fires first; the host's
 	// deadline still ends the command right after.
 	short := newPool(t, srv, func(o *remote.Options) { o.CommandTimeout = 600 * time.Millisecond })
-	_, err = short.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "45"}))
+	_, err = short.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "4517"}))
 	require.ErrorIs(t, err, remote.ErrTimeout)
-	if !waitGone(t, "sleep 45", 10*time.Second) {
-		left := hostPIDs(t, "sleep 45")
+	if !waitGone(t, "sleep 4517", 10*time.Second) {
+		left := hostPIDs(t, "sleep 4517")
 		killPIDs(left)
-		t.Fatalf("sleep 45 outlived its deadline: %v", left)
+		t.Fatalf("sleep 4517 outlived its deadline: %v", left)
 	}
 
 	// A worker that dies mid-command closes its connection without any signal: the host's
@@ -105,18 +106,18 @@ func TestTimedOutCommandDoesNotLiveOn(t *testing.T) {
 	p2 := newPool(t, srv, func(o *remote.Options) { o.CommandTimeout = 2 * time.Second })
 	done := make(chan error, 1)
 	go func() {
-		_, err := p2.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "43"}))
+		_, err := p2.Run(context.Background(), h, build(t, "sleep", map[string]string{"seconds": "4317"}))
 		done <- err
 	}()
-	require.Eventually(t, func() bool { return len(hostPIDs(t, "sleep 43")) == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return len(hostPIDs(t, "sleep 4317")) == 1 }, 5*time.Second, 20*time.Millisecond)
 	require.NoError(t, p2.Close())
 	<-done
 	time.Sleep(200 * time.Millisecond)
-	require.NotEmpty(t, hostPIDs(t, "sleep 43"), "the connection is gone, the command is not (yet)")
-	if !waitGone(t, "sleep 43", 10*time.Second) {
-		left := hostPIDs(t, "sleep 43")
+	require.NotEmpty(t, hostPIDs(t, "sleep 4317"), "the connection is gone, the command is not (yet)")
+	if !waitGone(t, "sleep 4317", 10*time.Second) {
+		left := hostPIDs(t, "sleep 4317")
 		killPIDs(left)
-		t.Fatalf("sleep 43 outlived its deadline: %v", left)
+		t.Fatalf("sleep 4317 outlived its deadline: %v", left)
 	}
 }
 
