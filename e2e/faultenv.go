@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,6 +62,76 @@ func faultyClouds(t *testing.T, proxy *faultproxy.Proxy, cloudsFile string) stri
 	out, err := yaml.Marshal(doc)
 	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "clouds.yaml")
+	require.NoError(t, os.WriteFile(p, out, 0o600))
+	return p
+}
+
+// faultConfig: with STACKRUN_E2E_SSH_FAULT_RATE set (0-1, `make reliability-faults
+// SSH_FAULT_RATE=`), the worker reaches every host's sshd through a TCP cutter that kills that
+// share of its SSH connections at a random moment of their first 15 s (a command half run; the
+// pool keeps its connections, so a connection that lives past 15 s is safe). Host keys stay
+// verified. Unset, the worker's config is cfgPath unchanged.
+func faultConfig(t *testing.T, cfgPath string) string {
+	rate, err := strconv.ParseFloat(os.Getenv("STACKRUN_E2E_SSH_FAULT_RATE"), 64)
+	if err != nil || rate <= 0 {
+		return cfgPath
+	}
+	seed, _ := strconv.ParseInt(os.Getenv("STACKRUN_E2E_FAULT_SEED"), 10, 64)
+	if seed == 0 {
+		seed = 1
+	}
+	cutter := faultproxy.NewTCP(seed, rate, 15*time.Second)
+	t.Cleanup(func() {
+		conns, cuts := cutter.Counts()
+		t.Logf("ssh fault proxy: %d connections, %d cut mid-stream", conns, cuts)
+		cutter.Close()
+	})
+	return sshFaultConfig(t, cutter, cfgPath, "")
+}
+
+// sshFaultConfig writes a copy of the lab's stackrun.yaml whose inventory reaches every host's
+// sshd through cutter (each host gets its own forwarded port on 127.0.0.1, with the host's own
+// keys in a known_hosts of its own: host keys stay verified). knownHosts "" means the config's
+// own ssh.known_hosts_file.
+func sshFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath, knownHosts string) string {
+	t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	require.NoError(t, err)
+	var doc map[string]any
+	require.NoError(t, yaml.Unmarshal(b, &doc))
+	if knownHosts == "" {
+		knownHosts, _ = doc["ssh"].(map[string]any)["known_hosts_file"].(string)
+		require.NotEmpty(t, knownHosts, "%s names no ssh.known_hosts_file", cfgPath)
+	}
+	kh, err := os.ReadFile(knownHosts)
+	require.NoError(t, err)
+	var lines []string
+	inv, _ := doc["inventory"].(map[string]any)
+	require.NotEmpty(t, inv)
+	for name, h := range inv {
+		host := h.(map[string]any)
+		addr := fmt.Sprintf("%v:%v", host["address"], host["port"])
+		front, err := cutter.Forward(addr)
+		require.NoError(t, err)
+		fh, fp, _ := strings.Cut(front, ":")
+		host["address"], host["port"] = fh, fp
+		want := fmt.Sprintf("[%v]:%v ", strings.Split(addr, ":")[0], strings.Split(addr, ":")[1])
+		found := false
+		for _, l := range strings.Split(string(kh), "\n") {
+			if strings.HasPrefix(l, want) {
+				lines = append(lines, fmt.Sprintf("[%s]:%s %s", fh, fp, strings.TrimPrefix(l, want)))
+				found = true
+			}
+		}
+		require.True(t, found, "no known_hosts entry for %s (%s)", name, addr)
+	}
+	dir := t.TempDir()
+	khPath := filepath.Join(dir, "known_hosts")
+	require.NoError(t, os.WriteFile(khPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600))
+	doc["ssh"].(map[string]any)["known_hosts_file"] = khPath
+	out, err := yaml.Marshal(doc)
+	require.NoError(t, err)
+	p := filepath.Join(dir, "stackrun.yaml")
 	require.NoError(t, os.WriteFile(p, out, 0o600))
 	return p
 }

@@ -11,17 +11,13 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"gopkg.in/yaml.v3"
 
 	"github.com/stackrun/stackrun/config"
 	"github.com/stackrun/stackrun/internal/app/control"
@@ -108,48 +104,6 @@ func TestFaultsOnLab(t *testing.T) {
 	dbConns, dbCuts := dbCutter.Counts()
 	t.Logf("MariaDB connections %d, cut mid-stream %d", dbConns, dbCuts)
 	require.Positive(t, dbCuts, "no MariaDB connection of the worker was killed (%d seen)", dbConns)
-}
-
-// sshFaultConfig writes a copy of the lab's stackrun.yaml whose inventory reaches every host's
-// sshd through cutter (each host gets its own forwarded port on 127.0.0.1, with the host's own
-// keys in a known_hosts of its own: host keys stay verified).
-func sshFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath, knownHosts string) string {
-	t.Helper()
-	b, err := os.ReadFile(cfgPath)
-	require.NoError(t, err)
-	var doc map[string]any
-	require.NoError(t, yaml.Unmarshal(b, &doc))
-	kh, err := os.ReadFile(knownHosts)
-	require.NoError(t, err)
-	var lines []string
-	inv, _ := doc["inventory"].(map[string]any)
-	require.NotEmpty(t, inv)
-	for name, h := range inv {
-		host := h.(map[string]any)
-		addr := fmt.Sprintf("%v:%v", host["address"], host["port"])
-		front, err := cutter.Forward(addr)
-		require.NoError(t, err)
-		fh, fp, _ := strings.Cut(front, ":")
-		host["address"], host["port"] = fh, fp
-		want := fmt.Sprintf("[%v]:%v ", strings.Split(addr, ":")[0], strings.Split(addr, ":")[1])
-		found := false
-		for _, l := range strings.Split(string(kh), "\n") {
-			if strings.HasPrefix(l, want) {
-				lines = append(lines, fmt.Sprintf("[%s]:%s %s", fh, fp, strings.TrimPrefix(l, want)))
-				found = true
-			}
-		}
-		require.True(t, found, "no known_hosts entry for %s (%s)", name, addr)
-	}
-	dir := t.TempDir()
-	khPath := filepath.Join(dir, "known_hosts")
-	require.NoError(t, os.WriteFile(khPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600))
-	doc["ssh"].(map[string]any)["known_hosts_file"] = khPath
-	out, err := yaml.Marshal(doc)
-	require.NoError(t, err)
-	p := filepath.Join(dir, "stackrun.yaml")
-	require.NoError(t, os.WriteFile(p, out, 0o600))
-	return p
 }
 
 // SSH connections cut mid-command (each one within 15 s of opening): a restart of nova-compute still ends Completed with the
