@@ -98,8 +98,8 @@ reliability-lab: deps bin/temporal lab ## the lab crash sample, every case: the 
 	set -o pipefail; STACKRUN_LAB_CRASH_FULL=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 30m -tags e2e -v -run 'TestLabCrashSample$$' ./e2e/ | grep -v '^20[0-9][0-9]/'
 	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
 
-reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests; SSH_FAULT_RATE=0.2 also cuts that share of its SSH connections)
-	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} STACKRUN_E2E_SSH_FAULT_RATE=$${SSH_FAULT_RATE:-} STACKRUN_RELIABILITY_DIR=$(STATE)/reliability \
+reliability-faults: deps bin/temporal lab ## the e2e suite with 20 % injected API faults on every worker (FAULT_RATE=, FAULT_SEED=, RUN= to pick tests; SSH_FAULT_RATE=0.2 and DB_FAULT_RATE=0.2 also cut that share of its SSH and MariaDB connections)
+	mkdir -p .state; STACKRUN_E2E_FAULT_RATE=$${FAULT_RATE:-0.2} STACKRUN_E2E_FAULT_SEED=$${FAULT_SEED:-1} STACKRUN_E2E_SSH_FAULT_RATE=$${SSH_FAULT_RATE:-} STACKRUN_E2E_DB_FAULT_RATE=$${DB_FAULT_RATE:-} STACKRUN_RELIABILITY_DIR=$(STATE)/reliability \
 	  $(GO) test -count=1 -timeout 150m -tags e2e -p 1 -v -run '$(or $(RUN),.)' ./e2e/ >.state/reliability-faults.log 2>&1; \
 	  rc=$$?; grep -E '^(=== RUN|--- |ok|FAIL|PASS)|fault proxy:' .state/reliability-faults.log; \
 	  $(GO) run ./tests/crash/table -dir $(STATE)/reliability; exit $$rc

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -69,24 +70,63 @@ func faultyClouds(t *testing.T, proxy *faultproxy.Proxy, cloudsFile string) stri
 // faultConfig: with STACKRUN_E2E_SSH_FAULT_RATE set (0-1, `make reliability-faults
 // SSH_FAULT_RATE=`), the worker reaches every host's sshd through a TCP cutter that kills that
 // share of its SSH connections at a random moment of their first 15 s (a command half run; the
-// pool keeps its connections, so a connection that lives past 15 s is safe). Host keys stay
-// verified. Unset, the worker's config is cfgPath unchanged.
+// pool keeps its connections, so one that lives past 15 s is safe); host keys stay verified.
+// STACKRUN_E2E_DB_FAULT_RATE (DB_FAULT_RATE=) does the same to its MariaDB connections: every
+// go-sql-driver DSN of the config (…@tcp(host:port)/…) goes through a cutter. Unset, the
+// worker's config is cfgPath unchanged.
 func faultConfig(t *testing.T, cfgPath string) string {
-	rate, err := strconv.ParseFloat(os.Getenv("STACKRUN_E2E_SSH_FAULT_RATE"), 64)
-	if err != nil || rate <= 0 {
-		return cfgPath
-	}
 	seed, _ := strconv.ParseInt(os.Getenv("STACKRUN_E2E_FAULT_SEED"), 10, 64)
 	if seed == 0 {
 		seed = 1
 	}
-	cutter := faultproxy.NewTCP(seed, rate, 15*time.Second)
-	t.Cleanup(func() {
-		conns, cuts := cutter.Counts()
-		t.Logf("ssh fault proxy: %d connections, %d cut mid-stream", conns, cuts)
-		cutter.Close()
+	cutter := func(env, what string) *faultproxy.TCP {
+		rate, err := strconv.ParseFloat(os.Getenv(env), 64)
+		if err != nil || rate <= 0 {
+			return nil
+		}
+		c := faultproxy.NewTCP(seed, rate, 15*time.Second)
+		t.Cleanup(func() {
+			conns, cuts := c.Counts()
+			t.Logf("%s fault proxy: %d connections, %d cut mid-stream", what, conns, cuts)
+			c.Close()
+		})
+		return c
+	}
+	if c := cutter("STACKRUN_E2E_DB_FAULT_RATE", "mariadb"); c != nil {
+		cfgPath = dbFaultConfig(t, c, cfgPath)
+	}
+	if c := cutter("STACKRUN_E2E_SSH_FAULT_RATE", "ssh"); c != nil {
+		cfgPath = sshFaultConfig(t, c, cfgPath, "")
+	}
+	return cfgPath
+}
+
+var dsnAddress = regexp.MustCompile(`@tcp\(([^)]+)\)`)
+
+// dbFaultConfig writes a copy of the config at cfgPath whose DSNs reach their servers through
+// cutter (one forwarded port per server address).
+func dbFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath string) string {
+	t.Helper()
+	b, err := os.ReadFile(cfgPath)
+	require.NoError(t, err)
+	fronts := map[string]string{}
+	var ferr error
+	out := dsnAddress.ReplaceAllStringFunc(string(b), func(m string) string {
+		addr := dsnAddress.FindStringSubmatch(m)[1]
+		if _, ok := fronts[addr]; !ok {
+			front, err := cutter.Forward(addr)
+			if err != nil {
+				ferr = err
+			}
+			fronts[addr] = front
+		}
+		return "@tcp(" + fronts[addr] + ")"
 	})
-	return sshFaultConfig(t, cutter, cfgPath, "")
+	require.NoError(t, ferr)
+	require.NotEmpty(t, fronts, "%s has no DSN to fault", cfgPath)
+	p := filepath.Join(t.TempDir(), "stackrun.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(out), 0o600))
+	return p
 }
 
 // sshFaultConfig writes a copy of the lab's stackrun.yaml whose inventory reaches every host's
