@@ -33,10 +33,11 @@ type rollFixture struct {
 	bootFails map[string]int // host -> WaitForBoot failures left
 	critical  map[string]int // host -> post-reboot checks that still find something critical
 	evacuated []wf.EvacuateInput
-	tight     bool                   // every host has room for one small instance only
-	amqp      *activities.AMQPResult // what CheckAMQP finds (default: a connection in the log)
-	amqpCalls map[string]int         // host -> CheckAMQP calls
-	computes  []string               // the cloud's computes (compute1-3)
+	tight     bool                             // every host has room for one small instance only
+	amqp      *activities.AMQPResult           // what CheckAMQP finds (default: a connection in the log)
+	amqpOf    map[string]activities.AMQPResult // what CheckAMQP finds on a host, before amqp
+	amqpCalls map[string]int                   // host -> CheckAMQP calls
+	computes  []string                         // the cloud's computes (compute1-3)
 	policy    policy.Policy
 	freeRAM   map[string]int // host -> free RAM Placement reports, when not the default
 }
@@ -180,6 +181,9 @@ func (f *rollFixture) mockWorld() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.amqpCalls[req.Host]++
+		if a, ok := f.amqpOf[req.Host]; ok {
+			return a, nil
+		}
 		if f.amqp != nil {
 			return *f.amqp, nil
 		}
@@ -452,13 +456,14 @@ func TestRollingMaintenanceRebootChecksAMQPOnceAfterAReport(t *testing.T) {
 		f, rep := run(t, false, socket)
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		assert.Equal(t, map[string]int{"compute1": 1, "compute2": 1}, f.amqpCalls, "one look per host (the post-reboot check child is mocked)")
-		assert.Contains(t, stepDetail(rep, "verify-reconnect"), "WEAKER EVIDENCE")
+		assert.Contains(t, stepDetail(rep, "compute1/verify-reconnect"), "WEAKER EVIDENCE")
+		assert.Contains(t, stepDetail(rep, "compute2/verify-reconnect"), "WEAKER EVIDENCE")
 	})
 	t.Run("nothing seen", func(t *testing.T) {
 		f, rep := run(t, false, activities.AMQPResult{})
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		assert.Equal(t, map[string]int{"compute1": 1, "compute2": 1}, f.amqpCalls)
-		assert.Contains(t, stepDetail(rep, "verify-reconnect"), "proven by the service report")
+		assert.Contains(t, stepDetail(rep, "compute2/verify-reconnect"), "proven by the service report")
 		var warned []string
 		for _, fd := range rep.Findings {
 			if fd.Severity == activities.SeverityWarning && strings.Contains(fd.Message, "no AMQP socket seen") {
@@ -576,10 +581,13 @@ func TestRollingMaintenanceContinuesAsNewBetweenHosts(t *testing.T) {
 	}
 	for i, h := range []string{"compute1", "compute2"} {
 		assert.Equal(t, wf.StepDone, state[h], "%s in the report: %+v", h, rep.Steps)
-		assert.Equal(t, fmt.Sprintf("done: 2 of 2 moved back to %s (13 step(s): 13 done, 0 skipped, 0 failed; each one in the history of run %d of the chain)", h, i+1), stepDetail(rep, h))
+		assert.Equal(t, fmt.Sprintf("done: 2 of 2 moved back to %s (15 step(s): 15 done, 0 skipped, 0 failed; each one in the history of run %d of the chain)", h, i+1), stepDetail(rep, h))
 		assert.NotContains(t, state, h+"/evacuate")
+		assert.NotContains(t, state, h+"/verify-reconnect", "folded with the host's other steps")
 	}
-	for _, s := range []string{"evacuate", "disable", "reboot", "post-reboot-check", "enable", "migrate-back"} {
+	assert.NotContains(t, state, "verify-reconnect", "no step shared by the hosts")
+	assert.NotContains(t, state, "acquire-lease")
+	for _, s := range []string{"evacuate", "acquire-lease", "disable", "reboot", "verify-reconnect", "post-reboot-check", "enable", "migrate-back"} {
 		assert.Equal(t, wf.StepDone, state["compute3/"+s], "compute3/%s in the report", s)
 	}
 	assert.Equal(t, wf.StepDone, state["wave"])
@@ -601,4 +609,71 @@ func TestRollingMaintenanceContinuesAsNewBetweenHosts(t *testing.T) {
 	}
 	assert.Equal(t, want, seq, "every host once, in order")
 	assert.Equal(t, []string{"compute1"}, f.evacuated[1].Targets, "the plan's targets, carried")
+}
+
+// TestRollingMaintenanceHostStepsNamedPerHost: in a wave of two hosts, each host has its own
+// acquire-lease and verify-reconnect steps (<host>/...), with its own detail, in the order it
+// ran them; before the change rolling-host-step-names one step of each served both hosts, the
+// second host's state overwriting the first's (histories from then replay so).
+func TestRollingMaintenanceHostStepsNamedPerHost(t *testing.T) {
+	run := func(t *testing.T, old bool, action string) *wf.Report {
+		f := newRollFixture(t)
+		// Different evidence per host, so that each host's detail is told apart.
+		f.amqpOf = map[string]activities.AMQPResult{
+			"compute1": {Connected: true, At: time.Now(), Evidence: activities.EvidenceSocket, Line: "127.0.0.1:5672 pid=41"},
+			"compute2": {Connected: true, At: time.Now(), Evidence: activities.EvidenceLog, Line: "Connected to AMQP server"},
+		}
+		if old {
+			f.env.OnGetVersion("rolling-host-step-names", workflow.DefaultVersion, 1).Return(workflow.DefaultVersion)
+		}
+		in := rollInput()
+		in.Role, in.Hosts, in.BatchBy, in.Action = "", []string{"compute1", "compute2"}, "", action
+		f.approveGate(wf.GateApprovePlan, time.Minute)
+		f.approveGate(wf.GateCanaryOK, 3*time.Hour)
+		f.run(wf.RollingMaintenance.Type, in)
+		rep := f.report()
+		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+		return rep
+	}
+	for _, action := range []string{wf.ActionReboot, wf.ActionRestartService} {
+		t.Run(action, func(t *testing.T) {
+			rep := run(t, false, action)
+			var names []string
+			for _, s := range rep.Steps {
+				names = append(names, s.Name)
+				assert.NotContains(t, []string{"acquire-lease", "verify-reconnect"}, s.Name, "a step shared by the hosts")
+			}
+			for _, h := range []string{"compute1", "compute2"} {
+				for _, s := range []string{"acquire-lease", "verify-reconnect"} {
+					st := stepNamed(rep, h+"/"+s)
+					require.NotNil(t, st, "%s/%s in %v", h, s, names)
+					assert.Equal(t, wf.StepDone, st.State, st.Name)
+					assert.Equal(t, h, st.Target, st.Name)
+					assert.Equal(t, 1, st.Attempts, st.Name)
+				}
+				assert.Equal(t, "granted", stepDetail(rep, h+"/acquire-lease"))
+				// In the host's order: the lease after the evacuation, before the disable.
+				assert.Less(t, slices.Index(names, h+"/evacuate"), slices.Index(names, h+"/acquire-lease"))
+				assert.Less(t, slices.Index(names, h+"/acquire-lease"), slices.Index(names, h+"/disable"))
+			}
+			assert.Contains(t, stepDetail(rep, "compute1/verify-reconnect"), "WEAKER EVIDENCE, only a socket seen by ss (127.0.0.1:5672 pid=41)")
+			assert.Contains(t, stepDetail(rep, "compute2/verify-reconnect"), "(evidence: log)")
+			assert.NotContains(t, stepDetail(rep, "compute2/verify-reconnect"), "WEAKER")
+			for _, e := range rep.Audit {
+				if e.Activity == "CheckAMQP" {
+					assert.Equal(t, e.Target+"/verify-reconnect", e.Step, "the audit names the host's step")
+				}
+			}
+		})
+	}
+	t.Run("before the change", func(t *testing.T) {
+		rep := run(t, true, wf.ActionReboot)
+		assert.Nil(t, stepNamed(rep, "compute1/verify-reconnect"))
+		assert.Nil(t, stepNamed(rep, "compute1/acquire-lease"))
+		rc := stepNamed(rep, "verify-reconnect")
+		require.NotNil(t, rc)
+		assert.Equal(t, "compute2", rc.Target, "one step for both hosts: the last host's")
+		assert.Equal(t, 2, rc.Attempts)
+		require.NotNil(t, stepNamed(rep, "acquire-lease"))
+	})
 }
