@@ -31,6 +31,9 @@ type DiskInspector struct {
 	Settings DiskInspectSettings
 	// Poll is the interval of the waits (default 1 s; Nova waits use Compute's).
 	Poll time.Duration
+	// Heartbeat is how often a collection heartbeats while its commands run (default a quarter
+	// of the activity's heartbeat timeout, at most 5 s).
+	Heartbeat time.Duration
 }
 
 // Error types of the inspection (besides InvalidInput, NotFound and Refused).
@@ -104,7 +107,7 @@ func (d *DiskInspector) cmd(ctx context.Context, host, name string, args map[str
 		role = inv.Roles[0]
 	}
 	if activity.IsActivity(ctx) {
-		activity.RecordHeartbeat(ctx, name)
+		recordHeartbeat(ctx, name)
 	}
 	return d.Hosts.run(ctx, host, role, name, args, list...)
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/stackrun/stackrun/internal/infra/placeholder"
@@ -72,7 +73,64 @@ func displayPath(p string) string {
 // MaxBytes. A path is joined to the mount point and canonicalised on the host: one that resolves
 // outside the mount point (a symlink in the image pointing at /etc/shadow, say) is refused and
 // never read, and so is anything that is not a regular file on the guest's own file system.
+//
+// A cancel of the run stops it: Temporal delivers a cancel only in the answer to a heartbeat, so
+// it heartbeats all along, also while one command runs (a head that reads a bad spot of the disk,
+// a sha256sum of a big file); the cancel ends ctx, which kills the command under way, and the
+// attempt ends with ctx's error (context.Canceled: the SDK reports it cancelled), never with what
+// was read before.
 func (d *DiskInspector) ReadGuestFiles(ctx context.Context, req GuestFileRequest) ([]GuestFile, error) {
+	if activity.IsActivity(ctx) {
+		defer keepHeartbeating(ctx, d.heartbeatEvery(ctx), "collecting")()
+	}
+	files, err := d.readGuestFiles(ctx, req)
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, fmt.Errorf("reading files on %s stopped: %w", req.Location.Host, cerr)
+	}
+	return files, err
+}
+
+// recordHeartbeat is activity.RecordHeartbeat (tests count the heartbeats).
+var recordHeartbeat = activity.RecordHeartbeat
+
+// heartbeatEvery is d.Heartbeat, or a quarter of the attempt's heartbeat timeout, at most 5 s
+// (the SDK sends one heartbeat per 0.8 × the timeout anyway, the last one recorded).
+func (d *DiskInspector) heartbeatEvery(ctx context.Context) time.Duration {
+	if d.Heartbeat > 0 {
+		return d.Heartbeat
+	}
+	if t := activity.GetInfo(ctx).HeartbeatTimeout / 4; t > 0 && t < 5*time.Second {
+		return t
+	}
+	return 5 * time.Second
+}
+
+// keepHeartbeating heartbeats every interval until the returned stop is called or ctx ends.
+func keepHeartbeating(ctx context.Context, every time.Duration, details string) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				recordHeartbeat(ctx, details)
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
+}
+
+func (d *DiskInspector) readGuestFiles(ctx context.Context, req GuestFileRequest) ([]GuestFile, error) {
 	loc := req.Location
 	if err := checkLocation(loc); err != nil {
 		return nil, err
@@ -175,7 +233,7 @@ func (d *DiskInspector) ReadGuestFiles(ctx context.Context, req GuestFileRequest
 		if len(batch) == 0 {
 			return nil
 		}
-		activity.RecordHeartbeat(ctx, fmt.Sprintf("reading %d file(s), %d bytes", len(batch), batchLen))
+		recordHeartbeat(ctx, fmt.Sprintf("reading %d file(s), %d bytes", len(batch), batchLen))
 		files := make([]string, len(batch))
 		for j, i := range batch {
 			files[j] = resolved[i]

@@ -312,19 +312,20 @@ func chooseTargets(svcs []activities.ComputeService, host string, named []string
 // verifyComputeBack is shared with the post-reboot check: nova-compute runs, the service reports
 // up in Nova, and, when since is set, its log shows an AMQP connection after since.
 func verifyComputeBack(r *Run, host string, svc activities.ServiceFacts, since time.Time) error {
-	return verifyComputeBackWith(r, host, svc, since, false)
+	return verifyComputeBackWith(r, "verify-reconnect", host, svc, since, false)
 }
 
-// verifyComputeBackWith is verifyComputeBack; with reportProves (since set) a service report
+// verifyComputeBackWith is verifyComputeBack as the step named step (a rolling wave's
+// "<host>/verify-reconnect": one step per host); with reportProves (since set) a service report
 // after since is the proof of the reconnect: nova-compute has no database access, it reports
 // through the conductor over the message queue. The AMQP evidence is then looked at once and
 // recorded, not waited for (oslo.messaging logs its connection only at DEBUG level).
-func verifyComputeBackWith(r *Run, host string, svc activities.ServiceFacts, since time.Time, reportProves bool) error {
+func verifyComputeBackWith(r *Run, step, host string, svc activities.ServiceFacts, since time.Time, reportProves bool) error {
 	req := activities.ServiceRequest{Host: host, Role: svc.Role, Service: svc.Name}
 	reportProves = reportProves && !since.IsZero()
-	return r.Do("verify-reconnect", StepOptions{Target: host}, func(ctx workflow.Context) error {
+	return r.Do(step, StepOptions{Target: host}, func(ctx workflow.Context) error {
 		var st activities.ServiceState
-		if err := r.Exec(ctx, "verify-reconnect", host, hosts.ServiceStatus, &st, req); err != nil {
+		if err := r.Exec(ctx, step, host, hosts.ServiceStatus, &st, req); err != nil {
 			return err
 		}
 		if !st.Running {
@@ -338,7 +339,7 @@ func verifyComputeBackWith(r *Run, host string, svc activities.ServiceFacts, sin
 				_ = workflow.Sleep(ctx, 5*time.Second)
 			}
 			var svcs []activities.ComputeService
-			if err := r.Exec(ctx, "verify-reconnect", host, compute.ComputeServices, &svcs); err != nil {
+			if err := r.Exec(ctx, step, host, compute.ComputeServices, &svcs); err != nil {
 				return err
 			}
 			for _, s := range svcs {
@@ -367,7 +368,7 @@ func verifyComputeBackWith(r *Run, host string, svc activities.ServiceFacts, sin
 					_ = workflow.Sleep(ctx, 5*time.Second)
 				}
 				var got activities.AMQPResult
-				if err := r.Exec(ctx, "verify-reconnect", host, hosts.CheckAMQP, &got, areq); err != nil {
+				if err := r.Exec(ctx, step, host, hosts.CheckAMQP, &got, areq); err != nil {
 					return err
 				}
 				if got.Connected || !res.Connected {
@@ -389,7 +390,7 @@ func verifyComputeBackWith(r *Run, host string, svc activities.ServiceFacts, sin
 			}
 			r.SetDetail("amqp_evidence", map[string]any{"host": host, "evidence": cmp.Or(res.Evidence, activities.EvidenceLog), "line": res.Line, "at": res.At})
 		}
-		r.step("verify-reconnect").Detail = detail
+		r.step(step).Detail = detail
 		return nil
 	})
 }

@@ -209,10 +209,24 @@ func inspectDisk(r *Run, in *InspectDiskInput, p *inspectDiskPlan) (string, erro
 	r.OnExit(x.giveBack)
 	summary, err := x.collect()
 	if temporal.IsCanceledError(err) {
-		err = &AbortError{Reason: "the run was cancelled; the instance was given back (see left state)"}
+		during := ""
+		if r.StepState("collect") == StepFailed && strings.HasPrefix(r.step("collect").Detail, collectCancelled) {
+			during = " during collect"
+		}
+		err = &AbortError{Reason: "the run was cancelled" + during + "; the instance was given back (see left state)"}
 	}
 	return summary, err
 }
+
+// inspectCollectCancel is the workflow.GetVersion change after which a cancel of the run while
+// collect runs ends collect cancelled, whatever its activity answered: with the wait for the
+// activity's end, an attempt that finished without seeing the cancel (it sees one only in a
+// heartbeat's answer) made collect done and the run Completed, as if nobody had cancelled it;
+// one whose killed command failed stalled the step.
+const inspectCollectCancel = "inspect-collect-cancel"
+
+// collectCancelled is the detail of a collect step that the run's cancel stopped.
+const collectCancelled = "cancelled while the files were read: nothing read is kept"
 
 func (x *inspectRun) collect() (string, error) {
 	r := x.r
@@ -251,9 +265,20 @@ func (x *inspectRun) collect() (string, error) {
 		return "", err
 	}
 	var files []activities.GuestFile
+	cancels := workflow.GetVersion(r.ctx, inspectCollectCancel, workflow.DefaultVersion, 1) == 1
 	err = r.Do("collect", StepOptions{Target: loc.Host}, func(ctx workflow.Context) error {
-		return r.Exec(x.opts(ctx, diskOpts), "collect", loc.Host, inspector.ReadGuestFiles, &files,
+		err := r.Exec(x.opts(ctx, diskOpts), "collect", loc.Host, inspector.ReadGuestFiles, &files,
 			activities.GuestFileRequest{Location: loc, Paths: x.in.Paths, MaxBytes: x.in.maxBytes()})
+		if cancels && ctx.Err() != nil {
+			// Cancelled while the activity ran (it has ended: WithWaitForCancellation).
+			files = nil
+			r.step("collect").Detail = collectCancelled
+			if err != nil && !temporal.IsCanceledError(err) {
+				r.step("collect").Detail += " (the attempt ended with: " + errText(err) + ")"
+			}
+			return temporal.NewCanceledError()
+		}
+		return err
 	})
 	if err != nil {
 		return "", err

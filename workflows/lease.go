@@ -152,8 +152,14 @@ func HostLease(ctx workflow.Context, st activities.LeaseState) error {
 // while the cloud is at its limit. The slot is given back when the run ends (an exit hook), or
 // earlier with ReleaseHostLease.
 func (r *Run) AcquireHostLease(host string) error {
+	return r.acquireHostLeaseAs("acquire-lease", host)
+}
+
+// acquireHostLeaseAs is AcquireHostLease as the step named step (a rolling wave's
+// "<host>/acquire-lease": one step per host).
+func (r *Run) acquireHostLeaseAs(step, host string) error {
 	req := activities.LeaseRequest{WorkflowID: r.info.WorkflowExecution.ID, Host: host, Max: r.policy.MaxHostsOutOfService}
-	return r.acquire("acquire-lease", host, req, fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max),
+	return r.acquire(step, host, req, fmt.Sprintf("waiting for a slot (at most %d host(s) out of service)", req.Max),
 		func() { r.ReleaseHostLease(host) })
 }
 

@@ -33,10 +33,11 @@ type rollFixture struct {
 	bootFails map[string]int // host -> WaitForBoot failures left
 	critical  map[string]int // host -> post-reboot checks that still find something critical
 	evacuated []wf.EvacuateInput
-	tight     bool                   // every host has room for one small instance only
-	amqp      *activities.AMQPResult // what CheckAMQP finds (default: a connection in the log)
-	amqpCalls map[string]int         // host -> CheckAMQP calls
-	computes  []string               // the cloud's computes (compute1-3)
+	tight     bool                             // every host has room for one small instance only
+	amqp      *activities.AMQPResult           // what CheckAMQP finds (default: a connection in the log)
+	amqpOf    map[string]activities.AMQPResult // what CheckAMQP finds on a host, before amqp
+	amqpCalls map[string]int                   // host -> CheckAMQP calls
+	computes  []string                         // the cloud's computes (compute1-3)
 	policy    policy.Policy
 	freeRAM   map[string]int // host -> free RAM Placement reports, when not the default
 }
@@ -180,6 +181,9 @@ func (f *rollFixture) mockWorld() {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		f.amqpCalls[req.Host]++
+		if a, ok := f.amqpOf[req.Host]; ok {
+			return a, nil
+		}
 		if f.amqp != nil {
 			return *f.amqp, nil
 		}
@@ -452,13 +456,14 @@ func TestRollingMaintenanceRebootChecksAMQPOnceAfterAReport(t *testing.T) {
 		f, rep := run(t, false, socket)
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		assert.Equal(t, map[string]int{"compute1": 1, "compute2": 1}, f.amqpCalls, "one look per host (the post-reboot check child is mocked)")
-		assert.Contains(t, stepDetail(rep, "verify-reconnect"), "WEAKER EVIDENCE")
+		assert.Contains(t, stepDetail(rep, "compute1/verify-reconnect"), "WEAKER EVIDENCE")
+		assert.Contains(t, stepDetail(rep, "compute2/verify-reconnect"), "WEAKER EVIDENCE")
 	})
 	t.Run("nothing seen", func(t *testing.T) {
 		f, rep := run(t, false, activities.AMQPResult{})
 		require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
 		assert.Equal(t, map[string]int{"compute1": 1, "compute2": 1}, f.amqpCalls)
-		assert.Contains(t, stepDetail(rep, "verify-reconnect"), "proven by the service report")
+		assert.Contains(t, stepDetail(rep, "compute2/verify-reconnect"), "proven by the service report")
 		var warned []string
 		for _, fd := range rep.Findings {
 			if fd.Severity == activities.SeverityWarning && strings.Contains(fd.Message, "no AMQP socket seen") {
@@ -576,10 +581,13 @@ func TestRollingMaintenanceContinuesAsNewBetweenHosts(t *testing.T) {
 	}
 	for i, h := range []string{"compute1", "compute2"} {
 		assert.Equal(t, wf.StepDone, state[h], "%s in the report: %+v", h, rep.Steps)
-		assert.Equal(t, fmt.Sprintf("done: 2 of 2 moved back to %s (13 step(s): 13 done, 0 skipped, 0 failed; each one in the history of run %d of the chain)", h, i+1), stepDetail(rep, h))
+		assert.Equal(t, fmt.Sprintf("done: 2 of 2 moved back to %s (15 step(s): 15 done, 0 skipped, 0 failed; each one in the history of run %d of the chain)", h, i+1), stepDetail(rep, h))
 		assert.NotContains(t, state, h+"/evacuate")
+		assert.NotContains(t, state, h+"/verify-reconnect", "folded with the host's other steps")
 	}
-	for _, s := range []string{"evacuate", "disable", "reboot", "post-reboot-check", "enable", "migrate-back"} {
+	assert.NotContains(t, state, "verify-reconnect", "no step shared by the hosts")
+	assert.NotContains(t, state, "acquire-lease")
+	for _, s := range []string{"evacuate", "acquire-lease", "disable", "reboot", "verify-reconnect", "post-reboot-check", "enable", "migrate-back"} {
 		assert.Equal(t, wf.StepDone, state["compute3/"+s], "compute3/%s in the report", s)
 	}
 	assert.Equal(t, wf.StepDone, state["wave"])

@@ -26,10 +26,29 @@ type wave struct {
 	// hostState is what the current host is left in, should the run end here.
 	hostState string
 	upgrade   *upgradeRun
+	// hostNamed: the lease and verify-reconnect steps are named per host like the host's other
+	// steps (change rollingHostStepNames); before it one step of each served every host, the
+	// last host's state overwriting the others'.
+	hostNamed bool
+}
+
+// rollingHostStepNames is the workflow.GetVersion change after which a wave's hosts each have
+// their own <host>/acquire-lease and <host>/verify-reconnect steps.
+const rollingHostStepNames = "rolling-host-step-names"
+
+// sharedStep is the name of a host step that runs before the change rollingHostStepNames had one
+// step for every host of the wave: <host>/<s> after it, s before.
+func (w *wave) sharedStep(host, s string) string {
+	if w.hostNamed {
+		return host + "/" + s
+	}
+	return s
 }
 
 func rollingMaintenance(r *Run, in *RollingMaintenanceInput, p *rollingPlan) (string, error) {
 	w := &wave{r: r, in: in, p: p}
+	// Once per run (each run of a chain asks again): a run keeps one naming of its host steps.
+	w.hostNamed = workflow.GetVersion(r.ctx, rollingHostStepNames, workflow.DefaultVersion, 1) == 1
 	// A run of a chain (continue.go) goes on with the host after the last one done.
 	first := p.next
 	w.done = slices.Clone(p.hostNames()[:first])
@@ -139,7 +158,11 @@ func (w *wave) stalled(err error) error {
 func (w *wave) host(h *rollingHost) error {
 	r, name := w.r, h.name()
 	st := func(s string) string { return name + "/" + s }
-	r.AddSteps(st("instances"), st("evacuate"), st("disable"), st("verify-empty"))
+	r.AddSteps(st("instances"), st("evacuate"))
+	if w.hostNamed {
+		r.AddSteps(st("acquire-lease"))
+	}
+	r.AddSteps(st("disable"), st("verify-empty"))
 	reason := rollingReasonPrefix(w.in.Action) + w.in.Reason
 	var before []activities.Instance
 	err := r.Do(st("instances"), StepOptions{Target: name, ReadOnly: true}, func(ctx workflow.Context) error {
@@ -154,7 +177,7 @@ func (w *wave) host(h *rollingHost) error {
 	if err := w.child(st("evacuate"), Evacuate, &ev, &evRep, nil); err != nil {
 		return err
 	}
-	if err := r.AcquireHostLease(name); err != nil {
+	if err := r.acquireHostLeaseAs(w.sharedStep(name, "acquire-lease"), name); err != nil {
 		return err
 	}
 	err = r.Do(st("disable"), StepOptions{Target: name, NoSkip: true}, func(ctx workflow.Context) error {
@@ -250,6 +273,9 @@ func (w *wave) action(h *rollingHost) error {
 		return fmt.Errorf("no upgrade plan for %s", name)
 	case ActionRestartService:
 		r.AddSteps(st("restart"))
+		if w.hostNamed {
+			r.AddSteps(st("verify-reconnect"))
+		}
 		var since time.Time
 		err := r.Do(st("restart"), StepOptions{Target: name, NoSkip: true}, func(ctx workflow.Context) error {
 			since = workflow.Now(ctx)
@@ -264,9 +290,13 @@ func (w *wave) action(h *rollingHost) error {
 		if err != nil {
 			return err
 		}
-		return verifyComputeBack(r, name, svc, since)
+		return verifyComputeBackWith(r, w.sharedStep(name, "verify-reconnect"), name, svc, since, false)
 	}
-	r.AddSteps(st("reboot"), st("wait-boot"), st("wait-compute"), st("post-reboot-check"))
+	r.AddSteps(st("reboot"), st("wait-boot"), st("wait-compute"))
+	if w.hostNamed {
+		r.AddSteps(st("verify-reconnect"))
+	}
+	r.AddSteps(st("post-reboot-check"))
 	var since time.Time
 	err := r.Do(st("reboot"), StepOptions{Target: name, NoSkip: true}, func(ctx workflow.Context) error {
 		if since.IsZero() {
@@ -324,7 +354,7 @@ func (w *wave) action(h *rollingHost) error {
 	}
 	// wait-compute saw a report after the boot: the proof of the reconnect (verifyComputeBackWith).
 	once := workflow.GetVersion(r.ctx, rollingRebootCheckOnce, workflow.DefaultVersion, 1) == 1
-	if err := verifyComputeBackWith(r, name, svc, boot, once); err != nil {
+	if err := verifyComputeBackWith(r, w.sharedStep(name, "verify-reconnect"), name, svc, boot, once); err != nil {
 		return err
 	}
 	pr := PostRebootCheckInput{Meta: Meta{RequestedBy: r.meta.RequestedBy, Reason: "after the rolling reboot of " + name}, Host: name, Role: "compute", Since: boot}
