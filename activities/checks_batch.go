@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -27,8 +28,10 @@ type HostProbeResult struct {
 
 // HostProbes runs a per-host probe (security-updates, disks) on a batch of hosts at once through
 // the worker's SSH pool: one activity (a few Temporal events) instead of one per host, which is
-// what a repeated fan-out over a kept pool spends its time on. Each host is retried once, as its
-// own activity was; a host that still fails is an answer (Error), not the batch's failure. Every
+// what a repeated fan-out over a kept pool spends its time on. Each host is tried hostProbeTries
+// times, hostProbeBackoff and then twice that apart (an SSH connection cut mid-command twice in a
+// row is a flap the next connection usually rides out: the 20 % SSH-fault runs on the lab); a
+// host that still fails is an answer (Error), not the batch's failure. Every
 // host finished is heartbeated with the results so far, so a retry after a worker died skips them.
 func (c *Checks) HostProbes(ctx context.Context, req HostProbesRequest) ([]HostProbeResult, error) {
 	probe := c.hostProbe(req.Probe)
@@ -51,9 +54,17 @@ func (c *Checks) HostProbes(ctx context.Context, req HostProbesRequest) ([]HostP
 			r := req.ProbeRequest
 			r.Target = t
 			res, err := probe(ctx, r)
-			var app *temporal.ApplicationError
-			if err != nil && ctx.Err() == nil && !(errors.As(err, &app) && app.NonRetryable()) {
-				res, err = probe(ctx, r)
+			wait := hostProbeBackoff
+			for try := 1; try < hostProbeTries && err != nil && retryableProbeErr(err); try++ {
+				select {
+				case <-ctx.Done():
+				case <-time.After(wait):
+					res, err = probe(ctx, r)
+				}
+				if ctx.Err() != nil {
+					break
+				}
+				wait *= 2
 			}
 			hr := HostProbeResult{Target: t, Result: res}
 			if err != nil {
@@ -74,6 +85,18 @@ func (c *Checks) HostProbes(ctx context.Context, req HostProbesRequest) ([]HostP
 		out = append(out, done[t])
 	}
 	return out, nil
+}
+
+// hostProbeTries is how often HostProbes tries a host before its error is the answer.
+const hostProbeTries = 3
+
+// hostProbeBackoff is the wait before a host's second try (doubled before the third).
+var hostProbeBackoff = time.Second
+
+// retryableProbeErr: an error worth another try (not a refusal such as a host-key mismatch).
+func retryableProbeErr(err error) bool {
+	var app *temporal.ApplicationError
+	return !(errors.As(err, &app) && app.NonRetryable())
 }
 
 // hostProbe is the per-host probe of that name (nil: not one).

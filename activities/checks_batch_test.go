@@ -50,30 +50,36 @@ func batchChecks(t *testing.T, r Runner, hosts ...string) *Checks {
 }
 
 // The batch answers per host what each host's own probe answers: the same result, a transient
-// error retried once, a host-key error not retried and reported as that host's error only.
+// error tried again (twice: an SSH connection cut twice in a row), a host-key error not retried
+// and reported as that host's error only, a host failing every try reported as its error.
 func TestHostProbesAnswerPerHostAsTheProbeDoes(t *testing.T) {
-	r := &batchRunner{calls: map[string]int{}, fails: map[string]int{"h2": 1, "h3": 5},
-		err: map[string]error{"h2": errors.New("connection reset"), "h3": fmt.Errorf("dial: %w", remote.ErrHostKeyMismatch)}}
-	c := batchChecks(t, r, "h1", "h2", "h3")
+	defer func(b time.Duration) { hostProbeBackoff = b }(hostProbeBackoff)
+	hostProbeBackoff = 10 * time.Millisecond
+	r := &batchRunner{calls: map[string]int{}, fails: map[string]int{"h2": 2, "h3": 5, "h4": 3},
+		err: map[string]error{"h2": errors.New("connection reset"), "h3": fmt.Errorf("dial: %w", remote.ErrHostKeyMismatch),
+			"h4": errors.New("connection reset")}}
+	c := batchChecks(t, r, "h1", "h2", "h3", "h4")
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestActivityEnvironment()
 	env.RegisterActivity(c)
-	req := HostProbesRequest{ProbeRequest: ProbeRequest{Cadence: "daily", Probe: ProbeSecurityUpdates}, Targets: []string{"h1", "h2", "h3"}}
+	req := HostProbesRequest{ProbeRequest: ProbeRequest{Cadence: "daily", Probe: ProbeSecurityUpdates}, Targets: []string{"h1", "h2", "h3", "h4"}}
 	v, err := env.ExecuteActivity(c.HostProbes, req)
 	require.NoError(t, err)
 	var out []HostProbeResult
 	require.NoError(t, v.Get(&out))
-	require.Len(t, out, 3)
+	require.Len(t, out, 4)
 
 	want, err := c.SecurityUpdatesProbe(context.Background(), ProbeRequest{Cadence: "daily", Probe: ProbeSecurityUpdates, Target: "h1"})
 	require.NoError(t, err)
 	assert.Equal(t, HostProbeResult{Target: "h1", Result: want}, out[0])
 	assert.Equal(t, "h2", out[1].Target)
-	assert.Empty(t, out[1].Error, "a transient error is retried once")
+	assert.Empty(t, out[1].Error, "a transient error twice is tried a third time")
 	assert.Len(t, out[1].Result.Findings, 1)
 	assert.Equal(t, "h3", out[2].Target)
 	assert.Contains(t, out[2].Error, ErrTypeHostKey)
-	assert.Equal(t, map[string]int{"h1": 2, "h2": 2, "h3": 1}, r.calls, "h1 twice: once here, once for want")
+	assert.Equal(t, "h4", out[3].Target)
+	assert.Contains(t, out[3].Error, "connection reset", "three failures: the host's error is the answer")
+	assert.Equal(t, map[string]int{"h1": 2, "h2": 3, "h3": 1, "h4": 3}, r.calls, "h1 twice: once here, once for want")
 }
 
 // A batch retried after its worker died resumes from its heartbeats: hosts already answered are

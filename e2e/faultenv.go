@@ -73,14 +73,20 @@ func faultyClouds(t *testing.T, proxy *faultproxy.Proxy, cloudsFile string) stri
 // pool keeps its connections, so one that lives past 15 s is safe); host keys stay verified.
 // STACKRUN_E2E_DB_FAULT_RATE (DB_FAULT_RATE=) does the same to its MariaDB connections: every
 // go-sql-driver DSN of the config (…@tcp(host:port)/…) goes through a cutter. Unset, the
-// worker's config is cfgPath unchanged.
-func faultConfig(t *testing.T, cfgPath string) string {
+// worker's config is cfgPath unchanged. A test's own env for the worker wins (…_RATE=0: none).
+func faultConfig(t *testing.T, cfgPath string, env []string) string {
 	seed, _ := strconv.ParseInt(os.Getenv("STACKRUN_E2E_FAULT_SEED"), 10, 64)
 	if seed == 0 {
 		seed = 1
 	}
-	cutter := func(env, what string) *faultproxy.TCP {
-		rate, err := strconv.ParseFloat(os.Getenv(env), 64)
+	cutter := func(name, what string) *faultproxy.TCP {
+		v := os.Getenv(name)
+		for _, e := range env {
+			if k, val, _ := strings.Cut(e, "="); k == name {
+				v = val
+			}
+		}
+		rate, err := strconv.ParseFloat(v, 64)
 		if err != nil || rate <= 0 {
 			return nil
 		}

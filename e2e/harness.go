@@ -60,7 +60,7 @@ func startWorkerFor(t, owner *testing.T, cfgPath string, srv *devserver.Server, 
 	logPath := filepath.Join(dir, "worker.log")
 	logf, err := os.Create(logPath)
 	require.NoError(t, err)
-	cmd := exec.Command(bin, "--config", faultConfig(owner, cfgPath), "--temporal-address", srv.HostPort, "--log-level", "warn")
+	cmd := exec.Command(bin, "--config", faultConfig(owner, cfgPath, env), "--temporal-address", srv.HostPort, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "STACKRUN_WORKER_AUDIT_LOG="+filepath.Join(dir, "audit.log"),
 		"STACKRUN_TRUST_KEYS_FILE="+operatorKeysFile(t))
 	cmd.Env = append(cmd.Env, faultEnv(owner)...)
