@@ -120,7 +120,8 @@ func dbFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath string) string 
 	out := dsnAddress.ReplaceAllStringFunc(string(b), func(m string) string {
 		addr := dsnAddress.FindStringSubmatch(m)[1]
 		if _, ok := fronts[addr]; !ok {
-			front, err := cutter.Forward(addr)
+			ip, _, _ := strings.Cut(addr, ":")
+			front, err := cutter.ForwardOn(ip, addr)
 			if err != nil {
 				ferr = err
 			}
@@ -136,8 +137,9 @@ func dbFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath string) string 
 }
 
 // sshFaultConfig writes a copy of the lab's stackrun.yaml whose inventory reaches every host's
-// sshd through cutter (each host gets its own forwarded port on 127.0.0.1, with the host's own
-// keys in a known_hosts of its own: host keys stay verified). knownHosts "" means the config's
+// sshd through cutter (each host gets a forwarded port of its own on its own address, so that a
+// ping or a port check of the host still reaches the host; the host's own keys in a known_hosts
+// of its own: host keys stay verified). knownHosts "" means the config's
 // own ssh.known_hosts_file.
 func sshFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath, knownHosts string) string {
 	t.Helper()
@@ -157,7 +159,7 @@ func sshFaultConfig(t *testing.T, cutter *faultproxy.TCP, cfgPath, knownHosts st
 	for name, h := range inv {
 		host := h.(map[string]any)
 		addr := fmt.Sprintf("%v:%v", host["address"], host["port"])
-		front, err := cutter.Forward(addr)
+		front, err := cutter.ForwardOn(fmt.Sprint(host["address"]), addr)
 		require.NoError(t, err)
 		fh, fp, _ := strings.Cut(front, ":")
 		host["address"], host["port"] = fh, fp

@@ -44,8 +44,12 @@ func (p *TCP) Counts() (conns, cuts int) {
 
 // Forward listens on 127.0.0.1 and forwards every connection to target ("host:port"); it
 // returns the listening address.
-func (p *TCP) Forward(target string) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func (p *TCP) Forward(target string) (string, error) { return p.ForwardOn("127.0.0.1", target) }
+
+// ForwardOn is Forward listening on ip (a port of its own): a lab host's own loopback address,
+// so that what else reaches the host by its address (a ping, a port check) still reaches it.
+func (p *TCP) ForwardOn(ip, target string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return "", err
 	}

@@ -60,3 +60,29 @@ func TestTCPCutsMidStream(t *testing.T) {
 	require.Equal(t, 2, conns)
 	require.Equal(t, 1, cuts)
 }
+
+// ForwardOn listens on the address it is given (a lab host's own), not 127.0.0.1, and forwards.
+func TestTCPForwardOnListensOnItsAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			_, _ = c.Write([]byte("hello\n"))
+			c.Close()
+		}
+	}()
+	p := NewTCP(1, 0, time.Second)
+	defer p.Close()
+	front, err := p.ForwardOn("127.0.0.7", ln.Addr().String())
+	require.NoError(t, err)
+	host, _, err := net.SplitHostPort(front)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.7", host)
+	c, err := net.Dial("tcp", front)
+	require.NoError(t, err)
+	defer c.Close()
+	line, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", line)
+}
