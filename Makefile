@@ -88,7 +88,7 @@ test-cluster: deps bin/temporal $(CLUSTER_BINS) lab ## Temporal cluster on Postg
 # also sent straight to the server. make reliability-faults adds the fault proxy's part (lab).
 reliability: deps bin/temporal ## the reliability table: runbook x (boundaries crashed, runs correct, side effects repeated, worst time to recover, faults, retries, hostile inputs refused)
 	set -o pipefail; STACKRUN_HOSTILE_ALL=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 20m -run 'TestHostileCorpus$$' ./tests/hostile/
-	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_HISTORY=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 60m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
+	set -o pipefail; STACKRUN_CRASH_FULL=1 STACKRUN_HISTORY=1 STACKRUN_RELIABILITY_DIR=$(STATE)/reliability $(GO) test -count=1 -timeout 150m -v -run 'TestCrashMatrix|TestHistoryWorstCase' ./tests/crash/ | grep -v '^20[0-9][0-9]/'
 	$(GO) run ./tests/crash/table -dir $(STATE)/reliability
 
 # The crash matrix's lab sample (e2e/crash_sample_test.go): the real worker SIGKILLed on the lab
