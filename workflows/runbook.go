@@ -378,7 +378,13 @@ func activityName(fn any) string {
 // notify delivers a notification beside the run; delivery failures are logged and never fail it.
 // The returned future lets Finish wait for the last one before the workflow closes.
 func (r *Run) notify(kind, name, text, hint string) workflow.Future {
-	ctx := r.WithActivity(r.ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second})
+	return r.notifyIn(r.ctx, kind, name, text, hint)
+}
+
+// notifyIn is notify with the notification's activity started on ctx (the end of a cancelled
+// run: a context the cancel does not reach).
+func (r *Run) notifyIn(ctx workflow.Context, kind, name, text, hint string) workflow.Future {
+	ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second})
 	n := activities.Notification{Kind: kind, WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
 		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint,
 		RequestedBy: r.meta.RequestedBy, Status: string(r.status)}
@@ -493,11 +499,15 @@ func (r *Run) finish(err error, summary string) (*Report, error) {
 		}
 	}
 	r.refreshStatus()
-	_ = workflow.Await(r.ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
+	ctx := r.ctx
+	if r.ctx.Err() != nil && workflow.GetVersion(r.ctx, finishNotifyOnCancelChange, workflow.DefaultVersion, 1) == 1 {
+		ctx, _ = workflow.NewDisconnectedContext(r.ctx)
+	}
+	_ = workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
 	rep := r.Report(summary)
 	r.summary = summary
 	if !r.meta.DryRun {
-		r.notify("run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
+		r.notifyIn(ctx, "run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
 			fmt.Sprintf("stackrun report %s", r.info.WorkflowExecution.ID))
 	}
 	// Deliver every notification under way (escalations included) before the run closes.
@@ -507,6 +517,13 @@ func (r *Run) finish(err error, summary string) (*Report, error) {
 	workflow.SetCurrentDetails(r.ctx, fmt.Sprintf("**%s** on `%s` — %s: %s", r.runbook, r.target, r.final, summary))
 	return rep, nil
 }
+
+// finishNotifyOnCancelChange is the workflow.GetVersion change after which a cancelled run's end
+// (the wait for update handlers, the run-finished notification) runs on a disconnected context:
+// on the cancelled one, the wait returned at once and the notification's activity failed
+// "canceled" before it was scheduled, so nobody was told the run had ended. Asked only when the
+// run is cancelled: other runs' histories do not change.
+const finishNotifyOnCancelChange = "finish-notify-on-cancel"
 
 // Report builds the report as it stands.
 func (r *Run) Report(summary string) *Report {
