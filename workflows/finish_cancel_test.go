@@ -1,7 +1,11 @@
 package workflows_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -90,4 +94,48 @@ func TestRestartRejectedNotifiesItsEndOnce(t *testing.T) {
 	rep := f.report()
 	require.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
 	assertFinishedOnce(t, f, rep)
+}
+
+// inspect-disk cancelled while collect reads, then its unmount stalls (busy) on the way out: the
+// stall is told (before the change stall-notify-on-cancel, its notification failed "canceled"
+// and the clean-up waited for nobody knew whom), an operator retries, and the end is told once.
+func TestInspectDiskCleanupStallAfterCancelIsNotified(t *testing.T) {
+	f := newFixture(t, inspectPolicy())
+	w := &world{status: "ACTIVE"}
+	inspectMocks(f, w, "ReadGuestFiles", "UnmountGuestFS")
+	f.env.OnActivity(inspectAct.ReadGuestFiles, mock.Anything, mock.Anything).After(30*time.Minute).Return([]activities.GuestFile{}, nil)
+	var busy atomic.Bool
+	busy.Store(true)
+	f.env.OnActivity(inspectAct.UnmountGuestFS, mock.Anything, mock.Anything).Return(func(context.Context, activities.DiskLocation) (activities.DiskUnmountResult, error) {
+		w.call("unmount")
+		if busy.Load() {
+			return activities.DiskUnmountResult{}, errors.New("umount: target is busy")
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.mounts = false
+		return activities.DiskUnmountResult{WasMounted: true}, nil
+	})
+	f.approveDataAccess(time.Minute)
+	f.env.RegisterDelayedCallback(func() { f.env.CancelWorkflow() }, 10*time.Minute)
+	f.env.RegisterDelayedCallback(func() {
+		st := f.status()
+		require.Len(t, st.Stalled, 1, "%+v", st)
+		assert.Equal(t, "unmount", st.Stalled[0].Step)
+		f.mu.Lock()
+		notified := slices.Clone(f.notified)
+		f.mu.Unlock()
+		assert.Contains(t, notified, "step-stalled:unmount", "the clean-up's stall is told")
+		busy.Store(false)
+		f.update(wf.UpdateResolve, wf.ResolveRequest{Step: "unmount", Action: wf.ResolveRetry, By: "bob"}, "")
+	}, 2*time.Hour)
+	f.run(wf.InspectDisk.Type, inspectInput())
+	rep := f.report()
+	require.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
+	assertFinishedOnce(t, f, rep)
+	assert.Equal(t, 1, countOf(f.notified, "step-stalled:unmount"))
+	calls := w.called()
+	assert.Equal(t, []string{"unmount", "detach", "resume"}, calls[len(calls)-3:])
+	assert.Equal(t, "ACTIVE", w.status)
+	w.clean(t)
 }

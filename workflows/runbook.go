@@ -260,7 +260,11 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 		st := &stall{StalledStatus: StalledStatus{Step: name, Error: s.Error, Since: workflow.Now(r.ctx)}}
 		r.stalled[name] = st
 		r.setStepState(s, StepStalled, "")
-		r.notify("step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
+		nctx := r.ctx
+		if r.ctx.Err() != nil && ctx.Err() == nil && workflow.GetVersion(r.ctx, stallNotifyOnCancelChange, workflow.DefaultVersion, 1) == 1 {
+			nctx = ctx // a clean-up step of a cancelled run (a disconnected context): its stall is told too
+		}
+		r.notifyIn(nctx, "step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
 			fmt.Sprintf("stackrun resolve %s %s retry|skip|abort", r.info.WorkflowExecution.ID, name))
 		if err := workflow.Await(ctx, func() bool { return st.action != "" }); err != nil {
 			// Cancelled while stalled: the step is over, and the report must not show it stalled.
@@ -287,6 +291,12 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 // cancelled while it is stalled ends failed ("cancelled while stalled") and leaves the stalled
 // list; before it, the finished run's report still showed the step stalled.
 const stallCancelledChange = "stall-cancelled-step-failed"
+
+// stallNotifyOnCancelChange is the workflow.GetVersion change after which a step that stalls on
+// a cancelled run's way out (a compensation on a disconnected context) notifies on that context:
+// on the cancelled run's own, the step-stalled notification failed "canceled" and nobody was
+// told that the clean-up waits for them.
+const stallNotifyOnCancelChange = "stall-notify-on-cancel"
 
 // StepState returns the state of a step (pending when unknown).
 func (r *Run) StepState(name string) StepState {
