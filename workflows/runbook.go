@@ -530,9 +530,9 @@ func (r *Run) finish(err error, summary string) (*Report, error) {
 
 // finishNotifyOnCancelChange is the workflow.GetVersion change after which a cancelled run's end
 // (the wait for update handlers, the run-finished notification) runs on a disconnected context:
-// on the cancelled one, the wait returned at once and the notification's activity failed
-// "canceled" before it was scheduled, so nobody was told the run had ended. Asked only when the
-// run is cancelled: other runs' histories do not change.
+// on the cancelled one, the wait returned at once and the notification's activity was cancelled
+// in the task that scheduled it, before any worker took it ("canceled"), so nobody was told the
+// run had ended. Asked only when the run is cancelled: other runs' histories do not change.
 const finishNotifyOnCancelChange = "finish-notify-on-cancel"
 
 // Report builds the report as it stands.
