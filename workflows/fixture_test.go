@@ -67,6 +67,8 @@ type fixture struct {
 	statuses []string
 	steps    []string
 	notified []string
+	// notes are the notifications themselves, in the order delivered.
+	notes    []activities.Notification
 	sent     int
 	answered int
 	// keys is what LoadKeys answers (a test may revoke a key mid-run).
@@ -185,6 +187,7 @@ func newFixtureWith(t *testing.T, p policy.Policy, setup func(env *testsuite.Tes
 	f.env.OnActivity(mach.Notify, mock.Anything, mock.Anything).Return(func(_ context.Context, n activities.Notification) error {
 		f.mu.Lock()
 		f.notified = append(f.notified, n.Kind+":"+n.Name)
+		f.notes = append(f.notes, n)
 		f.mu.Unlock()
 		return nil
 	})

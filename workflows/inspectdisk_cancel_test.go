@@ -2,7 +2,10 @@ package workflows_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,8 +38,9 @@ func (h *hangingSSH) Run(ctx context.Context, _ remote.Host, cmd remote.Command)
 
 // TestInspectDiskCancelDuringCollectOnDevServer cancels a run while its collect activity runs, on
 // a real dev server (real cancellation: delivered to the activity only in a heartbeat's answer).
-// Either way the collection ends cancelled, the clean-up steps run once each, and the run ends
-// Aborted ("cancelled during collect"), nothing left exposed.
+// Either way the collection ends cancelled, the clean-up steps run once each, the run ends
+// Aborted ("cancelled during collect"), nothing left exposed, its end is notified once (Aborted)
+// and its history replays.
 //   - the real ReadGuestFiles, its command hanging: it heartbeats while the command runs, so
 //     it sees the cancel, the command is killed and the attempt ends cancelled;
 //   - an activity that never sees the cancel and returns its files (a command that ends): the
@@ -46,12 +50,21 @@ func TestInspectDiskCancelDuringCollectOnDevServer(t *testing.T) {
 		t.Skip("a dev server and a cancel delivered by heartbeat (some 20 s)")
 	}
 	srv := devserver.Start(t)
-	run := func(t *testing.T, tq, instance string, collect any) (*world, *wf.Report, time.Duration) {
+	run := func(t *testing.T, tq, instance string, collect any) (*world, *wf.Report, time.Duration, []activities.Notification) {
 		w := &world{status: "ACTIVE"}
 		wk := worker.New(srv.Client, tq, worker.Options{})
 		wf.Register(wk)
 		keys := testKeys()
 		wk.RegisterActivity(&activities.Machine{Policy: inspectPolicy(), Keys: func() (trust.Policy, error) { return keys, nil }})
+		// The machine's Notify, replaced by one that records what it is told.
+		var notesMu sync.Mutex
+		var notes []activities.Notification
+		wk.RegisterActivityWithOptions(func(_ context.Context, n activities.Notification) error {
+			notesMu.Lock()
+			defer notesMu.Unlock()
+			notes = append(notes, n)
+			return nil
+		}, activity.RegisterOptions{Name: "Notify", DisableAlreadyRegisteredCheck: true})
 		wk.RegisterActivity(&activities.Lease{Client: srv.Client, TaskQueue: tq}) // the start's nonce
 		reg := func(name string, fn any) { wk.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name}) }
 		loc := inspectLoc
@@ -150,10 +163,31 @@ func TestInspectDiskCancelDuringCollectOnDevServer(t *testing.T) {
 		require.NoError(t, srv.Client.CancelWorkflow(ctx, started.WorkflowID, ""))
 		rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
 		require.NoError(t, err)
-		return w, rep, time.Since(at)
+		took := time.Since(at)
+		replayChain(t, ctx, srv.Client, started.WorkflowID, "") // the end on a disconnected context replays
+		notesMu.Lock()
+		defer notesMu.Unlock()
+		return w, rep, took, slices.Clone(notes)
 	}
-	check := func(t *testing.T, w *world, rep *wf.Report) {
+	check := func(t *testing.T, w *world, rep *wf.Report, notes []activities.Notification) {
 		t.Helper()
+		// The run's end is told once, Aborted, with nothing read (before the change
+		// finish-notify-on-cancel, the notification's activity failed "canceled").
+		var finished []activities.Notification
+		var kinds []string
+		for _, n := range notes {
+			kinds = append(kinds, n.Kind)
+			if n.Kind == "run-finished" {
+				finished = append(finished, n)
+			}
+		}
+		if assert.Len(t, finished, 1, "run-finished notifications (notified: %v)", kinds) {
+			assert.Equal(t, string(wf.StatusAborted), finished[0].Status)
+			assert.Equal(t, rep.Summary, finished[0].Summary)
+			b, err := json.Marshal(finished[0])
+			require.NoError(t, err)
+			assert.NotContains(t, string(b), "secret", "nothing read goes into the notification")
+		}
 		assert.Equal(t, wf.StatusAborted, rep.Status, rep.Summary)
 		assert.Contains(t, rep.Summary, "the run was cancelled during collect")
 		collect := stepNamed(rep, "collect")
@@ -179,9 +213,9 @@ func TestInspectDiskCancelDuringCollectOnDevServer(t *testing.T) {
 			Inventory: map[string]activities.InventoryHost{"compute1": {Address: "127.0.0.1", Roles: []string{"compute"}}},
 			Runner:    ssh, Catalogue: cat,
 		}}
-		w, rep, took := run(t, "inspect-cancel-real", "6f1c2a34-5b6d-4e7f-8091-a2b3c4d5e6f8", d.ReadGuestFiles)
+		w, rep, took, notes := run(t, "inspect-cancel-real", "6f1c2a34-5b6d-4e7f-8091-a2b3c4d5e6f8", d.ReadGuestFiles)
 		t.Logf("cancel to report: %s; %s", took.Round(time.Millisecond), rep.Summary)
-		check(t, w, rep)
+		check(t, w, rep, notes)
 		assert.EqualValues(t, 1, ssh.started.Load(), "one attempt, one command")
 		assert.EqualValues(t, 1, ssh.killed.Load(), "the cancel reached the activity and killed its command")
 		// The SDK sends a heartbeat per 0.8 × the 20 s heartbeat timeout: the cancel is seen
@@ -189,11 +223,11 @@ func TestInspectDiskCancelDuringCollectOnDevServer(t *testing.T) {
 		assert.Less(t, took, 20*time.Second)
 	})
 	t.Run("an activity that returns its files anyway", func(t *testing.T) {
-		w, rep, _ := run(t, "inspect-cancel-deaf", "6f1c2a34-5b6d-4e7f-8091-a2b3c4d5e6f9",
+		w, rep, _, notes := run(t, "inspect-cancel-deaf", "6f1c2a34-5b6d-4e7f-8091-a2b3c4d5e6f9",
 			func(ctx context.Context, req activities.GuestFileRequest) ([]activities.GuestFile, error) {
 				time.Sleep(3 * time.Second) // one command that ends, the cancel not seen
 				return []activities.GuestFile{{Path: req.Paths[0], Status: activities.FileOK, Content: "secret"}}, nil
 			})
-		check(t, w, rep)
+		check(t, w, rep, notes)
 	})
 }

@@ -260,7 +260,11 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 		st := &stall{StalledStatus: StalledStatus{Step: name, Error: s.Error, Since: workflow.Now(r.ctx)}}
 		r.stalled[name] = st
 		r.setStepState(s, StepStalled, "")
-		r.notify("step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
+		nctx := r.ctx
+		if r.ctx.Err() != nil && ctx.Err() == nil && workflow.GetVersion(r.ctx, stallNotifyOnCancelChange, workflow.DefaultVersion, 1) == 1 {
+			nctx = ctx // a clean-up step of a cancelled run (a disconnected context): its stall is told too
+		}
+		r.notifyIn(nctx, "step-stalled", name, fmt.Sprintf("Step %q of run %s is stalled: %s", name, r.info.WorkflowExecution.ID, s.Error),
 			fmt.Sprintf("stackrun resolve %s %s retry|skip|abort", r.info.WorkflowExecution.ID, name))
 		if err := workflow.Await(ctx, func() bool { return st.action != "" }); err != nil {
 			// Cancelled while stalled: the step is over, and the report must not show it stalled.
@@ -287,6 +291,12 @@ func (r *Run) DoIn(ctx workflow.Context, name string, opts StepOptions, fn func(
 // cancelled while it is stalled ends failed ("cancelled while stalled") and leaves the stalled
 // list; before it, the finished run's report still showed the step stalled.
 const stallCancelledChange = "stall-cancelled-step-failed"
+
+// stallNotifyOnCancelChange is the workflow.GetVersion change after which a step that stalls on
+// a cancelled run's way out (a compensation on a disconnected context) notifies on that context:
+// on the cancelled run's own, the step-stalled notification failed "canceled" and nobody was
+// told that the clean-up waits for them.
+const stallNotifyOnCancelChange = "stall-notify-on-cancel"
 
 // StepState returns the state of a step (pending when unknown).
 func (r *Run) StepState(name string) StepState {
@@ -378,7 +388,13 @@ func activityName(fn any) string {
 // notify delivers a notification beside the run; delivery failures are logged and never fail it.
 // The returned future lets Finish wait for the last one before the workflow closes.
 func (r *Run) notify(kind, name, text, hint string) workflow.Future {
-	ctx := r.WithActivity(r.ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second})
+	return r.notifyIn(r.ctx, kind, name, text, hint)
+}
+
+// notifyIn is notify with the notification's activity started on ctx (the end of a cancelled
+// run: a context the cancel does not reach).
+func (r *Run) notifyIn(ctx workflow.Context, kind, name, text, hint string) workflow.Future {
+	ctx = r.WithActivity(ctx, ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second})
 	n := activities.Notification{Kind: kind, WorkflowID: r.info.WorkflowExecution.ID, RunID: r.info.WorkflowExecution.RunID,
 		Runbook: r.runbook, Target: r.target, Name: name, Text: text, Hint: hint,
 		RequestedBy: r.meta.RequestedBy, Status: string(r.status)}
@@ -493,11 +509,15 @@ func (r *Run) finish(err error, summary string) (*Report, error) {
 		}
 	}
 	r.refreshStatus()
-	_ = workflow.Await(r.ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
+	ctx := r.ctx
+	if r.ctx.Err() != nil && workflow.GetVersion(r.ctx, finishNotifyOnCancelChange, workflow.DefaultVersion, 1) == 1 {
+		ctx, _ = workflow.NewDisconnectedContext(r.ctx)
+	}
+	_ = workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(r.ctx) })
 	rep := r.Report(summary)
 	r.summary = summary
 	if !r.meta.DryRun {
-		r.notify("run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
+		r.notifyIn(ctx, "run-finished", "", fmt.Sprintf("Run %s (%s on %s) ended %s: %s", r.info.WorkflowExecution.ID, r.runbook, r.target, r.final, summary),
 			fmt.Sprintf("stackrun report %s", r.info.WorkflowExecution.ID))
 	}
 	// Deliver every notification under way (escalations included) before the run closes.
@@ -507,6 +527,13 @@ func (r *Run) finish(err error, summary string) (*Report, error) {
 	workflow.SetCurrentDetails(r.ctx, fmt.Sprintf("**%s** on `%s` — %s: %s", r.runbook, r.target, r.final, summary))
 	return rep, nil
 }
+
+// finishNotifyOnCancelChange is the workflow.GetVersion change after which a cancelled run's end
+// (the wait for update handlers, the run-finished notification) runs on a disconnected context:
+// on the cancelled one, the wait returned at once and the notification's activity was cancelled
+// in the task that scheduled it, before any worker took it ("canceled"), so nobody was told the
+// run had ended. Asked only when the run is cancelled: other runs' histories do not change.
+const finishNotifyOnCancelChange = "finish-notify-on-cancel"
 
 // Report builds the report as it stands.
 func (r *Run) Report(summary string) *Report {
