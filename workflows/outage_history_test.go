@@ -29,6 +29,9 @@ type outageChainWorld struct {
 	running map[string]bool
 	calls   map[string]int // activity/key -> calls
 	seq     []string       // what was verified (hosts, services) or started (instances), in order
+	// hold, when set, is called before a state is read (its error the read's): a worker that
+	// stops in the middle of the snapshot.
+	hold func(ctx context.Context, key string) error
 }
 
 // outageChainTable: five hosts to verify, five computes, the database with its check, the
@@ -61,8 +64,9 @@ func outageChainTable() (activities.OutageTable, []activities.OutageInstance) {
 	}}, before
 }
 
-// startOutageWorker runs a worker of outage-recovery on tq with policy p against w.
-func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.Policy, w *outageChainWorld) {
+// startOutageWorker runs a worker of outage-recovery on tq with policy p against w, until the
+// test ends or stop.
+func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.Policy, w *outageChainWorld) (stop func()) {
 	table, before := outageChainTable()
 	wk := worker.New(srv.Client, tq, worker.Options{})
 	wf.Register(wk)
@@ -80,8 +84,13 @@ func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.
 		}
 	}
 	reg("OutagePlan", func(context.Context) (activities.OutageTable, error) { call("plan", false); return table, nil })
-	reg("OutageServiceState", func(_ context.Context, s activities.OutageService) (activities.ServiceState, error) {
+	reg("OutageServiceState", func(ctx context.Context, s activities.OutageService) (activities.ServiceState, error) {
 		call("state/"+key(s), false)
+		if w.hold != nil {
+			if err := w.hold(ctx, key(s)); err != nil {
+				return activities.ServiceState{}, err
+			}
+		}
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		return activities.ServiceState{Running: w.running[key(s)]}, nil
@@ -125,7 +134,9 @@ func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.
 		return activities.OutageInstanceResult{ID: r.ID, Action: "hard-reboot", Status: "ACTIVE", Power: activities.PowerRunning}, nil
 	})
 	require.NoError(t, wk.Start())
-	t.Cleanup(wk.Stop)
+	stop = sync.OnceFunc(wk.Stop)
+	t.Cleanup(stop)
+	return stop
 }
 
 // runOutage starts the recovery as alice on tq, approves the instances' gate as bob whenever one
@@ -322,4 +333,76 @@ func TestOutageRecoveryPlanContinuesAsNewInItsSnapshot(t *testing.T) {
 	for k, n := range chain.calls {
 		assert.Equal(t, 1, n, "%s: once", k)
 	}
+}
+
+// TestOutageRecoverySnapshotGoesOnOnAnotherWorker: the worker is stopped in the middle of the
+// snapshot's third slice (its third run: the slices of 2 before it were recorded in the runs
+// before), and another worker, with nothing cached, goes on: it reads the states of that slice
+// and the next, never those of the first two slices, and the plan is the one run's.
+func TestOutageRecoverySnapshotGoesOnOnAnotherWorker(t *testing.T) {
+	srv := devserver.Start(t)
+	t.Cleanup(wf.SetOutageSlice(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rb, err := wf.FindRunbook("outage-recovery")
+	require.NoError(t, err)
+	in := &wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "alice", Reason: "power loss", DryRun: true}}
+	world := func() *outageChainWorld {
+		return &outageChainWorld{running: map[string]bool{"rabbitmq-server@controller": true}, calls: map[string]int{}}
+	}
+	one := world()
+	startOutageWorker(t, srv, "outage-snap-one", basePolicy(), one)
+	started1, err := control.Start(ctx, srv.Client, "outage-snap-one", rb, in, control.KeySigner{Key: testOps["alice"].Signer})
+	require.NoError(t, err)
+	rep1, err := control.Report(ctx, srv.Client, started1.WorkflowID, true)
+	require.NoError(t, err)
+
+	p := basePolicy()
+	p.HistoryBudget = 1
+	a, b := world(), world()
+	reached := make(chan struct{})
+	// The first service of the third slice (tier 4's computes first): held until the worker stops.
+	a.hold = func(ctx context.Context, key string) error {
+		if key != "nova-compute@compute5" {
+			return nil
+		}
+		close(reached)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	stopA := startOutageWorker(t, srv, "outage-snap-chain", p, a)
+	started, err := control.Start(ctx, srv.Client, "outage-snap-chain", rb, in, control.KeySigner{Key: testOps["alice"].Signer})
+	require.NoError(t, err)
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		t.Fatal("the snapshot's third slice never began")
+	}
+	stopA()
+	startOutageWorker(t, srv, "outage-snap-chain", p, b)
+	rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
+	require.NoError(t, err)
+	lengths, status := chainLengths(t, ctx, srv.Client, started.WorkflowID, started.RunID)
+	require.Equal(t, enums.WORKFLOW_EXECUTION_STATUS_COMPLETED, status)
+	require.Len(t, lengths, 4, "a run per slice of the snapshot")
+	replayChain(t, ctx, srv.Client, started.WorkflowID, started.RunID)
+	assert.Equal(t, rep1.Plan, rep.Plan, "the plan of the one run")
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, k := range []string{"nova-compute@compute1", "nova-compute@compute2", "nova-compute@compute3", "nova-compute@compute4"} {
+		assert.Equal(t, 1, a.calls["state/"+k], "%s: read by the first worker", k)
+		assert.Zero(t, b.calls["state/"+k], "%s: recorded in an earlier run, not read again", k)
+	}
+	// The slice under way (its reads in parallel: one the stop cut, read again, the other by
+	// either worker, twice if the stop cut its answer too), then the last, by the second worker.
+	assert.GreaterOrEqual(t, b.calls["state/nova-compute@compute5"], 1, "the state whose read the stop cut: read again")
+	assert.GreaterOrEqual(t, a.calls["state/mariadb@controller"]+b.calls["state/mariadb@controller"], 1, "mariadb@controller: read")
+	for _, k := range []string{"rabbitmq-server@controller", "nova-api@controller"} {
+		assert.Equal(t, 1, b.calls["state/"+k], "%s: read by the second worker", k)
+		assert.Zero(t, a.calls["state/"+k], "%s: not by the first", k)
+	}
+	assert.Zero(t, b.calls["plan"], "the table is not read again")
 }
