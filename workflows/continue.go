@@ -71,8 +71,8 @@ type Continued struct {
 
 // ContinueAsNew reports whether Act should continue as new before its next unit of work, given
 // how many history events the last one took. When it says yes, Act records where it got to in
-// its plan and returns ErrContinueAsNew (its P is the next run's); so may Plan (Continued.Planning). Deterministic: the history
-// length is Temporal's record of the workflow task, in a replay too.
+// its plan and returns ErrContinueAsNew (its P is the next run's); so may Plan (Continued.Planning).
+// Deterministic: the history length is Temporal's record of the workflow task, in a replay too.
 func (r *Run) ContinueAsNew(lastEvents int) bool {
 	info := workflow.GetInfo(r.ctx)
 	budget := r.policy.HistoryBudget
