@@ -62,12 +62,17 @@ type Continued struct {
 	PlannedAt time.Time         `json:"planned_at"`
 	// State is the runbook's plan and how far Act got (its P, as JSON).
 	State json.RawMessage `json:"state"`
+	// Planning: the run continued as new in its Plan (outage-recovery's snapshot, in slices):
+	// the next run goes on with Plan, then approves and acts as a first run does. PlanBase is
+	// how many findings the run had before its Plan (the stale-plan check's replan keeps them).
+	Planning bool `json:"planning,omitempty"`
+	PlanBase int  `json:"plan_base,omitempty"`
 }
 
 // ContinueAsNew reports whether Act should continue as new before its next unit of work, given
 // how many history events the last one took. When it says yes, Act records where it got to in
-// its plan and returns ErrContinueAsNew (its P is the next run's). Deterministic: the history
-// length is Temporal's record of the workflow task, in a replay too.
+// its plan and returns ErrContinueAsNew (its P is the next run's); so may Plan (Continued.Planning).
+// Deterministic: the history length is Temporal's record of the workflow task, in a replay too.
 func (r *Run) ContinueAsNew(lastEvents int) bool {
 	info := workflow.GetInfo(r.ctx)
 	budget := r.policy.HistoryBudget
@@ -103,7 +108,7 @@ func continueAsNew[In any](r *Run, in *In, p any) error {
 	c := &Continued{Runs: r.runs + 1, Started: r.started, Steps: r.stepList(), Plan: r.plan, Facts: r.facts,
 		Findings: r.findings, Decisions: r.decisions, Refused: r.refused, Start: r.trust.start, Nonces: r.trust.nonces,
 		Audit: carryAudit(r.audit), Details: r.details, LeftState: r.leftState, Leases: map[string]string{},
-		Approval: r.approval, PlannedAt: r.plannedAt, State: state}
+		Approval: r.approval, PlannedAt: r.plannedAt, State: state, Planning: r.planning, PlanBase: r.planBase}
 	for _, k := range r.leased {
 		c.Leases[k] = r.leaseRun(k)
 	}
@@ -121,14 +126,16 @@ func (r *Run) resume(c *Continued) {
 		r.steps = append(r.steps, st)
 		r.byName[s.Name] = st
 	}
-	r.plan, r.facts, r.planned = c.Plan, c.Facts, true
+	r.plan, r.facts, r.planned = c.Plan, c.Facts, !c.Planning
 	r.findings, r.decisions, r.refused, r.audit = c.Findings, c.Decisions, c.Refused, c.Audit
 	r.trust.start, r.trust.nonces = c.Start, c.Nonces
 	if c.Details != nil {
 		r.details = c.Details
 	}
 	r.leftState = c.LeftState
-	r.approval, r.plannedAt, r.acting = c.Approval, c.PlannedAt, true
+	// A run that continued as new in its Plan has not acted yet: the stale-plan check stays.
+	r.approval, r.plannedAt, r.acting = c.Approval, c.PlannedAt, !c.Planning
+	r.planning, r.planBase = c.Planning, c.PlanBase
 	keys := make([]string, 0, len(c.Leases))
 	//workflowcheck:ignore sorted below
 	for k := range c.Leases {

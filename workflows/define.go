@@ -202,19 +202,28 @@ func (d *Def[In, P]) execute(r *Run, in *In, input Input, p *P) (string, error) 
 	}
 	if r.resumed != nil {
 		// A run of a chain (continue.go): planned, approved and started by the first run; Act
-		// goes on where the last run stopped.
+		// goes on where the last run stopped. Unless the last run continued as new in its Plan:
+		// then Plan goes on where it stopped (p says where), and the rest is as in a first run.
 		if err := json.Unmarshal(r.resumed, p); err != nil {
 			return "continued run", fmt.Errorf("the continued run's state: %w", err)
 		}
 		r.resumed = nil
-		return d.Act(r, in, p)
+		if !r.planning {
+			return d.Act(r, in, p)
+		}
+	} else {
+		// Who started it is proven before anything is read or done (trust.go).
+		if err := r.verifyStart(*in); err != nil {
+			return "start refused", err
+		}
+		r.planning, r.planBase = true, len(r.findings)
 	}
-	// Who started it is proven before anything is read or done (trust.go).
-	if err := r.verifyStart(*in); err != nil {
-		return "start refused", err
-	}
-	base := len(r.findings)
+	base := r.planBase
 	appr, err := d.Plan(r, in, p)
+	if errors.Is(err, ErrContinueAsNew) {
+		return "", err
+	}
+	r.planning = false
 	if err != nil {
 		return summaryOf(err), err
 	}

@@ -29,6 +29,9 @@ type outageChainWorld struct {
 	running map[string]bool
 	calls   map[string]int // activity/key -> calls
 	seq     []string       // what was verified (hosts, services) or started (instances), in order
+	// hold, when set, is called before a state is read (its error the read's): a worker that
+	// stops in the middle of the snapshot.
+	hold func(ctx context.Context, key string) error
 }
 
 // outageChainTable: five hosts to verify, five computes, the database with its check, the
@@ -61,8 +64,9 @@ func outageChainTable() (activities.OutageTable, []activities.OutageInstance) {
 	}}, before
 }
 
-// startOutageWorker runs a worker of outage-recovery on tq with policy p against w.
-func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.Policy, w *outageChainWorld) {
+// startOutageWorker runs a worker of outage-recovery on tq with policy p against w, until the
+// test ends or stop.
+func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.Policy, w *outageChainWorld) (stop func()) {
 	table, before := outageChainTable()
 	wk := worker.New(srv.Client, tq, worker.Options{})
 	wf.Register(wk)
@@ -80,9 +84,16 @@ func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.
 		}
 	}
 	reg("OutagePlan", func(context.Context) (activities.OutageTable, error) { call("plan", false); return table, nil })
-	reg("OutageServiceState", func(_ context.Context, s activities.OutageService) (activities.ServiceState, error) {
+	reg("OutageServiceState", func(ctx context.Context, s activities.OutageService) (activities.ServiceState, error) {
 		call("state/"+key(s), false)
-		return activities.ServiceState{}, nil
+		if w.hold != nil {
+			if err := w.hold(ctx, key(s)); err != nil {
+				return activities.ServiceState{}, err
+			}
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return activities.ServiceState{Running: w.running[key(s)]}, nil
 	})
 	reg("OutageHostUp", func(_ context.Context, r activities.OutageHostRequest) (activities.OutageHostResult, error) {
 		call("host/"+r.Host, true)
@@ -123,7 +134,9 @@ func startOutageWorker(t *testing.T, srv *devserver.Server, tq string, p policy.
 		return activities.OutageInstanceResult{ID: r.ID, Action: "hard-reboot", Status: "ACTIVE", Power: activities.PowerRunning}, nil
 	})
 	require.NoError(t, wk.Start())
-	t.Cleanup(wk.Stop)
+	stop = sync.OnceFunc(wk.Stop)
+	t.Cleanup(stop)
+	return stop
 }
 
 // runOutage starts the recovery as alice on tq, approves the instances' gate as bob whenever one
@@ -157,7 +170,7 @@ func runOutage(t *testing.T, ctx context.Context, srv *devserver.Server, tq stri
 // each activity the audit trail records.
 func outageComparable(t *testing.T, rep *wf.Report) map[string]any {
 	tiers := tierReports(t, rep)
-	out := map[string]any{"summary": rep.Summary}
+	out := map[string]any{"summary": rep.Summary, "plan": rep.Plan}
 	for p, tr := range tiers {
 		for _, l := range [][]string{tr.Started, tr.AlreadyUp, tr.Verified, tr.Findings} {
 			slices.Sort(l)
@@ -189,9 +202,10 @@ func outageComparable(t *testing.T, rep *wf.Report) map[string]any {
 }
 
 // TestOutageRecoveryContinuesAsNewWithFullReport: with a history budget every unit passes and
-// slices of two, a recovery continues as new between its tiers and between the slices of a tier
-// (on a real dev server), and ends as one run does: planned once (the table and the snapshot
-// read once), the gate asked once, every host, service and instance brought back and verified
+// slices of two, a recovery continues as new between the slices of its plan's snapshot, between
+// its tiers and between the slices of a tier (on a real dev server), and ends as one run does:
+// planned once (the table read once, each service's state once: the same plan), the gate asked
+// once, every host, service and instance brought back and verified
 // once, tier after tier in order, and the same report as the same recovery in one run. Every
 // run of the chain replays.
 func TestOutageRecoveryContinuesAsNewWithFullReport(t *testing.T) {
@@ -216,10 +230,11 @@ func TestOutageRecoveryContinuesAsNewWithFullReport(t *testing.T) {
 	lengths, status := chainLengths(t, ctx, srv.Client, started.WorkflowID, started.RunID)
 	require.Equal(t, enums.WORKFLOW_EXECUTION_STATUS_COMPLETED, status)
 	t.Logf("one run: %d events; the chain: runs of %v events", lengths1[0], lengths)
-	// Tiers 1, 3, 4, 10, 99, 5, of which 1 and 4 and the instances in three slices each (and
-	// tier 4's hosts are not verified: it has no host_verify): a run for each tier and slice.
-	require.Len(t, lengths, 12, "a run per tier and per slice of a tier")
-	assert.EqualValues(t, 12, rep.Details["runs"])
+	// The snapshot of 8 services in 4 slices; tiers 1, 3, 4, 10, 99, 5, of which 1 and 4 and
+	// the instances in three slices each (and tier 4's hosts are not verified: it has no
+	// host_verify): a run for each slice of the snapshot, each tier and each slice of a tier.
+	require.Len(t, lengths, 4+12, "a run per slice of the snapshot, per tier and per slice of a tier")
+	assert.EqualValues(t, 4+12, rep.Details["runs"])
 	assert.Nil(t, rep1.Details["runs"], "one run")
 	replayChain(t, ctx, srv.Client, started.WorkflowID, started.RunID)
 
@@ -260,4 +275,134 @@ func TestOutageRecoveryContinuesAsNewWithFullReport(t *testing.T) {
 		assert.Contains(t, []wf.StepState{wf.StepDone, wf.StepSkipped}, s.State, "step %s", s.Name)
 	}
 	require.Len(t, rep.Decisions, 1, "the gate asked once: %+v", rep.Decisions)
+}
+
+// TestOutageRecoveryPlanContinuesAsNewInItsSnapshot: a dry run whose snapshot is 4 slices of 2
+// services continues as new between them (a budget of 1 event), the plan going on where the last
+// run stopped, and ends with the plan of the same dry run in one run: the table read once, each
+// service's state once, the plan's states ([running], [stopped]) the same. Every run replays.
+func TestOutageRecoveryPlanContinuesAsNewInItsSnapshot(t *testing.T) {
+	srv := devserver.Start(t)
+	t.Cleanup(wf.SetOutageSlice(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rb, err := wf.FindRunbook("outage-recovery")
+	require.NoError(t, err)
+	dry := func(tq string, p policy.Policy) (*wf.Report, []int, *outageChainWorld) {
+		w := &outageChainWorld{running: map[string]bool{"rabbitmq-server@controller": true, "nova-compute@compute3": true}, calls: map[string]int{}}
+		startOutageWorker(t, srv, tq, p, w)
+		started, err := control.Start(ctx, srv.Client, tq, rb, &wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "alice", Reason: "power loss", DryRun: true}},
+			control.KeySigner{Key: testOps["alice"].Signer})
+		require.NoError(t, err)
+		rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
+		require.NoError(t, err)
+		lengths, status := chainLengths(t, ctx, srv.Client, started.WorkflowID, started.RunID)
+		require.Equal(t, enums.WORKFLOW_EXECUTION_STATUS_COMPLETED, status)
+		replayChain(t, ctx, srv.Client, started.WorkflowID, started.RunID)
+		return rep, lengths, w
+	}
+	rep1, lengths1, one := dry("outage-dry-one", basePolicy())
+	require.Len(t, lengths1, 1, "under the default budget: one run")
+	p := basePolicy()
+	p.HistoryBudget = 1
+	rep, lengths, chain := dry("outage-dry-chain", p)
+	t.Logf("one run: %d events; the chain: runs of %v events", lengths1[0], lengths)
+	require.Len(t, lengths, 4, "a run per slice of the snapshot (8 services, 2 a slice)")
+	assert.EqualValues(t, 4, rep.Details["runs"])
+
+	require.Equal(t, wf.StatusCompleted, rep.Status, rep.Summary)
+	assert.Equal(t, rep1.Summary, rep.Summary)
+	assert.Equal(t, rep1.Plan, rep.Plan, "the chain's plan is the one run's")
+	assert.Contains(t, rep.Plan, "tier 10 message queue and database: mariadb on controller [stopped] (process, port:3306); "+
+		"rabbitmq-server on controller [running] (process, port:5672); then db-integrity")
+	assert.Contains(t, rep.Plan[2], "nova-compute on compute3 [running] (process); nova-compute on compute4 [stopped] (process)")
+	var steps, steps1 []string
+	for _, s := range rep.Steps {
+		steps = append(steps, fmt.Sprintf("%s %s %d", s.Name, s.State, s.Attempts))
+	}
+	for _, s := range rep1.Steps {
+		steps1 = append(steps1, fmt.Sprintf("%s %s %d", s.Name, s.State, s.Attempts))
+	}
+	assert.Equal(t, steps1, steps, "the same steps, states and attempts")
+	chain.mu.Lock()
+	defer chain.mu.Unlock()
+	one.mu.Lock()
+	defer one.mu.Unlock()
+	assert.Equal(t, one.calls, chain.calls, "the same calls as in one run")
+	assert.Len(t, chain.calls, 1+8, "the table and 8 states: %v", chain.calls)
+	for k, n := range chain.calls {
+		assert.Equal(t, 1, n, "%s: once", k)
+	}
+}
+
+// TestOutageRecoverySnapshotGoesOnOnAnotherWorker: the worker is stopped in the middle of the
+// snapshot's third slice (its third run: the slices of 2 before it were recorded in the runs
+// before), and another worker, with nothing cached, goes on: it reads the states of that slice
+// and the next, never those of the first two slices, and the plan is the one run's.
+func TestOutageRecoverySnapshotGoesOnOnAnotherWorker(t *testing.T) {
+	srv := devserver.Start(t)
+	t.Cleanup(wf.SetOutageSlice(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rb, err := wf.FindRunbook("outage-recovery")
+	require.NoError(t, err)
+	in := &wf.OutageRecoveryInput{Meta: wf.Meta{RequestedBy: "alice", Reason: "power loss", DryRun: true}}
+	world := func() *outageChainWorld {
+		return &outageChainWorld{running: map[string]bool{"rabbitmq-server@controller": true}, calls: map[string]int{}}
+	}
+	one := world()
+	startOutageWorker(t, srv, "outage-snap-one", basePolicy(), one)
+	started1, err := control.Start(ctx, srv.Client, "outage-snap-one", rb, in, control.KeySigner{Key: testOps["alice"].Signer})
+	require.NoError(t, err)
+	rep1, err := control.Report(ctx, srv.Client, started1.WorkflowID, true)
+	require.NoError(t, err)
+
+	p := basePolicy()
+	p.HistoryBudget = 1
+	a, b := world(), world()
+	reached := make(chan struct{})
+	// The first service of the third slice (tier 4's computes first): held until the worker stops.
+	a.hold = func(ctx context.Context, key string) error {
+		if key != "nova-compute@compute5" {
+			return nil
+		}
+		close(reached)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	stopA := startOutageWorker(t, srv, "outage-snap-chain", p, a)
+	started, err := control.Start(ctx, srv.Client, "outage-snap-chain", rb, in, control.KeySigner{Key: testOps["alice"].Signer})
+	require.NoError(t, err)
+	select {
+	case <-reached:
+	case <-ctx.Done():
+		t.Fatal("the snapshot's third slice never began")
+	}
+	stopA()
+	startOutageWorker(t, srv, "outage-snap-chain", p, b)
+	rep, err := control.Report(ctx, srv.Client, started.WorkflowID, true)
+	require.NoError(t, err)
+	lengths, status := chainLengths(t, ctx, srv.Client, started.WorkflowID, started.RunID)
+	require.Equal(t, enums.WORKFLOW_EXECUTION_STATUS_COMPLETED, status)
+	require.Len(t, lengths, 4, "a run per slice of the snapshot")
+	replayChain(t, ctx, srv.Client, started.WorkflowID, started.RunID)
+	assert.Equal(t, rep1.Plan, rep.Plan, "the plan of the one run")
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, k := range []string{"nova-compute@compute1", "nova-compute@compute2", "nova-compute@compute3", "nova-compute@compute4"} {
+		assert.Equal(t, 1, a.calls["state/"+k], "%s: read by the first worker", k)
+		assert.Zero(t, b.calls["state/"+k], "%s: recorded in an earlier run, not read again", k)
+	}
+	// The slice under way (its reads in parallel: one the stop cut, read again, the other by
+	// either worker, twice if the stop cut its answer too), then the last, by the second worker.
+	assert.GreaterOrEqual(t, b.calls["state/nova-compute@compute5"], 1, "the state whose read the stop cut: read again")
+	assert.GreaterOrEqual(t, a.calls["state/mariadb@controller"]+b.calls["state/mariadb@controller"], 1, "mariadb@controller: read")
+	for _, k := range []string{"rabbitmq-server@controller", "nova-api@controller"} {
+		assert.Equal(t, 1, b.calls["state/"+k], "%s: read by the second worker", k)
+		assert.Zero(t, a.calls["state/"+k], "%s: not by the first", k)
+	}
+	assert.Zero(t, b.calls["plan"], "the table is not read again")
 }

@@ -108,7 +108,18 @@ type outageRecoveryPlan struct {
 	// Not carried: sliced is outageContinueChange's version 1; worked is set once this run has
 	// done a unit of work (a run never continues as new before its first).
 	sliced, worked bool
+
+	// The plan's snapshot while it goes on over runs of the chain (outageSnapshotSlicesChange):
+	// snapshotting says the table is read and the snapshot under way; states holds a letter per
+	// service read so far, in the order of the run's tiers (outageStateLetter). Both are cleared
+	// once the plan is made.
+	snapshotting bool
+	states       string
 }
+
+// outageStateLetter is a service's state in the plan's snapshot as outageRecoveryPlan.states
+// carries it: one byte a service, so that a snapshot of thousands stays small in the input.
+var outageStateLetter = map[string]byte{"running": 'r', "stopped": 's', "unknown": 'u'}
 
 // outageProgress is how far the tier under way got: when it began (zero: not yet), whether its
 // step began (the instances' record read and their gate passed), the hosts, services and
@@ -135,10 +146,14 @@ type outageRecoveryState struct {
 	Next      int                         `json:"next"`
 	At        outageProgress              `json:"at"`
 	Reports   []*OutageTierReport         `json:"reports,omitempty"`
+	// Snapshotting and States: the plan's snapshot so far, while the plan continues as new.
+	Snapshotting bool   `json:"snapshotting,omitempty"`
+	States       string `json:"states,omitempty"`
 }
 
 func (p *outageRecoveryPlan) MarshalJSON() ([]byte, error) {
-	return json.Marshal(outageRecoveryState{p.table, p.order, p.notRun, p.before, p.restarted, p.acting, p.began, p.next, p.at, p.reports})
+	return json.Marshal(outageRecoveryState{p.table, p.order, p.notRun, p.before, p.restarted, p.acting, p.began, p.next, p.at, p.reports,
+		p.snapshotting, p.states})
 }
 
 func (p *outageRecoveryPlan) UnmarshalJSON(b []byte) error {
@@ -148,6 +163,7 @@ func (p *outageRecoveryPlan) UnmarshalJSON(b []byte) error {
 	}
 	p.table, p.order, p.notRun, p.before, p.restarted = s.Table, s.Order, s.NotRun, s.Before, s.Restarted
 	p.acting, p.began, p.next, p.at, p.reports = s.Acting, s.Began, s.Next, s.At, s.Reports
+	p.snapshotting, p.states = s.Snapshotting, s.States
 	if p.restarted == nil {
 		p.restarted = map[string]bool{}
 	}
@@ -212,22 +228,25 @@ func (p *outageRecoveryPlan) firstActs(t activities.OutageTier) int {
 func tierStep(t activities.OutageTier) string { return fmt.Sprintf("tier-%d", t.Priority) }
 
 func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (Approval, error) {
-	err := r.Do("read-table", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
-		return r.Exec(ctx, "read-table", "cloud", outage.OutagePlan, &p.table)
-	})
-	if err != nil {
-		return Approval{}, err
+	// A run of the chain that continued as new in the snapshot has the table and the order.
+	if !p.snapshotting {
+		err := r.Do("read-table", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
+			return r.Exec(ctx, "read-table", "cloud", outage.OutagePlan, &p.table)
+		})
+		if err != nil {
+			return Approval{}, err
+		}
+		var prios []string
+		for _, t := range p.table.Tiers {
+			prios = append(prios, fmt.Sprint(t.Priority))
+		}
+		if in.FromTier > 0 && !slices.ContainsFunc(p.table.Tiers, func(t activities.OutageTier) bool { return t.Priority == in.FromTier }) {
+			return Approval{}, Summarize("invalid input", &FieldError{Field: "from_tier", Value: fmt.Sprint(in.FromTier),
+				Problem: "not a tier of the table (tiers: " + strings.Join(prios, ", ") + ")"})
+		}
+		p.notRun, p.order = outageOrder(p.table.Tiers, in.FromTier)
+		p.restarted = map[string]bool{}
 	}
-	var prios []string
-	for _, t := range p.table.Tiers {
-		prios = append(prios, fmt.Sprint(t.Priority))
-	}
-	if in.FromTier > 0 && !slices.ContainsFunc(p.table.Tiers, func(t activities.OutageTier) bool { return t.Priority == in.FromTier }) {
-		return Approval{}, Summarize("invalid input", &FieldError{Field: "from_tier", Value: fmt.Sprint(in.FromTier),
-			Problem: "not a tier of the table (tiers: " + strings.Join(prios, ", ") + ")"})
-	}
-	p.notRun, p.order = outageOrder(p.table.Tiers, in.FromTier)
-	p.restarted = map[string]bool{}
 
 	// What runs now (a snapshot for the plan; Act checks every service again before it starts it).
 	var all []activities.OutageService
@@ -241,18 +260,40 @@ func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) 
 	if workflow.GetVersion(r.ctx, outageSnapshotRetriesChange, workflow.DefaultVersion, 1) == 1 {
 		snapshot = ActOpts{Timeout: 30 * time.Second, Attempts: 3, Initial: time.Second}
 	}
-	_ = r.Do("snapshot", StepOptions{ReadOnly: true, Finding: activities.SeverityInfo}, func(ctx workflow.Context) error {
+	sliced := workflow.GetVersion(r.ctx, outageSnapshotSlicesChange, workflow.DefaultVersion, 1) == 1
+	err := r.Do("snapshot", StepOptions{ReadOnly: true, Finding: activities.SeverityInfo}, func(ctx workflow.Context) error {
 		ctx = r.WithActivity(ctx, snapshot)
-		return r.Each(ctx, len(all), r.parallelism(in.Parallel)*2, func(ctx workflow.Context, i int) error {
+		read := func(ctx workflow.Context, s activities.OutageService) string {
 			var st activities.ServiceState
-			if err := r.Exec(ctx, "snapshot", all[i].Host, outage.OutageServiceState, &st, all[i]); err != nil {
-				running[i] = "unknown"
-				return nil
+			if err := r.Exec(ctx, "snapshot", s.Host, outage.OutageServiceState, &st, s); err != nil {
+				return "unknown"
 			}
-			running[i] = map[bool]string{true: "running", false: "stopped"}[st.Running]
-			return nil
-		})
+			return map[bool]string{true: "running", false: "stopped"}[st.Running]
+		}
+		if !sliced {
+			return r.Each(ctx, len(all), r.parallelism(in.Parallel)*2, func(ctx workflow.Context, i int) error {
+				running[i] = read(ctx, all[i])
+				return nil
+			})
+		}
+		return outageSnapshot(r, p, ctx, all, r.parallelism(in.Parallel)*2, read)
 	})
+	if errors.Is(err, ErrContinueAsNew) {
+		return Approval{}, err
+	}
+	if sliced {
+		letters := map[byte]string{}
+		for w, l := range outageStateLetter {
+			letters[l] = w
+		}
+		for i := range all {
+			running[i] = "unknown" // not read: the step ended early (cancelled)
+			if i < len(p.states) {
+				running[i] = letters[p.states[i]]
+			}
+		}
+		p.snapshotting, p.states = false, ""
+	}
 	lines, facts := []string{}, []Fact{}
 	k := 0
 	for _, t := range p.order {
@@ -297,6 +338,38 @@ func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) 
 // outageSnapshotRetriesChange is the workflow.GetVersion change that gave the plan's snapshot
 // reads (OutageServiceState) three attempts, like the check probes, instead of one.
 const outageSnapshotRetriesChange = "outage-snapshot-retries"
+
+// outageSnapshotSlicesChange is the workflow.GetVersion change after which the plan's snapshot
+// reads the services in slices of outageSlice (each in parallel) and the plan continues as new
+// (Continued.Planning) before a slice that could take the run's history past the history budget,
+// as Act does between its slices. Before it the whole snapshot was the first run's.
+const outageSnapshotSlicesChange = "outage-snapshot-slices"
+
+// outageSnapshot reads the states of all from the first not read yet (p.states), a slice at a
+// time, and continues as new between two slices when the next might pass the history budget
+// (never before this run's first slice, nor in the stale-plan check's replan: r.acting).
+func outageSnapshot(r *Run, p *outageRecoveryPlan, ctx workflow.Context, all []activities.OutageService, par int,
+	read func(workflow.Context, activities.OutageService) string) error {
+	p.snapshotting = true
+	for first := true; len(p.states) < len(all); first = false {
+		lo, n := len(p.states), min(len(all)-len(p.states), outageSlice)
+		if !first && !r.acting && r.ContinueAsNew(n*outageEventsPerActivity+outageUnitEvents) {
+			return ErrContinueAsNew
+		}
+		got := make([]byte, n)
+		err := r.Each(ctx, n, par, func(ctx workflow.Context, i int) error {
+			got[i] = outageStateLetter[read(ctx, all[lo+i])]
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		p.states += string(got)
+	}
+	// The snapshot's slices are units of work: Act may continue as new before its first tier.
+	p.worked = true
+	return nil
+}
 
 func gateNote(gate bool) string {
 	if gate {

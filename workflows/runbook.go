@@ -70,6 +70,10 @@ type Run struct {
 	plannedAt time.Time
 	acting    bool
 	facts     []Fact
+	// planning is set while the runbook's Plan runs (a continue-as-new then goes on with Plan);
+	// planBase is how many findings the run had before it.
+	planning bool
+	planBase int
 
 	// trust is the run's verification of signatures (trust.go); readOnly is the runbook's
 	// Def.ReadOnly.

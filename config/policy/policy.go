@@ -23,7 +23,7 @@ type Policy struct {
 	// a stalled step that waited) is made again, and approved again if it drifted.
 	PlanMaxAge time.Duration `mapstructure:"plan_max_age" yaml:"plan_max_age" json:"plan_max_age"`
 	// HistoryBudget: a long run (swift-ring in steps, outage-recovery between tiers and slices of
-	// a tier, a rolling wave between hosts) continues as new between two units of work when its history and the next unit
+	// a tier or of its plan's snapshot, a rolling wave between hosts) continues as new between two units of work when its history and the next unit
 	// would pass this many events (0: 8,000; Temporal warns at 10,240).
 	HistoryBudget int `mapstructure:"history_budget" yaml:"history_budget" json:"history_budget,omitempty"`
 	// ConfigHold lists the catalogue commands (in order) that keep configuration management from

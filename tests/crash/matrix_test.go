@@ -101,13 +101,15 @@ var matrix = []runbookCase{
 	{rb: workflows.OutageRecovery, input: func(string) workflows.Input {
 		return &workflows.OutageRecoveryInput{Meta: meta(), Parallel: 2}
 	}},
-	// Three tiers that continue as new between them (a budget of 1 event): crashed around each
-	// continue-as-new too (crashAlso), the chain must end as the uncrashed one.
+	// The plan and three tiers that continue as new between them (a budget of 1 event: four
+	// runs; the snapshot of 4 services is one slice): crashed around each continue-as-new too
+	// (crashAlso), the chain must end as the uncrashed one.
 	{rb: workflows.OutageRecovery, variant: "continued", input: func(string) workflows.Input {
 		return &workflows.OutageRecoveryInput{Meta: meta(), Parallel: 2}
 	}, env: []string{"CRASH_HISTORY_BUDGET=1"},
-		// The last activity of the first run and the first of the last (STACKRUN_CRASH_FULL: all).
-		crashAlso: []string{"OutageInstancesBefore#1", "OutageStartInstance#1"}},
+		// The last activity of the first run (the plan's) and the first of the second, the last
+		// of the second and the first of the last (STACKRUN_CRASH_FULL: all).
+		crashAlso: []string{"OutageServiceState#4", "OutageStartService#1", "OutageInstancesBefore#1", "OutageStartInstance#1"}},
 }
 
 // notInMatrixYet are the runbooks whose crash entry and mocks are still to be written (README,
