@@ -115,7 +115,18 @@ type outageRecoveryPlan struct {
 	// once the plan is made.
 	snapshotting bool
 	states       string
+
+	// compact is outageCompactChange's version 1, taken in the chain's first run and carried:
+	// the state is carried compact (outageRecoveryState.Compact); fromTier is the input's.
+	compact  bool
+	fromTier int
 }
+
+// outageCompactChange is the workflow.GetVersion change after which the state a chain carries
+// has no second copy of the tiers (the run's order is derived from the table again) and, of the
+// instances' record, only those that ran before: at 2,000 hosts the carried input passed
+// Temporal's 2 MB payload limit and the server terminated the chain.
+const outageCompactChange = "outage-compact-carry"
 
 // outageStateLetter is a service's state in the plan's snapshot as outageRecoveryPlan.states
 // carries it: one byte a service, so that a snapshot of thousands stays small in the input.
@@ -149,11 +160,28 @@ type outageRecoveryState struct {
 	// Snapshotting and States: the plan's snapshot so far, while the plan continues as new.
 	Snapshotting bool   `json:"snapshotting,omitempty"`
 	States       string `json:"states,omitempty"`
+	// Compact (outageCompactChange): Order and NotRun are not carried but derived again from
+	// the table and FromTier; Before is not carried but Ran, the instances that ran before
+	// (id, name, host), and Read, whether the record was read (it may be empty).
+	Compact  bool        `json:"compact,omitempty"`
+	FromTier int         `json:"from_tier,omitempty"`
+	Ran      [][3]string `json:"ran,omitempty"`
+	Read     bool        `json:"read,omitempty"`
 }
 
 func (p *outageRecoveryPlan) MarshalJSON() ([]byte, error) {
-	return json.Marshal(outageRecoveryState{p.table, p.order, p.notRun, p.before, p.restarted, p.acting, p.began, p.next, p.at, p.reports,
-		p.snapshotting, p.states})
+	if !p.compact {
+		return json.Marshal(outageRecoveryState{Table: p.table, Order: p.order, NotRun: p.notRun, Before: p.before, Restarted: p.restarted,
+			Acting: p.acting, Began: p.began, Next: p.next, At: p.at, Reports: p.reports, Snapshotting: p.snapshotting, States: p.states})
+	}
+	s := outageRecoveryState{Table: p.table, Restarted: p.restarted, Acting: p.acting, Began: p.began, Next: p.next, At: p.at,
+		Reports: p.reports, Snapshotting: p.snapshotting, States: p.states, Compact: true, FromTier: p.fromTier, Read: p.before != nil}
+	for _, i := range p.before {
+		if i.RanBefore() {
+			s.Ran = append(s.Ran, [3]string{i.ID, i.Name, i.Host})
+		}
+	}
+	return json.Marshal(s)
 }
 
 func (p *outageRecoveryPlan) UnmarshalJSON(b []byte) error {
@@ -164,6 +192,18 @@ func (p *outageRecoveryPlan) UnmarshalJSON(b []byte) error {
 	p.table, p.order, p.notRun, p.before, p.restarted = s.Table, s.Order, s.NotRun, s.Before, s.Restarted
 	p.acting, p.began, p.next, p.at, p.reports = s.Acting, s.Began, s.Next, s.At, s.Reports
 	p.snapshotting, p.states = s.Snapshotting, s.States
+	if s.Compact {
+		// What the first run derived from the table (outageOrder is deterministic); of the
+		// record, only the instances that ran before are used once it is read.
+		p.compact, p.fromTier = true, s.FromTier
+		p.notRun, p.order = outageOrder(p.table.Tiers, s.FromTier)
+		if s.Read {
+			p.before = make([]activities.OutageInstance, 0, len(s.Ran))
+			for _, x := range s.Ran {
+				p.before = append(p.before, activities.OutageInstance{ID: x[0], Name: x[1], Host: x[2], VMState: "active", PowerState: activities.PowerRunning})
+			}
+		}
+	}
 	if p.restarted == nil {
 		p.restarted = map[string]bool{}
 	}
@@ -230,6 +270,9 @@ func tierStep(t activities.OutageTier) string { return fmt.Sprintf("tier-%d", t.
 func planOutageRecovery(r *Run, in *OutageRecoveryInput, p *outageRecoveryPlan) (Approval, error) {
 	// A run of the chain that continued as new in the snapshot has the table and the order.
 	if !p.snapshotting {
+		// The chain's first run: later runs have it in the carried state.
+		p.compact = workflow.GetVersion(r.ctx, outageCompactChange, workflow.DefaultVersion, 1) == 1
+		p.fromTier = in.FromTier
 		err := r.Do("read-table", StepOptions{ReadOnly: true}, func(ctx workflow.Context) error {
 			return r.Exec(ctx, "read-table", "cloud", outage.OutagePlan, &p.table)
 		})

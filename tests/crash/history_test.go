@@ -204,10 +204,11 @@ func (r *rig) historyLength(id string) (_ int, _ int, _ []int, _ int64, _ *commo
 	var children []int
 	worst, runs := 0, 0
 	var bytes int64
-	var perRun []int
+	var perRun, inputs []int
 	defer func() {
 		if len(perRun) > 1 {
-			r.t.Logf("%s: runs of %v events", id, perRun)
+			// inputs: each run's input in bytes (a chain's carried state; Temporal's limit is 2 MB)
+			r.t.Logf("%s: runs of %v events, inputs of %v bytes", id, perRun, inputs)
 		}
 	}()
 	for runID := d.GetWorkflowExecutionInfo().GetFirstRunId(); runID != ""; runs++ {
@@ -236,6 +237,13 @@ func (r *rig) historyLength(id string) (_ int, _ int, _ []int, _ int64, _ *commo
 				note(a.GetWorkflowExecution(), int(cd.GetWorkflowExecutionInfo().GetHistoryLength()))
 				bytes = max(bytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
 				childBytes = max(childBytes, cd.GetWorkflowExecutionInfo().GetHistorySizeBytes())
+			}
+			if a := ev.GetWorkflowExecutionStartedEventAttributes(); a != nil {
+				n := 0
+				for _, p := range a.GetInput().GetPayloads() {
+					n += len(p.GetData())
+				}
+				inputs = append(inputs, n)
 			}
 			if a := ev.GetWorkflowExecutionContinuedAsNewEventAttributes(); a != nil {
 				next = a.GetNewExecutionRunId()
